@@ -1,0 +1,33 @@
+//! Named limits shared by every layer. Each has a one-line reason; relationships between them
+//! are checked at compile time. Storage enforces the ones about data; the network and SQL
+//! layers enforce theirs with the same constants.
+
+/// Keys are index entries too (expiry, lease): keep them small enough to stay cheap to copy.
+pub const KEY_BYTES_MAX: usize = 8 * 1024;
+/// Values are stored inline in one redb entry; larger blobs belong elsewhere.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// etcd's default: a transaction must stay small enough to apply quickly on every node.
+pub const TXN_OPS_MAX: usize = 128;
+/// Bytes of keys and values in one command; bounds one log entry well below a frame.
+pub const COMMAND_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// One page of a range scan; the caller continues from the returned continuation key.
+pub const SCAN_ENTRIES_MAX: usize = 1_000;
+/// Keys plus leases named by one `Expire` command (the TTL actor's batch).
+pub const EXPIRE_BATCH_MAX: usize = 1_000;
+/// Longest TTL for a key or a lease: one year, so `now + ttl` never overflows.
+pub const TTL_MS_MAX: u64 = 365 * 24 * 60 * 60 * 1000;
+/// Keys removed per redb range pass while deleting a range: bounds memory, not the range.
+pub const DELETE_CHUNK_ENTRIES_MAX: usize = 1_024;
+/// Largest length-prefixed record in a snapshot file (one key and its entry, plus framing).
+pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 2 * (KEY_BYTES_MAX + VALUE_BYTES_MAX);
+/// Largest network frame; one command (and its Raft envelope) must always fit in one.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// SQL result rows returned to one query before it is truncated.
+pub const SQL_ROWS_MAX: usize = 10_000;
+/// Default database quota: over it, writes fail with `quota exceeded`.
+pub const QUOTA_BYTES_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
+
+const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX <= COMMAND_BYTES_MAX);
+const _: () = assert!(COMMAND_BYTES_MAX * 3 / 2 <= FRAME_BYTES_MAX);
+const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < SNAPSHOT_RECORD_BYTES_MAX);
+const _: () = assert!(SCAN_ENTRIES_MAX <= DELETE_CHUNK_ENTRIES_MAX);

@@ -1,0 +1,31 @@
+//! Storage: one redb database per node holding the Raft log, the Raft meta and the key-value
+//! state machine with its indexes; one fsync per appended batch and none in apply.
+//!
+//! Owns: the file format (`schema`), the durability rules (`store`), command semantics
+//! (`state_machine`), consistent reads (`reads`), snapshot files (`snapshot`), openraft's
+//! storage traits (`raft`), the tuple layer (`tuple`, `subspace`).
+//! Does not touch: the network, actors, or any clock (time arrives in the commands).
+//!
+//! Invariants, asserted where they are written and checked by `Store::validate` on start:
+//! 1. `last_purged <= last_applied <= committed <= last log index` in the durable state.
+//! 2. `last_applied`, membership and the revision change in the same transaction as the state.
+//! 3. Every acknowledged `append()` is durable before openraft hears of it.
+//! 4. Only committed entries reach `apply()`; `append()` never applies.
+
+pub mod error;
+pub mod raft;
+pub mod reads;
+pub mod schema;
+pub mod snapshot;
+pub mod state_machine;
+pub mod store;
+pub mod subspace;
+pub mod tuple;
+pub mod types;
+
+pub use error::{CommandError, Error, ValidationError};
+pub use raft::{LogStore, StateMachineStore};
+pub use reads::{Page, ReadView, ScanOptions};
+pub use snapshot::{SnapshotSummary, verify_snapshot_file};
+pub use store::{DurableMeta, StorageMode, Store, StoreOptions, validate};
+pub use types::*;

@@ -1,0 +1,255 @@
+//! openraft 0.9 storage-v2 traits over the [`Store`]: thin async handles that run every redb
+//! call on a blocking thread, so a commit waiting on fsync never stalls a tokio worker.
+//!
+//! `append()` commits once with fsync and only then signals openraft's flush callback; it never
+//! applies anything (applying uncommitted entries would expose writes a new leader may
+//! truncate). `apply()` and `save_committed()` commit without fsync.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError,
+};
+
+use crate::storage::error::Error;
+use crate::storage::store::Store;
+use crate::storage::types::{
+    Entry, LogId, RaftStorageError, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
+    Vote,
+};
+
+/// Runs a blocking store call on tokio's blocking pool and maps errors for openraft.
+async fn blocking<T, F>(
+    store: &Arc<Store>,
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    call: F,
+) -> Result<T, RaftStorageError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || call(&store)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(StorageIOError::new(subject, verb, &error).into()),
+        Err(join) => Err(StorageIOError::new(subject, verb, &join).into()),
+    }
+}
+
+/// The Raft log half of the store (log entries, vote, committed).
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    store: Arc<Store>,
+}
+
+impl LogStore {
+    pub fn new(store: Arc<Store>) -> Self {
+        LogStore { store }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, RaftStorageError> {
+        let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Read, move |s| {
+            s.log_entries(range)
+        })
+        .await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
+        let (last_purged_log_id, last_log_id) =
+            blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Read, |s| {
+                s.log_state()
+            })
+            .await?;
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
+        let vote = *vote;
+        blocking(&self.store, ErrorSubject::Vote, ErrorVerb::Write, move |s| {
+            s.save_vote(&vote)
+        })
+        .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, RaftStorageError> {
+        blocking(&self.store, ErrorSubject::Vote, ErrorVerb::Read, |s| {
+            s.read_vote()
+        })
+        .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
+        blocking(&self.store, ErrorSubject::Store, ErrorVerb::Write, move |s| {
+            s.save_committed(committed.as_ref())
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
+        blocking(&self.store, ErrorSubject::Store, ErrorVerb::Read, |s| {
+            s.read_committed()
+        })
+        .await
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let result = blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Write, move |s| {
+            s.append(&entries)
+        })
+        .await;
+        // Signal only after the commit above returned: the entries are on disk.
+        match &result {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(error) => callback.log_io_completed(Err(std::io::Error::other(error.to_string()))),
+        }
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Delete, move |s| {
+            s.truncate(log_id.index)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Delete, move |s| {
+            s.purge(&log_id)
+        })
+        .await
+    }
+}
+
+/// The state machine half of the store.
+#[derive(Debug, Clone)]
+pub struct StateMachineStore {
+    store: Arc<Store>,
+}
+
+impl StateMachineStore {
+    pub fn new(store: Arc<Store>) -> Self {
+        StateMachineStore { store }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, RaftStorageError> {
+        let (meta, file) = blocking(
+            &self.store,
+            ErrorSubject::Snapshot(None),
+            ErrorVerb::Write,
+            |s| s.build_snapshot(),
+        )
+        .await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+        blocking(&self.store, ErrorSubject::StateMachine, ErrorVerb::Read, |s| {
+            s.applied_state()
+        })
+        .await
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        blocking(
+            &self.store,
+            ErrorSubject::StateMachine,
+            ErrorVerb::Write,
+            move |s| s.apply(&entries),
+        )
+        .await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<tokio::fs::File>, RaftStorageError> {
+        let file = blocking(
+            &self.store,
+            ErrorSubject::Snapshot(None),
+            ErrorVerb::Write,
+            |s| s.snapshot_receive_file(),
+        )
+        .await?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), RaftStorageError> {
+        let mut file = snapshot.into_std().await;
+        let meta_owned = meta.clone();
+        blocking(
+            &self.store,
+            ErrorSubject::Snapshot(Some(meta.signature())),
+            ErrorVerb::Write,
+            move |s| s.install_snapshot(&meta_owned, &mut file),
+        )
+        .await
+        .map(|_summary| ())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, RaftStorageError> {
+        let current = blocking(
+            &self.store,
+            ErrorSubject::Snapshot(None),
+            ErrorVerb::Read,
+            |s| s.current_snapshot(),
+        )
+        .await?;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+}

@@ -1,0 +1,256 @@
+//! Reads: every answer comes from one redb read transaction (an MVCC snapshot), so a get, a
+//! page of a scan and the revision they report always agree. Reads never go through the
+//! writer. Keys whose TTL has passed at the reader's `now_ms` are invisible; the TTL actor
+//! deletes them through Raft later.
+
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
+
+use crate::limits::SCAN_ENTRIES_MAX;
+use crate::storage::error::Result;
+use crate::storage::schema::*;
+use crate::storage::state_machine::{decode_kv_entry, decode_lease};
+use crate::storage::store::{Store, read_meta};
+use crate::storage::types::{KeyRange, KeyValue, KvEntry, LeaseRecord, LogId};
+
+/// One page of a range scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub kvs: Vec<KeyValue>,
+    /// Where the next page starts, when the range holds more than this page.
+    pub continuation: Option<Vec<u8>>,
+    /// The revision the page reflects.
+    pub revision: u64,
+}
+
+/// How to scan a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Entries per page; capped at `SCAN_ENTRIES_MAX`.
+    pub limit: usize,
+    /// Leave values out (they are still read from disk: redb stores them inline).
+    pub keys_only: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            limit: SCAN_ENTRIES_MAX,
+            keys_only: false,
+        }
+    }
+}
+
+/// A lease and its remaining time, as listed to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub id: u64,
+    pub record: LeaseRecord,
+}
+
+impl Store {
+    /// A consistent view of the state machine as of now, judging expiry at `now_ms`.
+    pub fn read(&self, now_ms: u64) -> Result<ReadView> {
+        ReadView::new(&self.begin_read()?, now_ms)
+    }
+}
+
+/// The state machine as of one read transaction.
+pub struct ReadView {
+    kv: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    leases: ReadOnlyTable<u64, &'static [u8]>,
+    idx_expires: ReadOnlyTable<(u64, &'static [u8]), ()>,
+    idx_lease: ReadOnlyTable<(u64, &'static [u8]), ()>,
+    idx_lease_deadline: ReadOnlyTable<(u64, u64), ()>,
+    revision: u64,
+    last_applied: Option<LogId>,
+    now_ms: u64,
+}
+
+impl ReadView {
+    /// A view over an open read transaction (its tables outlive the borrow).
+    pub(crate) fn new(txn: &ReadTransaction, now_ms: u64) -> Result<Self> {
+        let meta = txn.open_table(SM_META)?;
+        Ok(ReadView {
+            kv: txn.open_table(KV)?,
+            leases: txn.open_table(LEASES)?,
+            idx_expires: txn.open_table(IDX_EXPIRES)?,
+            idx_lease: txn.open_table(IDX_LEASE)?,
+            idx_lease_deadline: txn.open_table(IDX_LEASE_DEADLINE)?,
+            revision: read_meta(&meta, META_REVISION)?.unwrap_or(0),
+            last_applied: read_meta(&meta, META_LAST_APPLIED)?,
+            now_ms,
+        })
+    }
+
+    /// The revision this view reflects.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The last log id applied to this view.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.last_applied
+    }
+
+    /// A live key's record.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.kv.get(key)? {
+            Some(bytes) => {
+                let entry = decode_kv_entry(key, bytes.value())?;
+                Ok(entry
+                    .is_live(self.now_ms)
+                    .then(|| entry.into_key_value(key.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// One page of live keys in `range`, in key order. Continue with
+    /// `KeyRange { start: continuation, ..range }`.
+    pub fn range(&self, range: &KeyRange, options: ScanOptions) -> Result<Page> {
+        let limit = options.limit.clamp(1, SCAN_ENTRIES_MAX);
+        let mut kvs = Vec::new();
+        let mut continuation = None;
+        for item in self.kv_range(range)? {
+            let (key, bytes) = item?;
+            let key = key.value();
+            if kvs.len() == limit {
+                continuation = Some(key.to_vec());
+                break;
+            }
+            let mut entry = decode_kv_entry(key, bytes.value())?;
+            if !entry.is_live(self.now_ms) {
+                continue;
+            }
+            if options.keys_only {
+                entry.value = Vec::new();
+            }
+            kvs.push(entry.into_key_value(key.to_vec()));
+        }
+        Ok(Page {
+            kvs,
+            continuation,
+            revision: self.revision,
+        })
+    }
+
+    /// Live keys in `range`. Reads no values: it counts stored keys and subtracts the expired
+    /// ones found through the expiry index.
+    pub fn count(&self, range: &KeyRange) -> Result<u64> {
+        let mut stored = 0u64;
+        for item in self.kv_range(range)? {
+            item?;
+            stored += 1;
+        }
+        let mut expired = 0u64;
+        for item in self.idx_expires.range(..(self.now_ms + 1, &[][..]))? {
+            let (row, _) = item?;
+            if range.contains(row.value().1) {
+                expired += 1;
+            }
+        }
+        Ok(stored - expired)
+    }
+
+    fn kv_range(
+        &self,
+        range: &KeyRange,
+    ) -> Result<redb::Range<'static, &'static [u8], &'static [u8]>> {
+        Ok(match &range.end {
+            Some(end) => self.kv.range(range.start.as_slice()..end.as_slice())?,
+            None => self.kv.range(range.start.as_slice()..)?,
+        })
+    }
+
+    /// Keys whose TTL passed at `now_ms`, oldest first, at most `max`.
+    pub fn expired_keys(&self, now_ms: u64, max: usize) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        for item in self.idx_expires.range(..(now_ms + 1, &[][..]))?.take(max) {
+            let (row, _) = item?;
+            keys.push(row.value().1.to_vec());
+        }
+        Ok(keys)
+    }
+
+    /// Leases whose deadline passed at `now_ms`, oldest first, at most `max`.
+    pub fn expired_leases(&self, now_ms: u64, max: usize) -> Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for item in self.idx_lease_deadline.range(..(now_ms + 1, 0))?.take(max) {
+            ids.push(item?.0.value().1);
+        }
+        Ok(ids)
+    }
+
+    /// Keys attached to lease `id`, in key order, at most `max`.
+    pub fn lease_keys(&self, id: u64, max: usize) -> Result<Vec<Vec<u8>>> {
+        lease_keys_in(&self.idx_lease, id, max)
+    }
+
+    /// A lease, if it is still live at this view's `now_ms`.
+    pub fn lease(&self, id: u64) -> Result<Option<LeaseRecord>> {
+        match self.leases.get(id)? {
+            Some(bytes) => {
+                let lease = decode_lease(id, bytes.value())?;
+                Ok(lease.is_live(self.now_ms).then_some(lease))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Live leases in id order, starting at `from`, at most `max`.
+    pub fn leases(&self, from: u64, max: usize) -> Result<Vec<LeaseInfo>> {
+        let mut leases = Vec::new();
+        for item in self.leases.range(from..)? {
+            if leases.len() == max {
+                break;
+            }
+            let (id, bytes) = item?;
+            let record = decode_lease(id.value(), bytes.value())?;
+            if record.is_live(self.now_ms) {
+                leases.push(LeaseInfo {
+                    id: id.value(),
+                    record,
+                });
+            }
+        }
+        Ok(leases)
+    }
+
+    /// Every stored key and record, live or not, in key order: for snapshots and checks.
+    pub(crate) fn raw_entries(&self) -> Result<impl Iterator<Item = Result<(Vec<u8>, KvEntry)>>> {
+        Ok(self.kv.range::<&[u8]>(..)?.map(|item| {
+            let (key, bytes) = item?;
+            let key = key.value().to_vec();
+            let entry = decode_kv_entry(&key, bytes.value())?;
+            Ok((key, entry))
+        }))
+    }
+
+    /// Every stored lease, live or not, in id order.
+    pub(crate) fn raw_leases(&self) -> Result<impl Iterator<Item = Result<(u64, LeaseRecord)>>> {
+        Ok(self.leases.range::<u64>(..)?.map(|item| {
+            let (id, bytes) = item?;
+            let id = id.value();
+            Ok((id, decode_lease(id, bytes.value())?))
+        }))
+    }
+}
+
+/// Keys attached to lease `id` in an `idx_lease` table, in key order, at most `max`.
+pub(crate) fn lease_keys_in(
+    idx_lease: &impl ReadableTable<(u64, &'static [u8]), ()>,
+    id: u64,
+    max: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let start: (u64, &[u8]) = (id, &[]);
+    let mut keys = Vec::new();
+    for item in idx_lease.range(start..)?.take(max) {
+        let (row, _) = item?;
+        let (lease, key) = row.value();
+        if lease != id {
+            break;
+        }
+        keys.push(key.to_vec());
+    }
+    Ok(keys)
+}

@@ -1,0 +1,400 @@
+//! The `Store`: one redb database per node (a file, or redb's in-memory backend: the same code)
+//! holding the Raft log, the Raft meta and the key-value state machine.
+//!
+//! Durability rules (DESIGN.md, "Storage"):
+//! - log appends, vote, truncate, purge and snapshot installs commit with fsync
+//!   (`Durability::Immediate`); appends are the only fsync on the write path;
+//! - `save_committed` and `apply` commit without fsync (`Durability::None`) and become durable
+//!   with the next fsync'd commit of the same file;
+//! - a clean close ends with one fsync'd commit, so a restart replays nothing.
+//!
+//! Every method here blocks on redb; async callers run them on a blocking thread.
+
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::storage::error::{Error, IndexText, Result, ValidationError};
+use crate::storage::schema::*;
+use crate::storage::types::{Entry, LogId, StoredMembership, Vote};
+
+/// Name of the database file inside a node's data directory.
+pub const DB_FILE_NAME: &str = "aspen.redb";
+/// Directory for snapshot files inside a node's data directory.
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+/// Default redb page cache: small, because the OS page cache holds the file too.
+pub const CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+
+/// Where the store keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageMode {
+    /// `DIR/aspen.redb` and `DIR/snapshots/`.
+    File(PathBuf),
+    /// redb's in-memory backend; snapshots go to a private temporary directory.
+    InMemory,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub mode: StorageMode,
+    pub cache_bytes: usize,
+    /// Save redb's allocator state in every write transaction, so opening after a crash does
+    /// not walk the whole file.
+    pub quick_repair: bool,
+}
+
+impl StoreOptions {
+    pub fn file(dir: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            mode: StorageMode::File(dir.into()),
+            cache_bytes: CACHE_BYTES_DEFAULT,
+            quick_repair: true,
+        }
+    }
+
+    pub fn in_memory() -> Self {
+        StoreOptions {
+            mode: StorageMode::InMemory,
+            cache_bytes: CACHE_BYTES_DEFAULT,
+            quick_repair: true,
+        }
+    }
+}
+
+/// The durable positions the cross-storage validation compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DurableMeta {
+    pub last_purged: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub committed: Option<u64>,
+    /// Index of the last log entry, or of the last purged entry or installed snapshot when they
+    /// are later (they stand in for entries this log no longer holds).
+    pub last_log_index: Option<u64>,
+}
+
+/// Checks `last_purged <= last_applied <= committed <= last log index`. `None` (nothing
+/// recorded) sorts before every index.
+pub fn validate(meta: &DurableMeta) -> Result<(), ValidationError> {
+    if meta.last_purged > meta.last_applied {
+        return Err(ValidationError::PurgedBeyondApplied {
+            last_purged: IndexText(meta.last_purged),
+            last_applied: IndexText(meta.last_applied),
+        });
+    }
+    if meta.last_applied > meta.committed {
+        return Err(ValidationError::AppliedBeyondCommitted {
+            last_applied: IndexText(meta.last_applied),
+            committed: IndexText(meta.committed),
+        });
+    }
+    if meta.committed > meta.last_log_index {
+        return Err(ValidationError::CommittedBeyondLog {
+            committed: IndexText(meta.committed),
+            last_log_index: IndexText(meta.last_log_index),
+        });
+    }
+    Ok(())
+}
+
+/// One node's storage. Share it as `Arc<Store>`: reads open their own redb read transactions,
+/// writes serialize inside redb.
+pub struct Store {
+    db: Database,
+    snapshot_dir: PathBuf,
+    /// Keeps the in-memory store's snapshot directory alive; removed on drop.
+    _snapshot_tmp: Option<tempfile::TempDir>,
+    quick_repair: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("snapshot_dir", &self.snapshot_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store and makes sure every table exists.
+    pub fn open(options: &StoreOptions) -> Result<Store> {
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(options.cache_bytes);
+        let (db, snapshot_dir, snapshot_tmp) = match &options.mode {
+            StorageMode::File(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                let snapshot_dir = dir.join(SNAPSHOT_DIR_NAME);
+                std::fs::create_dir_all(&snapshot_dir)
+                    .map_err(|e| Error::io(format!("creating {}", snapshot_dir.display()), e))?;
+                let db = builder.create(dir.join(DB_FILE_NAME))?;
+                (db, snapshot_dir, None)
+            }
+            StorageMode::InMemory => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("aspen-snapshots-")
+                    .tempdir()
+                    .map_err(|e| Error::io("creating a snapshot directory", e))?;
+                let db = builder.create_with_backend(redb::backends::InMemoryBackend::new())?;
+                (db, tmp.path().to_path_buf(), Some(tmp))
+            }
+        };
+        let store = Store {
+            db,
+            snapshot_dir,
+            _snapshot_tmp: snapshot_tmp,
+            quick_repair: options.quick_repair,
+        };
+        store.init_tables()?;
+        Ok(store)
+    }
+
+    fn init_tables(&self) -> Result<()> {
+        let txn = self.begin_write(Durability::Immediate)?;
+        {
+            txn.open_table(RAFT_LOG)?;
+            txn.open_table(RAFT_META)?;
+            txn.open_table(KV)?;
+            txn.open_table(SM_META)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(IDX_EXPIRES)?;
+            txn.open_table(IDX_LEASE)?;
+            txn.open_table(IDX_LEASE_DEADLINE)?;
+            let mut file_meta = txn.open_table(FILE_META)?;
+            let stored = file_meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
+            match stored {
+                None => {
+                    file_meta.insert(META_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
+                }
+                Some(bytes) if bytes == FORMAT_VERSION.to_le_bytes() => {}
+                Some(bytes) => {
+                    return Err(Error::corrupt(
+                        "file_meta",
+                        format!("format {bytes:?} is not this build's format {FORMAT_VERSION}"),
+                    ));
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The redb database, for read transactions (`begin_read`).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Where snapshot files live.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshot_dir
+    }
+
+    /// Starts a write transaction with the given durability (and quick repair if configured).
+    pub fn begin_write(&self, durability: Durability) -> Result<WriteTransaction> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)?;
+        txn.set_quick_repair(self.quick_repair);
+        Ok(txn)
+    }
+
+    pub fn begin_read(&self) -> Result<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Ends with one fsync'd commit: every earlier non-durable commit (applies, `committed`)
+    /// becomes durable, so a restart replays nothing.
+    pub fn close(&self) -> Result<()> {
+        self.begin_write(Durability::Immediate)?.commit()?;
+        Ok(())
+    }
+
+    // ---- Raft log ----
+
+    /// Appends entries in one transaction committed with fsync. When this returns, every entry
+    /// is durable.
+    pub fn append(&self, entries: &[Entry]) -> Result<()> {
+        let txn = self.begin_write(Durability::Immediate)?;
+        {
+            let mut log = txn.open_table(RAFT_LOG)?;
+            let mut buffer = Vec::new();
+            for entry in entries {
+                buffer.clear();
+                buffer.push(LOG_ENTRY_FORMAT);
+                let bytes = postcard::to_extend(entry, std::mem::take(&mut buffer))
+                    .map_err(|e| Error::corrupt(format!("log entry {}", entry.log_id), e))?;
+                log.insert(entry.log_id.index, bytes.as_slice())?;
+                buffer = bytes;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Log entries with indexes in `range`, in order.
+    pub fn log_entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
+        let txn = self.begin_read()?;
+        let log = txn.open_table(RAFT_LOG)?;
+        let mut entries = Vec::new();
+        for item in log.range(range)? {
+            let (index, bytes) = item?;
+            entries.push(decode_log_entry(index.value(), bytes.value())?);
+        }
+        Ok(entries)
+    }
+
+    /// `(last purged log id, last log id)`; the last log id falls back to the last purged one
+    /// when the log is empty.
+    pub fn log_state(&self) -> Result<(Option<LogId>, Option<LogId>)> {
+        let txn = self.begin_read()?;
+        let last_purged: Option<LogId> = read_meta_ro(&txn, RAFT_META, META_LAST_PURGED)?;
+        let log = txn.open_table(RAFT_LOG)?;
+        let last = match log.last()? {
+            Some((index, bytes)) => Some(decode_log_entry(index.value(), bytes.value())?.log_id),
+            None => last_purged,
+        };
+        Ok((last_purged, last))
+    }
+
+    /// Deletes log entries from `index` on (conflicting, uncommitted entries). Fsync'd.
+    pub fn truncate(&self, index: u64) -> Result<()> {
+        let txn = self.begin_write(Durability::Immediate)?;
+        txn.open_table(RAFT_LOG)?.retain_in(index.., |_, _| false)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes log entries up to and including `log_id` and records it as purged. Fsync'd.
+    pub fn purge(&self, log_id: &LogId) -> Result<()> {
+        let txn = self.begin_write(Durability::Immediate)?;
+        txn.open_table(RAFT_LOG)?
+            .retain_in(..=log_id.index, |_, _| false)?;
+        write_meta(&txn, RAFT_META, META_LAST_PURGED, log_id)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn save_vote(&self, vote: &Vote) -> Result<()> {
+        let txn = self.begin_write(Durability::Immediate)?;
+        write_meta(&txn, RAFT_META, META_VOTE, vote)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn read_vote(&self) -> Result<Option<Vote>> {
+        read_meta_ro(&self.begin_read()?, RAFT_META, META_VOTE)
+    }
+
+    /// Records the committed log id without fsync: losing it in a crash only means replaying
+    /// less, and the next fsync'd commit makes it durable.
+    pub fn save_committed(&self, committed: Option<&LogId>) -> Result<()> {
+        let txn = self.begin_write(Durability::None)?;
+        write_meta(&txn, RAFT_META, META_COMMITTED, &committed)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn read_committed(&self) -> Result<Option<LogId>> {
+        Ok(read_meta_ro::<Option<LogId>>(&self.begin_read()?, RAFT_META, META_COMMITTED)?.flatten())
+    }
+
+    // ---- State machine meta ----
+
+    /// The last applied log id and the membership, read together.
+    pub fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership)> {
+        let txn = self.begin_read()?;
+        let applied = read_meta_ro(&txn, SM_META, META_LAST_APPLIED)?;
+        let membership = read_meta_ro(&txn, SM_META, META_MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    // ---- Validation ----
+
+    /// The durable positions, read from one snapshot of the file.
+    pub fn durable_meta(&self) -> Result<DurableMeta> {
+        let txn = self.begin_read()?;
+        let last_purged: Option<LogId> = read_meta_ro(&txn, RAFT_META, META_LAST_PURGED)?;
+        let installed: Option<LogId> = read_meta_ro(&txn, RAFT_META, META_SNAPSHOT_INSTALLED)?;
+        let committed: Option<LogId> =
+            read_meta_ro::<Option<LogId>>(&txn, RAFT_META, META_COMMITTED)?.flatten();
+        let last_applied: Option<LogId> = read_meta_ro(&txn, SM_META, META_LAST_APPLIED)?;
+        let log = txn.open_table(RAFT_LOG)?;
+        let last_entry = log.last()?.map(|(index, _)| index.value());
+        let last_purged = last_purged.map(|id| id.index);
+        Ok(DurableMeta {
+            last_purged,
+            last_applied: last_applied.map(|id| id.index),
+            committed: committed.map(|id| id.index),
+            last_log_index: last_entry.max(last_purged).max(installed.map(|id| id.index)),
+        })
+    }
+
+    /// redb's own integrity check (page checksums, allocator state). Needs the store alone:
+    /// no other handle may be open.
+    pub fn check_integrity(&mut self) -> Result<bool> {
+        Ok(self.db.check_integrity()?)
+    }
+
+    /// The cross-storage validation over what is in the file now.
+    pub fn validate(&self) -> Result<DurableMeta> {
+        let meta = self.durable_meta()?;
+        validate(&meta)?;
+        Ok(meta)
+    }
+}
+
+/// Decodes one stored log entry and checks it sits at its own index.
+pub fn decode_log_entry(index: u64, bytes: &[u8]) -> Result<Entry> {
+    let what = || format!("raft_log entry {index}");
+    let (format, rest) = bytes
+        .split_first()
+        .ok_or_else(|| Error::corrupt(what(), "empty record"))?;
+    if *format != LOG_ENTRY_FORMAT {
+        return Err(Error::corrupt(what(), format!("unknown format byte {format}")));
+    }
+    let entry: Entry = postcard::from_bytes(rest).map_err(|e| Error::corrupt(what(), e))?;
+    if entry.log_id.index != index {
+        return Err(Error::corrupt(
+            what(),
+            format!("holds the entry of index {}", entry.log_id.index),
+        ));
+    }
+    Ok(entry)
+}
+
+/// Writes a postcard-encoded meta value. Takes `&WriteTransaction`: it must run inside one.
+pub(crate) fn write_meta<T: Serialize + ?Sized>(
+    txn: &WriteTransaction,
+    table: redb::TableDefinition<&str, &[u8]>,
+    key: &str,
+    value: &T,
+) -> Result<()> {
+    let bytes = postcard::to_allocvec(value).map_err(|e| Error::corrupt(key, e))?;
+    txn.open_table(table)?.insert(key, bytes.as_slice())?;
+    Ok(())
+}
+
+/// Reads a postcard-encoded meta value from any readable table.
+pub(crate) fn read_meta<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>> {
+    match table.get(key)? {
+        Some(bytes) => postcard::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(|e| Error::corrupt(format!("meta {key}"), e)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn read_meta_ro<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    table: redb::TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<T>> {
+    read_meta(&txn.open_table(table)?, key)
+}
