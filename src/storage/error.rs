@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-
 /// A command the state machine refused. A refused command changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -15,7 +14,9 @@ pub enum CommandError {
     KeyTooLarge { bytes: u64, max: u64 },
     #[error("storage: value is {bytes} bytes, more than the limit of {max}")]
     ValueTooLarge { bytes: u64, max: u64 },
-    #[error("storage: command carries {bytes} bytes of keys and values, more than the limit of {max}")]
+    #[error(
+        "storage: command carries {bytes} bytes of keys and values, more than the limit of {max}"
+    )]
     CommandTooLarge { bytes: u64, max: u64 },
     #[error("storage: transaction has {count} {list} operations, more than the limit of {max}")]
     TooManyTxnOps { list: TxnList, count: u64, max: u64 },
@@ -58,11 +59,20 @@ impl std::fmt::Display for TxnList {
 #[non_exhaustive]
 pub enum ValidationError {
     #[error("storage: last_purged ({last_purged}) exceeds last_applied ({last_applied})")]
-    PurgedBeyondApplied { last_purged: IndexText, last_applied: IndexText },
+    PurgedBeyondApplied {
+        last_purged: IndexText,
+        last_applied: IndexText,
+    },
     #[error("storage: last_applied ({last_applied}) exceeds committed ({committed})")]
-    AppliedBeyondCommitted { last_applied: IndexText, committed: IndexText },
+    AppliedBeyondCommitted {
+        last_applied: IndexText,
+        committed: IndexText,
+    },
     #[error("storage: committed ({committed}) exceeds last log index ({last_log_index})")]
-    CommittedBeyondLog { committed: IndexText, last_log_index: IndexText },
+    CommittedBeyondLog {
+        committed: IndexText,
+        last_log_index: IndexText,
+    },
 }
 
 /// A log index as shown in messages: the number, or `none` when nothing is recorded.
@@ -131,6 +141,5 @@ from_redb!(
     redb::CommitError,
     redb::SetDurabilityError
 );
-
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -86,9 +86,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
         let vote = *vote;
-        blocking(&self.store, ErrorSubject::Vote, ErrorVerb::Write, move |s| {
-            s.save_vote(&vote)
-        })
+        blocking(
+            &self.store,
+            ErrorSubject::Vote,
+            ErrorVerb::Write,
+            move |s| s.save_vote(&vote),
+        )
         .await
     }
 
@@ -100,9 +103,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
-        blocking(&self.store, ErrorSubject::Store, ErrorVerb::Write, move |s| {
-            s.save_committed(committed.as_ref())
-        })
+        blocking(
+            &self.store,
+            ErrorSubject::Store,
+            ErrorVerb::Write,
+            move |s| s.save_committed(committed.as_ref()),
+        )
         .await
     }
 
@@ -123,9 +129,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Write, move |s| {
-            s.append(&entries)
-        })
+        let result = blocking(
+            &self.store,
+            ErrorSubject::Logs,
+            ErrorVerb::Write,
+            move |s| s.append(&entries),
+        )
         .await;
         // Signal only after the commit above returned: the entries are on disk.
         match &result {
@@ -136,16 +145,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Delete, move |s| {
-            s.truncate(log_id.index)
-        })
+        blocking(
+            &self.store,
+            ErrorSubject::Logs,
+            ErrorVerb::Delete,
+            move |s| s.truncate(log_id.index),
+        )
         .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Delete, move |s| {
-            s.purge(&log_id)
-        })
+        blocking(
+            &self.store,
+            ErrorSubject::Logs,
+            ErrorVerb::Delete,
+            move |s| s.purge(&log_id),
+        )
         .await
     }
 }
@@ -184,9 +199,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
-        blocking(&self.store, ErrorSubject::StateMachine, ErrorVerb::Read, |s| {
-            s.applied_state()
-        })
+        blocking(
+            &self.store,
+            ErrorSubject::StateMachine,
+            ErrorVerb::Read,
+            |s| s.applied_state(),
+        )
         .await
     }
 
@@ -209,9 +227,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<tokio::fs::File>, RaftStorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, RaftStorageError> {
         let file = blocking(
             &self.store,
             ErrorSubject::Snapshot(None),

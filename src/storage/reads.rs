@@ -69,15 +69,14 @@ pub struct ReadView {
 impl ReadView {
     /// A view over an open read transaction (its tables outlive the borrow).
     pub(crate) fn new(txn: &ReadTransaction, now_ms: u64) -> Result<Self> {
-        let meta = txn.open_table(SM_META)?;
         Ok(ReadView {
             kv: txn.open_table(KV)?,
             leases: txn.open_table(LEASES)?,
             idx_expires: txn.open_table(IDX_EXPIRES)?,
             idx_lease: txn.open_table(IDX_LEASE)?,
             idx_lease_deadline: txn.open_table(IDX_LEASE_DEADLINE)?,
-            revision: read_meta(&meta, META_REVISION)?.unwrap_or(0),
-            last_applied: read_meta(&meta, META_LAST_APPLIED)?,
+            revision: read_meta(txn, REVISION)?.unwrap_or(0),
+            last_applied: read_meta(txn, LAST_APPLIED)?,
             now_ms,
         })
     }

@@ -4,16 +4,20 @@
 //! key. Add new tables and keys; never rename or reuse one. Values are postcard-encoded types
 //! from `types.rs` unless noted.
 
+use std::marker::PhantomData;
+
 use redb::TableDefinition;
+
+use crate::storage::types::{LogId, StoredMembership, Vote};
 
 /// Raft log: log index → `LOG_ENTRY_FORMAT` byte + postcard `Entry`.
 pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// Raft meta: `META_VOTE`, `META_COMMITTED`, `META_LAST_PURGED`, `META_SNAPSHOT_INSTALLED`.
+/// Raft meta: `VOTE`, `COMMITTED`, `LAST_PURGED`, `SNAPSHOT_INSTALLED`.
 pub const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 /// Key-value state: key → `KvEntry`.
 pub const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
-/// State machine meta: `META_LAST_APPLIED`, `META_MEMBERSHIP`, `META_REVISION`,
-/// `META_NEXT_LEASE_ID`. Written in the same transaction as the state they describe.
+/// State machine meta: `LAST_APPLIED`, `MEMBERSHIP`, `REVISION`, `NEXT_LEASE_ID`. Written in
+/// the same transaction as the state they describe.
 pub const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 /// Leases: lease id → `LeaseRecord`.
 pub const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
@@ -27,16 +31,47 @@ pub const IDX_LEASE_DEADLINE: TableDefinition<(u64, u64), ()> =
 /// File identity: `META_FORMAT` → u32 little endian.
 pub const FILE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("file_meta");
 
-pub const META_VOTE: &str = "vote";
-pub const META_COMMITTED: &str = "committed";
-pub const META_LAST_PURGED: &str = "last_purged";
+/// A meta value: the table and key it lives under and, in its type, what it holds.
+pub struct Meta<T> {
+    pub table: TableDefinition<'static, &'static str, &'static [u8]>,
+    pub key: &'static str,
+    value: PhantomData<fn() -> T>,
+}
+
+impl<T> Meta<T> {
+    const fn new(
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &'static str,
+    ) -> Self {
+        Meta {
+            table,
+            key,
+            value: PhantomData,
+        }
+    }
+}
+
+impl<T> Clone for Meta<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Meta<T> {}
+
+pub const VOTE: Meta<Vote> = Meta::new(RAFT_META, "vote");
+/// Absent until openraft first reports a committed log id.
+pub const COMMITTED: Meta<LogId> = Meta::new(RAFT_META, "committed");
+pub const LAST_PURGED: Meta<LogId> = Meta::new(RAFT_META, "last_purged");
 /// Log id of the last snapshot installed from a leader: it stands in for log entries this node
 /// never received, in the cross-storage validation.
-pub const META_SNAPSHOT_INSTALLED: &str = "snapshot_installed";
-pub const META_LAST_APPLIED: &str = "last_applied";
-pub const META_MEMBERSHIP: &str = "membership";
-pub const META_REVISION: &str = "revision";
-pub const META_NEXT_LEASE_ID: &str = "next_lease_id";
+pub const SNAPSHOT_INSTALLED: Meta<LogId> = Meta::new(RAFT_META, "snapshot_installed");
+pub const LAST_APPLIED: Meta<LogId> = Meta::new(SM_META, "last_applied");
+pub const MEMBERSHIP: Meta<StoredMembership> = Meta::new(SM_META, "membership");
+/// The cluster revision (etcd's): +1 per command that changed what readers see.
+pub const REVISION: Meta<u64> = Meta::new(SM_META, "revision");
+/// The id `LeaseGrant { id: 0 }` tries first.
+pub const NEXT_LEASE_ID: Meta<u64> = Meta::new(SM_META, "next_lease_id");
 pub const META_FORMAT: &str = "format";
 
 /// Version of this schema, stored under `META_FORMAT`; a file with another version is refused.

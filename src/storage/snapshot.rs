@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::limits::SNAPSHOT_RECORD_BYTES_MAX;
 use crate::storage::error::{Error, Result};
 use crate::storage::schema::*;
+use crate::storage::state_machine::FIRST_LEASE_ID;
 use crate::storage::state_machine::Machine;
-use crate::storage::store::{Store, read_meta, read_meta_ro, write_meta};
-use crate::storage::types::{KvEntry, LeaseRecord, LogId, SnapshotMeta, StoredMembership};
+use crate::storage::store::{Store, read_meta, read_meta_in, write_meta, write_meta_opt};
+use crate::storage::types::{KvEntry, LeaseRecord, LogId, SnapshotMeta};
 
 const MAGIC: &[u8; 8] = b"ASPNSNAP";
 const SNAPSHOT_FORMAT: u32 = 1;
@@ -68,11 +69,10 @@ impl Store {
     /// Writes the state machine, as of one read transaction, to a new current snapshot file.
     pub fn build_snapshot(&self) -> Result<(SnapshotMeta, File)> {
         let txn = self.begin_read()?;
-        let last_applied: Option<LogId> = read_meta_ro(&txn, SM_META, META_LAST_APPLIED)?;
-        let membership: StoredMembership =
-            read_meta_ro(&txn, SM_META, META_MEMBERSHIP)?.unwrap_or_default();
-        let revision = read_meta_ro(&txn, SM_META, META_REVISION)?.unwrap_or(0);
-        let next_lease_id = read_meta_ro(&txn, SM_META, META_NEXT_LEASE_ID)?.unwrap_or(1);
+        let last_applied = read_meta(&txn, LAST_APPLIED)?;
+        let membership = read_meta(&txn, MEMBERSHIP)?.unwrap_or_default();
+        let revision = read_meta(&txn, REVISION)?.unwrap_or(0);
+        let next_lease_id = read_meta(&txn, NEXT_LEASE_ID)?.unwrap_or(FIRST_LEASE_ID);
         let view = crate::storage::reads::ReadView::new(&txn, 0)?;
         let meta = SnapshotMeta {
             last_log_id: last_applied,
@@ -112,7 +112,8 @@ impl Store {
         tmp.persist(&path)
             .map_err(|e| Error::io(format!("renaming to {}", path.display()), e.error))?;
         sync_dir(self.snapshot_dir())?;
-        let file = File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let file =
+            File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         Ok((meta, file))
     }
 
@@ -143,7 +144,11 @@ impl Store {
     /// with fsync: state tables, `last_applied`, membership, counters, and
     /// `committed := max(committed, snapshot)`. A file that does not check out (bad magic,
     /// truncated, wrong checksum, meta other than `meta`) is refused and nothing changes.
-    pub fn install_snapshot(&self, meta: &SnapshotMeta, file: &mut File) -> Result<SnapshotSummary> {
+    pub fn install_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        file: &mut File,
+    ) -> Result<SnapshotSummary> {
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("rewinding the received snapshot", e))?;
         let copy = tempfile::NamedTempFile::new_in(self.snapshot_dir())
@@ -174,13 +179,11 @@ impl Store {
             }
             machine.save_meta(&txn)?;
             drop(machine);
-            write_meta(&txn, SM_META, META_LAST_APPLIED, &meta.last_log_id)?;
-            write_meta(&txn, SM_META, META_MEMBERSHIP, &meta.last_membership)?;
-            let committed: Option<LogId> =
-                read_meta::<Option<LogId>>(&txn.open_table(RAFT_META)?, META_COMMITTED)?.flatten();
-            let raised = committed.max(meta.last_log_id);
-            write_meta(&txn, RAFT_META, META_COMMITTED, &raised)?;
-            write_meta(&txn, RAFT_META, META_SNAPSHOT_INSTALLED, &meta.last_log_id)?;
+            write_meta_opt(&txn, LAST_APPLIED, meta.last_log_id.as_ref())?;
+            write_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
+            let raised = read_meta_in(&txn, COMMITTED)?.max(meta.last_log_id);
+            write_meta_opt(&txn, COMMITTED, raised.as_ref())?;
+            write_meta_opt(&txn, SNAPSHOT_INSTALLED, meta.last_log_id.as_ref())?;
             summary
         };
         tee.flush()?;
@@ -262,7 +265,10 @@ fn load_records<R: Read, W: Write>(
         let record = reader.record()?;
         match &record {
             Record::Key { key, entry } => {
-                if previous_key.as_deref().is_some_and(|prev| prev >= key.as_slice()) {
+                if previous_key
+                    .as_deref()
+                    .is_some_and(|prev| prev >= key.as_slice())
+                {
                     return Err(Error::corrupt("snapshot", "keys out of order"));
                 }
                 machine.restore_key(key, entry)?;
@@ -315,7 +321,12 @@ fn finish_check<R: Read>(
         ));
     }
     let mut extra = [0u8; 1];
-    if reader.inner.read(&mut extra).map_err(|e| Error::io("reading the snapshot", e))? != 0 {
+    if reader
+        .inner
+        .read(&mut extra)
+        .map_err(|e| Error::io("reading the snapshot", e))?
+        != 0
+    {
         return Err(Error::corrupt("snapshot", "bytes after the end record"));
     }
     Ok(SnapshotSummary {
@@ -356,7 +367,10 @@ impl<W: Write> RecordWriter<W> {
         self.buffer.clear();
         let encoded = postcard::to_extend(record, std::mem::take(&mut self.buffer))
             .map_err(|e| Error::corrupt("snapshot record", e))?;
-        assert!(encoded.len() <= SNAPSHOT_RECORD_BYTES_MAX, "snapshot record over the limit");
+        assert!(
+            encoded.len() <= SNAPSHOT_RECORD_BYTES_MAX,
+            "snapshot record over the limit"
+        );
         self.bytes(&(encoded.len() as u32).to_le_bytes())?;
         self.bytes(&encoded)?;
         self.buffer = encoded;
@@ -365,7 +379,11 @@ impl<W: Write> RecordWriter<W> {
 
     fn finish(&mut self, keys: u64, leases: u64) -> Result<()> {
         let crc32 = self.crc.clone().finalize();
-        self.record(&Record::End { keys, leases, crc32 })?;
+        self.record(&Record::End {
+            keys,
+            leases,
+            crc32,
+        })?;
         self.flush()
     }
 
@@ -412,7 +430,10 @@ impl<R: Read> RecordReader<R> {
     fn read_magic(&mut self) -> Result<()> {
         self.exact(MAGIC.len())?;
         if self.buffer != MAGIC {
-            return Err(Error::corrupt("snapshot", "not an Aspen snapshot (bad magic)"));
+            return Err(Error::corrupt(
+                "snapshot",
+                "not an Aspen snapshot (bad magic)",
+            ));
         }
         Ok(())
     }
@@ -430,7 +451,12 @@ impl<R: Read> RecordReader<R> {
         self.exact(len)?;
         let record: Record =
             postcard::from_bytes(&self.buffer).map_err(|e| Error::corrupt("snapshot record", e))?;
-        if let Record::End { keys, leases, crc32 } = &record {
+        if let Record::End {
+            keys,
+            leases,
+            crc32,
+        } = &record
+        {
             self.last_end = Some(Record::End {
                 keys: *keys,
                 leases: *leases,

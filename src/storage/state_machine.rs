@@ -18,14 +18,14 @@ use crate::limits::DELETE_CHUNK_ENTRIES_MAX;
 use crate::storage::error::{CommandError, Error, Result};
 use crate::storage::reads::lease_keys_in;
 use crate::storage::schema::*;
-use crate::storage::store::{Store, read_meta, write_meta};
+use crate::storage::store::{Store, read_meta_in, write_meta};
 use crate::storage::types::{
     Command, Compare, CompareOp, CompareTarget, Entry, KeyRange, KeyValue, KvEntry, LeaseRecord,
     Output, Put, Request, Response, StoredMembership, Txn, TxnOp, TxnOpResult,
 };
 
 /// Lease ids handed out for `LeaseGrant { id: 0 }` start here.
-const FIRST_LEASE_ID: u64 = 1;
+pub(crate) const FIRST_LEASE_ID: u64 = 1;
 
 impl Store {
     /// Applies committed entries in one transaction committed without fsync; returns one
@@ -58,10 +58,10 @@ fn apply_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<Vec<Response>> 
     machine.save_meta(txn)?;
     drop(machine);
     if let Some(last_applied) = last_applied {
-        write_meta(txn, SM_META, META_LAST_APPLIED, &last_applied)?;
+        write_meta(txn, LAST_APPLIED, &last_applied)?;
     }
     if let Some(membership) = membership {
-        write_meta(txn, SM_META, META_MEMBERSHIP, &membership)?;
+        write_meta(txn, MEMBERSHIP, &membership)?;
     }
     Ok(responses)
 }
@@ -87,10 +87,8 @@ pub(crate) struct Machine<'txn> {
 
 impl<'txn> Machine<'txn> {
     pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self> {
-        let meta = txn.open_table(SM_META)?;
-        let revision = read_meta(&meta, META_REVISION)?.unwrap_or(0);
-        let next_lease_id = read_meta(&meta, META_NEXT_LEASE_ID)?.unwrap_or(FIRST_LEASE_ID);
-        drop(meta);
+        let revision = read_meta_in(txn, REVISION)?.unwrap_or(0);
+        let next_lease_id = read_meta_in(txn, NEXT_LEASE_ID)?.unwrap_or(FIRST_LEASE_ID);
         Ok(Machine {
             kv: txn.open_table(KV)?,
             leases: txn.open_table(LEASES)?,
@@ -109,8 +107,8 @@ impl<'txn> Machine<'txn> {
     }
 
     pub(crate) fn save_meta(&self, txn: &WriteTransaction) -> Result<()> {
-        write_meta(txn, SM_META, META_REVISION, &self.revision)?;
-        write_meta(txn, SM_META, META_NEXT_LEASE_ID, &self.next_lease_id)
+        write_meta(txn, REVISION, &self.revision)?;
+        write_meta(txn, NEXT_LEASE_ID, &self.next_lease_id)
     }
 
     fn no_output(&self) -> Response {
@@ -210,7 +208,9 @@ impl<'txn> Machine<'txn> {
         let entry = KvEntry {
             value: put.value.clone(),
             version: live_old.as_ref().map_or(1, |old| old.version + 1),
-            create_revision: live_old.as_ref().map_or(ctx.stamp, |old| old.create_revision),
+            create_revision: live_old
+                .as_ref()
+                .map_or(ctx.stamp, |old| old.create_revision),
             mod_revision: ctx.stamp,
             lease: put.lease,
             expires_at_ms: put.ttl_ms.map(|ttl| ctx.now_ms + ttl),
@@ -306,7 +306,11 @@ impl<'txn> Machine<'txn> {
                 break;
             }
         }
-        let branch = if succeeded { &txn.success } else { &txn.failure };
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         for op in branch {
             if let TxnOp::Put(put) = op
                 && let Err(refused) = self.check_put_lease(ctx, put)?
@@ -355,13 +359,16 @@ impl<'txn> Machine<'txn> {
     }
 
     fn get_live_lease(&self, ctx: &Ctx, id: u64) -> Result<Option<LeaseRecord>> {
-        Ok(self.get_lease(id)?.filter(|lease| lease.is_live(ctx.now_ms)))
+        Ok(self
+            .get_lease(id)?
+            .filter(|lease| lease.is_live(ctx.now_ms)))
     }
 
     fn write_lease(&mut self, id: u64, lease: &LeaseRecord) -> Result<()> {
         let bytes = postcard::to_allocvec(lease).map_err(|e| Error::corrupt("lease", e))?;
         self.leases.insert(id, bytes.as_slice())?;
-        self.idx_lease_deadline.insert((lease.deadline_ms, id), ())?;
+        self.idx_lease_deadline
+            .insert((lease.deadline_ms, id), ())?;
         Ok(())
     }
 
@@ -435,7 +442,6 @@ impl<'txn> Machine<'txn> {
         self.idx_lease_deadline.remove((lease.deadline_ms, id))?;
         Ok(Some(deleted))
     }
-
 
     fn expire(&mut self, ctx: &mut Ctx, keys: &[Vec<u8>], leases: &[u64]) -> Result<Output> {
         let mut keys_deleted = 0;

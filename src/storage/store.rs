@@ -251,7 +251,7 @@ impl Store {
     /// when the log is empty.
     pub fn log_state(&self) -> Result<(Option<LogId>, Option<LogId>)> {
         let txn = self.begin_read()?;
-        let last_purged: Option<LogId> = read_meta_ro(&txn, RAFT_META, META_LAST_PURGED)?;
+        let last_purged = read_meta(&txn, LAST_PURGED)?;
         let log = txn.open_table(RAFT_LOG)?;
         let last = match log.last()? {
             Some((index, bytes)) => Some(decode_log_entry(index.value(), bytes.value())?.log_id),
@@ -273,33 +273,33 @@ impl Store {
         let txn = self.begin_write(Durability::Immediate)?;
         txn.open_table(RAFT_LOG)?
             .retain_in(..=log_id.index, |_, _| false)?;
-        write_meta(&txn, RAFT_META, META_LAST_PURGED, log_id)?;
+        write_meta(&txn, LAST_PURGED, log_id)?;
         txn.commit()?;
         Ok(())
     }
 
     pub fn save_vote(&self, vote: &Vote) -> Result<()> {
         let txn = self.begin_write(Durability::Immediate)?;
-        write_meta(&txn, RAFT_META, META_VOTE, vote)?;
+        write_meta(&txn, VOTE, vote)?;
         txn.commit()?;
         Ok(())
     }
 
     pub fn read_vote(&self) -> Result<Option<Vote>> {
-        read_meta_ro(&self.begin_read()?, RAFT_META, META_VOTE)
+        read_meta(&self.begin_read()?, VOTE)
     }
 
     /// Records the committed log id without fsync: losing it in a crash only means replaying
     /// less, and the next fsync'd commit makes it durable.
     pub fn save_committed(&self, committed: Option<&LogId>) -> Result<()> {
         let txn = self.begin_write(Durability::None)?;
-        write_meta(&txn, RAFT_META, META_COMMITTED, &committed)?;
+        write_meta_opt(&txn, COMMITTED, committed)?;
         txn.commit()?;
         Ok(())
     }
 
     pub fn read_committed(&self) -> Result<Option<LogId>> {
-        Ok(read_meta_ro::<Option<LogId>>(&self.begin_read()?, RAFT_META, META_COMMITTED)?.flatten())
+        read_meta(&self.begin_read()?, COMMITTED)
     }
 
     // ---- State machine meta ----
@@ -307,8 +307,8 @@ impl Store {
     /// The last applied log id and the membership, read together.
     pub fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership)> {
         let txn = self.begin_read()?;
-        let applied = read_meta_ro(&txn, SM_META, META_LAST_APPLIED)?;
-        let membership = read_meta_ro(&txn, SM_META, META_MEMBERSHIP)?.unwrap_or_default();
+        let applied = read_meta(&txn, LAST_APPLIED)?;
+        let membership = read_meta(&txn, MEMBERSHIP)?.unwrap_or_default();
         Ok((applied, membership))
     }
 
@@ -317,19 +317,20 @@ impl Store {
     /// The durable positions, read from one snapshot of the file.
     pub fn durable_meta(&self) -> Result<DurableMeta> {
         let txn = self.begin_read()?;
-        let last_purged: Option<LogId> = read_meta_ro(&txn, RAFT_META, META_LAST_PURGED)?;
-        let installed: Option<LogId> = read_meta_ro(&txn, RAFT_META, META_SNAPSHOT_INSTALLED)?;
-        let committed: Option<LogId> =
-            read_meta_ro::<Option<LogId>>(&txn, RAFT_META, META_COMMITTED)?.flatten();
-        let last_applied: Option<LogId> = read_meta_ro(&txn, SM_META, META_LAST_APPLIED)?;
+        let last_purged = read_meta(&txn, LAST_PURGED)?;
+        let installed = read_meta(&txn, SNAPSHOT_INSTALLED)?;
+        let committed = read_meta(&txn, COMMITTED)?;
+        let last_applied = read_meta(&txn, LAST_APPLIED)?;
         let log = txn.open_table(RAFT_LOG)?;
         let last_entry = log.last()?.map(|(index, _)| index.value());
-        let last_purged = last_purged.map(|id| id.index);
+        let last_purged = last_purged.map(|id: LogId| id.index);
         Ok(DurableMeta {
             last_purged,
             last_applied: last_applied.map(|id| id.index),
             committed: committed.map(|id| id.index),
-            last_log_index: last_entry.max(last_purged).max(installed.map(|id| id.index)),
+            last_log_index: last_entry
+                .max(last_purged)
+                .max(installed.map(|id: LogId| id.index)),
         })
     }
 
@@ -354,7 +355,10 @@ pub fn decode_log_entry(index: u64, bytes: &[u8]) -> Result<Entry> {
         .split_first()
         .ok_or_else(|| Error::corrupt(what(), "empty record"))?;
     if *format != LOG_ENTRY_FORMAT {
-        return Err(Error::corrupt(what(), format!("unknown format byte {format}")));
+        return Err(Error::corrupt(
+            what(),
+            format!("unknown format byte {format}"),
+        ));
     }
     let entry: Entry = postcard::from_bytes(rest).map_err(|e| Error::corrupt(what(), e))?;
     if entry.log_id.index != index {
@@ -366,35 +370,55 @@ pub fn decode_log_entry(index: u64, bytes: &[u8]) -> Result<Entry> {
     Ok(entry)
 }
 
-/// Writes a postcard-encoded meta value. Takes `&WriteTransaction`: it must run inside one.
-pub(crate) fn write_meta<T: Serialize + ?Sized>(
+/// Writes a meta value. Takes `&WriteTransaction`: it must run inside one.
+pub(crate) fn write_meta<T: Serialize>(
     txn: &WriteTransaction,
-    table: redb::TableDefinition<&str, &[u8]>,
-    key: &str,
+    meta: Meta<T>,
     value: &T,
 ) -> Result<()> {
-    let bytes = postcard::to_allocvec(value).map_err(|e| Error::corrupt(key, e))?;
-    txn.open_table(table)?.insert(key, bytes.as_slice())?;
+    let bytes = postcard::to_allocvec(value).map_err(|e| Error::corrupt(meta.key, e))?;
+    txn.open_table(meta.table)?
+        .insert(meta.key, bytes.as_slice())?;
     Ok(())
 }
 
-/// Reads a postcard-encoded meta value from any readable table.
-pub(crate) fn read_meta<T: DeserializeOwned>(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &str,
-) -> Result<Option<T>> {
-    match table.get(key)? {
-        Some(bytes) => postcard::from_bytes(bytes.value())
-            .map(Some)
-            .map_err(|e| Error::corrupt(format!("meta {key}"), e)),
-        None => Ok(None),
+/// Writes `Some` values and removes the key for `None`.
+pub(crate) fn write_meta_opt<T: Serialize>(
+    txn: &WriteTransaction,
+    meta: Meta<T>,
+    value: Option<&T>,
+) -> Result<()> {
+    match value {
+        Some(value) => write_meta(txn, meta, value),
+        None => {
+            txn.open_table(meta.table)?.remove(meta.key)?;
+            Ok(())
+        }
     }
 }
 
-pub(crate) fn read_meta_ro<T: DeserializeOwned>(
+/// Reads a meta value in a read transaction.
+pub(crate) fn read_meta<T: DeserializeOwned>(
     txn: &ReadTransaction,
-    table: redb::TableDefinition<&str, &[u8]>,
-    key: &str,
+    meta: Meta<T>,
 ) -> Result<Option<T>> {
-    read_meta(&txn.open_table(table)?, key)
+    decode_meta(meta, txn.open_table(meta.table)?.get(meta.key)?)
+}
+
+/// Reads a meta value inside a write transaction (sees the transaction's own writes).
+pub(crate) fn read_meta_in<T: DeserializeOwned>(
+    txn: &WriteTransaction,
+    meta: Meta<T>,
+) -> Result<Option<T>> {
+    decode_meta(meta, txn.open_table(meta.table)?.get(meta.key)?)
+}
+
+fn decode_meta<T: DeserializeOwned>(
+    meta: Meta<T>,
+    bytes: Option<redb::AccessGuard<'_, &'static [u8]>>,
+) -> Result<Option<T>> {
+    bytes
+        .map(|bytes| postcard::from_bytes(bytes.value()))
+        .transpose()
+        .map_err(|e| Error::corrupt(format!("meta {}", meta.key), e))
 }

@@ -88,7 +88,11 @@ mod tests {
         );
         assert!(users.range().contains(&key));
         let other = Subspace::new(&Tuple::new().push("usersx"));
-        assert!(!users.range().contains(&other.pack(&Tuple::new().push(1i64))));
+        assert!(
+            !users
+                .range()
+                .contains(&other.pack(&Tuple::new().push(1i64)))
+        );
         assert!(users.unpack(b"nope").is_err());
         let child = users.child(42i64);
         assert!(child.contains(&key));

@@ -233,14 +233,30 @@ fn encode_int(value: i128, out: &mut Vec<u8>) {
 /// others only the sign bit.
 fn order_float_bits(bits: u64, width: u32) -> u64 {
     let sign = 1u64 << (width - 1);
-    let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
-    if bits & sign != 0 { !bits & mask } else { bits | sign }
+    let mask = if width == 64 {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    };
+    if bits & sign != 0 {
+        !bits & mask
+    } else {
+        bits | sign
+    }
 }
 
 fn unorder_float_bits(bits: u64, width: u32) -> u64 {
     let sign = 1u64 << (width - 1);
-    let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
-    if bits & sign != 0 { bits & !sign } else { !bits & mask }
+    let mask = if width == 64 {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    };
+    if bits & sign != 0 {
+        bits & !sign
+    } else {
+        !bits & mask
+    }
 }
 
 struct Decoder<'a> {
@@ -350,7 +366,10 @@ impl Decoder<'_> {
             }
             DOUBLE => {
                 let bytes: [u8; 8] = self.take(8)?.try_into().expect("8 bytes");
-                Element::Double(f64::from_bits(unorder_float_bits(u64::from_be_bytes(bytes), 64)))
+                Element::Double(f64::from_bits(unorder_float_bits(
+                    u64::from_be_bytes(bytes),
+                    64,
+                )))
             }
             FALSE => Element::Bool(false),
             TRUE => Element::Bool(true),
@@ -373,7 +392,11 @@ impl Decoder<'_> {
             magnitude = magnitude << 8 | u128::from(if negative { !byte } else { byte });
         }
         let minimal = len > 0 && magnitude >> ((len - 1) * 8) != 0;
-        let limit = if negative { 1u128 << 127 } else { i128::MAX as u128 };
+        let limit = if negative {
+            1u128 << 127
+        } else {
+            i128::MAX as u128
+        };
         if !minimal || magnitude > limit {
             return Err(self.error("integer not in canonical form"));
         }
@@ -442,8 +465,14 @@ mod tests {
     fn matches_foundationdb_reference_bytes() {
         let cases: Vec<(Element, &[u8])> = vec![
             (Element::Null, &[0x00]),
-            (Element::Bytes(b"foo\x00bar".to_vec()), b"\x01foo\x00\xffbar\x00"),
-            (Element::String("F\u{d4}O\x00bar".into()), b"\x02F\xc3\x94O\x00\xffbar\x00"),
+            (
+                Element::Bytes(b"foo\x00bar".to_vec()),
+                b"\x01foo\x00\xffbar\x00",
+            ),
+            (
+                Element::String("F\u{d4}O\x00bar".into()),
+                b"\x02F\xc3\x94O\x00\xffbar\x00",
+            ),
             (Element::Int(0), &[0x14]),
             (Element::Int(-5551212), &[0x11, 0xab, 0x4b, 0x93]),
             (Element::Int(1), &[0x15, 0x01]),
@@ -455,7 +484,11 @@ mod tests {
             ),
             (Element::Bool(true), &[0x27]),
             (
-                Element::Tuple(Tuple(vec![Element::Bytes(b"foo\x00bar".to_vec()), Element::Null, Element::Tuple(Tuple::new())])),
+                Element::Tuple(Tuple(vec![
+                    Element::Bytes(b"foo\x00bar".to_vec()),
+                    Element::Null,
+                    Element::Tuple(Tuple::new()),
+                ])),
                 b"\x05\x01foo\x00\xffbar\x00\x00\xff\x05\x00\x00",
             ),
         ];
@@ -477,7 +510,13 @@ mod tests {
     #[test]
     fn unpack_names_the_offset() {
         assert_eq!(Tuple::unpack(&[0x01, b'a']).unwrap_err().offset, 2);
-        assert_eq!(Tuple::unpack(&[0x14, 0x99]).unwrap_err().reason, "unknown type code");
-        assert_eq!(Tuple::unpack(&[0x15, 0x00]).unwrap_err().reason, "integer not in canonical form");
+        assert_eq!(
+            Tuple::unpack(&[0x14, 0x99]).unwrap_err().reason,
+            "unknown type code"
+        );
+        assert_eq!(
+            Tuple::unpack(&[0x15, 0x00]).unwrap_err().reason,
+            "integer not in canonical form"
+        );
     }
 }

@@ -425,8 +425,17 @@ pub enum Output {
 /// The result of one transaction operation, in the order of the branch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOpResult {
-    Put { prev: Option<KeyValue> },
-    Delete { deleted: u64, prev: Option<KeyValue> },
-    DeleteRange { deleted: u64 },
-    Get { kv: Option<KeyValue> },
+    Put {
+        prev: Option<KeyValue>,
+    },
+    Delete {
+        deleted: u64,
+        prev: Option<KeyValue>,
+    },
+    DeleteRange {
+        deleted: u64,
+    },
+    Get {
+        kv: Option<KeyValue>,
+    },
 }

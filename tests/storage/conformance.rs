@@ -1,0 +1,788 @@
+//! KV conformance: the semantics users rely on, run on the file store and on the in-memory
+//! store alike (the `both_stores!` macro makes one test per store kind).
+
+use aspen::limits::{KEY_BYTES_MAX, SCAN_ENTRIES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
+use aspen::storage::{
+    Command, CommandError, Compare, CompareOp, CompareTarget, Error, KeyRange, Output, Put,
+    ScanOptions, Store, Txn, TxnOp, TxnOpResult, ValidationError, verify_snapshot_file,
+};
+
+use crate::util::{Driver, Kind, all_keys, open};
+
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            $(#[test] fn $name() { super::$name(super::Kind::File) })*
+        }
+        mod in_memory {
+            $(#[test] fn $name() { super::$name(super::Kind::InMemory) })*
+        }
+    };
+}
+
+both_stores!(
+    put_get_delete_follow_etcd_revisions,
+    scans_page_in_key_order_with_continuation,
+    delete_range_and_prefix_count_live_keys,
+    txn_compares_choose_a_branch_atomically,
+    refused_commands_change_nothing,
+    ttl_hides_keys_and_expire_deletes_them,
+    leases_attach_extend_and_revoke_keys,
+    snapshot_restores_the_same_state_into_a_fresh_store,
+    corrupt_snapshot_is_refused_and_changes_nothing,
+    validation_names_applied_and_committed,
+);
+
+const NOW: u64 = 1_000_000;
+
+fn put(key: &str, value: &str) -> Command {
+    Command::Put(Put::new(key, value))
+}
+
+fn put_prev(key: &str, value: &str) -> Command {
+    Command::Put(Put {
+        prev_kv: true,
+        ..Put::new(key, value)
+    })
+}
+
+fn get(store: &Store, key: &str, now_ms: u64) -> Option<aspen::storage::KeyValue> {
+    store.read(now_ms).unwrap().get(key.as_bytes()).unwrap()
+}
+
+// Proves put/get/delete keep etcd's revision, version, create_revision and mod_revision rules,
+// and that a delete of a missing key changes no revision.
+fn put_get_delete_follow_etcd_revisions(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    assert_eq!(d.run(NOW, put("a", "1")).revision, 1);
+    let kv = get(&t.store, "a", NOW).unwrap();
+    assert_eq!((kv.version, kv.create_revision, kv.mod_revision), (1, 1, 1));
+    assert_eq!(kv.value, b"1");
+
+    let response = d.run(NOW, put_prev("a", "2"));
+    assert_eq!(response.revision, 2);
+    let Ok(Output::Put { prev: Some(prev) }) = response.result else {
+        panic!("expected the previous entry: {response:?}");
+    };
+    assert_eq!(prev.value, b"1");
+    let kv = get(&t.store, "a", NOW).unwrap();
+    assert_eq!((kv.version, kv.create_revision, kv.mod_revision), (2, 1, 2));
+
+    let response = d.run(
+        NOW,
+        Command::Delete {
+            key: b"a".to_vec(),
+            prev_kv: true,
+        },
+    );
+    assert_eq!(response.revision, 3);
+    assert!(
+        matches!(response.result, Ok(Output::Delete { deleted: 1, prev: Some(ref p) }) if p.value == b"2")
+    );
+    assert_eq!(get(&t.store, "a", NOW), None);
+
+    let response = d.run(
+        NOW,
+        Command::Delete {
+            key: b"a".to_vec(),
+            prev_kv: false,
+        },
+    );
+    assert_eq!(response.revision, 3, "deleting nothing is not a revision");
+    assert_eq!(
+        response.result,
+        Ok(Output::Delete {
+            deleted: 0,
+            prev: None
+        })
+    );
+
+    d.run(NOW, put("a", "3"));
+    let kv = get(&t.store, "a", NOW).unwrap();
+    assert_eq!(
+        (kv.version, kv.create_revision),
+        (1, 4),
+        "a recreated key starts over"
+    );
+    assert_eq!(t.store.read(NOW).unwrap().revision(), 4);
+}
+
+// Proves scans return keys in byte order, page at the limit with a continuation key that
+// resumes exactly where the page stopped, honour keys_only, and count without values.
+fn scans_page_in_key_order_with_continuation(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    let mut keys: Vec<String> = (0..2_500)
+        .map(|i| format!("p/{:05}", (i * 7919) % 2_500))
+        .collect();
+    for key in &keys {
+        d.run(NOW, put(key, "v"));
+    }
+    d.run(NOW, put("q", "outside the prefix"));
+    d.run(
+        NOW,
+        put("p", "the prefix itself, shorter than every p/ key"),
+    );
+    keys.sort();
+
+    let view = t.store.read(NOW).unwrap();
+    let mut range = KeyRange::prefix(b"p/");
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = view.range(&range, ScanOptions::default()).unwrap();
+        assert!(page.kvs.len() <= SCAN_ENTRIES_MAX);
+        pages += 1;
+        seen.extend(
+            page.kvs
+                .into_iter()
+                .map(|kv| String::from_utf8(kv.key).unwrap()),
+        );
+        match page.continuation {
+            Some(next) => range.start = next,
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, keys);
+    assert_eq!(view.count(&KeyRange::prefix(b"p/")).unwrap(), 2_500);
+    assert_eq!(view.count(&KeyRange::prefix(b"")).unwrap(), 2_502);
+
+    let page = view
+        .range(
+            &KeyRange::prefix(b"p/"),
+            ScanOptions {
+                limit: 3,
+                keys_only: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(page.kvs.len(), 3);
+    assert!(page.kvs.iter().all(|kv| kv.value.is_empty()));
+    assert_eq!(page.continuation.as_deref(), Some(keys[3].as_bytes()));
+    assert_eq!(page.revision, 2_502);
+}
+
+// Proves DeleteRange deletes exactly the range (prefix or [start, end)), counts what it removed
+// across more keys than one deletion chunk, and is one revision.
+fn delete_range_and_prefix_count_live_keys(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    for i in 0..1_500 {
+        d.run(NOW, put(&format!("x/{i:04}"), "v"));
+    }
+    for key in ["a", "b", "c", "d", "x", "y"] {
+        d.run(NOW, put(key, "v"));
+    }
+    let before = t.store.read(NOW).unwrap().revision();
+    let response = d.run(NOW, Command::DeleteRange(KeyRange::prefix(b"x/")));
+    assert_eq!(response.result, Ok(Output::DeleteRange { deleted: 1_500 }));
+    assert_eq!(response.revision, before + 1);
+    let response = d.run(
+        NOW,
+        Command::DeleteRange(KeyRange {
+            start: b"b".to_vec(),
+            end: Some(b"d".to_vec()),
+        }),
+    );
+    assert_eq!(response.result, Ok(Output::DeleteRange { deleted: 2 }));
+    let left: Vec<_> = all_keys(&t.store, NOW)
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(
+        left,
+        [b"a".to_vec(), b"d".to_vec(), b"x".to_vec(), b"y".to_vec()]
+    );
+}
+
+fn compare(key: &str, op: CompareOp, target: CompareTarget) -> Compare {
+    Compare {
+        key: key.as_bytes().to_vec(),
+        op,
+        target,
+    }
+}
+
+// Proves a Txn evaluates every compare kind, runs only the chosen branch, applies a multi-key
+// batch as one revision, and that gets inside a branch see the branch's earlier writes.
+fn txn_compares_choose_a_branch_atomically(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    d.run(NOW, put("k", "v1"));
+    d.run(NOW, put("k", "v2"));
+
+    let holds = [
+        compare("k", CompareOp::Equal, CompareTarget::Value(b"v2".to_vec())),
+        compare(
+            "k",
+            CompareOp::Greater,
+            CompareTarget::Value(b"v1".to_vec()),
+        ),
+        compare("k", CompareOp::Equal, CompareTarget::Version(2)),
+        compare("k", CompareOp::Equal, CompareTarget::CreateRevision(1)),
+        compare("k", CompareOp::Equal, CompareTarget::ModRevision(2)),
+        compare("k", CompareOp::Less, CompareTarget::ModRevision(3)),
+        compare("k", CompareOp::Equal, CompareTarget::Exists(true)),
+        compare("missing", CompareOp::Equal, CompareTarget::Exists(false)),
+        compare("missing", CompareOp::Equal, CompareTarget::Version(0)),
+        compare(
+            "k",
+            CompareOp::NotEqual,
+            CompareTarget::Value(b"zzz".to_vec()),
+        ),
+    ];
+    for c in holds {
+        let response = d.run(
+            NOW,
+            Command::Txn(Txn {
+                compares: vec![c.clone()],
+                success: vec![],
+                failure: vec![],
+            }),
+        );
+        assert!(
+            matches!(
+                response.result,
+                Ok(Output::Txn {
+                    succeeded: true,
+                    ..
+                })
+            ),
+            "{c:?} should hold"
+        );
+    }
+    let fails = d.run(
+        NOW,
+        Command::Txn(Txn {
+            compares: vec![compare(
+                "missing",
+                CompareOp::NotEqual,
+                CompareTarget::Value(b"x".to_vec()),
+            )],
+            success: vec![],
+            failure: vec![],
+        }),
+    );
+    assert!(
+        matches!(
+            fails.result,
+            Ok(Output::Txn {
+                succeeded: false,
+                ..
+            })
+        ),
+        "a value compare on a missing key never holds"
+    );
+    assert_eq!(
+        fails.revision, 2,
+        "a txn that writes nothing is not a revision"
+    );
+
+    let cas = |expected: &str, new: &str| {
+        Command::Txn(Txn {
+            compares: vec![compare(
+                "k",
+                CompareOp::Equal,
+                CompareTarget::Value(expected.into()),
+            )],
+            success: vec![
+                TxnOp::Put(Put::new("k", new)),
+                TxnOp::Put(Put::new("other", new)),
+                TxnOp::Get {
+                    key: b"other".to_vec(),
+                },
+            ],
+            failure: vec![TxnOp::Get { key: b"k".to_vec() }],
+        })
+    };
+    let response = d.run(NOW, cas("v2", "v3"));
+    assert_eq!(response.revision, 3, "a multi-key batch is one revision");
+    let Ok(Output::Txn {
+        succeeded: true,
+        results,
+    }) = response.result
+    else {
+        panic!("cas should succeed: {response:?}");
+    };
+    assert!(matches!(&results[2], TxnOpResult::Get { kv: Some(kv) } if kv.value == b"v3"));
+    assert_eq!(get(&t.store, "other", NOW).unwrap().mod_revision, 3);
+    assert_eq!(get(&t.store, "k", NOW).unwrap().mod_revision, 3);
+
+    let response = d.run(NOW, cas("v2", "v4"));
+    let Ok(Output::Txn {
+        succeeded: false,
+        results,
+    }) = response.result
+    else {
+        panic!("stale cas should fail: {response:?}");
+    };
+    assert!(matches!(&results[0], TxnOpResult::Get { kv: Some(kv) } if kv.value == b"v3"));
+    assert_eq!(response.revision, 3);
+    assert_eq!(get(&t.store, "k", NOW).unwrap().value, b"v3");
+}
+
+// Proves every limit is enforced with a typed error naming it, and that a refused command,
+// including a Txn refused after its compares ran, changes no key and no revision.
+fn refused_commands_change_nothing(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    d.run(NOW, put("keep", "v"));
+    let before = all_keys(&t.store, NOW);
+    let too_many = vec![TxnOp::Get { key: b"k".to_vec() }; TXN_OPS_MAX + 1];
+    let cases: Vec<(Command, CommandError)> = vec![
+        (put("", "v"), CommandError::KeyEmpty),
+        (
+            Command::Put(Put::new(vec![b'k'; KEY_BYTES_MAX + 1], "v")),
+            CommandError::KeyTooLarge {
+                bytes: KEY_BYTES_MAX as u64 + 1,
+                max: KEY_BYTES_MAX as u64,
+            },
+        ),
+        (
+            Command::Put(Put::new("k", vec![0u8; VALUE_BYTES_MAX + 1])),
+            CommandError::ValueTooLarge {
+                bytes: VALUE_BYTES_MAX as u64 + 1,
+                max: VALUE_BYTES_MAX as u64,
+            },
+        ),
+        (
+            Command::Put(Put {
+                lease: Some(7),
+                ttl_ms: Some(10),
+                ..Put::new("k", "v")
+            }),
+            CommandError::LeaseAndTtl,
+        ),
+        (
+            Command::Put(Put {
+                ttl_ms: Some(0),
+                ..Put::new("k", "v")
+            }),
+            CommandError::TtlOutOfRange {
+                ttl_ms: 0,
+                max: aspen::limits::TTL_MS_MAX,
+            },
+        ),
+        (
+            Command::Put(Put {
+                lease: Some(7),
+                ..Put::new("k", "v")
+            }),
+            CommandError::LeaseNotFound { id: 7 },
+        ),
+        (
+            Command::Txn(Txn {
+                compares: vec![],
+                success: too_many,
+                failure: vec![],
+            }),
+            CommandError::TooManyTxnOps {
+                list: aspen::storage::error::TxnList::Success,
+                count: TXN_OPS_MAX as u64 + 1,
+                max: TXN_OPS_MAX as u64,
+            },
+        ),
+        (
+            Command::Txn(Txn {
+                compares: vec![compare(
+                    "keep",
+                    CompareOp::Equal,
+                    CompareTarget::Exists(true),
+                )],
+                success: vec![
+                    TxnOp::Put(Put::new("first", "written?")),
+                    TxnOp::Put(Put {
+                        lease: Some(9),
+                        ..Put::new("second", "v")
+                    }),
+                ],
+                failure: vec![],
+            }),
+            CommandError::LeaseNotFound { id: 9 },
+        ),
+        (
+            Command::DeleteRange(KeyRange {
+                start: b"z".to_vec(),
+                end: Some(b"a".to_vec()),
+            }),
+            CommandError::RangeReversed,
+        ),
+        (
+            Command::LeaseRevoke { id: 5 },
+            CommandError::LeaseNotFound { id: 5 },
+        ),
+        (
+            Command::LeaseKeepAlive { id: 5 },
+            CommandError::LeaseNotFound { id: 5 },
+        ),
+        (Command::LeaseRevoke { id: 0 }, CommandError::LeaseIdZero),
+    ];
+    for (command, expected) in cases {
+        let response = d.run(NOW, command);
+        assert_eq!(response.result, Err(expected.clone()));
+        assert_eq!(
+            response.revision, 1,
+            "{expected} must not change the revision"
+        );
+        assert!(expected.to_string().starts_with("storage: "));
+    }
+    assert_eq!(all_keys(&t.store, NOW), before);
+}
+
+// Proves a TTL hides a key exactly at its deadline (judged by the reader's clock), that the
+// expiry index finds it, that Expire re-checks the deadline with the command's clock, and that
+// a put over an expired key starts a new key.
+fn ttl_hides_keys_and_expire_deletes_them(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    d.run(
+        NOW,
+        Command::Put(Put {
+            ttl_ms: Some(500),
+            ..Put::new("t", "v")
+        }),
+    );
+    d.run(NOW, put("plain", "v"));
+    assert!(get(&t.store, "t", NOW + 499).is_some());
+    assert_eq!(
+        get(&t.store, "t", NOW + 499).unwrap().expires_at_ms,
+        Some(NOW + 500)
+    );
+    assert!(get(&t.store, "t", NOW + 500).is_none());
+    let view = t.store.read(NOW + 500).unwrap();
+    assert_eq!(view.count(&KeyRange::prefix(b"")).unwrap(), 1);
+    assert_eq!(
+        view.expired_keys(NOW + 499, 10).unwrap(),
+        Vec::<Vec<u8>>::new()
+    );
+    assert_eq!(
+        view.expired_keys(NOW + 500, 10).unwrap(),
+        vec![b"t".to_vec()]
+    );
+
+    let early = d.run(
+        NOW + 499,
+        Command::Expire {
+            keys: vec![b"t".to_vec(), b"plain".to_vec()],
+            leases: vec![],
+        },
+    );
+    assert_eq!(
+        early.result,
+        Ok(Output::Expire {
+            keys_deleted: 0,
+            leases_revoked: 0
+        })
+    );
+    assert_eq!(early.revision, 2);
+    let on_time = d.run(
+        NOW + 500,
+        Command::Expire {
+            keys: vec![b"t".to_vec()],
+            leases: vec![],
+        },
+    );
+    assert_eq!(
+        on_time.result,
+        Ok(Output::Expire {
+            keys_deleted: 1,
+            leases_revoked: 0
+        })
+    );
+    assert_eq!(on_time.revision, 3);
+    assert!(
+        t.store
+            .read(NOW + 500)
+            .unwrap()
+            .expired_keys(u64::MAX - 1, 10)
+            .unwrap()
+            .is_empty()
+    );
+
+    d.run(
+        NOW,
+        Command::Put(Put {
+            ttl_ms: Some(10),
+            ..Put::new("t", "v")
+        }),
+    );
+    d.run(NOW + 20, put("t", "again"));
+    let kv = get(&t.store, "t", NOW + 20).unwrap();
+    assert_eq!((kv.version, kv.expires_at_ms), (1, None));
+    assert!(
+        t.store
+            .read(NOW + 20)
+            .unwrap()
+            .expired_keys(u64::MAX - 1, 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// Proves leases: auto ids, attaching keys, the lease index, keep-alive moving the deadline,
+// expired-lease lookup, and revoke/expire deleting every attached key as one revision.
+fn leases_attach_extend_and_revoke_keys(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    let granted = d.run(
+        NOW,
+        Command::LeaseGrant {
+            id: 0,
+            ttl_ms: 1_000,
+        },
+    );
+    assert_eq!(
+        granted.result,
+        Ok(Output::Lease {
+            id: 1,
+            ttl_ms: 1_000,
+            deadline_ms: NOW + 1_000
+        })
+    );
+    assert_eq!(granted.revision, 0, "granting a lease is not a revision");
+    let second = d.run(NOW, Command::LeaseGrant { id: 0, ttl_ms: 50 });
+    assert!(matches!(second.result, Ok(Output::Lease { id: 2, .. })));
+    assert_eq!(
+        d.run(NOW, Command::LeaseGrant { id: 2, ttl_ms: 5 }).result,
+        Err(CommandError::LeaseExists { id: 2 })
+    );
+    for key in ["l/a", "l/b", "l/c"] {
+        d.run(
+            NOW,
+            Command::Put(Put {
+                lease: Some(1),
+                ..Put::new(key, "v")
+            }),
+        );
+    }
+    d.run(
+        NOW,
+        Command::Put(Put {
+            lease: Some(2),
+            ..Put::new("short", "v")
+        }),
+    );
+    d.run(NOW, put("l/b", "detached by a put without lease"));
+    let view = t.store.read(NOW).unwrap();
+    assert_eq!(
+        view.lease_keys(1, 10).unwrap(),
+        vec![b"l/a".to_vec(), b"l/c".to_vec()]
+    );
+    assert_eq!(view.expired_leases(NOW + 50, 10).unwrap(), vec![2]);
+
+    let kept = d.run(NOW + 900, Command::LeaseKeepAlive { id: 1 });
+    assert_eq!(
+        kept.result,
+        Ok(Output::Lease {
+            id: 1,
+            ttl_ms: 1_000,
+            deadline_ms: NOW + 1_900
+        })
+    );
+    let view = t.store.read(NOW + 1_000).unwrap();
+    assert_eq!(view.expired_leases(NOW + 1_000, 10).unwrap(), vec![2]);
+    assert!(view.lease(1).unwrap().is_some());
+
+    let before = view.revision();
+    let expired = d.run(
+        NOW + 1_000,
+        Command::Expire {
+            keys: vec![],
+            leases: vec![1, 2],
+        },
+    );
+    assert_eq!(
+        expired.result,
+        Ok(Output::Expire {
+            keys_deleted: 1,
+            leases_revoked: 1
+        }),
+        "only lease 2 has expired at the command's clock"
+    );
+    assert_eq!(expired.revision, before + 1);
+    assert!(get(&t.store, "short", NOW + 1_000).is_none());
+
+    let revoked = d.run(NOW + 1_000, Command::LeaseRevoke { id: 1 });
+    assert_eq!(revoked.result, Ok(Output::LeaseRevoke { keys_deleted: 2 }));
+    assert_eq!(revoked.revision, before + 2);
+    let left: Vec<_> = all_keys(&t.store, NOW)
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(left, vec![b"l/b".to_vec()]);
+    assert!(t.store.read(NOW).unwrap().leases(0, 10).unwrap().is_empty());
+}
+
+/// Builds a state with plain keys, TTL keys, leased keys and leases.
+fn populate(d: &mut Driver) {
+    for i in 0..300 {
+        d.run(NOW, put(&format!("k/{i:03}"), &format!("value {i}")));
+    }
+    d.run(
+        NOW,
+        Command::LeaseGrant {
+            id: 0,
+            ttl_ms: 10_000,
+        },
+    );
+    d.run(NOW, Command::LeaseGrant { id: 40, ttl_ms: 20 });
+    for i in 0..20 {
+        d.run(
+            NOW,
+            Command::Put(Put {
+                lease: Some(1 + (i % 2) * 39),
+                ..Put::new(format!("lease/{i:02}"), "v")
+            }),
+        );
+        d.run(
+            NOW,
+            Command::Put(Put {
+                ttl_ms: Some(10 + i),
+                ..Put::new(format!("ttl/{i:02}"), "v")
+            }),
+        );
+    }
+    d.run(
+        NOW,
+        Command::Delete {
+            key: b"k/007".to_vec(),
+            prev_kv: false,
+        },
+    );
+}
+
+// Proves a snapshot built from one store and installed into a fresh one reproduces the same
+// keys, revisions, leases, lease and expiry indexes, raises `committed`, and passes validation.
+fn snapshot_restores_the_same_state_into_a_fresh_store(kind: Kind) {
+    let source = open(kind);
+    let mut d = Driver::new(source.store.clone());
+    populate(&mut d);
+    let (meta, mut file) = source.store.build_snapshot().unwrap();
+    let summary = verify_snapshot_file(&mut file).unwrap();
+    assert_eq!(summary.keys, 339);
+    assert_eq!(summary.leases, 2);
+
+    let target = open(kind);
+    target.store.install_snapshot(&meta, &mut file).unwrap();
+    assert_eq!(all_keys(&target.store, 0), all_keys(&source.store, 0));
+    let (src, dst) = (
+        source.store.read(NOW + 15).unwrap(),
+        target.store.read(NOW + 15).unwrap(),
+    );
+    assert_eq!(dst.revision(), src.revision());
+    assert_eq!(dst.leases(0, 10).unwrap(), src.leases(0, 10).unwrap());
+    assert_eq!(
+        dst.lease_keys(40, 100).unwrap(),
+        src.lease_keys(40, 100).unwrap()
+    );
+    assert_eq!(dst.lease_keys(40, 100).unwrap().len(), 10);
+    assert_eq!(
+        dst.expired_keys(NOW + 15, 100).unwrap(),
+        src.expired_keys(NOW + 15, 100).unwrap()
+    );
+    assert_eq!(dst.expired_keys(NOW + 15, 100).unwrap().len(), 6);
+    assert_eq!(dst.expired_leases(NOW + 20, 10).unwrap(), vec![40]);
+    assert_eq!(
+        target.store.applied_state().unwrap(),
+        source.store.applied_state().unwrap()
+    );
+    assert_eq!(target.store.read_committed().unwrap(), meta.last_log_id);
+    target.store.validate().expect("validation after install");
+
+    // The installed snapshot is the target's current one, and the state machine carries on.
+    let (current, _) = target
+        .store
+        .current_snapshot()
+        .unwrap()
+        .expect("current snapshot");
+    assert_eq!(current.last_log_id, meta.last_log_id);
+    let mut next = Driver::new(target.store.clone());
+    let response = next.run(NOW, Command::LeaseGrant { id: 0, ttl_ms: 5 });
+    assert!(matches!(response.result, Ok(Output::Lease { id: 41, .. })));
+}
+
+// Proves a snapshot with one flipped byte, or cut short, is refused with an error naming the
+// problem, and the target's state is left exactly as it was.
+fn corrupt_snapshot_is_refused_and_changes_nothing(kind: Kind) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let source = open(kind);
+    let mut d = Driver::new(source.store.clone());
+    populate(&mut d);
+    let (meta, mut file) = source.store.build_snapshot().unwrap();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).unwrap();
+
+    let target = open(kind);
+    let mut td = Driver::new(target.store.clone());
+    td.run(NOW, put("mine", "untouched"));
+    let before = all_keys(&target.store, 0);
+
+    let flipped = {
+        let mut b = bytes.clone();
+        let at = b.len() / 2;
+        b[at] ^= 0x40;
+        b
+    };
+    let truncated = bytes[..bytes.len() - 9].to_vec();
+    for (name, content) in [("flipped", flipped), ("truncated", truncated)] {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&content).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        let error = target.store.install_snapshot(&meta, &mut f).unwrap_err();
+        assert!(matches!(error, Error::Corrupt { .. }), "{name}: {error}");
+        assert!(
+            error.to_string().starts_with("storage: snapshot"),
+            "{name}: {error}"
+        );
+        assert_eq!(
+            all_keys(&target.store, 0),
+            before,
+            "{name} changed the state"
+        );
+    }
+}
+
+// Proves the cross-storage validation refuses a file whose meta says last_applied > committed,
+// with both numbers in the typed error, and still does after the file is reopened.
+fn validation_names_applied_and_committed(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    for i in 0..5 {
+        d.run(NOW, put(&format!("k{i}"), "v"));
+    }
+    t.store
+        .validate()
+        .expect("a store driven like openraft validates");
+    t.store
+        .save_committed(Some(&crate::util::log_id(3)))
+        .unwrap();
+    let expected = ValidationError::AppliedBeyondCommitted {
+        last_applied: aspen::storage::error::IndexText(Some(5)),
+        committed: aspen::storage::error::IndexText(Some(3)),
+    };
+    let check = |store: &Store| match store.validate() {
+        Err(Error::Validation(error)) => {
+            assert_eq!(error, expected);
+            assert_eq!(
+                error.to_string(),
+                "storage: last_applied (5) exceeds committed (3)"
+            );
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    };
+    check(&t.store);
+    if kind == Kind::File {
+        t.store.close().unwrap();
+        let dir = t.dir.as_ref().unwrap().path().to_path_buf();
+        drop(d);
+        let store = std::sync::Arc::into_inner(t.store).expect("sole owner");
+        drop(store);
+        let reopened = Store::open(&crate::util::small(aspen::storage::StoreOptions::file(
+            &dir,
+        )))
+        .unwrap();
+        check(&reopened);
+    }
+}

@@ -1,0 +1,420 @@
+//! Model test: random command sequences applied to the store and to a plain `BTreeMap` model
+//! must agree on every response (values, versions, revisions, errors) and on the whole state
+//! after each command, expiry index included. The model is written independently of the store
+//! code; it shares only `Command::validate` (the static limits, covered by conformance).
+
+use std::collections::BTreeMap;
+
+use aspen::storage::{
+    Command, CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, KvEntry,
+    LeaseRecord, Output, Put, Response, Txn, TxnOp, TxnOpResult,
+};
+use proptest::prelude::*;
+
+use crate::util::{Driver, Kind, all_keys, open};
+
+#[derive(Debug, Default)]
+struct Model {
+    kv: BTreeMap<Vec<u8>, KvEntry>,
+    leases: BTreeMap<u64, LeaseRecord>,
+    revision: u64,
+    next_lease_id: u64,
+}
+
+struct Step {
+    now: u64,
+    stamp: u64,
+    changed: bool,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            next_lease_id: 1,
+            ..Model::default()
+        }
+    }
+
+    fn apply(&mut self, now: u64, command: &Command) -> Response {
+        let mut step = Step {
+            now,
+            stamp: self.revision + 1,
+            changed: false,
+        };
+        let result = match command.validate() {
+            Err(e) => Err(e),
+            Ok(()) => self.execute(&mut step, command),
+        };
+        if step.changed {
+            self.revision = step.stamp;
+        }
+        Response {
+            revision: self.revision,
+            result,
+        }
+    }
+
+    fn live(&self, step: &Step, key: &[u8]) -> Option<&KvEntry> {
+        self.kv
+            .get(key)
+            .filter(|e| e.expires_at_ms.is_none_or(|at| at > step.now))
+    }
+
+    fn lease_live(&self, step: &Step, id: u64) -> bool {
+        self.leases
+            .get(&id)
+            .is_some_and(|l| l.deadline_ms > step.now)
+    }
+
+    fn execute(&mut self, step: &mut Step, command: &Command) -> Result<Output, CommandError> {
+        match command {
+            Command::Put(put) => {
+                self.check_lease(step, put)?;
+                Ok(Output::Put {
+                    prev: self.put(step, put),
+                })
+            }
+            Command::Delete { key, prev_kv } => {
+                let prev = self.delete(step, key);
+                Ok(Output::Delete {
+                    deleted: prev.is_some() as u64,
+                    prev: prev.filter(|_| *prev_kv),
+                })
+            }
+            Command::DeleteRange(range) => Ok(Output::DeleteRange {
+                deleted: self.delete_range(step, range),
+            }),
+            Command::Txn(txn) => self.txn(step, txn),
+            Command::LeaseGrant { id, ttl_ms } => {
+                let id = if *id == 0 {
+                    while self.leases.contains_key(&self.next_lease_id) {
+                        self.next_lease_id += 1;
+                    }
+                    self.next_lease_id
+                } else {
+                    *id
+                };
+                if self.leases.contains_key(&id) {
+                    return Err(CommandError::LeaseExists { id });
+                }
+                let record = LeaseRecord {
+                    ttl_ms: *ttl_ms,
+                    granted_at_ms: step.now,
+                    deadline_ms: step.now + ttl_ms,
+                };
+                self.leases.insert(id, record);
+                self.next_lease_id = self.next_lease_id.max(id + 1);
+                Ok(Output::Lease {
+                    id,
+                    ttl_ms: *ttl_ms,
+                    deadline_ms: record.deadline_ms,
+                })
+            }
+            Command::LeaseRevoke { id } => match self.revoke(step, *id) {
+                Some(keys_deleted) => Ok(Output::LeaseRevoke { keys_deleted }),
+                None => Err(CommandError::LeaseNotFound { id: *id }),
+            },
+            Command::LeaseKeepAlive { id } => {
+                if !self.lease_live(step, *id) {
+                    return Err(CommandError::LeaseNotFound { id: *id });
+                }
+                let lease = self.leases.get_mut(id).unwrap();
+                lease.deadline_ms = step.now + lease.ttl_ms;
+                Ok(Output::Lease {
+                    id: *id,
+                    ttl_ms: lease.ttl_ms,
+                    deadline_ms: lease.deadline_ms,
+                })
+            }
+            Command::Expire { keys, leases } => {
+                let mut keys_deleted = 0;
+                for key in keys {
+                    if self.kv.contains_key(key) && self.live(step, key).is_none() {
+                        self.kv.remove(key);
+                        keys_deleted += 1;
+                    }
+                }
+                let mut leases_revoked = 0;
+                for id in leases {
+                    let expired = self
+                        .leases
+                        .get(id)
+                        .is_some_and(|l| l.deadline_ms <= step.now);
+                    if expired {
+                        keys_deleted += self.revoke(step, *id).unwrap();
+                        leases_revoked += 1;
+                    }
+                }
+                step.changed |= keys_deleted > 0;
+                Ok(Output::Expire {
+                    keys_deleted,
+                    leases_revoked,
+                })
+            }
+        }
+    }
+
+    fn check_lease(&self, step: &Step, put: &Put) -> Result<(), CommandError> {
+        match put.lease {
+            Some(id) if !self.lease_live(step, id) => Err(CommandError::LeaseNotFound { id }),
+            _ => Ok(()),
+        }
+    }
+
+    fn put(&mut self, step: &mut Step, put: &Put) -> Option<KeyValue> {
+        let old = self.live(step, &put.key).cloned();
+        let entry = KvEntry {
+            value: put.value.clone(),
+            version: old.as_ref().map_or(1, |o| o.version + 1),
+            create_revision: old.as_ref().map_or(step.stamp, |o| o.create_revision),
+            mod_revision: step.stamp,
+            lease: put.lease,
+            expires_at_ms: put.ttl_ms.map(|ttl| step.now + ttl),
+        };
+        self.kv.insert(put.key.clone(), entry);
+        step.changed = true;
+        old.filter(|_| put.prev_kv)
+            .map(|o| o.into_key_value(put.key.clone()))
+    }
+
+    fn delete(&mut self, step: &mut Step, key: &[u8]) -> Option<KeyValue> {
+        let live = self.live(step, key).cloned();
+        self.kv.remove(key);
+        step.changed |= live.is_some();
+        live.map(|e| e.into_key_value(key.to_vec()))
+    }
+
+    fn delete_range(&mut self, step: &mut Step, range: &KeyRange) -> u64 {
+        let keys: Vec<_> = self
+            .kv
+            .keys()
+            .filter(|k| range.contains(k))
+            .cloned()
+            .collect();
+        keys.iter()
+            .filter(|k| self.delete(step, k).is_some())
+            .count() as u64
+    }
+
+    fn revoke(&mut self, step: &mut Step, id: u64) -> Option<u64> {
+        self.leases.remove(&id)?;
+        let keys: Vec<_> = self
+            .kv
+            .iter()
+            .filter(|(_, e)| e.lease == Some(id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        Some(
+            keys.iter()
+                .filter(|k| self.delete(step, k).is_some())
+                .count() as u64,
+        )
+    }
+
+    fn txn(&mut self, step: &mut Step, txn: &Txn) -> Result<Output, CommandError> {
+        let succeeded = txn.compares.iter().all(|c| self.holds(step, c));
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        for op in branch {
+            if let TxnOp::Put(put) = op {
+                self.check_lease(step, put)?;
+            }
+        }
+        let results = branch
+            .iter()
+            .map(|op| match op {
+                TxnOp::Put(put) => TxnOpResult::Put {
+                    prev: self.put(step, put),
+                },
+                TxnOp::Delete { key, prev_kv } => {
+                    let prev = self.delete(step, key);
+                    TxnOpResult::Delete {
+                        deleted: prev.is_some() as u64,
+                        prev: prev.filter(|_| *prev_kv),
+                    }
+                }
+                TxnOp::DeleteRange(range) => TxnOpResult::DeleteRange {
+                    deleted: self.delete_range(step, range),
+                },
+                TxnOp::Get { key } => TxnOpResult::Get {
+                    kv: self
+                        .live(step, key)
+                        .cloned()
+                        .map(|e| e.into_key_value(key.clone())),
+                },
+            })
+            .collect();
+        Ok(Output::Txn { succeeded, results })
+    }
+
+    fn holds(&self, step: &Step, compare: &Compare) -> bool {
+        let entry = self.live(step, &compare.key);
+        let (actual, expected): (Vec<u8>, Vec<u8>) = match &compare.target {
+            CompareTarget::Value(v) => match entry {
+                Some(e) => (e.value.clone(), v.clone()),
+                None => return false,
+            },
+            CompareTarget::Version(v) => num(entry.map_or(0, |e| e.version), *v),
+            CompareTarget::CreateRevision(v) => num(entry.map_or(0, |e| e.create_revision), *v),
+            CompareTarget::ModRevision(v) => num(entry.map_or(0, |e| e.mod_revision), *v),
+            CompareTarget::Exists(v) => (vec![entry.is_some() as u8], vec![*v as u8]),
+        };
+        match compare.op {
+            CompareOp::Equal => actual == expected,
+            CompareOp::NotEqual => actual != expected,
+            CompareOp::Less => actual < expected,
+            CompareOp::Greater => actual > expected,
+        }
+    }
+
+    /// Keys whose TTL passed at `now`, ordered as the expiry index orders them.
+    fn expired(&self, now: u64) -> Vec<Vec<u8>> {
+        let mut rows: Vec<(u64, Vec<u8>)> = self
+            .kv
+            .iter()
+            .filter_map(|(k, e)| {
+                e.expires_at_ms
+                    .filter(|at| *at <= now)
+                    .map(|at| (at, k.clone()))
+            })
+            .collect();
+        rows.sort();
+        rows.into_iter().map(|(_, k)| k).collect()
+    }
+}
+
+fn num(actual: u64, expected: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        actual.to_be_bytes().to_vec(),
+        expected.to_be_bytes().to_vec(),
+    )
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(vec!["a", "b", "b/1", "b/2", "c", "d"]).prop_map(|k| k.as_bytes().to_vec())
+}
+
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(vec!["x", "y", "z", ""]).prop_map(|v| v.as_bytes().to_vec())
+}
+
+fn put_strategy() -> impl Strategy<Value = Put> {
+    (key(), value(), 0u8..4, 1u64..400, any::<bool>()).prop_map(|(key, value, mode, n, prev_kv)| {
+        Put {
+            key,
+            value,
+            lease: (mode == 1).then_some(n % 4 + 1),
+            ttl_ms: (mode == 2).then_some(n),
+            prev_kv,
+        }
+    })
+}
+
+fn range_strategy() -> impl Strategy<Value = KeyRange> {
+    prop_oneof![
+        key().prop_map(|k| KeyRange::prefix(&k)),
+        (key(), key()).prop_map(|(a, b)| KeyRange {
+            start: a.clone().min(b.clone()),
+            end: Some(a.max(b)),
+        }),
+    ]
+}
+
+fn compare_strategy() -> impl Strategy<Value = Compare> {
+    let target = prop_oneof![
+        value().prop_map(CompareTarget::Value),
+        (0u64..4).prop_map(CompareTarget::Version),
+        (0u64..12).prop_map(CompareTarget::CreateRevision),
+        (0u64..12).prop_map(CompareTarget::ModRevision),
+        any::<bool>().prop_map(CompareTarget::Exists),
+    ];
+    let op = prop::sample::select(vec![
+        CompareOp::Equal,
+        CompareOp::NotEqual,
+        CompareOp::Less,
+        CompareOp::Greater,
+    ]);
+    (key(), op, target).prop_map(|(key, op, target)| Compare { key, op, target })
+}
+
+fn txn_op() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        put_strategy().prop_map(TxnOp::Put),
+        (key(), any::<bool>()).prop_map(|(key, prev_kv)| TxnOp::Delete { key, prev_kv }),
+        range_strategy().prop_map(TxnOp::DeleteRange),
+        key().prop_map(|key| TxnOp::Get { key }),
+    ]
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        4 => put_strategy().prop_map(Command::Put),
+        2 => (key(), any::<bool>()).prop_map(|(key, prev_kv)| Command::Delete { key, prev_kv }),
+        1 => range_strategy().prop_map(Command::DeleteRange),
+        3 => (
+            prop::collection::vec(compare_strategy(), 0..3),
+            prop::collection::vec(txn_op(), 0..4),
+            prop::collection::vec(txn_op(), 0..3),
+        )
+            .prop_map(|(compares, success, failure)| Command::Txn(Txn { compares, success, failure })),
+        2 => (0u64..5, 1u64..600).prop_map(|(id, ttl_ms)| Command::LeaseGrant { id, ttl_ms }),
+        1 => (0u64..5).prop_map(|id| Command::LeaseRevoke { id }),
+        1 => (1u64..5).prop_map(|id| Command::LeaseKeepAlive { id }),
+        2 => (prop::collection::vec(key(), 0..4), prop::collection::vec(1u64..5, 0..3))
+            .prop_map(|(keys, leases)| Command::Expire { keys, leases }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    // Proves the store and the model agree on every response and on the full state (keys,
+    // versions, revisions, leases, expiry order) after each of a random sequence of commands.
+    #[test]
+    fn store_agrees_with_btreemap_model(
+        steps in prop::collection::vec((0u64..250, command()), 1..60)
+    ) {
+        let t = open(Kind::InMemory);
+        let mut driver = Driver::new(t.store.clone());
+        let mut model = Model::new();
+        let mut now = 1_000u64;
+        for (advance, command) in steps {
+            now += advance;
+            let expected = model.apply(now, &command);
+            let actual = driver.run(now, command.clone());
+            prop_assert_eq!(&actual, &expected, "command {:?} at {}", command, now);
+
+            let stored = all_keys(&t.store, 0);
+            let modeled: Vec<KeyValue> = model
+                .kv
+                .iter()
+                .map(|(k, e)| e.clone().into_key_value(k.clone()))
+                .collect();
+            prop_assert_eq!(stored, modeled);
+            let view = t.store.read(now).unwrap();
+            prop_assert_eq!(view.revision(), model.revision);
+            prop_assert_eq!(view.expired_keys(now, 100).unwrap(), model.expired(now));
+            let leases: Vec<(u64, LeaseRecord)> =
+                view.leases(0, 100).unwrap().into_iter().map(|l| (l.id, l.record)).collect();
+            let live: Vec<(u64, LeaseRecord)> = model
+                .leases
+                .iter()
+                .filter(|(_, l)| l.deadline_ms > now)
+                .map(|(id, l)| (*id, *l))
+                .collect();
+            prop_assert_eq!(leases, live);
+            for id in model.leases.keys() {
+                let keys: Vec<Vec<u8>> = model
+                    .kv
+                    .iter()
+                    .filter(|(_, e)| e.lease == Some(*id))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                prop_assert_eq!(view.lease_keys(*id, 100).unwrap(), keys);
+            }
+        }
+    }
+}
