@@ -50,35 +50,32 @@ pub struct LeaseInfo {
 impl Store {
     /// A consistent view of the state machine as of now, judging expiry at `now_ms`.
     pub fn read(&self, now_ms: u64) -> Result<ReadView> {
-        ReadView::new(&self.begin_read()?, now_ms)
+        ReadView::new(self.begin_read()?, now_ms)
     }
 }
 
-/// The state machine as of one read transaction.
+/// The state machine as of one read transaction. Only the `kv` table and the revision are
+/// opened up front (a point get needs nothing else); the rest open on first use.
 pub struct ReadView {
+    txn: ReadTransaction,
     kv: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    leases: ReadOnlyTable<u64, &'static [u8]>,
-    idx_expires: ReadOnlyTable<(u64, &'static [u8]), ()>,
-    idx_lease: ReadOnlyTable<(u64, &'static [u8]), ()>,
-    idx_lease_deadline: ReadOnlyTable<(u64, u64), ()>,
     revision: u64,
-    last_applied: Option<LogId>,
     now_ms: u64,
 }
 
 impl ReadView {
-    /// A view over an open read transaction (its tables outlive the borrow).
-    pub(crate) fn new(txn: &ReadTransaction, now_ms: u64) -> Result<Self> {
+    pub(crate) fn new(txn: ReadTransaction, now_ms: u64) -> Result<Self> {
         Ok(ReadView {
             kv: txn.open_table(KV)?,
-            leases: txn.open_table(LEASES)?,
-            idx_expires: txn.open_table(IDX_EXPIRES)?,
-            idx_lease: txn.open_table(IDX_LEASE)?,
-            idx_lease_deadline: txn.open_table(IDX_LEASE_DEADLINE)?,
-            revision: read_meta(txn, REVISION)?.unwrap_or(0),
-            last_applied: read_meta(txn, LAST_APPLIED)?,
+            revision: read_meta(&txn, REVISION)?.unwrap_or(0),
+            txn,
             now_ms,
         })
+    }
+
+    /// The read transaction under this view, for reads this module does not offer.
+    pub fn transaction(&self) -> &ReadTransaction {
+        &self.txn
     }
 
     /// The revision this view reflects.
@@ -87,8 +84,8 @@ impl ReadView {
     }
 
     /// The last log id applied to this view.
-    pub fn last_applied(&self) -> Option<LogId> {
-        self.last_applied
+    pub fn last_applied(&self) -> Result<Option<LogId>> {
+        read_meta(&self.txn, LAST_APPLIED)
     }
 
     /// A live key's record.
@@ -142,7 +139,11 @@ impl ReadView {
             stored += 1;
         }
         let mut expired = 0u64;
-        for item in self.idx_expires.range(..(self.now_ms + 1, &[][..]))? {
+        for item in self
+            .txn
+            .open_table(IDX_EXPIRES)?
+            .range(..(self.now_ms + 1, &[][..]))?
+        {
             let (row, _) = item?;
             if range.contains(row.value().1) {
                 expired += 1;
@@ -164,7 +165,12 @@ impl ReadView {
     /// Keys whose TTL passed at `now_ms`, oldest first, at most `max`.
     pub fn expired_keys(&self, now_ms: u64, max: usize) -> Result<Vec<Vec<u8>>> {
         let mut keys = Vec::new();
-        for item in self.idx_expires.range(..(now_ms + 1, &[][..]))?.take(max) {
+        for item in self
+            .txn
+            .open_table(IDX_EXPIRES)?
+            .range(..(now_ms + 1, &[][..]))?
+            .take(max)
+        {
             let (row, _) = item?;
             keys.push(row.value().1.to_vec());
         }
@@ -174,7 +180,12 @@ impl ReadView {
     /// Leases whose deadline passed at `now_ms`, oldest first, at most `max`.
     pub fn expired_leases(&self, now_ms: u64, max: usize) -> Result<Vec<u64>> {
         let mut ids = Vec::new();
-        for item in self.idx_lease_deadline.range(..(now_ms + 1, 0))?.take(max) {
+        for item in self
+            .txn
+            .open_table(IDX_LEASE_DEADLINE)?
+            .range(..(now_ms + 1, 0))?
+            .take(max)
+        {
             ids.push(item?.0.value().1);
         }
         Ok(ids)
@@ -182,12 +193,12 @@ impl ReadView {
 
     /// Keys attached to lease `id`, in key order, at most `max`.
     pub fn lease_keys(&self, id: u64, max: usize) -> Result<Vec<Vec<u8>>> {
-        lease_keys_in(&self.idx_lease, id, max)
+        lease_keys_in(&self.txn.open_table(IDX_LEASE)?, id, max)
     }
 
     /// A lease, if it is still live at this view's `now_ms`.
     pub fn lease(&self, id: u64) -> Result<Option<LeaseRecord>> {
-        match self.leases.get(id)? {
+        match self.txn.open_table(LEASES)?.get(id)? {
             Some(bytes) => {
                 let lease = decode_lease(id, bytes.value())?;
                 Ok(lease.is_live(self.now_ms).then_some(lease))
@@ -199,7 +210,7 @@ impl ReadView {
     /// Live leases in id order, starting at `from`, at most `max`.
     pub fn leases(&self, from: u64, max: usize) -> Result<Vec<LeaseInfo>> {
         let mut leases = Vec::new();
-        for item in self.leases.range(from..)? {
+        for item in self.txn.open_table(LEASES)?.range(from..)? {
             if leases.len() == max {
                 break;
             }
@@ -227,7 +238,7 @@ impl ReadView {
 
     /// Every stored lease, live or not, in id order.
     pub(crate) fn raw_leases(&self) -> Result<impl Iterator<Item = Result<(u64, LeaseRecord)>>> {
-        Ok(self.leases.range::<u64>(..)?.map(|item| {
+        Ok(self.txn.open_table(LEASES)?.range::<u64>(..)?.map(|item| {
             let (id, bytes) = item?;
             let id = id.value();
             Ok((id, decode_lease(id, bytes.value())?))

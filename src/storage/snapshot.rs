@@ -69,11 +69,12 @@ impl Store {
     /// Writes the state machine, as of one read transaction, to a new current snapshot file.
     pub fn build_snapshot(&self) -> Result<(SnapshotMeta, File)> {
         let txn = self.begin_read()?;
+        // Meta and data come from the same read transaction: apply may run meanwhile.
         let last_applied = read_meta(&txn, LAST_APPLIED)?;
         let membership = read_meta(&txn, MEMBERSHIP)?.unwrap_or_default();
         let revision = read_meta(&txn, REVISION)?.unwrap_or(0);
         let next_lease_id = read_meta(&txn, NEXT_LEASE_ID)?.unwrap_or(FIRST_LEASE_ID);
-        let view = crate::storage::reads::ReadView::new(&txn, 0)?;
+        let view = crate::storage::reads::ReadView::new(txn, 0)?;
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
@@ -103,7 +104,7 @@ impl Store {
         }
         writer.finish(keys, leases)?;
         drop(writer);
-        drop(txn);
+        drop(view);
 
         let path = self.current_snapshot_path();
         tmp.as_file()

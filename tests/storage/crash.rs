@@ -12,10 +12,23 @@ use aspen::storage::{Command, KeyRange, Put, Store, StoreOptions};
 use crate::util::{entry, small};
 
 const DIR_ENV: &str = "ASPEN_CRASH_CHILD_DIR";
+const QUICK_REPAIR_ENV: &str = "ASPEN_CRASH_CHILD_QUICK_REPAIR";
 const CYCLES: usize = 24;
 
+/// Cycles alternate redb's quick repair on and off, so both recovery paths are crossed.
+fn quick_repair(cycle: usize) -> bool {
+    cycle % 2 == 0
+}
+
+fn options(dir: &std::path::Path, quick_repair: bool) -> StoreOptions {
+    let mut options = small(StoreOptions::file(dir));
+    options.quick_repair = quick_repair;
+    options
+}
+
 // Proves no acknowledged append is lost and the file stays valid across 24 SIGKILLs at random
-// moments of a write loop (append with fsync, save committed and apply without).
+// moments of a write loop (append with fsync, save committed and apply without), recovering
+// with and without redb's quick repair.
 #[test]
 fn sigkill_never_loses_an_acknowledged_append() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,6 +43,7 @@ fn sigkill_never_loses_an_acknowledged_append() {
                 "--nocapture",
             ])
             .env(DIR_ENV, dir.path())
+            .env(QUICK_REPAIR_ENV, quick_repair(cycle).to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -58,7 +72,7 @@ fn sigkill_never_loses_an_acknowledged_append() {
         child.wait().expect("reap child");
         drop(lines);
 
-        let mut store = Store::open(&small(StoreOptions::file(dir.path()))).expect("reopen");
+        let mut store = Store::open(&options(dir.path(), quick_repair(cycle))).expect("reopen");
         assert!(
             store.check_integrity().expect("integrity check"),
             "cycle {cycle}: redb repaired the file"
@@ -102,7 +116,8 @@ fn crash_child_writer() {
     let Some(dir) = std::env::var_os(DIR_ENV) else {
         return;
     };
-    let store = Store::open(&small(StoreOptions::file(dir))).expect("child open");
+    let quick_repair = std::env::var(QUICK_REPAIR_ENV).is_ok_and(|v| v == "true");
+    let store = Store::open(&options(dir.as_ref(), quick_repair)).expect("child open");
     // A single node commits what it appends: replay what the last kill left unapplied, as
     // openraft does on start.
     let last_log = store.log_state().unwrap().1;
