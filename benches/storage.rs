@@ -57,6 +57,7 @@ fn durable_append(c: &mut Criterion) {
     // fdatasync (redb's commit writes leaf, branch, table-tree and header pages).
     let pages_file = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(dir.path().join("pages"))

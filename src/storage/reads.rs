@@ -3,6 +3,8 @@
 //! writer. Keys whose TTL has passed at the reader's `now_ms` are invisible; the TTL actor
 //! deletes them through Raft later.
 
+use std::ops::Bound;
+
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 
 use crate::limits::SCAN_ENTRIES_MAX;
@@ -142,7 +144,7 @@ impl ReadView {
         for item in self
             .txn
             .open_table(IDX_EXPIRES)?
-            .range(..(self.now_ms + 1, &[][..]))?
+            .range(expired_at(self.now_ms, &[][..]))?
         {
             let (row, _) = item?;
             if range.contains(row.value().1) {
@@ -168,7 +170,7 @@ impl ReadView {
         for item in self
             .txn
             .open_table(IDX_EXPIRES)?
-            .range(..(now_ms + 1, &[][..]))?
+            .range(expired_at(now_ms, &[][..]))?
             .take(max)
         {
             let (row, _) = item?;
@@ -183,7 +185,7 @@ impl ReadView {
         for item in self
             .txn
             .open_table(IDX_LEASE_DEADLINE)?
-            .range(..(now_ms + 1, 0))?
+            .range(expired_at(now_ms, 0))?
             .take(max)
         {
             ids.push(item?.0.value().1);
@@ -243,6 +245,17 @@ impl ReadView {
             let id = id.value();
             Ok((id, decode_lease(id, bytes.value())?))
         }))
+    }
+}
+
+/// A row of a time index: (instant in ms, key or lease id).
+type IndexRow<T> = (u64, T);
+
+/// Index rows `(instant, _)` with `instant <= now_ms`: those sort before `(now_ms + 1, least)`.
+fn expired_at<T>(now_ms: u64, least: T) -> (Bound<IndexRow<T>>, Bound<IndexRow<T>>) {
+    match now_ms.checked_add(1) {
+        Some(next) => (Bound::Unbounded, Bound::Excluded((next, least))),
+        None => (Bound::Unbounded, Bound::Unbounded),
     }
 }
 

@@ -66,6 +66,21 @@ impl Store {
         self.snapshot_dir().join(CURRENT_FILE)
     }
 
+    /// Removes files a crash left behind in the snapshot directory (half-written snapshots);
+    /// keeps the current snapshot.
+    pub(crate) fn remove_stale_snapshot_files(&self) -> Result<()> {
+        let entries = std::fs::read_dir(self.snapshot_dir())
+            .map_err(|e| Error::io(format!("listing {}", self.snapshot_dir().display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing the snapshot directory", e))?;
+            if entry.file_name() != CURRENT_FILE {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| Error::io(format!("removing {}", entry.path().display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the state machine, as of one read transaction, to a new current snapshot file.
     pub fn build_snapshot(&self) -> Result<(SnapshotMeta, File)> {
         let txn = self.begin_read()?;
@@ -160,33 +175,31 @@ impl Store {
         tee.write_magic()?;
 
         let txn = self.begin_write(Durability::Immediate)?;
-        let summary = {
-            txn.delete_table(KV)?;
-            txn.delete_table(SM_META)?;
-            txn.delete_table(LEASES)?;
-            txn.delete_table(IDX_EXPIRES)?;
-            txn.delete_table(IDX_LEASE)?;
-            txn.delete_table(IDX_LEASE_DEADLINE)?;
-            let mut machine = Machine::open(&txn)?;
-            let summary = load_records(&mut reader, &mut tee, &mut machine)?;
-            if summary.meta.last_log_id != meta.last_log_id {
-                return Err(Error::corrupt(
-                    "snapshot",
-                    format!(
-                        "file holds the state at {:?}, the leader announced {:?}",
-                        summary.meta.last_log_id, meta.last_log_id
-                    ),
-                ));
-            }
-            machine.save_meta(&txn)?;
-            drop(machine);
-            write_meta_opt(&txn, LAST_APPLIED, meta.last_log_id.as_ref())?;
-            write_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
-            let raised = read_meta_in(&txn, COMMITTED)?.max(meta.last_log_id);
-            write_meta_opt(&txn, COMMITTED, raised.as_ref())?;
-            write_meta_opt(&txn, SNAPSHOT_INSTALLED, meta.last_log_id.as_ref())?;
-            summary
-        };
+        txn.delete_table(KV)?;
+        txn.delete_table(SM_META)?;
+        txn.delete_table(LEASES)?;
+        txn.delete_table(IDX_EXPIRES)?;
+        txn.delete_table(IDX_LEASE)?;
+        txn.delete_table(IDX_LEASE_DEADLINE)?;
+        let mut machine = Machine::open(&txn)?;
+        // An error anywhere below drops `txn` uncommitted: the state stays as it was.
+        let summary = load_records(&mut reader, &mut tee, &mut machine)?;
+        if summary.meta.last_log_id != meta.last_log_id {
+            return Err(Error::corrupt(
+                "snapshot",
+                format!(
+                    "file holds the state at {:?}, the leader announced {:?}",
+                    summary.meta.last_log_id, meta.last_log_id
+                ),
+            ));
+        }
+        machine.save_meta(&txn)?;
+        drop(machine);
+        write_meta_opt(&txn, LAST_APPLIED, meta.last_log_id.as_ref())?;
+        write_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
+        let raised = read_meta_in(&txn, COMMITTED)?.max(meta.last_log_id);
+        write_meta_opt(&txn, COMMITTED, raised.as_ref())?;
+        write_meta_opt(&txn, SNAPSHOT_INSTALLED, meta.last_log_id.as_ref())?;
         tee.flush()?;
         drop(tee);
         copy.as_file()

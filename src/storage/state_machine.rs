@@ -21,7 +21,7 @@ use crate::storage::schema::*;
 use crate::storage::store::{Store, read_meta_in, write_meta};
 use crate::storage::types::{
     Command, Compare, CompareOp, CompareTarget, Entry, KeyRange, KeyValue, KvEntry, LeaseRecord,
-    Output, Put, Request, Response, StoredMembership, Txn, TxnOp, TxnOpResult,
+    Output, Put, Request, Response, StoredMembership, Txn, TxnOp,
 };
 
 /// Lease ids handed out for `LeaseGrant { id: 0 }` start here.
@@ -150,20 +150,10 @@ impl<'txn> Machine<'txn> {
                 if let Err(refused) = self.check_put_lease(ctx, put)? {
                     return Ok(Err(refused));
                 }
-                Output::Put {
-                    prev: self.put(ctx, put)?,
-                }
+                self.put_op(ctx, put)?
             }
-            Command::Delete { key, prev_kv } => {
-                let prev = self.delete(ctx, key)?;
-                Output::Delete {
-                    deleted: u64::from(prev.is_some()),
-                    prev: prev.filter(|_| *prev_kv),
-                }
-            }
-            Command::DeleteRange(range) => Output::DeleteRange {
-                deleted: self.delete_range(ctx, range)?,
-            },
+            Command::Delete { key, prev_kv } => self.delete_op(ctx, key, *prev_kv)?,
+            Command::DeleteRange(range) => self.delete_range_op(ctx, range)?,
             Command::Txn(txn) => return self.txn(ctx, txn),
             Command::LeaseGrant { id, ttl_ms } => return self.lease_grant(ctx, *id, *ttl_ms),
             Command::LeaseRevoke { id } => match self.lease_revoke(ctx, *id)? {
@@ -213,7 +203,7 @@ impl<'txn> Machine<'txn> {
                 .map_or(ctx.stamp, |old| old.create_revision),
             mod_revision: ctx.stamp,
             lease: put.lease,
-            expires_at_ms: put.ttl_ms.map(|ttl| ctx.now_ms + ttl),
+            expires_at_ms: put.ttl_ms.map(|ttl| ctx.now_ms.saturating_add(ttl)),
         };
         let bytes = postcard::to_allocvec(&entry).map_err(|e| Error::corrupt("kv entry", e))?;
         self.kv.insert(put.key.as_slice(), bytes.as_slice())?;
@@ -222,6 +212,26 @@ impl<'txn> Machine<'txn> {
         Ok(live_old
             .filter(|_| put.prev_kv)
             .map(|old| old.into_key_value(put.key.clone())))
+    }
+
+    fn put_op(&mut self, ctx: &mut Ctx, put: &Put) -> Result<Output> {
+        Ok(Output::Put {
+            prev: self.put(ctx, put)?,
+        })
+    }
+
+    fn delete_op(&mut self, ctx: &mut Ctx, key: &[u8], prev_kv: bool) -> Result<Output> {
+        let prev = self.delete(ctx, key)?;
+        Ok(Output::Delete {
+            deleted: u64::from(prev.is_some()),
+            prev: prev.filter(|_| prev_kv),
+        })
+    }
+
+    fn delete_range_op(&mut self, ctx: &mut Ctx, range: &KeyRange) -> Result<Output> {
+        Ok(Output::DeleteRange {
+            deleted: self.delete_range(ctx, range)?,
+        })
     }
 
     /// Removes a key with its index rows; returns what was stored, live or not.
@@ -321,20 +331,10 @@ impl<'txn> Machine<'txn> {
         let mut results = Vec::with_capacity(branch.len());
         for op in branch {
             results.push(match op {
-                TxnOp::Put(put) => TxnOpResult::Put {
-                    prev: self.put(ctx, put)?,
-                },
-                TxnOp::Delete { key, prev_kv } => {
-                    let prev = self.delete(ctx, key)?;
-                    TxnOpResult::Delete {
-                        deleted: u64::from(prev.is_some()),
-                        prev: prev.filter(|_| *prev_kv),
-                    }
-                }
-                TxnOp::DeleteRange(range) => TxnOpResult::DeleteRange {
-                    deleted: self.delete_range(ctx, range)?,
-                },
-                TxnOp::Get { key } => TxnOpResult::Get {
+                TxnOp::Put(put) => self.put_op(ctx, put)?,
+                TxnOp::Delete { key, prev_kv } => self.delete_op(ctx, key, *prev_kv)?,
+                TxnOp::DeleteRange(range) => self.delete_range_op(ctx, range)?,
+                TxnOp::Get { key } => Output::Get {
                     kv: self
                         .get_live(ctx, key)?
                         .map(|entry| entry.into_key_value(key.clone())),
@@ -389,7 +389,7 @@ impl<'txn> Machine<'txn> {
         let lease = LeaseRecord {
             ttl_ms,
             granted_at_ms: ctx.now_ms,
-            deadline_ms: ctx.now_ms + ttl_ms,
+            deadline_ms: ctx.now_ms.saturating_add(ttl_ms),
         };
         self.write_lease(id, &lease)?;
         self.next_lease_id = self.next_lease_id.max(id.saturating_add(1));
@@ -412,7 +412,7 @@ impl<'txn> Machine<'txn> {
             return Ok(Err(CommandError::LeaseNotFound { id }));
         };
         self.idx_lease_deadline.remove((lease.deadline_ms, id))?;
-        lease.deadline_ms = ctx.now_ms + lease.ttl_ms;
+        lease.deadline_ms = ctx.now_ms.saturating_add(lease.ttl_ms);
         self.write_lease(id, &lease)?;
         Ok(Ok(Output::Lease {
             id,

@@ -157,6 +157,7 @@ impl Store {
             quick_repair: options.quick_repair,
         };
         store.init_tables()?;
+        store.remove_stale_snapshot_files()?;
         Ok(store)
     }
 

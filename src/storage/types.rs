@@ -404,9 +404,14 @@ pub enum Output {
     DeleteRange {
         deleted: u64,
     },
+    /// `results` holds one output per operation of the branch that ran, in order.
     Txn {
         succeeded: bool,
-        results: Vec<TxnOpResult>,
+        results: Vec<Output>,
+    },
+    /// A get inside a transaction.
+    Get {
+        kv: Option<KeyValue>,
     },
     Lease {
         id: u64,
@@ -419,23 +424,5 @@ pub enum Output {
     Expire {
         keys_deleted: u64,
         leases_revoked: u64,
-    },
-}
-
-/// The result of one transaction operation, in the order of the branch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TxnOpResult {
-    Put {
-        prev: Option<KeyValue>,
-    },
-    Delete {
-        deleted: u64,
-        prev: Option<KeyValue>,
-    },
-    DeleteRange {
-        deleted: u64,
-    },
-    Get {
-        kv: Option<KeyValue>,
     },
 }

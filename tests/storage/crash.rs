@@ -17,7 +17,7 @@ const CYCLES: usize = 24;
 
 /// Cycles alternate redb's quick repair on and off, so both recovery paths are crossed.
 fn quick_repair(cycle: usize) -> bool {
-    cycle % 2 == 0
+    cycle.is_multiple_of(2)
 }
 
 fn options(dir: &std::path::Path, quick_repair: bool) -> StoreOptions {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aspen::storage::{
     Command, CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, KvEntry,
-    LeaseRecord, Output, Put, Response, Txn, TxnOp, TxnOpResult,
+    LeaseRecord, Output, Put, Response, Txn, TxnOp,
 };
 use proptest::prelude::*;
 
@@ -226,20 +226,20 @@ impl Model {
         let results = branch
             .iter()
             .map(|op| match op {
-                TxnOp::Put(put) => TxnOpResult::Put {
+                TxnOp::Put(put) => Output::Put {
                     prev: self.put(step, put),
                 },
                 TxnOp::Delete { key, prev_kv } => {
                     let prev = self.delete(step, key);
-                    TxnOpResult::Delete {
+                    Output::Delete {
                         deleted: prev.is_some() as u64,
                         prev: prev.filter(|_| *prev_kv),
                     }
                 }
-                TxnOp::DeleteRange(range) => TxnOpResult::DeleteRange {
+                TxnOp::DeleteRange(range) => Output::DeleteRange {
                     deleted: self.delete_range(step, range),
                 },
-                TxnOp::Get { key } => TxnOpResult::Get {
+                TxnOp::Get { key } => Output::Get {
                     kv: self
                         .live(step, key)
                         .cloned()
