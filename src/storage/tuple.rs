@@ -5,6 +5,19 @@
 //! Supported element types and their type codes: null (0x00), bytes (0x01), string (0x02),
 //! nested tuple (0x05), integers of any sign up to 128 bits (0x0b..=0x1d), float (0x20),
 //! double (0x21), false (0x26), true (0x27). This module is pure: no I/O.
+//!
+//! ```
+//! use aspen::storage::tuple::{Tuple, strinc};
+//!
+//! let key = Tuple::new().push("users").push(42i64).pack();
+//! assert_eq!(key, b"\x02users\x00\x15\x2a");
+//! assert_eq!(Tuple::unpack(&key).unwrap(), Tuple::new().push("users").push(42i64));
+//! // Every key of user 42 sorts inside the tuple's range.
+//! let (start, end) = Tuple::new().push("users").push(42i64).range();
+//! let name = Tuple::new().push("users").push(42i64).push("name").pack();
+//! assert!(start <= name && name < end);
+//! assert_eq!(strinc(b"users/"), Some(b"users0".to_vec()));
+//! ```
 
 use std::cmp::Ordering;
 
