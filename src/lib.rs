@@ -6,9 +6,11 @@
 //!
 //! # Layout
 //!
+//! - [`config`]: the node's TOML configuration, environment overrides and validation.
 //! - [`limits`]: every named limit (key and value sizes, batch sizes, frame size) in one place.
 //! - [`storage`]: the redb file: Raft log, vote, committed, KV state machine, indexes,
 //!   snapshots, the openraft storage traits and the FoundationDB tuple layer.
 
+pub mod config;
 pub mod limits;
 pub mod storage;

@@ -1,0 +1,450 @@
+//! Node configuration: a TOML file read with the `config` crate, overridden by environment
+//! variables `ASPEN_SECTION__KEY` (`ASPEN_NODE__DATA_DIR` sets `[node] data_dir`), then
+//! validated once, with one message a user can act on per broken rule. Unknown keys are an
+//! error. Every key has a default, so an empty file is a valid single-node config.
+//!
+//! Owns: parsing and validation. Does not touch: storage, actors, the network.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{EXPIRE_BATCH_MAX, QUOTA_BYTES_DEFAULT};
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "ASPEN";
+/// Joins a section and a key in an environment override.
+pub const ENV_SECTION_SEPARATOR: &str = "__";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub http: HttpSection,
+    pub raft: RaftSection,
+    pub storage: StorageSection,
+    pub ttl: TtlSection,
+    pub health: HealthSection,
+    pub supervisor: SupervisorSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// `data_dir/aspen.redb`.
+    File,
+    /// redb's in-memory backend: nothing survives a restart.
+    Inmemory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's Raft id; unique in the cluster, at least 1.
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub storage: StorageKind,
+    /// Exit the process with a non-zero status when the node fails (restart budget spent or
+    /// storage refused), so a service manager can act.
+    pub exit_on_failure: bool,
+    /// `tracing` filter, e.g. `info` or `aspen=debug`; `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            id: 1,
+            data_dir: PathBuf::from("./data/node1"),
+            storage: StorageKind::File,
+            exit_on_failure: false,
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// `/health`, `/metrics`, `/status`. Loopback by default; port 0 picks a free port.
+    pub address: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            address: SocketAddr::from(([127, 0, 0, 1], 9180)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Save redb's allocator state in every commit (fast restart after a crash, slower appends).
+    pub quick_repair: bool,
+    /// redb page cache.
+    pub cache_bytes: u64,
+    /// Database size quota; the `db_file` health check compares the file against it.
+    pub quota_bytes: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            quick_repair: crate::storage::store::QUICK_REPAIR_DEFAULT,
+            cache_bytes: crate::storage::store::CACHE_BYTES_DEFAULT as u64,
+            quota_bytes: QUOTA_BYTES_DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtlSection {
+    /// How often the leader looks for expired keys and leases.
+    pub interval_ms: u64,
+    /// Keys plus leases proposed in one `Expire`.
+    pub batch_max: u64,
+}
+
+impl Default for TtlSection {
+    fn default() -> Self {
+        TtlSection {
+            interval_ms: 500,
+            batch_max: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSection {
+    /// How often every check runs.
+    pub interval_ms: u64,
+    /// An actor that does not answer a ping within this is critical.
+    pub ping_timeout_ms: u64,
+    /// A child whose check is critical this many times in a row is restarted.
+    pub critical_restarts_after: u32,
+    /// Free space on the data dir's disk below these percentages is warning / critical.
+    pub disk_free_warning_percent: u8,
+    pub disk_free_critical_percent: u8,
+    /// The database file above these percentages of the quota is warning / critical.
+    pub db_size_warning_percent: u8,
+    pub db_size_critical_percent: u8,
+    /// Committed but not yet applied entries above these counts are warning / critical.
+    pub apply_lag_warning: u64,
+    pub apply_lag_critical: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            interval_ms: 1_000,
+            ping_timeout_ms: 500,
+            critical_restarts_after: 3,
+            disk_free_warning_percent: 10,
+            disk_free_critical_percent: 5,
+            db_size_warning_percent: 80,
+            db_size_critical_percent: 95,
+            apply_lag_warning: 1_000,
+            apply_lag_critical: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorSection {
+    /// R: more than this many restarts within `restart_window_ms` fail the node.
+    pub restarts_max: u32,
+    /// T: the window the restart budget is counted over.
+    pub restart_window_ms: u64,
+    /// First restart delay; doubles per consecutive failure of the same child.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        SupervisorSection {
+            restarts_max: 5,
+            restart_window_ms: 60_000,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 5_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Loads `path` (TOML), applies `ASPEN_*__*` environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`NodeConfig::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
+        // Only `ASPEN_SECTION__KEY` variables are overrides: `ASPEN_NODE` (the CLI's node
+        // address) and the like must not turn into config keys.
+        let overrides: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(name, _)| {
+                name.strip_prefix(ENV_PREFIX)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .is_some_and(|rest| rest.contains(ENV_SECTION_SEPARATOR))
+            })
+            .collect();
+        let config: NodeConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator(ENV_SECTION_SEPARATOR)
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()?
+            .try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every broken rule, one message each.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut broken = Vec::new();
+        let mut rule = |ok: bool, message: String| {
+            if !ok {
+                broken.push(message);
+            }
+        };
+        let (node, raft, health, sup, ttl) = (
+            &self.node,
+            &self.raft,
+            &self.health,
+            &self.supervisor,
+            &self.ttl,
+        );
+        rule(
+            node.id >= 1,
+            "node.id must be at least 1 (0 is reserved)".into(),
+        );
+        rule(
+            node.storage == StorageKind::Inmemory || !node.data_dir.as_os_str().is_empty(),
+            "node.data_dir must be set when node.storage is \"file\"".into(),
+        );
+        rule(
+            raft.heartbeat_interval_ms >= 10,
+            format!(
+                "raft.heartbeat_interval_ms ({}) must be at least 10",
+                raft.heartbeat_interval_ms
+            ),
+        );
+        rule(
+            raft.election_timeout_min_ms > raft.heartbeat_interval_ms,
+            format!(
+                "raft.election_timeout_min_ms ({}) must exceed raft.heartbeat_interval_ms ({})",
+                raft.election_timeout_min_ms, raft.heartbeat_interval_ms
+            ),
+        );
+        rule(
+            raft.election_timeout_max_ms > raft.election_timeout_min_ms,
+            format!(
+                "raft.election_timeout_max_ms ({}) must exceed raft.election_timeout_min_ms ({})",
+                raft.election_timeout_max_ms, raft.election_timeout_min_ms
+            ),
+        );
+        rule(
+            self.storage.quota_bytes >= 1 << 20,
+            format!(
+                "storage.quota_bytes ({}) must be at least 1 MiB",
+                self.storage.quota_bytes
+            ),
+        );
+        rule(
+            ttl.interval_ms >= 10,
+            format!("ttl.interval_ms ({}) must be at least 10", ttl.interval_ms),
+        );
+        rule(
+            (1..=EXPIRE_BATCH_MAX as u64).contains(&ttl.batch_max),
+            format!(
+                "ttl.batch_max ({}) must be between 1 and {EXPIRE_BATCH_MAX}",
+                ttl.batch_max
+            ),
+        );
+        rule(
+            health.interval_ms >= 10,
+            format!(
+                "health.interval_ms ({}) must be at least 10",
+                health.interval_ms
+            ),
+        );
+        rule(
+            health.ping_timeout_ms >= 1 && health.ping_timeout_ms <= health.interval_ms,
+            format!(
+                "health.ping_timeout_ms ({}) must be between 1 and health.interval_ms ({})",
+                health.ping_timeout_ms, health.interval_ms
+            ),
+        );
+        rule(
+            health.critical_restarts_after >= 1,
+            "health.critical_restarts_after must be at least 1".into(),
+        );
+        rule(
+            health.disk_free_critical_percent <= health.disk_free_warning_percent
+                && health.disk_free_warning_percent <= 100,
+            format!(
+                "health.disk_free_critical_percent ({}) must not exceed health.disk_free_warning_percent ({}), at most 100",
+                health.disk_free_critical_percent, health.disk_free_warning_percent
+            ),
+        );
+        rule(
+            health.db_size_warning_percent <= health.db_size_critical_percent
+                && health.db_size_critical_percent <= 100,
+            format!(
+                "health.db_size_warning_percent ({}) must not exceed health.db_size_critical_percent ({}), at most 100",
+                health.db_size_warning_percent, health.db_size_critical_percent
+            ),
+        );
+        rule(
+            health.apply_lag_warning <= health.apply_lag_critical,
+            format!(
+                "health.apply_lag_warning ({}) must not exceed health.apply_lag_critical ({})",
+                health.apply_lag_warning, health.apply_lag_critical
+            ),
+        );
+        rule(
+            sup.restarts_max >= 1,
+            "supervisor.restarts_max must be at least 1".into(),
+        );
+        rule(
+            sup.restart_window_ms >= 1,
+            "supervisor.restart_window_ms must be at least 1".into(),
+        );
+        rule(
+            sup.backoff_initial_ms >= 1 && sup.backoff_initial_ms <= sup.backoff_max_ms,
+            format!(
+                "supervisor.backoff_initial_ms ({}) must be between 1 and supervisor.backoff_max_ms ({})",
+                sup.backoff_initial_ms, sup.backoff_max_ms
+            ),
+        );
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(broken))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    // Proves the shipped config/node.toml loads and validates as it is.
+    #[test]
+    fn shipped_single_node_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/node.toml");
+        let config = NodeConfig::load_with_env(&path, env(&[])).unwrap();
+        assert_eq!(config.node.id, 1);
+        assert_eq!(config.node.data_dir, PathBuf::from("./data/node1"));
+        assert!(config.http.address.ip().is_loopback());
+    }
+
+    // Proves environment variables override file keys by section, parse numbers, and that
+    // unrelated ASPEN_ variables (no section separator) are ignored.
+    #[test]
+    fn environment_overrides_file_keys() {
+        let (_dir, path) = write("[node]\nid = 3\ndata_dir = \"/from/file\"\n");
+        let config = NodeConfig::load_with_env(
+            &path,
+            env(&[
+                ("ASPEN_NODE__DATA_DIR", "/from/env"),
+                ("ASPEN_SUPERVISOR__RESTARTS_MAX", "9"),
+                ("ASPEN_NODE", "not-a-config-key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.node.id, 3);
+        assert_eq!(config.node.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(config.supervisor.restarts_max, 9);
+    }
+
+    // Proves an unknown key is refused with its name.
+    #[test]
+    fn unknown_keys_are_errors() {
+        let (_dir, path) = write("[node]\nid = 1\nfavourite_colour = \"green\"\n");
+        let error = NodeConfig::load_with_env(&path, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("favourite_colour"), "{error}");
+        let (_dir, path) = write("[nodes]\nid = 1\n");
+        let error = NodeConfig::load_with_env(&path, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("nodes"), "{error}");
+    }
+
+    // Proves every broken rule is reported, each with the keys and values involved.
+    #[test]
+    fn validation_reports_each_broken_rule() {
+        let (_dir, path) = write(
+            "[node]\nid = 0\n[raft]\nheartbeat_interval_ms = 200\nelection_timeout_min_ms = 150\n\
+             [supervisor]\nbackoff_initial_ms = 10000\nbackoff_max_ms = 100\n",
+        );
+        let Err(ConfigError::Invalid(broken)) = NodeConfig::load_with_env(&path, env(&[])) else {
+            panic!("expected validation errors");
+        };
+        assert_eq!(broken.len(), 3, "{broken:?}");
+        assert_eq!(broken[0], "node.id must be at least 1 (0 is reserved)");
+        assert_eq!(
+            broken[1],
+            "raft.election_timeout_min_ms (150) must exceed raft.heartbeat_interval_ms (200)"
+        );
+        assert!(broken[2].starts_with("supervisor.backoff_initial_ms (10000)"));
+    }
+}
