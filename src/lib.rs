@@ -6,11 +6,28 @@
 //!
 //! # Layout
 //!
+//! - [`node`]: starting a node; what its parts publish for `/health`, `/status` and tests.
+//! - [`supervisor`]: the NodeSupervisor: start order, restarts, backoff, intensity limit,
+//!   the storage validation gate and health enforcement.
+//! - [`actors`]: StorageActor, RaftActor, TtlActor, HealthActor, and openraft's storage
+//!   handles that message the StorageActor.
+//! - [`net`]: HTTP endpoints (`/health`, `/metrics`, `/status`) and the Raft transport.
+//! - [`metrics`]: the Prometheus recorder and every metric name.
+//! - [`testing`]: the actor-level harness: a node in-process on a temp dir, fault injection,
+//!   bounded waits.
+//! - [`clock`]: the wall clock, used only to stamp proposals and judge expiry on reads.
 //! - [`config`]: the node's TOML configuration, environment overrides and validation.
 //! - [`limits`]: every named limit (key and value sizes, batch sizes, frame size) in one place.
 //! - [`storage`]: the redb file: Raft log, vote, committed, KV state machine, indexes,
 //!   snapshots, the openraft storage traits and the FoundationDB tuple layer.
 
+pub mod actors;
+pub mod clock;
 pub mod config;
 pub mod limits;
+pub mod metrics;
+pub mod net;
+pub mod node;
 pub mod storage;
+pub mod supervisor;
+pub mod testing;

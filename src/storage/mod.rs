@@ -2,8 +2,9 @@
 //! state machine with its indexes; one fsync per appended batch and none in apply.
 //!
 //! Owns: the file format (`schema`), the durability rules (`store`), command semantics
-//! (`state_machine`), consistent reads (`reads`), snapshot files (`snapshot`), openraft's
-//! storage traits (`raft`), the tuple layer (`tuple`, `subspace`).
+//! (`state_machine`), consistent reads (`reads`), snapshot files (`snapshot`), the tuple layer
+//! (`tuple`, `subspace`). openraft's storage traits are thin handles in
+//! `actors::raft_storage` that send writes to the StorageActor.
 //! Does not touch: the network, actors, or any clock (time arrives in the commands).
 //!
 //! Invariants, asserted where they are written and checked by `Store::validate` on start:
@@ -13,7 +14,6 @@
 //! 4. Only committed entries reach `apply()`; `append()` never applies.
 
 pub mod error;
-pub mod raft;
 pub mod reads;
 pub mod schema;
 pub mod snapshot;
@@ -24,7 +24,6 @@ pub mod tuple;
 pub mod types;
 
 pub use error::{CommandError, Error, ValidationError};
-pub use raft::{LogStore, StateMachineStore};
 pub use reads::{Page, ReadView, ScanOptions};
 pub use snapshot::{SnapshotSummary, verify_snapshot_file};
 pub use store::{DurableMeta, StorageMode, Store, StoreOptions, validate};

@@ -115,6 +115,8 @@ pub struct Store {
     snapshot_dir: PathBuf,
     /// Keeps the in-memory store's snapshot directory alive; removed on drop.
     _snapshot_tmp: Option<tempfile::TempDir>,
+    /// The data directory of a file store.
+    data_dir: Option<PathBuf>,
     quick_repair: bool,
 }
 
@@ -150,10 +152,15 @@ impl Store {
                 (db, tmp.path().to_path_buf(), Some(tmp))
             }
         };
+        let data_dir = match &options.mode {
+            StorageMode::File(dir) => Some(dir.clone()),
+            StorageMode::InMemory => None,
+        };
         let store = Store {
             db,
             snapshot_dir,
             _snapshot_tmp: snapshot_tmp,
+            data_dir,
             quick_repair: options.quick_repair,
         };
         store.init_tables()?;
@@ -194,6 +201,14 @@ impl Store {
     /// The redb database, for read transactions (`begin_read`).
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Size of the database file in bytes (`None` for the in-memory store).
+    pub fn file_size(&self) -> Option<u64> {
+        let dir = self.data_dir.as_ref()?;
+        std::fs::metadata(dir.join(DB_FILE_NAME))
+            .ok()
+            .map(|m| m.len())
     }
 
     /// Where snapshot files live.

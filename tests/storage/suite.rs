@@ -1,23 +1,51 @@
-//! openraft's own storage test suite, on the file store and on the in-memory store.
+//! openraft's own storage test suite, on the file store and on the in-memory store, through
+//! the real path: handles that send every write to a StorageActor.
 
-use aspen::storage::{LogStore, RaftStorageError, StateMachineStore, TypeConfig};
+use aspen::actors::raft_storage::{LogStore, StateMachineStore};
+use aspen::actors::storage::{StorageActor, StorageArgs, StorageMsg, StorageWriter};
+use aspen::storage::{RaftStorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
+use ractor::{Actor, ActorRef};
 
 use crate::util::{Kind, TestStore, open};
 
 struct Builder(Kind);
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TestStore> for Builder {
-    async fn build(&self) -> Result<(TestStore, LogStore, StateMachineStore), RaftStorageError> {
+/// Keeps the store and its actor alive for one suite case; stops the actor after it.
+struct Guard {
+    _store: TestStore,
+    actor: ActorRef<StorageMsg>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.actor.stop(None);
+    }
+}
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Guard> for Builder {
+    async fn build(&self) -> Result<(Guard, LogStore, StateMachineStore), RaftStorageError> {
         let test_store = open(self.0);
-        let log = LogStore::new(test_store.store.clone());
-        let sm = StateMachineStore::new(test_store.store.clone());
-        Ok((test_store, log, sm))
+        let args = StorageArgs {
+            store: test_store.store.clone(),
+            faults: Default::default(),
+        };
+        let (actor, _) = Actor::spawn(None, StorageActor, args)
+            .await
+            .expect("storage actor");
+        let writer = StorageWriter::new(actor.clone());
+        let log = LogStore::new(test_store.store.clone(), writer.clone(), 1);
+        let sm = StateMachineStore::new(test_store.store.clone(), writer, 1);
+        let guard = Guard {
+            _store: test_store,
+            actor,
+        };
+        Ok((guard, log, sm))
     }
 }
 
 // Proves the file store meets every contract openraft's Suite checks (log, vote, committed,
-// apply responses, snapshot build/transfer/install).
+// apply responses, snapshot build/transfer/install), with writes through the StorageActor.
 #[test]
 fn openraft_suite_on_file_store() {
     Suite::test_all(Builder(Kind::File)).expect("suite");

@@ -1,5 +1,6 @@
-//! openraft 0.9 storage-v2 traits over the [`Store`]: thin async handles that run every redb
-//! call on a blocking thread, so a commit waiting on fsync never stalls a tokio worker.
+//! openraft 0.9 storage-v2 traits over the [`Store`]: thin handles. Every write is a job for the
+//! StorageActor (the only writer, in order); reads open redb read transactions on a blocking
+//! thread, so neither a commit waiting on fsync nor a read stalls a tokio worker.
 //!
 //! `append()` commits once with fsync and only then signals openraft's flush callback; it never
 //! applies anything (applying uncommitted entries would expose writes a new leader may
@@ -14,14 +15,14 @@ use openraft::{
     ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError,
 };
 
-use crate::storage::error::Error;
-use crate::storage::store::Store;
+use crate::actors::storage::StorageWriter;
 use crate::storage::types::{
     Entry, LogId, RaftStorageError, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
     Vote,
 };
+use crate::storage::{Error, Store};
 
-/// Runs a blocking store call on tokio's blocking pool and maps errors for openraft.
+/// Runs a store read on tokio's blocking pool and maps errors for openraft.
 async fn blocking<T, F>(
     store: &Arc<Store>,
     subject: ErrorSubject<u64>,
@@ -40,15 +41,39 @@ where
     }
 }
 
+/// Runs a write through the StorageActor and maps errors for openraft.
+async fn write<T, F>(
+    writer: &StorageWriter,
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    call: F,
+) -> Result<T, RaftStorageError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
+{
+    writer
+        .run(call)
+        .await
+        .map_err(|error| StorageIOError::new(subject, verb, &error).into())
+}
+
 /// The Raft log half of the store (log entries, vote, committed).
 #[derive(Debug, Clone)]
 pub struct LogStore {
     store: Arc<Store>,
+    writer: StorageWriter,
+    /// The `node_id` metric label.
+    node_id: String,
 }
 
 impl LogStore {
-    pub fn new(store: Arc<Store>) -> Self {
-        LogStore { store }
+    pub fn new(store: Arc<Store>, writer: StorageWriter, node_id: u64) -> Self {
+        LogStore {
+            store,
+            writer,
+            node_id: node_id.to_string(),
+        }
     }
 }
 
@@ -86,8 +111,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
         let vote = *vote;
-        blocking(
-            &self.store,
+        write(
+            &self.writer,
             ErrorSubject::Vote,
             ErrorVerb::Write,
             move |s| s.save_vote(&vote),
@@ -103,8 +128,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
-        blocking(
-            &self.store,
+        write(
+            &self.writer,
             ErrorSubject::Store,
             ErrorVerb::Write,
             move |s| s.save_committed(committed.as_ref()),
@@ -129,13 +154,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = blocking(
-            &self.store,
+        let started = std::time::Instant::now();
+        let result = write(
+            &self.writer,
             ErrorSubject::Logs,
             ErrorVerb::Write,
             move |s| s.append(&entries),
         )
         .await;
+        metrics::histogram!(crate::metrics::STORAGE_FSYNC_SECONDS, "node_id" => self.node_id.clone())
+            .record(started.elapsed().as_secs_f64());
         // Signal only after the commit above returned: the entries are on disk.
         match &result {
             Ok(()) => callback.log_io_completed(Ok(())),
@@ -145,8 +173,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        blocking(
-            &self.store,
+        write(
+            &self.writer,
             ErrorSubject::Logs,
             ErrorVerb::Delete,
             move |s| s.truncate(log_id.index),
@@ -155,8 +183,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        blocking(
-            &self.store,
+        write(
+            &self.writer,
             ErrorSubject::Logs,
             ErrorVerb::Delete,
             move |s| s.purge(&log_id),
@@ -169,11 +197,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(Debug, Clone)]
 pub struct StateMachineStore {
     store: Arc<Store>,
+    writer: StorageWriter,
+    /// The `node_id` metric label.
+    node_id: String,
 }
 
 impl StateMachineStore {
-    pub fn new(store: Arc<Store>) -> Self {
-        StateMachineStore { store }
+    pub fn new(store: Arc<Store>, writer: StorageWriter, node_id: u64) -> Self {
+        StateMachineStore {
+            store,
+            writer,
+            node_id: node_id.to_string(),
+        }
     }
 }
 
@@ -214,13 +249,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        blocking(
-            &self.store,
+        let started = std::time::Instant::now();
+        let responses = write(
+            &self.writer,
             ErrorSubject::StateMachine,
             ErrorVerb::Write,
             move |s| s.apply(&entries),
         )
-        .await
+        .await;
+        metrics::histogram!(crate::metrics::STORAGE_APPLY_SECONDS, "node_id" => self.node_id.clone())
+            .record(started.elapsed().as_secs_f64());
+        responses
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -245,8 +284,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), RaftStorageError> {
         let mut file = snapshot.into_std().await;
         let meta_owned = meta.clone();
-        blocking(
-            &self.store,
+        write(
+            &self.writer,
             ErrorSubject::Snapshot(Some(meta.signature())),
             ErrorVerb::Write,
             move |s| s.install_snapshot(&meta_owned, &mut file),

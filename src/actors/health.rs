@@ -1,0 +1,227 @@
+//! HealthActor: every `health.interval_ms` runs the node's checks and reports them to the
+//! supervisor, which publishes them on `/health` and restarts a child whose check stays
+//! critical. Checks: `raft_actor`, `storage`, `ttl_actor` (each answers a ping in time; storage
+//! also opens a read transaction), `leader` (a leader is known), `apply_lag`, `disk_space`,
+//! `db_file` (against the quota). Each is ok / warning / critical with a message.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::actors::raft::{Metrics, RaftMsg};
+use crate::actors::storage::StorageMsg;
+use crate::actors::ttl::TtlMsg;
+use crate::actors::{ActorKind, Faults, lookup};
+use crate::config::{HealthSection, NodeConfig, StorageKind};
+use crate::node::{Check, CheckStatus};
+use crate::storage::{NodeId, Store};
+use crate::supervisor::{CheckReport, SupervisorMsg};
+
+pub struct HealthActor;
+
+pub struct HealthArgs {
+    pub node_id: NodeId,
+    pub store: Arc<Store>,
+    pub config: NodeConfig,
+    pub faults: Faults,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+pub struct HealthState {
+    args: HealthArgs,
+}
+
+pub enum HealthMsg {
+    Tick,
+    Ping(RpcReplyPort<()>),
+    /// Fault injection: panic inside the handler.
+    Panic(String),
+}
+
+impl Actor for HealthActor {
+    type Msg = HealthMsg;
+    type State = HealthState;
+    type Arguments = HealthArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HealthMsg>,
+        args: HealthArgs,
+    ) -> Result<HealthState, ActorProcessingErr> {
+        args.faults.take_start_failure(ActorKind::Health)?;
+        myself.cast(HealthMsg::Tick)?;
+        Ok(HealthState { args })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<HealthMsg>,
+        message: HealthMsg,
+        state: &mut HealthState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            HealthMsg::Tick => {
+                let reports = run_checks(&state.args).await;
+                state
+                    .args
+                    .supervisor
+                    .cast(SupervisorMsg::HealthReport(reports))?;
+                let interval = Duration::from_millis(state.args.config.health.interval_ms);
+                myself.send_after(interval, || HealthMsg::Tick);
+            }
+            HealthMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            HealthMsg::Panic(reason) => panic!("health: injected panic: {reason}"),
+        }
+        Ok(())
+    }
+}
+
+async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
+    let health = &args.config.health;
+    let node_id = args.node_id;
+    let timeout = health.ping_timeout_ms;
+    let raft = lookup::<RaftMsg>(ActorKind::Raft, node_id);
+    let metrics = match &raft {
+        Some(raft) => ractor::call_t!(raft, RaftMsg::Metrics, timeout)
+            .ok()
+            .map(|rx| rx.borrow().clone()),
+        None => None,
+    };
+    let raft_ping = match raft {
+        Some(r) => ping(Some(ractor::call_t!(r, RaftMsg::Ping, timeout)), timeout),
+        None => ping::<String>(None, timeout),
+    };
+    let storage_ping = match lookup::<StorageMsg>(ActorKind::Storage, node_id) {
+        Some(r) => ping(Some(ractor::call_t!(r, StorageMsg::Ping, timeout)), timeout),
+        None => ping::<String>(None, timeout),
+    };
+    let ttl_ping = match lookup::<TtlMsg>(ActorKind::Ttl, node_id) {
+        Some(r) => ping(Some(ractor::call_t!(r, TtlMsg::Ping, timeout)), timeout),
+        None => ping::<String>(None, timeout),
+    };
+    let storage = match (storage_ping, args.store.read(0)) {
+        (check, _) if check.status != CheckStatus::Ok => check,
+        (_, Err(error)) => Check::new(
+            CheckStatus::Critical,
+            format!("read transaction failed: {error}"),
+        ),
+        (ok, Ok(_)) => ok,
+    };
+    let mut reports = vec![
+        report("raft_actor", raft_ping, Some(ActorKind::Raft)),
+        report("storage", storage, Some(ActorKind::Storage)),
+        report("ttl_actor", ttl_ping, Some(ActorKind::Ttl)),
+        report("leader", leader_check(metrics.as_ref()), None),
+        report("apply_lag", apply_lag_check(metrics.as_ref(), health), None),
+    ];
+    if args.config.node.storage == StorageKind::File {
+        let dir = args.config.node.data_dir.clone();
+        reports.push(report("disk_space", disk_space_check(&dir, health), None));
+        let quota = args.config.storage.quota_bytes;
+        reports.push(report(
+            "db_file",
+            db_file_check(node_id, &dir, quota, health),
+            None,
+        ));
+    }
+    for r in &mut reports {
+        if args.faults.is_forced_critical(r.name) {
+            r.check = Check::new(CheckStatus::Critical, "forced critical by fault injection");
+        }
+    }
+    reports
+}
+
+fn report(name: &'static str, check: Check, actor: Option<ActorKind>) -> CheckReport {
+    CheckReport { name, check, actor }
+}
+
+fn ping<E: std::fmt::Display>(answer: Option<Result<(), E>>, timeout_ms: u64) -> Check {
+    match answer {
+        Some(Ok(())) => Check::ok(),
+        Some(Err(error)) => Check::new(
+            CheckStatus::Critical,
+            format!("no answer to a ping within {timeout_ms} ms: {error}"),
+        ),
+        None => Check::new(CheckStatus::Critical, "not running"),
+    }
+}
+
+fn leader_check(metrics: Option<&Metrics>) -> Check {
+    match metrics.and_then(|m| m.current_leader) {
+        Some(_) => Check::ok(),
+        None => Check::new(CheckStatus::Warning, "no leader known"),
+    }
+}
+
+fn apply_lag_check(metrics: Option<&Metrics>, health: &HealthSection) -> Check {
+    let Some(metrics) = metrics else {
+        return Check::new(CheckStatus::Warning, "raft metrics unavailable");
+    };
+    let last = metrics.last_log_index.unwrap_or(0);
+    let applied = metrics.last_applied.map_or(0, |id| id.index);
+    let lag = last.saturating_sub(applied);
+    let message = || format!("{lag} log entries not yet applied");
+    if lag > health.apply_lag_critical {
+        Check::new(CheckStatus::Critical, message())
+    } else if lag > health.apply_lag_warning {
+        Check::new(CheckStatus::Warning, message())
+    } else {
+        Check::ok()
+    }
+}
+
+fn disk_space_check(dir: &PathBuf, health: &HealthSection) -> Check {
+    let stat = match rustix::fs::statvfs(dir) {
+        Ok(stat) => stat,
+        Err(error) => {
+            return Check::new(
+                CheckStatus::Critical,
+                format!("statvfs {}: {error}", dir.display()),
+            );
+        }
+    };
+    let total = stat.f_blocks.max(1);
+    let free_percent = stat.f_bavail.saturating_mul(100) / total;
+    let message = || format!("{free_percent}% free on the data directory's disk");
+    if free_percent < u64::from(health.disk_free_critical_percent) {
+        Check::new(CheckStatus::Critical, message())
+    } else if free_percent < u64::from(health.disk_free_warning_percent) {
+        Check::new(CheckStatus::Warning, message())
+    } else {
+        Check::ok()
+    }
+}
+
+fn db_file_check(
+    node_id: NodeId,
+    dir: &std::path::Path,
+    quota: u64,
+    health: &HealthSection,
+) -> Check {
+    let path = dir.join(crate::storage::store::DB_FILE_NAME);
+    let size = match std::fs::metadata(&path) {
+        Ok(meta) => meta.len(),
+        Err(error) => {
+            return Check::new(
+                CheckStatus::Critical,
+                format!("{}: {error}", path.display()),
+            );
+        }
+    };
+    metrics::gauge!(crate::metrics::STORAGE_DB_SIZE_BYTES, "node_id" => node_id.to_string())
+        .set(size as f64);
+    let percent = size.saturating_mul(100) / quota.max(1);
+    let message = || format!("database file is {size} bytes, {percent}% of the {quota}-byte quota");
+    if percent >= u64::from(health.db_size_critical_percent) {
+        Check::new(CheckStatus::Critical, message())
+    } else if percent >= u64::from(health.db_size_warning_percent) {
+        Check::new(CheckStatus::Warning, message())
+    } else {
+        Check::ok()
+    }
+}

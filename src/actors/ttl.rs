@@ -1,0 +1,119 @@
+//! TtlActor: on the leader only, at each tick, finds at most `batch_max` expired keys and
+//! leases through the expiry indexes and proposes one `Expire` through Raft. It never writes
+//! redb: the deletion is a Raft command like any other, with its own revision.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::actors::raft::RaftMsg;
+use crate::actors::{ActorKind, Faults, lookup};
+use crate::storage::{Command, NodeId, Output, Request, Store};
+
+pub struct TtlActor;
+
+pub struct TtlArgs {
+    pub node_id: NodeId,
+    pub store: Arc<Store>,
+    pub interval: Duration,
+    pub batch_max: usize,
+    pub faults: Faults,
+}
+
+pub struct TtlState {
+    args: TtlArgs,
+}
+
+pub enum TtlMsg {
+    Tick,
+    Ping(RpcReplyPort<()>),
+    /// Fault injection: panic inside the handler.
+    Panic(String),
+}
+
+/// How long one Expire proposal may take before the tick gives up on it.
+const PROPOSAL_TIMEOUT_MS: u64 = 5_000;
+
+impl Actor for TtlActor {
+    type Msg = TtlMsg;
+    type State = TtlState;
+    type Arguments = TtlArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TtlMsg>,
+        args: TtlArgs,
+    ) -> Result<TtlState, ActorProcessingErr> {
+        args.faults.take_start_failure(ActorKind::Ttl)?;
+        myself.send_after(args.interval, || TtlMsg::Tick);
+        Ok(TtlState { args })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TtlMsg>,
+        message: TtlMsg,
+        state: &mut TtlState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TtlMsg::Tick => {
+                // A failed tick (raft restarting, a timeout) is retried at the next one; the
+                // actor itself is healthy.
+                if let Err(error) = on_tick(&state.args).await {
+                    tracing::warn!(%error, "ttl: tick failed");
+                }
+                // Rescheduled after the work, so ticks never pile up behind a slow proposal.
+                myself.send_after(state.args.interval, || TtlMsg::Tick);
+            }
+            TtlMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            TtlMsg::Panic(reason) => panic!("ttl: injected panic: {reason}"),
+        }
+        Ok(())
+    }
+}
+
+async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
+    let Some(raft) = lookup::<RaftMsg>(ActorKind::Raft, args.node_id) else {
+        return Ok(());
+    };
+    let metrics = ractor::call_t!(raft, RaftMsg::Metrics, PROPOSAL_TIMEOUT_MS)?;
+    if metrics.borrow().current_leader != Some(args.node_id) {
+        return Ok(());
+    }
+    let now_ms = crate::clock::now_ms();
+    let (keys, leases) = expired_batch(&args.store, now_ms, args.batch_max)?;
+    if keys.is_empty() && leases.is_empty() {
+        return Ok(());
+    }
+    let request = Request {
+        now_ms,
+        command: Command::Expire { keys, leases },
+    };
+    let response = ractor::call_t!(raft, RaftMsg::Write, PROPOSAL_TIMEOUT_MS, request)?;
+    match response {
+        Ok(response) => {
+            if let Ok(Output::Expire { keys_deleted, .. }) = response.result {
+                metrics::counter!(crate::metrics::TTL_EXPIRED_KEYS, "node_id" => args.node_id.to_string())
+                    .increment(keys_deleted);
+            }
+        }
+        // Leadership moved between the check and the proposal: the new leader expires them.
+        Err(error) => tracing::debug!(%error, "ttl: expire proposal not accepted"),
+    }
+    Ok(())
+}
+
+/// At most `max` expired keys and leases at `now_ms`, keys first.
+pub fn expired_batch(
+    store: &Store,
+    now_ms: u64,
+    max: usize,
+) -> Result<(Vec<Vec<u8>>, Vec<u64>), crate::storage::Error> {
+    let view = store.read(now_ms)?;
+    let keys = view.expired_keys(now_ms, max)?;
+    let leases = view.expired_leases(now_ms, max - keys.len())?;
+    Ok((keys, leases))
+}

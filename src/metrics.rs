@@ -1,0 +1,75 @@
+//! Metrics: one Prometheus recorder per process (installed once), every metric labelled with
+//! `node_id` so several in-process nodes stay apart. Names are constants here so the
+//! endpoints, the actors and the tests agree.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const RAFT_TERM: &str = "aspen_raft_term";
+pub const RAFT_LEADER_ID: &str = "aspen_raft_leader_id";
+pub const RAFT_HAS_LEADER: &str = "aspen_raft_has_leader";
+pub const RAFT_LEADER_CHANGES: &str = "aspen_raft_leader_changes_total";
+pub const RAFT_LAST_LOG_INDEX: &str = "aspen_raft_last_log_index";
+pub const RAFT_APPLIED_INDEX: &str = "aspen_raft_applied_index";
+pub const RAFT_PROPOSALS_COMMITTED: &str = "aspen_raft_proposals_committed_total";
+pub const RAFT_PROPOSALS_FAILED: &str = "aspen_raft_proposals_failed_total";
+pub const STORAGE_FSYNC_SECONDS: &str = "aspen_storage_fsync_duration_seconds";
+pub const STORAGE_APPLY_SECONDS: &str = "aspen_storage_apply_duration_seconds";
+pub const STORAGE_DB_SIZE_BYTES: &str = "aspen_storage_db_size_bytes";
+pub const KV_KEYS: &str = "aspen_kv_keys";
+pub const TTL_EXPIRED_KEYS: &str = "aspen_ttl_expired_keys_total";
+pub const SUPERVISOR_RESTARTS: &str = "aspen_supervisor_restarts_total";
+pub const HEALTH_CHECK_STATUS: &str = "aspen_health_check_status";
+
+/// Latency buckets (seconds) for fsync and apply: 50 µs to 1 s.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's Prometheus handle, installing the recorder on first use. When another
+/// recorder is already installed (an embedding program's), metrics go there and this handle
+/// renders an empty page.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&DURATION_BUCKETS)
+            .expect("bucket list is not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "metrics: a global recorder is already installed; /metrics renders only Aspen's own"
+            );
+        }
+        handle
+    })
+}
+
+/// Renders the Prometheus text page, after trimming stale histogram data.
+pub fn render() -> String {
+    let handle = handle();
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Installs the recorder and creates every counter of node `node_id` at zero, so each family
+/// is on `/metrics` from the start (a counter otherwise appears only at its first increment).
+pub fn register_node(node_id: u64) {
+    handle();
+    let node = node_id.to_string();
+    for name in [
+        RAFT_LEADER_CHANGES,
+        RAFT_PROPOSALS_COMMITTED,
+        RAFT_PROPOSALS_FAILED,
+        TTL_EXPIRED_KEYS,
+    ] {
+        metrics::counter!(name, "node_id" => node.clone()).increment(0);
+    }
+    for actor in crate::actors::ActorKind::ALL {
+        metrics::counter!(SUPERVISOR_RESTARTS, "node_id" => node.clone(), "actor" => actor.as_str())
+            .increment(0);
+    }
+}

@@ -1,0 +1,342 @@
+//! The running node: starting it (`start_node`), and what its parts share for observation
+//! (`NodeShared`): health checks, the failed state, restart counts, the store and Raft
+//! metrics, read by the HTTP endpoints and the test harness. Writes go through actors only.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use ractor::{Actor, ActorRef};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::actors::raft::{Metrics, RaftError, RaftMsg};
+use crate::actors::{ActorKind, Faults, lookup};
+use crate::config::NodeConfig;
+use crate::storage::{NodeId, Request, Response, Store};
+use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
+
+/// How long a client call waits for the Raft actor before giving up.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Ok,
+    Warning,
+    Critical,
+    /// The component is down and will not be retried (storage refused by validation).
+    Failed,
+}
+
+impl CheckStatus {
+    /// Value of the `aspen_health_check_status` gauge.
+    pub fn gauge(self) -> f64 {
+        match self {
+            CheckStatus::Ok => 0.0,
+            CheckStatus::Warning => 1.0,
+            CheckStatus::Critical => 2.0,
+            CheckStatus::Failed => 3.0,
+        }
+    }
+}
+
+/// One health check's latest result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub status: CheckStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Check {
+    pub fn ok() -> Self {
+        Check {
+            status: CheckStatus::Ok,
+            message: None,
+        }
+    }
+
+    pub fn new(status: CheckStatus, message: impl Into<String>) -> Self {
+        Check {
+            status,
+            message: Some(message.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeHealth {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+/// The body of `GET /health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub status: NodeHealth,
+    pub checks: BTreeMap<String, Check>,
+    pub node_id: NodeId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// What the node's parts publish for observers.
+#[derive(Debug)]
+pub struct NodeShared {
+    pub node_id: NodeId,
+    checks: Mutex<BTreeMap<String, Check>>,
+    restarts: Mutex<BTreeMap<ActorKind, u64>>,
+    store: Mutex<Option<Arc<Store>>>,
+    raft_metrics: Mutex<Option<watch::Receiver<Metrics>>>,
+    failure: watch::Sender<Option<String>>,
+}
+
+impl NodeShared {
+    pub fn new(node_id: NodeId) -> Self {
+        NodeShared {
+            node_id,
+            checks: Mutex::default(),
+            restarts: Mutex::default(),
+            store: Mutex::default(),
+            raft_metrics: Mutex::default(),
+            failure: watch::channel(None).0,
+        }
+    }
+
+    pub fn set_check(&self, name: &str, check: Check) {
+        metrics::gauge!(crate::metrics::HEALTH_CHECK_STATUS, "node_id" => self.node_id.to_string(), "check" => name.to_string())
+            .set(check.status.gauge());
+        lock(&self.checks).insert(name.to_string(), check);
+    }
+
+    pub fn checks(&self) -> BTreeMap<String, Check> {
+        lock(&self.checks).clone()
+    }
+
+    pub fn record_restart(&self, actor: ActorKind) {
+        metrics::counter!(crate::metrics::SUPERVISOR_RESTARTS, "node_id" => self.node_id.to_string(), "actor" => actor.as_str())
+            .increment(1);
+        *lock(&self.restarts).entry(actor).or_default() += 1;
+    }
+
+    pub fn restarts(&self, actor: ActorKind) -> u64 {
+        lock(&self.restarts).get(&actor).copied().unwrap_or(0)
+    }
+
+    pub fn set_store(&self, store: Option<Arc<Store>>) {
+        *lock(&self.store) = store;
+    }
+
+    pub fn store(&self) -> Option<Arc<Store>> {
+        lock(&self.store).clone()
+    }
+
+    pub fn set_raft_metrics(&self, metrics: Option<watch::Receiver<Metrics>>) {
+        *lock(&self.raft_metrics) = metrics;
+    }
+
+    pub fn raft_metrics(&self) -> Option<Metrics> {
+        lock(&self.raft_metrics)
+            .as_ref()
+            .map(|rx| rx.borrow().clone())
+    }
+
+    /// Marks the node failed: it stops serving and `/health` answers 503 with `reason`.
+    pub fn fail(&self, reason: String) {
+        tracing::error!(node_id = self.node_id, %reason, "node failed");
+        self.failure.send_replace(Some(reason));
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Resolves when the node has failed, with the reason.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return "node dropped".into();
+            }
+        }
+    }
+
+    pub fn health(&self) -> HealthReport {
+        let checks = self.checks();
+        let failure = self.failure();
+        let worst = checks
+            .values()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(CheckStatus::Ok);
+        let status = match (failure.is_some(), worst) {
+            (true, _) | (_, CheckStatus::Critical | CheckStatus::Failed) => NodeHealth::Unhealthy,
+            (false, CheckStatus::Warning) => NodeHealth::Degraded,
+            (false, CheckStatus::Ok) => NodeHealth::Healthy,
+        };
+        HealthReport {
+            status,
+            checks,
+            node_id: self.node_id,
+            failure,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here is a plain read or assignment: a poisoned lock holds whole data.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why a client request was not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("node: failed, not serving: {0}")]
+    Failed(String),
+    #[error("node: raft is not running (it is starting or restarting)")]
+    NotRunning,
+    #[error(transparent)]
+    Raft(#[from] RaftError),
+    #[error("node: {0}")]
+    Call(String),
+}
+
+/// A running node: its supervisor, what it shares, and its HTTP address.
+pub struct Node {
+    pub shared: Arc<NodeShared>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub faults: Faults,
+    pub http_address: SocketAddr,
+    supervisor_task: tokio::task::JoinHandle<()>,
+    http_task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// Proposes a request through Raft and returns the state machine's response.
+    pub async fn write(&self, request: Request) -> Result<Response, NodeError> {
+        let raft = self.raft()?;
+        ractor::call_t!(raft, RaftMsg::Write, REQUEST_TIMEOUT_MS, request)
+            .map_err(|e| NodeError::Call(e.to_string()))?
+            .map_err(NodeError::from)
+    }
+
+    /// Waits until a read of the local store is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let raft = self.raft()?;
+        ractor::call_t!(raft, RaftMsg::ReadBarrier, REQUEST_TIMEOUT_MS)
+            .map_err(|e| NodeError::Call(e.to_string()))?
+            .map_err(NodeError::from)
+    }
+
+    fn raft(&self) -> Result<ActorRef<RaftMsg>, NodeError> {
+        if let Some(reason) = self.shared.failure() {
+            return Err(NodeError::Failed(reason));
+        }
+        lookup(ActorKind::Raft, self.node_id()).ok_or(NodeError::NotRunning)
+    }
+
+    /// Stops every actor and the HTTP server; storage ends with one fsync'd commit.
+    pub async fn shutdown(self) {
+        self.supervisor.stop(Some("shutdown".into()));
+        let _ = self.supervisor_task.await;
+        self.http_task.abort();
+        let _ = self.http_task.await;
+    }
+}
+
+/// Starts a node: the supervision tree (storage, raft, ttl, health) and the HTTP endpoints.
+pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<Node> {
+    crate::metrics::register_node(config.node.id);
+    let shared = Arc::new(NodeShared::new(config.node.id));
+    let listener = tokio::net::TcpListener::bind(config.http.address).await?;
+    let http_address = listener.local_addr()?;
+    let http_task = tokio::spawn(crate::net::http::serve(listener, Arc::clone(&shared)));
+    let args = SupervisorArgs {
+        config,
+        shared: Arc::clone(&shared),
+        faults: faults.clone(),
+    };
+    let (supervisor, supervisor_task) = Actor::spawn(None, NodeSupervisor, args)
+        .await
+        .map_err(|e| std::io::Error::other(format!("node: supervisor failed to start: {e}")))?;
+    tracing::info!(node_id = shared.node_id, %http_address, "node started");
+    Ok(Node {
+        shared,
+        supervisor,
+        faults,
+        http_address,
+        supervisor_task,
+        http_task,
+    })
+}
+
+/// Logs to stderr with `tracing`: `RUST_LOG` when set, else `level` from the config.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs a node until Ctrl-C / SIGTERM (a clean stop: exit 0) or until it fails (exit 1 when
+/// `exit_on_failure` is set; otherwise it keeps answering `/health` with 503).
+pub async fn run_until_stopped(config: NodeConfig) -> std::process::ExitCode {
+    let exit_on_failure = config.node.exit_on_failure;
+    let node = match start_node(config, Faults::default()).await {
+        Ok(node) => node,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the node");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "aspen-node {} serving http on {}",
+        node.node_id(),
+        node.http_address
+    );
+    let shared = Arc::clone(&node.shared);
+    let failed = async {
+        let reason = shared.failed().await;
+        if exit_on_failure {
+            reason
+        } else {
+            std::future::pending().await
+        }
+    };
+    let code = tokio::select! {
+        _ = shutdown_signal() => std::process::ExitCode::SUCCESS,
+        reason = failed => {
+            tracing::error!(%reason, "exiting: node failed and exit_on_failure is set");
+            std::process::ExitCode::FAILURE
+        }
+    };
+    node.shutdown().await;
+    code
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

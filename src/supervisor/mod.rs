@@ -1,0 +1,405 @@
+//! NodeSupervisor: starts the children in dependency order (storage → raft → ttl, health),
+//! restarts a failed child after an exponential backoff (one-for-one; a storage failure
+//! restarts its dependents too), fails the node when the restart budget is spent, refuses to
+//! start storage when the cross-storage validation fails, and restarts a child whose health
+//! check is critical K times in a row. Every supervision decision lives here.
+
+pub mod policy;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::actors::health::{HealthActor, HealthArgs};
+use crate::actors::raft::{RaftActor, RaftArgs, RaftMsg};
+use crate::actors::storage::{StorageActor, StorageArgs, StorageWriter};
+use crate::actors::ttl::{TtlActor, TtlArgs};
+use crate::actors::{ActorKind, Faults};
+use crate::config::{NodeConfig, StorageKind};
+use crate::node::{Check, CheckStatus, NodeShared};
+use crate::storage::{Store, StoreOptions};
+use policy::{Decision, RestartPolicy};
+
+pub struct NodeSupervisor;
+
+pub struct SupervisorArgs {
+    pub config: NodeConfig,
+    pub shared: Arc<NodeShared>,
+    pub faults: Faults,
+}
+
+pub struct SupervisorState {
+    config: NodeConfig,
+    shared: Arc<NodeShared>,
+    faults: Faults,
+    store: Option<Arc<Store>>,
+    children: BTreeMap<ActorKind, ActorCell>,
+    policy: RestartPolicy,
+    /// Consecutive critical health reports per child.
+    critical_streaks: BTreeMap<ActorKind, u32>,
+}
+
+/// One check's result as the HealthActor reports it, with the child it is about (if any).
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub name: &'static str,
+    pub check: Check,
+    pub actor: Option<ActorKind>,
+}
+
+pub enum SupervisorMsg {
+    /// Start a child (storage: after the validation; then its dependents).
+    Start(ActorKind),
+    HealthReport(Vec<CheckReport>),
+    /// Stop a child and its dependents without counting a failure (operator or test).
+    StopChild(ActorKind, RpcReplyPort<()>),
+    /// Kill a child as a failure: it is restarted per policy.
+    KillChild(ActorKind),
+    /// Whether a child is running now.
+    IsRunning(ActorKind, RpcReplyPort<bool>),
+}
+
+/// Children that depend on `kind` and must stop when it stops.
+fn dependents(kind: ActorKind) -> &'static [ActorKind] {
+    match kind {
+        ActorKind::Storage => &[ActorKind::Health, ActorKind::Ttl, ActorKind::Raft],
+        ActorKind::Raft | ActorKind::Ttl | ActorKind::Health => &[],
+    }
+}
+
+/// Children started once `kind` is up.
+fn started_after(kind: ActorKind) -> &'static [ActorKind] {
+    match kind {
+        ActorKind::Storage => &[ActorKind::Raft],
+        ActorKind::Raft => &[ActorKind::Ttl, ActorKind::Health],
+        ActorKind::Ttl | ActorKind::Health => &[],
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let policy = RestartPolicy::new(&args.config.supervisor);
+        let mut state = SupervisorState {
+            config: args.config,
+            shared: args.shared,
+            faults: args.faults,
+            store: None,
+            children: BTreeMap::new(),
+            policy,
+            critical_streaks: BTreeMap::new(),
+        };
+        match open_store(&state.config) {
+            Ok(store) => {
+                let store = Arc::new(store);
+                state.shared.set_store(Some(Arc::clone(&store)));
+                state.store = Some(store);
+                myself.cast(SupervisorMsg::Start(ActorKind::Storage))?;
+            }
+            Err(error) => refuse_storage(&state, format!("storage: cannot open: {error}")),
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        stop_child(state, ActorKind::Storage).await;
+        state.shared.set_raft_metrics(None);
+        if let Some(store) = state.store.take() {
+            // A clean stop ends with one fsync'd commit: a restart replays nothing.
+            tokio::task::spawn_blocking(move || store.close())
+                .await
+                .map_err(|e| format!("storage: close: {e}"))??;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Start(kind) => on_start(&myself, state, kind).await,
+            SupervisorMsg::HealthReport(reports) => on_health_report(state, reports),
+            SupervisorMsg::StopChild(kind, reply) => {
+                stop_child(state, kind).await;
+                let _ = reply.send(());
+            }
+            SupervisorMsg::KillChild(kind) => {
+                if let Some(cell) = state.children.get(&kind) {
+                    cell.kill();
+                }
+            }
+            SupervisorMsg::IsRunning(kind, reply) => {
+                let _ = reply.send(state.children.contains_key(&kind));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            _ => return Ok(()),
+        };
+        // Children stopped on purpose were removed first: only failures are still listed.
+        let Some(kind) = child_kind(state, &cell) else {
+            return Ok(());
+        };
+        state.children.remove(&kind);
+        on_child_failed(&myself, state, kind, reason).await;
+        Ok(())
+    }
+}
+
+fn child_kind(state: &SupervisorState, cell: &ActorCell) -> Option<ActorKind> {
+    state
+        .children
+        .iter()
+        .find(|(_, child)| child.get_id() == cell.get_id())
+        .map(|(kind, _)| *kind)
+}
+
+fn open_store(config: &NodeConfig) -> Result<Store, crate::storage::Error> {
+    let mut options = match config.node.storage {
+        StorageKind::File => StoreOptions::file(&config.node.data_dir),
+        StorageKind::Inmemory => StoreOptions::in_memory(),
+    };
+    options.quick_repair = config.storage.quick_repair;
+    options.cache_bytes = config.storage.cache_bytes as usize;
+    Store::open(&options)
+}
+
+/// Storage may not start: nothing is served from this state, and nothing repairs it.
+fn refuse_storage(state: &SupervisorState, message: String) {
+    tracing::error!(node_id = state.shared.node_id, "{message}");
+    state
+        .shared
+        .set_check("storage", Check::new(CheckStatus::Failed, message.clone()));
+    state.shared.fail(message);
+}
+
+async fn on_start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, kind: ActorKind) {
+    if state.shared.failure().is_some() || state.children.contains_key(&kind) {
+        return;
+    }
+    let Some(store) = state.store.clone() else {
+        return;
+    };
+    if kind == ActorKind::Storage {
+        let validation = tokio::task::spawn_blocking({
+            let store = Arc::clone(&store);
+            move || store.validate()
+        })
+        .await;
+        match validation {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                let message = error.to_string();
+                let rule = message.strip_prefix("storage: ").unwrap_or(&message);
+                return refuse_storage(state, format!("storage: refusing to start: {rule}"));
+            }
+            Err(join) => {
+                return refuse_storage(state, format!("storage: validation panicked: {join}"));
+            }
+        }
+    }
+    if kind != ActorKind::Storage && !state.children.contains_key(&ActorKind::Storage) {
+        return;
+    }
+    match spawn_child(myself, state, kind, store).await {
+        Ok(cell) => {
+            state.children.insert(kind, cell);
+            if kind == ActorKind::Storage {
+                state.shared.set_check("storage", Check::ok());
+            }
+            if kind == ActorKind::Raft {
+                publish_raft_metrics(state).await;
+            }
+            for next in started_after(kind) {
+                let _ = myself.cast(SupervisorMsg::Start(*next));
+            }
+        }
+        Err(reason) => on_child_failed(myself, state, kind, reason).await,
+    }
+}
+
+async fn spawn_child(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &SupervisorState,
+    kind: ActorKind,
+    store: Arc<Store>,
+) -> Result<ActorCell, String> {
+    let node_id = state.shared.node_id;
+    let name = Some(kind.name(node_id));
+    let faults = state.faults.clone();
+    let supervisor = myself.get_cell();
+    let spawned = match kind {
+        ActorKind::Storage => {
+            let args = StorageArgs { store, faults };
+            Actor::spawn_linked(name, StorageActor, args, supervisor)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+        }
+        ActorKind::Raft => {
+            let writer = state
+                .children
+                .get(&ActorKind::Storage)
+                .map(|cell| StorageWriter::new(cell.clone().into()))
+                .ok_or("raft: storage is not running")?;
+            let args = RaftArgs {
+                node_id,
+                config: Arc::new(raft_config(&state.config)?),
+                store,
+                writer,
+                faults,
+            };
+            Actor::spawn_linked(name, RaftActor, args, supervisor)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+        }
+        ActorKind::Ttl => {
+            let args = TtlArgs {
+                node_id,
+                store,
+                interval: Duration::from_millis(state.config.ttl.interval_ms),
+                batch_max: state.config.ttl.batch_max as usize,
+                faults,
+            };
+            Actor::spawn_linked(name, TtlActor, args, supervisor)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+        }
+        ActorKind::Health => {
+            let args = HealthArgs {
+                node_id,
+                store,
+                config: state.config.clone(),
+                faults,
+                supervisor: myself.clone(),
+            };
+            Actor::spawn_linked(name, HealthActor, args, supervisor)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+        }
+    };
+    spawned.map_err(|e| format!("{kind}: failed to start: {e}"))
+}
+
+/// openraft's config from the node's `[raft]` section.
+pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, String> {
+    openraft::Config {
+        cluster_name: "aspen".into(),
+        heartbeat_interval: config.raft.heartbeat_interval_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| format!("raft: invalid config: {e}"))
+}
+
+async fn publish_raft_metrics(state: &SupervisorState) {
+    let Some(cell) = state.children.get(&ActorKind::Raft) else {
+        return;
+    };
+    let raft: ActorRef<RaftMsg> = cell.clone().into();
+    match ractor::call_t!(raft, RaftMsg::Metrics, 1_000) {
+        Ok(metrics) => state.shared.set_raft_metrics(Some(metrics)),
+        Err(error) => tracing::warn!(%error, "supervisor: raft metrics unavailable"),
+    }
+}
+
+async fn on_child_failed(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    kind: ActorKind,
+    reason: String,
+) {
+    tracing::warn!(node_id = state.shared.node_id, actor = %kind, %reason, "supervisor: child failed");
+    state.shared.record_restart(kind);
+    for dependent in dependents(kind) {
+        stop_child(state, *dependent).await;
+    }
+    match state.policy.on_failure(kind, Instant::now()) {
+        Decision::Restart { after } => {
+            tracing::info!(actor = %kind, delay_ms = after.as_millis() as u64, "supervisor: restarting");
+            myself.send_after(after, move || SupervisorMsg::Start(kind));
+        }
+        Decision::Escalate { restarts, window } => {
+            let reason = format!(
+                "supervisor: {restarts} restarts within {} ms (last: {kind}: {reason}); node failed",
+                window.as_millis()
+            );
+            for child in [
+                ActorKind::Health,
+                ActorKind::Ttl,
+                ActorKind::Raft,
+                ActorKind::Storage,
+            ] {
+                stop_child(state, child).await;
+            }
+            state.shared.fail(reason);
+        }
+    }
+}
+
+/// Stops a child and what depends on it, dependents first, without counting failures.
+async fn stop_child(state: &mut SupervisorState, kind: ActorKind) {
+    for dependent in dependents(kind) {
+        Box::pin(stop_child(state, *dependent)).await;
+    }
+    if let Some(cell) = state.children.remove(&kind) {
+        if kind == ActorKind::Raft {
+            state.shared.set_raft_metrics(None);
+        }
+        if let Err(error) = cell
+            .stop_and_wait(None, Some(Duration::from_secs(10)))
+            .await
+        {
+            tracing::warn!(actor = %kind, %error, "supervisor: child did not stop in time");
+        }
+    }
+}
+
+fn on_health_report(state: &mut SupervisorState, reports: Vec<CheckReport>) {
+    let threshold = state.config.health.critical_restarts_after;
+    for report in reports {
+        let critical = report.check.status >= CheckStatus::Critical;
+        state.shared.set_check(report.name, report.check);
+        let Some(actor) = report.actor else {
+            continue;
+        };
+        let streak = state.critical_streaks.entry(actor).or_default();
+        *streak = if critical { *streak + 1 } else { 0 };
+        if *streak >= threshold {
+            *streak = 0;
+            tracing::warn!(%actor, check = report.name, "supervisor: check critical {threshold} times in a row; restarting");
+            if let Some(cell) = state.children.get(&actor) {
+                cell.kill();
+            }
+        }
+    }
+}

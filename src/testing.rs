@@ -1,0 +1,190 @@
+//! Actor-level test harness: a whole node (supervision tree, storage on a real redb file,
+//! HTTP on a free loopback port) started in-process on a temporary directory, with fault
+//! injection (panic, kill or fail the start of a named actor; force a health check critical;
+//! stop and start storage; corrupt the durable meta) and bounded waits on observable state.
+
+use std::time::Duration;
+
+use crate::actors::health::HealthMsg;
+use crate::actors::raft::RaftMsg;
+use crate::actors::storage::StorageMsg;
+use crate::actors::ttl::TtlMsg;
+use crate::actors::{ActorKind, Faults, lookup};
+use crate::config::NodeConfig;
+use crate::node::{Node, NodeError, start_node};
+use crate::storage::{Command, LogId, Put, Request, Response};
+use crate::supervisor::SupervisorMsg;
+
+/// Default bound of every wait in the harness.
+pub const WAIT_MS: u64 = 10_000;
+
+/// A config for tests: a temporary data dir, a free loopback HTTP port, fast ticks and a quick
+/// restart backoff.
+pub fn test_config(node_id: u64, data_dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.node.id = node_id;
+    config.node.data_dir = data_dir.to_path_buf();
+    config.http.address = "127.0.0.1:0".parse().expect("loopback address");
+    config.storage.cache_bytes = 8 << 20;
+    config.raft.heartbeat_interval_ms = 50;
+    config.raft.election_timeout_min_ms = 150;
+    config.raft.election_timeout_max_ms = 300;
+    config.ttl.interval_ms = 50;
+    config.health.interval_ms = 50;
+    config.health.ping_timeout_ms = 40;
+    config.supervisor.backoff_initial_ms = 10;
+    config.supervisor.backoff_max_ms = 100;
+    config
+}
+
+/// A node running in this process on its own temporary directory.
+pub struct TestNode {
+    pub node: Node,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// Starts a node with `test_config`, adjusted by `configure`, and waits until it has a
+    /// leader (itself) and every child is running.
+    pub async fn start(node_id: u64, configure: impl FnOnce(&mut NodeConfig)) -> TestNode {
+        // Warnings and errors, captured per test by the test harness.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(node_id, dir.path());
+        configure(&mut config);
+        config.validate().expect("test config");
+        let node = start_node(config, Faults::default())
+            .await
+            .expect("start node");
+        let test = TestNode { node, dir };
+        assert!(
+            test.wait_serving().await,
+            "node {node_id} did not start serving"
+        );
+        test
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.node.faults
+    }
+
+    /// Whether writes go through: a leader is known and every child runs.
+    pub async fn wait_serving(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
+        while tokio::time::Instant::now() < deadline {
+            if self.node.shared.failure().is_none() && self.all_running().await && self.has_leader()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    fn has_leader(&self) -> bool {
+        self.node
+            .shared
+            .raft_metrics()
+            .is_some_and(|m| m.current_leader == Some(self.node.node_id()))
+    }
+
+    pub async fn is_running(&self, kind: ActorKind) -> bool {
+        ractor::call_t!(self.node.supervisor, SupervisorMsg::IsRunning, 1_000, kind)
+            .unwrap_or(false)
+    }
+
+    async fn all_running(&self) -> bool {
+        for kind in ActorKind::ALL {
+            if !self.is_running(kind).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Makes `kind` panic inside its message handler.
+    pub fn panic_actor(&self, kind: ActorKind) {
+        let id = self.node.node_id();
+        let reason = format!("injected into {kind}");
+        fn send<M: ractor::Message>(kind: ActorKind, id: u64, message: M) -> bool {
+            lookup::<M>(kind, id).is_some_and(|actor| actor.cast(message).is_ok())
+        }
+        let sent = match kind {
+            ActorKind::Storage => send(kind, id, StorageMsg::Panic(reason)),
+            ActorKind::Raft => send(kind, id, RaftMsg::Panic(reason)),
+            ActorKind::Ttl => send(kind, id, TtlMsg::Panic(reason)),
+            ActorKind::Health => send(kind, id, HealthMsg::Panic(reason)),
+        };
+        assert!(sent, "{kind} is not running");
+    }
+
+    /// Kills `kind` as a failure (the supervisor restarts it per policy).
+    pub fn kill_actor(&self, kind: ActorKind) {
+        self.node
+            .supervisor
+            .cast(SupervisorMsg::KillChild(kind))
+            .expect("supervisor running");
+    }
+
+    /// Stops storage (and everything depending on it) without counting a failure.
+    pub async fn stop_storage(&self) {
+        ractor::call_t!(
+            self.node.supervisor,
+            SupervisorMsg::StopChild,
+            WAIT_MS,
+            ActorKind::Storage
+        )
+        .expect("supervisor answers");
+    }
+
+    /// Starts storage again (the validation runs first), then its dependents.
+    pub fn start_storage(&self) {
+        self.node
+            .supervisor
+            .cast(SupervisorMsg::Start(ActorKind::Storage))
+            .expect("supervisor running");
+    }
+
+    /// Writes `committed = last_applied - 1` into the file, which the validation must refuse.
+    /// Stop storage first: this writes around the StorageActor, as a foreign process would.
+    pub fn corrupt_committed_below_applied(&self) -> (u64, u64) {
+        let store = self.node.shared.store().expect("store open");
+        let (applied, _) = store.applied_state().expect("applied state");
+        let applied = applied.expect("something applied");
+        let lower = LogId::new(applied.leader_id, applied.index - 1);
+        store.save_committed(Some(&lower)).expect("write committed");
+        (applied.index, lower.index)
+    }
+
+    pub async fn put(&self, key: &str, value: &str) -> Result<Response, NodeError> {
+        self.write(Command::Put(Put::new(key, value))).await
+    }
+
+    pub async fn write(&self, command: Command) -> Result<Response, NodeError> {
+        self.node
+            .write(Request {
+                now_ms: crate::clock::now_ms(),
+                command,
+            })
+            .await
+    }
+
+    /// Waits until `condition` holds, for at most `WAIT_MS`.
+    pub async fn wait_until(&self, mut condition: impl FnMut(&TestNode) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
+        while tokio::time::Instant::now() < deadline {
+            if condition(self) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    pub async fn shutdown(self) {
+        self.node.shutdown().await;
+    }
+}

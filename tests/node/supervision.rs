@@ -1,0 +1,136 @@
+//! Supervision: failures of every actor are restarted per policy and counted, the restart
+//! budget fails the node, the storage validation gate refuses a corrupt file, and a check that
+//! stays critical restarts its actor.
+
+use aspen::actors::ActorKind;
+use aspen::node::{CheckStatus, NodeHealth};
+use aspen::testing::TestNode;
+
+/// Waits until `kind` was restarted `count` times and the node serves writes again.
+async fn assert_recovers(node: &TestNode, kind: ActorKind, count: u64) {
+    assert!(
+        node.wait_until(|n| n.node.shared.restarts(kind) >= count)
+            .await,
+        "{kind} restart not recorded"
+    );
+    assert!(
+        node.wait_serving().await,
+        "node did not serve again after {kind} failed"
+    );
+    let response = node
+        .put("after", &format!("{kind}"))
+        .await
+        .expect("write after restart");
+    assert!(response.result.is_ok());
+}
+
+// Proves a panic inside the message handler of every actor is restarted per policy, shows in
+// the restart count (and so in aspen_supervisor_restarts_total), and writes succeed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_in_each_actor_is_restarted() {
+    let node = TestNode::start(11, |_| {}).await;
+    node.put("before", "v").await.expect("write");
+    for (i, kind) in ActorKind::ALL.into_iter().enumerate() {
+        node.panic_actor(kind);
+        assert_recovers(&node, kind, 1).await;
+        assert_eq!(
+            node.node.shared.restarts(kind),
+            1,
+            "{kind} after {i} others"
+        );
+    }
+    let metrics = aspen::metrics::render();
+    for kind in ActorKind::ALL {
+        let line = format!("aspen_supervisor_restarts_total{{node_id=\"11\",actor=\"{kind}\"}} 1");
+        assert!(metrics.contains(&line), "missing {line}");
+    }
+    node.shutdown().await;
+}
+
+// Proves an error in pre_start of every actor counts as a failure and is retried until the
+// actor starts, after which writes succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_failure_of_each_actor_is_retried() {
+    // Eight failures in all: a budget that covers them, so only the policy under test acts.
+    let node = TestNode::start(12, |c| c.supervisor.restarts_max = 20).await;
+    for kind in ActorKind::ALL {
+        node.faults().fail_next_start(kind);
+        node.kill_actor(kind);
+        // One restart for the kill, one for the failed start.
+        assert_recovers(&node, kind, 2).await;
+    }
+    node.shutdown().await;
+}
+
+// Proves R+1 failures within T fail the node: /health turns unhealthy (503 over HTTP),
+// requests get a clear error, and nothing restarts any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_budget_spent_fails_the_node() {
+    let node = TestNode::start(13, |c| {
+        c.supervisor.restarts_max = 2;
+        c.supervisor.restart_window_ms = 60_000;
+    })
+    .await;
+    for round in 1..=3 {
+        node.panic_actor(ActorKind::Ttl);
+        if round < 3 {
+            assert_recovers(&node, ActorKind::Ttl, round).await;
+        }
+    }
+    assert!(node.wait_until(|n| n.node.shared.failure().is_some()).await);
+    let reason = node.node.shared.failure().unwrap();
+    assert!(reason.contains("3 restarts within 60000 ms"), "{reason}");
+    assert_eq!(node.node.shared.health().status, NodeHealth::Unhealthy);
+    let url = format!("http://{}/health", node.node.http_address);
+    let response = reqwest::get(&url).await.expect("GET /health");
+    assert_eq!(response.status(), 503);
+    let error = node.put("k", "v").await.unwrap_err().to_string();
+    assert!(error.starts_with("node: failed, not serving"), "{error}");
+    node.shutdown().await;
+}
+
+// Proves the validation gate: with last_applied > committed written into the file, starting
+// storage is refused with the rule and both numbers on /health's storage check, and the node
+// serves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_with_applied_beyond_committed_is_refused() {
+    let node = TestNode::start(14, |_| {}).await;
+    for i in 0..5 {
+        node.put(&format!("k{i}"), "v").await.expect("write");
+    }
+    node.stop_storage().await;
+    let (applied, committed) = node.corrupt_committed_below_applied();
+    node.start_storage();
+    assert!(node.wait_until(|n| n.node.shared.failure().is_some()).await);
+    let health = node.node.shared.health();
+    assert_eq!(health.status, NodeHealth::Unhealthy);
+    let storage = &health.checks["storage"];
+    assert_eq!(storage.status, CheckStatus::Failed);
+    assert_eq!(
+        storage.message.as_deref(),
+        Some(format!("storage: refusing to start: last_applied ({applied}) exceeds committed ({committed})").as_str())
+    );
+    assert!(!node.is_running(ActorKind::Storage).await);
+    assert!(!node.is_running(ActorKind::Raft).await);
+    assert!(node.put("k", "v").await.is_err());
+    node.shutdown().await;
+}
+
+// Proves health enforcement: a check forced critical K times in a row restarts its actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_check_restarts_its_actor() {
+    let node = TestNode::start(15, |c| c.health.critical_restarts_after = 3).await;
+    node.faults().force_critical("ttl_actor", true);
+    assert!(
+        node.wait_until(|n| n.node.shared.restarts(ActorKind::Ttl) >= 1)
+            .await
+    );
+    node.faults().force_critical("ttl_actor", false);
+    assert!(node.wait_serving().await);
+    assert_eq!(
+        node.node.shared.restarts(ActorKind::Raft),
+        0,
+        "only the ttl actor restarts"
+    );
+    node.shutdown().await;
+}
