@@ -41,6 +41,7 @@ pub fn test_config(node_id: u64, data_dir: &std::path::Path) -> NodeConfig {
 pub struct TestNode {
     pub node: Node,
     pub dir: tempfile::TempDir,
+    pub config: NodeConfig,
 }
 
 impl TestNode {
@@ -56,15 +57,24 @@ impl TestNode {
         let mut config = test_config(node_id, dir.path());
         configure(&mut config);
         config.validate().expect("test config");
-        let node = start_node(config, Faults::default())
+        Self::run(config, dir).await
+    }
+
+    async fn run(config: NodeConfig, dir: tempfile::TempDir) -> TestNode {
+        let node = start_node(config.clone(), Faults::default())
             .await
             .expect("start node");
-        let test = TestNode { node, dir };
-        assert!(
-            test.wait_serving().await,
-            "node {node_id} did not start serving"
-        );
+        let test = TestNode { node, dir, config };
+        let id = test.config.node.id;
+        assert!(test.wait_serving().await, "node {id} did not start serving");
         test
+    }
+
+    /// Stops the node cleanly and starts it again on the same data dir.
+    pub async fn restart(self) -> TestNode {
+        let TestNode { node, dir, config } = self;
+        node.shutdown().await;
+        Self::run(config, dir).await
     }
 
     pub fn faults(&self) -> &Faults {

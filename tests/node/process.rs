@@ -176,3 +176,43 @@ async fn metric_families_move_after_writes() {
     }
     node.shutdown().await;
 }
+
+// Proves that a data dir whose meta says last_applied > committed makes aspen-node (with
+// exit_on_failure) refuse to start storage, log the rule with both numbers, and exit non-zero.
+#[test]
+fn node_process_refuses_corrupt_storage_and_exits() {
+    use aspen::storage::{Command as Cmd, Entry, LogId, Put, Request, Store, StoreOptions};
+    use openraft::{CommittedLeaderId, EntryPayload};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(&StoreOptions::file(dir.path())).unwrap();
+        let entries: Vec<Entry> = (1..=4)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Normal(Request {
+                    now_ms: 0,
+                    command: Cmd::Put(Put::new(format!("k{i}"), "v")),
+                }),
+            })
+            .collect();
+        store.append(&entries).unwrap();
+        store.apply(&entries).unwrap();
+        store.save_committed(Some(&entries[1].log_id)).unwrap();
+        store.close().unwrap();
+    }
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/node.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_aspen-node"))
+        .args(["--config", config])
+        .env("ASPEN_NODE__DATA_DIR", dir.path())
+        .env("ASPEN_NODE__EXIT_ON_FAILURE", "true")
+        .env("ASPEN_HTTP__ADDRESS", "127.0.0.1:0")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run aspen-node");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("storage: refusing to start: last_applied (4) exceeds committed (2)"),
+        "{stderr}"
+    );
+}
