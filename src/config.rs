@@ -69,7 +69,7 @@ impl Default for NodeSection {
             data_dir: PathBuf::from("./data/node1"),
             storage: StorageKind::File,
             exit_on_failure: false,
-            log_level: "info".into(),
+            log_level: "info,openraft=warn".into(),
         }
     }
 }
