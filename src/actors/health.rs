@@ -122,11 +122,7 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
         let dir = args.config.node.data_dir.clone();
         reports.push(report("disk_space", disk_space_check(&dir, health), None));
         let quota = args.config.storage.quota_bytes;
-        reports.push(report(
-            "db_file",
-            db_file_check(node_id, &dir, quota, health),
-            None,
-        ));
+        reports.push(report("db_file", db_file_check(&dir, quota, health), None));
     }
     for r in &mut reports {
         if args.faults.is_forced_critical(r.name) {
@@ -197,12 +193,7 @@ fn disk_space_check(dir: &PathBuf, health: &HealthSection) -> Check {
     }
 }
 
-fn db_file_check(
-    node_id: NodeId,
-    dir: &std::path::Path,
-    quota: u64,
-    health: &HealthSection,
-) -> Check {
+fn db_file_check(dir: &std::path::Path, quota: u64, health: &HealthSection) -> Check {
     let path = dir.join(crate::storage::store::DB_FILE_NAME);
     let size = match std::fs::metadata(&path) {
         Ok(meta) => meta.len(),
@@ -213,8 +204,6 @@ fn db_file_check(
             );
         }
     };
-    metrics::gauge!(crate::metrics::STORAGE_DB_SIZE_BYTES, "node_id" => node_id.to_string())
-        .set(size as f64);
     let percent = size.saturating_mul(100) / quota.max(1);
     let message = || format!("database file is {size} bytes, {percent}% of the {quota}-byte quota");
     if percent >= u64::from(health.db_size_critical_percent) {

@@ -29,6 +29,8 @@ pub struct RaftArgs {
 
 pub struct RaftState {
     raft: Raft<TypeConfig>,
+    /// The `node_id` metric label.
+    node_label: String,
 }
 
 /// Why a write or a read barrier failed.
@@ -79,7 +81,10 @@ impl Actor for RaftActor {
             );
         }
         tokio::spawn(count_leader_changes(args.node_id, raft.metrics()));
-        Ok(RaftState { raft })
+        Ok(RaftState {
+            raft,
+            node_label: args.node_id.to_string(),
+        })
     }
 
     async fn post_stop(
@@ -117,6 +122,7 @@ impl Actor for RaftActor {
 
 fn on_write(state: &RaftState, request: Request, reply: RpcReplyPort<Result<Response, RaftError>>) {
     let raft = state.raft.clone();
+    let node_label = state.node_label.clone();
     tokio::spawn(async move {
         let result = match raft.client_write(request).await {
             Ok(written) => Ok(written.data),
@@ -127,7 +133,7 @@ fn on_write(state: &RaftState, request: Request, reply: RpcReplyPort<Result<Resp
         } else {
             crate::metrics::RAFT_PROPOSALS_FAILED
         };
-        metrics::counter!(counter, "node_id" => raft_id(&raft)).increment(1);
+        metrics::counter!(counter, "node_id" => node_label).increment(1);
         let _ = reply.send(result);
     });
 }
@@ -159,17 +165,17 @@ fn write_error(error: OpenraftError<NodeId, ClientWriteError<NodeId, BasicNode>>
     }
 }
 
-fn raft_id(raft: &Raft<TypeConfig>) -> String {
-    raft.metrics().borrow().id.to_string()
-}
-
 /// Counts leader changes as Raft reports them; ends when this Raft instance shuts down.
 async fn count_leader_changes(node_id: NodeId, mut metrics: watch::Receiver<Metrics>) {
     let mut leader = metrics.borrow_and_update().current_leader;
     while metrics.changed().await.is_ok() {
-        let now = metrics.borrow_and_update().current_leader;
+        let (now, term) = {
+            let current = metrics.borrow_and_update();
+            (current.current_leader, current.current_term)
+        };
         if now != leader {
             leader = now;
+            tracing::info!(node_id, term, leader = ?now, "raft: leader changed");
             metrics::counter!(crate::metrics::RAFT_LEADER_CHANGES, "node_id" => node_id.to_string())
                 .increment(1);
         }

@@ -58,6 +58,15 @@ where
         .map_err(|error| StorageIOError::new(subject, verb, &error).into())
 }
 
+/// Awaits `work` and records how long it took in histogram `name`.
+async fn timed<T>(name: &'static str, node_id: &str, work: impl Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let output = work.await;
+    metrics::histogram!(name, "node_id" => node_id.to_string())
+        .record(started.elapsed().as_secs_f64());
+    output
+}
+
 /// The Raft log half of the store (log entries, vote, committed).
 #[derive(Debug, Clone)]
 pub struct LogStore {
@@ -154,16 +163,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let started = std::time::Instant::now();
-        let result = write(
-            &self.writer,
-            ErrorSubject::Logs,
-            ErrorVerb::Write,
-            move |s| s.append(&entries),
+        let result = timed(
+            crate::metrics::STORAGE_FSYNC_SECONDS,
+            &self.node_id,
+            write(
+                &self.writer,
+                ErrorSubject::Logs,
+                ErrorVerb::Write,
+                move |s| s.append(&entries),
+            ),
         )
         .await;
-        metrics::histogram!(crate::metrics::STORAGE_FSYNC_SECONDS, "node_id" => self.node_id.clone())
-            .record(started.elapsed().as_secs_f64());
         // Signal only after the commit above returned: the entries are on disk.
         match &result {
             Ok(()) => callback.log_io_completed(Ok(())),
@@ -249,17 +259,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let started = std::time::Instant::now();
-        let responses = write(
-            &self.writer,
-            ErrorSubject::StateMachine,
-            ErrorVerb::Write,
-            move |s| s.apply(&entries),
+        timed(
+            crate::metrics::STORAGE_APPLY_SECONDS,
+            &self.node_id,
+            write(
+                &self.writer,
+                ErrorSubject::StateMachine,
+                ErrorVerb::Write,
+                move |s| s.apply(&entries),
+            ),
         )
-        .await;
-        metrics::histogram!(crate::metrics::STORAGE_APPLY_SECONDS, "node_id" => self.node_id.clone())
-            .record(started.elapsed().as_secs_f64());
-        responses
+        .await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -6,6 +6,12 @@ use aspen::actors::ActorKind;
 use aspen::node::{CheckStatus, NodeHealth};
 use aspen::testing::TestNode;
 
+/// The id of the running RaftActor: a new id means a new incarnation.
+fn raft_incarnation(node: &TestNode) -> Option<ractor::ActorId> {
+    aspen::actors::lookup::<aspen::actors::raft::RaftMsg>(ActorKind::Raft, node.node.node_id())
+        .map(|actor| actor.get_id())
+}
+
 /// Waits until `kind` was restarted `count` times and the node serves writes again.
 async fn assert_recovers(node: &TestNode, kind: ActorKind, count: u64) {
     assert!(
@@ -31,8 +37,16 @@ async fn panic_in_each_actor_is_restarted() {
     let node = TestNode::start(11, |_| {}).await;
     node.put("before", "v").await.expect("write");
     for (i, kind) in ActorKind::ALL.into_iter().enumerate() {
+        let raft_before = raft_incarnation(&node);
         node.panic_actor(kind);
         assert_recovers(&node, kind, 1).await;
+        if kind == ActorKind::Storage {
+            assert_ne!(
+                raft_incarnation(&node),
+                raft_before,
+                "a storage failure restarts raft too"
+            );
+        }
         assert_eq!(
             node.node.shared.restarts(kind),
             1,
