@@ -30,8 +30,8 @@ pub fn test_config(node_id: u64, data_dir: &std::path::Path) -> NodeConfig {
     config.raft.election_timeout_min_ms = 150;
     config.raft.election_timeout_max_ms = 300;
     config.ttl.interval_ms = 50;
-    config.health.interval_ms = 50;
-    config.health.ping_timeout_ms = 40;
+    config.health.interval_ms = 100;
+    config.health.ping_timeout_ms = 100;
     config.supervisor.backoff_initial_ms = 10;
     config.supervisor.backoff_max_ms = 100;
     config

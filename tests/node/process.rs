@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use aspen::storage::{Put, Request};
 use aspen::testing::TestNode;
 
 /// Every metric family the node must expose.
@@ -37,19 +38,67 @@ impl Drop for Reaped {
     }
 }
 
+/// TTL of the keys written before the process starts: long enough to scrape them first.
+const SEED_TTL_MS: u64 = 4_000;
+const SEED_KEYS: u64 = 5;
+
+/// Writes `SEED_KEYS` keys with a TTL and one plain key into `dir`, through an in-process
+/// node configured from `config` like the process will be, then stops it cleanly.
+async fn seed(config: &str, dir: &std::path::Path) {
+    let env = [
+        (
+            "ASPEN_NODE__DATA_DIR".to_string(),
+            dir.display().to_string(),
+        ),
+        ("ASPEN_HTTP__ADDRESS".to_string(), "127.0.0.1:0".to_string()),
+    ];
+    let config = aspen::config::NodeConfig::load_with_env(config.as_ref(), env).unwrap();
+    let node = aspen::node::start_node(config, Default::default())
+        .await
+        .unwrap();
+    let now_ms = aspen::clock::now_ms();
+    let mut puts: Vec<Put> = (0..SEED_KEYS)
+        .map(|i| Put {
+            ttl_ms: Some(SEED_TTL_MS),
+            ..Put::new(format!("ttl/{i}"), "v")
+        })
+        .collect();
+    puts.push(Put::new("plain", "v"));
+    for put in puts {
+        let request = Request {
+            now_ms,
+            command: aspen::storage::Command::Put(put),
+        };
+        // The node elects itself within an election timeout; retry (bounded) until it has.
+        let mut written = false;
+        for _ in 0..400 {
+            if node.write(request.clone()).await.is_ok() {
+                written = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(written, "seed write failed");
+    }
+    node.shutdown().await;
+}
+
 // Proves a real aspen-node process started from config/node.toml (data dir and HTTP port
 // overridden by ASPEN_ variables) answers /health 200 healthy with its checks, /status with
-// itself as leader, and /metrics with the node's families; and stops cleanly on SIGTERM.
+// itself as leader, and /metrics with every named family, whose values move as the node's
+// TtlActor expires the seeded keys through Raft; and that it stops cleanly on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_process_serves_health_status_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/node.toml");
+    seed(config, dir.path()).await;
     let child = Command::new(env!("CARGO_BIN_EXE_aspen-node"))
         .args(["--config", config])
         .env("ASPEN_NODE__DATA_DIR", dir.path())
         .env("ASPEN_HTTP__ADDRESS", "127.0.0.1:0")
         .env("ASPEN_HEALTH__INTERVAL_MS", "50")
         .env("ASPEN_HEALTH__PING_TIMEOUT_MS", "40")
+        .env("ASPEN_TTL__INTERVAL_MS", "50")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -97,24 +146,49 @@ async fn node_process_serves_health_status_and_metrics() {
     let status: serde_json::Value = get("/status").await.unwrap().json().await.unwrap();
     assert_eq!(status["leader"], 1, "{status}");
     assert!(status["applied_index"].as_u64().unwrap() >= 1, "{status}");
-    assert_eq!(status["keys"], 0);
     assert!(status["db_size_bytes"].as_u64().unwrap() > 0);
 
-    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
-    for family in [
-        "aspen_raft_term",
-        "aspen_raft_has_leader",
-        "aspen_raft_last_log_index",
-        "aspen_kv_keys",
-        "aspen_health_check_status",
-        "aspen_storage_fsync_duration_seconds",
-    ] {
-        assert!(metrics.contains(family), "{family} missing from /metrics");
-    }
+    let before = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains("aspen_raft_has_leader{node_id=\"1\"} 1"),
-        "{metrics}"
+        before.contains("aspen_raft_has_leader{node_id=\"1\"} 1"),
+        "{before}"
     );
+    let keys = "aspen_kv_keys{node_id=\"1\"}";
+    assert_eq!(
+        value(&before, keys),
+        (SEED_KEYS + 1) as f64,
+        "scraped after the keys expired"
+    );
+    let mut after = before.clone();
+    for _ in 0..800 {
+        after = get("/metrics").await.unwrap().text().await.unwrap();
+        if value(&after, "aspen_ttl_expired_keys_total{node_id=\"1\"}") == SEED_KEYS as f64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(value(&after, keys), 1.0, "the TTL keys were not expired");
+    // Histograms appear with their first observation: check every family on the later page.
+    for family in FAMILIES {
+        assert!(
+            after.contains(family),
+            "{family} missing from /metrics: {after}"
+        );
+    }
+    let expired = "aspen_ttl_expired_keys_total{node_id=\"1\"}";
+    assert_eq!(value(&after, expired), SEED_KEYS as f64);
+    for series in [
+        "aspen_raft_proposals_committed_total{node_id=\"1\"}",
+        "aspen_raft_last_log_index{node_id=\"1\"}",
+        "aspen_raft_applied_index{node_id=\"1\"}",
+        "aspen_storage_fsync_duration_seconds_count{node_id=\"1\"}",
+        "aspen_storage_apply_duration_seconds_count{node_id=\"1\"}",
+    ] {
+        assert!(
+            value(&after, series) > value(&before, series),
+            "{series} did not move"
+        );
+    }
 
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.0.id() as i32).unwrap(),
