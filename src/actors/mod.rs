@@ -47,12 +47,6 @@ impl ActorKind {
     pub fn name(self, node_id: u64) -> String {
         format!("aspen-{node_id}-{}", self.as_str())
     }
-
-    pub fn parse(name: &str) -> Option<ActorKind> {
-        ActorKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == name)
-    }
 }
 
 impl std::fmt::Display for ActorKind {
