@@ -290,3 +290,29 @@ fn node_process_refuses_corrupt_storage_and_exits() {
         "{stderr}"
     );
 }
+
+// Proves a config that breaks a rule or names an unknown key stops aspen-node before it
+// starts, with exit code 2 and a message naming the key.
+#[test]
+fn node_process_rejects_bad_config_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        ("[node]\ncolour = \"green\"\n", "colour"),
+        (
+            "[raft]\nheartbeat_interval_ms = 500\n",
+            "raft.election_timeout_min_ms (300) must exceed raft.heartbeat_interval_ms (500)",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_aspen-node"))
+            .arg("--config")
+            .arg(&path)
+            .env("ASPEN_NODE__DATA_DIR", dir.path())
+            .output()
+            .expect("run aspen-node");
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
