@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{EXPIRE_BATCH_MAX, QUOTA_BYTES_DEFAULT};
+use crate::limits::{EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, QUOTA_BYTES_DEFAULT};
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "ASPEN";
@@ -32,6 +32,7 @@ pub enum ConfigError {
 pub struct NodeConfig {
     pub node: NodeSection,
     pub http: HttpSection,
+    pub net: NetSection,
     pub raft: RaftSection,
     pub storage: StorageSection,
     pub ttl: TtlSection,
@@ -91,18 +92,77 @@ impl Default for HttpSection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct NetSection {
+    /// The iroh QUIC endpoint (Raft between nodes and the client protocol). Loopback by
+    /// default; port 0 picks a free port.
+    pub address: SocketAddr,
+    /// Nodes trusted to send Raft RPCs before they appear in the membership, as
+    /// `ENDPOINT_ID@IP:PORT` (a node joining an existing cluster lists its members here).
+    pub peers: Vec<String>,
+    /// Giving up on a connection attempt to a peer.
+    pub connect_timeout_ms: u64,
+    /// A forwarded client request waits this long for the leader.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for NetSection {
+    fn default() -> Self {
+        NetSection {
+            address: SocketAddr::from(([127, 0, 0, 1], 9190)),
+            peers: Vec::new(),
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl NetSection {
+    /// The endpoint ids of `peers` (entries that do not parse are refused by `validate`).
+    pub fn peer_ids(&self) -> std::collections::HashSet<iroh::EndpointId> {
+        self.peers
+            .iter()
+            .filter_map(|peer| peer.parse::<crate::net::endpoint::NodeAddress>().ok())
+            .map(|address| address.id)
+            .collect()
+    }
+}
+
+/// How a node with an empty store starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bootstrap {
+    /// Initialize a one-member cluster of itself (a single node that works out of the box).
+    Single,
+    /// Wait to be made a member: `aspen cluster init` or `aspen cluster add-learner`.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RaftSection {
+    pub bootstrap: Bootstrap,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries were applied since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries already in a snapshot kept in the log (for followers slightly behind); older
+    /// ones are purged, and a follower that needs them catches up through the snapshot.
+    pub log_entries_kept: u64,
+    /// Snapshots travel to followers in chunks of at most this many bytes.
+    pub snapshot_chunk_bytes: u64,
 }
 
 impl Default for RaftSection {
     fn default() -> Self {
         RaftSection {
+            bootstrap: Bootstrap::Single,
             heartbeat_interval_ms: 100,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
+            snapshot_after_entries: 10_000,
+            log_entries_kept: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 }
@@ -284,6 +344,27 @@ impl NodeConfig {
                 "raft.election_timeout_max_ms ({}) must exceed raft.election_timeout_min_ms ({})",
                 raft.election_timeout_max_ms, raft.election_timeout_min_ms
             ),
+        );
+        rule(
+            raft.snapshot_after_entries >= 1,
+            "raft.snapshot_after_entries must be at least 1".into(),
+        );
+        rule(
+            (4096..=(FRAME_BYTES_MAX / 2) as u64).contains(&raft.snapshot_chunk_bytes),
+            format!(
+                "raft.snapshot_chunk_bytes ({}) must be between 4096 and {}",
+                raft.snapshot_chunk_bytes,
+                FRAME_BYTES_MAX / 2
+            ),
+        );
+        for peer in &self.net.peers {
+            if let Err(error) = peer.parse::<crate::net::endpoint::NodeAddress>() {
+                rule(false, format!("net.peers: {error}"));
+            }
+        }
+        rule(
+            self.net.connect_timeout_ms >= 1 && self.net.request_timeout_ms >= 1,
+            "net.connect_timeout_ms and net.request_timeout_ms must be at least 1".into(),
         );
         rule(
             self.storage.quota_bytes >= 1 << 20,

@@ -4,16 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+use openraft::Raft;
 use ractor::{Actor, ActorRef};
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::actors::raft::{Metrics, RaftError, RaftMsg};
 use crate::actors::{ActorKind, Faults, lookup};
-use crate::config::NodeConfig;
-use crate::storage::{NodeId, Request, Response, Store};
+use crate::config::{NodeConfig, StorageKind};
+use crate::net::endpoint::NodeAddress;
+use crate::storage::{NodeId, Request, Response, Store, TypeConfig};
 use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
 /// How long a client call waits for the Raft actor before giving up.
@@ -84,14 +87,24 @@ pub struct HealthReport {
 }
 
 /// What the node's parts publish for observers.
-#[derive(Debug)]
 pub struct NodeShared {
     pub node_id: NodeId,
     checks: Mutex<BTreeMap<String, Check>>,
     restarts: Mutex<BTreeMap<ActorKind, u64>>,
     store: Mutex<Option<Arc<Store>>>,
-    raft_metrics: Mutex<Option<watch::Receiver<Metrics>>>,
+    raft: Mutex<Option<Raft<TypeConfig>>>,
+    address: OnceLock<NodeAddress>,
     failure: watch::Sender<Option<String>>,
+}
+
+impl std::fmt::Debug for NodeShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeShared")
+            .field("node_id", &self.node_id)
+            .field("address", &self.address())
+            .field("failure", &self.failure())
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeShared {
@@ -101,7 +114,8 @@ impl NodeShared {
             checks: Mutex::default(),
             restarts: Mutex::default(),
             store: Mutex::default(),
-            raft_metrics: Mutex::default(),
+            raft: Mutex::default(),
+            address: OnceLock::new(),
             failure: watch::channel(None).0,
         }
     }
@@ -134,14 +148,52 @@ impl NodeShared {
         lock(&self.store).clone()
     }
 
-    pub fn set_raft_metrics(&self, metrics: Option<watch::Receiver<Metrics>>) {
-        *lock(&self.raft_metrics) = metrics;
+    /// Publishes (or withdraws) the running Raft instance, for the Raft transport and
+    /// membership changes.
+    pub fn set_raft(&self, raft: Option<Raft<TypeConfig>>) -> Option<Raft<TypeConfig>> {
+        std::mem::replace(&mut *lock(&self.raft), raft)
+    }
+
+    pub fn raft(&self) -> Option<Raft<TypeConfig>> {
+        lock(&self.raft).clone()
     }
 
     pub fn raft_metrics(&self) -> Option<Metrics> {
-        lock(&self.raft_metrics)
+        lock(&self.raft)
             .as_ref()
-            .map(|rx| rx.borrow().clone())
+            .map(|raft| raft.metrics().borrow().clone())
+    }
+
+    /// This node's address on the network, once its endpoint is bound.
+    pub fn address(&self) -> Option<NodeAddress> {
+        self.address.get().copied()
+    }
+
+    pub fn set_address(&self, address: NodeAddress) {
+        let _ = self.address.set(address);
+    }
+
+    /// Proposes a request through Raft and returns the state machine's response.
+    pub async fn write(&self, request: Request) -> Result<Response, NodeError> {
+        let raft = self.raft_actor()?;
+        ractor::call_t!(raft, RaftMsg::Write, REQUEST_TIMEOUT_MS, request)
+            .map_err(|e| NodeError::Call(e.to_string()))?
+            .map_err(NodeError::from)
+    }
+
+    /// Waits until a read of the local store is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let raft = self.raft_actor()?;
+        ractor::call_t!(raft, RaftMsg::ReadBarrier, REQUEST_TIMEOUT_MS)
+            .map_err(|e| NodeError::Call(e.to_string()))?
+            .map_err(NodeError::from)
+    }
+
+    fn raft_actor(&self) -> Result<ActorRef<RaftMsg>, NodeError> {
+        if let Some(reason) = self.failure() {
+            return Err(NodeError::Failed(reason));
+        }
+        lookup(ActorKind::Raft, self.node_id).ok_or(NodeError::NotRunning)
     }
 
     /// Marks the node failed: it stops serving and `/health` answers 503 with `reason`.
@@ -210,12 +262,14 @@ pub enum NodeError {
     Call(String),
 }
 
-/// A running node: its supervisor, what it shares, and its HTTP address.
+/// A running node: its supervisor, what it shares, its network address and its HTTP address.
 pub struct Node {
     pub shared: Arc<NodeShared>,
     pub supervisor: ActorRef<SupervisorMsg>,
     pub faults: Faults,
     pub http_address: SocketAddr,
+    address: NodeAddress,
+    router: iroh::protocol::Router,
     supervisor_task: tokio::task::JoinHandle<()>,
     http_task: tokio::task::JoinHandle<()>,
 }
@@ -227,29 +281,23 @@ impl Node {
 
     /// Proposes a request through Raft and returns the state machine's response.
     pub async fn write(&self, request: Request) -> Result<Response, NodeError> {
-        let raft = self.raft()?;
-        ractor::call_t!(raft, RaftMsg::Write, REQUEST_TIMEOUT_MS, request)
-            .map_err(|e| NodeError::Call(e.to_string()))?
-            .map_err(NodeError::from)
+        self.shared.write(request).await
     }
 
     /// Waits until a read of the local store is linearizable.
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
-        let raft = self.raft()?;
-        ractor::call_t!(raft, RaftMsg::ReadBarrier, REQUEST_TIMEOUT_MS)
-            .map_err(|e| NodeError::Call(e.to_string()))?
-            .map_err(NodeError::from)
+        self.shared.read_barrier().await
     }
 
-    fn raft(&self) -> Result<ActorRef<RaftMsg>, NodeError> {
-        if let Some(reason) = self.shared.failure() {
-            return Err(NodeError::Failed(reason));
-        }
-        lookup(ActorKind::Raft, self.node_id()).ok_or(NodeError::NotRunning)
+    /// This node's address: `ENDPOINT_ID@IP:PORT`.
+    pub fn address(&self) -> NodeAddress {
+        self.address
     }
 
-    /// Stops every actor and the HTTP server; storage ends with one fsync'd commit.
+    /// Stops taking requests, then every actor and the HTTP server; storage ends with one
+    /// fsync'd commit.
     pub async fn shutdown(self) {
+        let _ = self.router.shutdown().await;
         self.supervisor.stop(Some("shutdown".into()));
         let _ = self.supervisor_task.await;
         self.http_task.abort();
@@ -257,10 +305,50 @@ impl Node {
     }
 }
 
-/// Starts a node: the supervision tree (storage, raft, ttl, health) and the HTTP endpoints.
+/// The node's secret key: from `DATA_DIR/node.key` (created on first start); a fresh one for an
+/// in-memory node without a data dir.
+fn node_key(config: &NodeConfig) -> std::io::Result<iroh::SecretKey> {
+    if config.node.storage == StorageKind::Inmemory && config.node.data_dir.as_os_str().is_empty() {
+        return Ok(iroh::SecretKey::generate());
+    }
+    crate::net::endpoint::load_or_create_key(&config.node.data_dir)
+}
+
+/// Starts a node: its iroh endpoint (Raft and client protocols), the supervision tree
+/// (storage, raft, ttl, health) and the HTTP endpoints. Writes `DATA_DIR/node.addr`.
 pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<Node> {
+    use crate::net::{endpoint, proto::CLIENT_ALPN, raft::RAFT_ALPN};
+
     crate::metrics::register_node(config.node.id);
     let shared = Arc::new(NodeShared::new(config.node.id));
+    let key = node_key(&config)?;
+    let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
+    let ep = endpoint::bind(key, config.net.address, alpns).await?;
+    let address = endpoint::local_address(&ep)?;
+    shared.set_address(address);
+    if !config.node.data_dir.as_os_str().is_empty() {
+        endpoint::write_addr_file(&config.node.data_dir, &address)?;
+    }
+    let connections = crate::net::connections::Connections::new(
+        ep.clone(),
+        Duration::from_millis(config.net.connect_timeout_ms),
+    );
+    let transport = crate::net::raft::RaftTransport {
+        node_id: config.node.id,
+        connections: connections.clone(),
+        faults: faults.net.clone(),
+    };
+    let raft_service = crate::net::raft::RaftService {
+        shared: Arc::clone(&shared),
+        peers: config.net.peer_ids(),
+    };
+    let client_service = crate::net::service::ClientService {
+        shared: Arc::clone(&shared),
+        connections,
+        faults: faults.net.clone(),
+        request_timeout: Duration::from_millis(config.net.request_timeout_ms),
+    };
+
     let listener = tokio::net::TcpListener::bind(config.http.address).await?;
     let http_address = listener.local_addr()?;
     let http_task = tokio::spawn(crate::net::http::serve(listener, Arc::clone(&shared)));
@@ -268,16 +356,23 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         config,
         shared: Arc::clone(&shared),
         faults: faults.clone(),
+        transport,
     };
     let (supervisor, supervisor_task) = Actor::spawn(None, NodeSupervisor, args)
         .await
         .map_err(|e| std::io::Error::other(format!("node: supervisor failed to start: {e}")))?;
-    tracing::info!(node_id = shared.node_id, %http_address, "node started");
+    let router = iroh::protocol::Router::builder(ep)
+        .accept(RAFT_ALPN, raft_service)
+        .accept(CLIENT_ALPN, client_service)
+        .spawn();
+    tracing::info!(node_id = shared.node_id, %address, %http_address, "node started");
     Ok(Node {
         shared,
         supervisor,
         faults,
         http_address,
+        address,
+        router,
         supervisor_task,
         http_task,
     })
@@ -306,8 +401,9 @@ pub async fn run_until_stopped(config: NodeConfig) -> std::process::ExitCode {
         }
     };
     println!(
-        "aspen-node {} serving http on {}",
+        "aspen-node {} at {} serving http on {}",
         node.node_id(),
+        node.address(),
         node.http_address
     );
     let shared = Arc::clone(&node.shared);

@@ -66,6 +66,8 @@ pub fn lookup<M: ractor::Message>(kind: ActorKind, node_id: u64) -> Option<racto
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     inner: Arc<Mutex<FaultSet>>,
+    /// Link cuts between nodes, shared by every node of an in-process test cluster.
+    pub net: crate::net::faults::NetFaults,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +77,14 @@ struct FaultSet {
 }
 
 impl Faults {
+    /// Faults of one node whose network faults are `net` (shared with its peers).
+    pub fn with_net(net: crate::net::faults::NetFaults) -> Self {
+        Faults {
+            inner: Arc::default(),
+            net,
+        }
+    }
+
     /// The next `pre_start` of `actor` returns an error (once).
     pub fn fail_next_start(&self, actor: ActorKind) {
         self.lock().fail_next_start.insert(actor);

@@ -14,13 +14,18 @@ use tokio::sync::watch;
 use crate::actors::raft_storage::{LogStore, StateMachineStore};
 use crate::actors::storage::StorageWriter;
 use crate::actors::{ActorKind, Faults};
-use crate::net::LocalOnly;
+use crate::net::raft::RaftTransport;
 use crate::storage::{NodeId, Request, Response, Store, TypeConfig};
 
 pub struct RaftActor;
 
 pub struct RaftArgs {
     pub node_id: NodeId,
+    /// This node's address, recorded in the membership when it initializes a cluster alone.
+    pub address: String,
+    /// Initialize a one-member cluster when the store holds none.
+    pub bootstrap_single: bool,
+    pub transport: RaftTransport,
     pub config: Arc<openraft::Config>,
     pub store: Arc<Store>,
     pub writer: StorageWriter,
@@ -53,6 +58,8 @@ pub enum RaftMsg {
     ReadBarrier(RpcReplyPort<Result<(), RaftError>>),
     /// The metrics channel (term, leader, log and applied indexes, membership).
     Metrics(RpcReplyPort<watch::Receiver<Metrics>>),
+    /// The Raft instance (the transport's RPCs, membership changes).
+    Handle(RpcReplyPort<Raft<TypeConfig>>),
     Ping(RpcReplyPort<()>),
     /// Fault injection: panic inside the handler.
     Panic(String),
@@ -71,9 +78,9 @@ impl Actor for RaftActor {
         args.faults.take_start_failure(ActorKind::Raft)?;
         let log = LogStore::new(Arc::clone(&args.store), args.writer.clone(), args.node_id);
         let sm = StateMachineStore::new(args.store, args.writer, args.node_id);
-        let raft = Raft::new(args.node_id, args.config, LocalOnly, log, sm).await?;
-        if !raft.is_initialized().await? {
-            let members = BTreeMap::from([(args.node_id, BasicNode::default())]);
+        let raft = Raft::new(args.node_id, args.config, args.transport, log, sm).await?;
+        if args.bootstrap_single && !raft.is_initialized().await? {
+            let members = BTreeMap::from([(args.node_id, BasicNode::new(args.address))]);
             raft.initialize(members).await?;
             tracing::info!(
                 node_id = args.node_id,
@@ -110,6 +117,9 @@ impl Actor for RaftActor {
             RaftMsg::ReadBarrier(reply) => on_read_barrier(state, reply),
             RaftMsg::Metrics(reply) => {
                 let _ = reply.send(state.raft.metrics());
+            }
+            RaftMsg::Handle(reply) => {
+                let _ = reply.send(state.raft.clone());
             }
             RaftMsg::Ping(reply) => {
                 let _ = reply.send(());

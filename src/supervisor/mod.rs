@@ -17,7 +17,8 @@ use crate::actors::raft::{RaftActor, RaftArgs, RaftMsg};
 use crate::actors::storage::{StorageActor, StorageArgs, StorageWriter};
 use crate::actors::ttl::{TtlActor, TtlArgs};
 use crate::actors::{ActorKind, Faults};
-use crate::config::{NodeConfig, StorageKind};
+use crate::config::{Bootstrap, NodeConfig, StorageKind};
+use crate::net::raft::RaftTransport;
 use crate::node::{Check, CheckStatus, NodeShared};
 use crate::storage::{Store, StoreOptions};
 use policy::{Decision, RestartPolicy};
@@ -28,12 +29,14 @@ pub struct SupervisorArgs {
     pub config: NodeConfig,
     pub shared: Arc<NodeShared>,
     pub faults: Faults,
+    pub transport: RaftTransport,
 }
 
 pub struct SupervisorState {
     config: NodeConfig,
     shared: Arc<NodeShared>,
     faults: Faults,
+    transport: RaftTransport,
     store: Option<Arc<Store>>,
     children: BTreeMap<ActorKind, ActorCell>,
     policy: RestartPolicy,
@@ -93,6 +96,7 @@ impl Actor for NodeSupervisor {
             config: args.config,
             shared: args.shared,
             faults: args.faults,
+            transport: args.transport,
             store: None,
             children: BTreeMap::new(),
             policy,
@@ -116,7 +120,7 @@ impl Actor for NodeSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         stop_child(state, ActorKind::Storage).await;
-        state.shared.set_raft_metrics(None);
+        withdraw_raft(state).await;
         if let Some(store) = state.store.take() {
             // A clean stop ends with one fsync'd commit: a restart replays nothing.
             tokio::task::spawn_blocking(move || store.close())
@@ -236,7 +240,7 @@ async fn on_start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState,
                 state.shared.set_check("storage", Check::ok());
             }
             if kind == ActorKind::Raft {
-                publish_raft_metrics(state).await;
+                publish_raft(state).await;
             }
             for next in started_after(kind) {
                 let _ = myself.cast(SupervisorMsg::Start(*next));
@@ -271,6 +275,13 @@ async fn spawn_child(
                 .ok_or("raft: storage is not running")?;
             let args = RaftArgs {
                 node_id,
+                address: state
+                    .shared
+                    .address()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                bootstrap_single: state.config.raft.bootstrap == Bootstrap::Single,
+                transport: state.transport.clone(),
                 config: Arc::new(raft_config(&state.config)?),
                 store,
                 writer,
@@ -315,20 +326,35 @@ pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, String> {
         heartbeat_interval: config.raft.heartbeat_interval_ms,
         election_timeout_min: config.raft.election_timeout_min_ms,
         election_timeout_max: config.raft.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+            config.raft.snapshot_after_entries,
+        ),
+        max_in_snapshot_log_to_keep: config.raft.log_entries_kept,
+        snapshot_max_chunk_size: config.raft.snapshot_chunk_bytes,
         ..Default::default()
     }
     .validate()
     .map_err(|e| format!("raft: invalid config: {e}"))
 }
 
-async fn publish_raft_metrics(state: &SupervisorState) {
+async fn publish_raft(state: &SupervisorState) {
     let Some(cell) = state.children.get(&ActorKind::Raft) else {
         return;
     };
     let raft: ActorRef<RaftMsg> = cell.clone().into();
-    match ractor::call_t!(raft, RaftMsg::Metrics, 1_000) {
-        Ok(metrics) => state.shared.set_raft_metrics(Some(metrics)),
-        Err(error) => tracing::warn!(%error, "supervisor: raft metrics unavailable"),
+    match ractor::call_t!(raft, RaftMsg::Handle, 1_000) {
+        Ok(raft) => {
+            state.shared.set_raft(Some(raft));
+        }
+        Err(error) => tracing::warn!(%error, "supervisor: raft handle unavailable"),
+    }
+}
+
+/// Withdraws the published Raft instance and shuts it down, so no stale instance keeps
+/// running on the store once its actor is gone.
+async fn withdraw_raft(state: &SupervisorState) {
+    if let Some(raft) = state.shared.set_raft(None) {
+        let _ = raft.shutdown().await;
     }
 }
 
@@ -340,6 +366,9 @@ async fn on_child_failed(
 ) {
     tracing::warn!(node_id = state.shared.node_id, actor = %kind, %reason, "supervisor: child failed");
     state.shared.record_restart(kind);
+    if kind == ActorKind::Raft {
+        withdraw_raft(state).await;
+    }
     for dependent in dependents(kind) {
         stop_child(state, *dependent).await;
     }
@@ -373,7 +402,7 @@ async fn stop_child(state: &mut SupervisorState, kind: ActorKind) {
     }
     if let Some(cell) = state.children.remove(&kind) {
         if kind == ActorKind::Raft {
-            state.shared.set_raft_metrics(None);
+            withdraw_raft(state).await;
         }
         if let Err(error) = cell
             .stop_and_wait(None, Some(Duration::from_secs(10)))

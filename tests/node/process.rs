@@ -51,6 +51,7 @@ async fn seed(config: &str, dir: &std::path::Path) {
             dir.display().to_string(),
         ),
         ("ASPEN_HTTP__ADDRESS".to_string(), "127.0.0.1:0".to_string()),
+        ("ASPEN_NET__ADDRESS".to_string(), "127.0.0.1:0".to_string()),
     ];
     let config = aspen::config::NodeConfig::load_with_env(config.as_ref(), env).unwrap();
     let node = aspen::node::start_node(config, Default::default())
@@ -96,6 +97,7 @@ async fn node_process_serves_health_status_and_metrics() {
         .args(["--config", config])
         .env("ASPEN_NODE__DATA_DIR", dir.path())
         .env("ASPEN_HTTP__ADDRESS", "127.0.0.1:0")
+        .env("ASPEN_NET__ADDRESS", "127.0.0.1:0")
         .env("ASPEN_HEALTH__INTERVAL_MS", "50")
         .env("ASPEN_HEALTH__PING_TIMEOUT_MS", "40")
         .env("ASPEN_TTL__INTERVAL_MS", "50")
@@ -109,9 +111,14 @@ async fn node_process_serves_health_status_and_metrics() {
     stdout.read_line(&mut line).unwrap();
     let address = line.trim().rsplit(' ').next().expect("address").to_string();
     assert!(
-        line.starts_with("aspen-node 1 serving http on 127.0.0.1:"),
+        line.starts_with("aspen-node 1 at ") && line.contains("@127.0.0.1:"),
         "{line}"
     );
+    assert!(line.contains(" serving http on 127.0.0.1:"), "{line}");
+    // The address it printed is the one it wrote for the CLI.
+    let printed = line.split(' ').nth(3).expect("node address");
+    let written = std::fs::read_to_string(dir.path().join("node.addr")).unwrap();
+    assert_eq!(written.trim(), printed);
 
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(format!("http://{address}{path}")).send();
@@ -280,6 +287,7 @@ fn node_process_refuses_corrupt_storage_and_exits() {
         .env("ASPEN_NODE__DATA_DIR", dir.path())
         .env("ASPEN_NODE__EXIT_ON_FAILURE", "true")
         .env("ASPEN_HTTP__ADDRESS", "127.0.0.1:0")
+        .env("ASPEN_NET__ADDRESS", "127.0.0.1:0")
         .env("RUST_LOG", "error")
         .output()
         .expect("run aspen-node");

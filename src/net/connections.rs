@@ -1,0 +1,158 @@
+//! Outgoing QUIC connections, one per (peer, protocol), reused while they live and replaced
+//! when they die; every request is one bidirectional stream with one frame each way, under a
+//! timeout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iroh::Endpoint;
+use iroh::endpoint::Connection;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::net::endpoint::NodeAddress;
+use crate::net::frame::{FrameError, read_frame, write_frame};
+
+/// Why a request to a peer failed, and whether it may have been delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No connection: the request was not sent.
+    #[error("cannot connect to {address}: {reason}")]
+    Connect { address: String, reason: String },
+    /// The request may have been delivered; its outcome is unknown.
+    #[error("request to {address} failed: {reason}")]
+    Stream { address: String, reason: String },
+    #[error("request to {address} timed out after {ms} ms")]
+    Timeout { address: String, ms: u64 },
+    /// The request could not be encoded within the frame limit: nothing was sent.
+    #[error("request not sent: {0}")]
+    Frame(FrameError),
+}
+
+impl RequestError {
+    /// Whether the peer certainly did not receive the request.
+    pub fn not_sent(&self) -> bool {
+        matches!(self, RequestError::Connect { .. } | RequestError::Frame(_))
+    }
+}
+
+/// Live connections by peer and protocol.
+type Pool = HashMap<(NodeAddress, &'static [u8]), Connection>;
+
+/// A pool of outgoing connections over one endpoint.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    endpoint: Endpoint,
+    live: Arc<Mutex<Pool>>,
+    connect_timeout: Duration,
+}
+
+impl Connections {
+    pub fn new(endpoint: Endpoint, connect_timeout: Duration) -> Self {
+        Connections {
+            endpoint,
+            live: Arc::default(),
+            connect_timeout,
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    async fn connection(
+        &self,
+        to: &NodeAddress,
+        alpn: &'static [u8],
+    ) -> Result<Connection, RequestError> {
+        if let Some(conn) = self.lock().get(&(*to, alpn))
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
+        }
+        let connect_error = |reason: String| RequestError::Connect {
+            address: to.to_string(),
+            reason,
+        };
+        let conn = tokio::time::timeout(
+            self.connect_timeout,
+            self.endpoint.connect(to.endpoint_addr(), alpn),
+        )
+        .await
+        .map_err(|_| connect_error(format!("no answer in {:?}", self.connect_timeout)))?
+        .map_err(|e| connect_error(e.to_string()))?;
+        self.lock().insert((*to, alpn), conn.clone());
+        Ok(conn)
+    }
+
+    fn forget(&self, to: &NodeAddress, alpn: &'static [u8]) {
+        self.lock().remove(&(*to, alpn));
+    }
+
+    /// Sends `request` to `to` on protocol `alpn` and reads one response frame, all within
+    /// `timeout`. A broken connection is dropped from the pool, so the next call reconnects.
+    pub async fn request<Req, Resp>(
+        &self,
+        to: &NodeAddress,
+        alpn: &'static [u8],
+        request: &Req,
+        timeout: Duration,
+        frame_max: usize,
+    ) -> Result<Resp, RequestError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let attempt = async {
+            let conn = self.connection(to, alpn).await?;
+            let stream_error = |reason: String| RequestError::Stream {
+                address: to.to_string(),
+                reason,
+            };
+            let (mut send, mut recv) = match conn.open_bi().await {
+                Ok(streams) => streams,
+                Err(error) => {
+                    // The stream never opened: nothing was sent.
+                    return Err(RequestError::Connect {
+                        address: to.to_string(),
+                        reason: error.to_string(),
+                    });
+                }
+            };
+            match write_frame(&mut send, request, frame_max).await {
+                Ok(()) => {}
+                Err(FrameError::TooLarge { bytes, max }) => {
+                    return Err(RequestError::Frame(FrameError::TooLarge { bytes, max }));
+                }
+                Err(error) => return Err(stream_error(error.to_string())),
+            }
+            send.finish().map_err(|e| stream_error(e.to_string()))?;
+            read_frame(&mut recv, frame_max)
+                .await
+                .map_err(|e| stream_error(e.to_string()))
+        };
+        let result = match tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(RequestError::Timeout {
+                address: to.to_string(),
+                ms: timeout.as_millis() as u64,
+            }),
+        };
+        if matches!(
+            result,
+            Err(RequestError::Connect { .. } | RequestError::Stream { .. })
+        ) {
+            self.forget(to, alpn);
+        }
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        // Map inserts and removes cannot leave it half-updated.
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,207 @@
+//! A node's iroh endpoint and identity: the secret key kept in `DATA_DIR/node.key`, the
+//! address `ENDPOINT_ID@IP:PORT` written to `DATA_DIR/node.addr`, and the offline endpoint
+//! (relay, address lookup and port mapping off: nothing leaves the configured interface).
+
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use iroh::endpoint::presets;
+use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
+
+/// The node's secret key: 32 raw bytes, mode 0600, created once.
+pub const KEY_FILE: &str = "node.key";
+/// The node's address as text, rewritten at every start.
+pub const ADDR_FILE: &str = "node.addr";
+
+/// Where a node is reached: its endpoint id (public key) and a socket address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeAddress {
+    pub id: EndpointId,
+    pub socket: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("net: bad node address {text:?}: {reason} (expected ENDPOINT_ID@IP:PORT)")]
+pub struct AddressError {
+    pub text: String,
+    pub reason: String,
+}
+
+impl NodeAddress {
+    pub fn endpoint_addr(&self) -> EndpointAddr {
+        EndpointAddr::new(self.id).with_ip_addr(self.socket)
+    }
+}
+
+impl fmt::Display for NodeAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.socket)
+    }
+}
+
+impl FromStr for NodeAddress {
+    type Err = AddressError;
+
+    fn from_str(text: &str) -> Result<Self, AddressError> {
+        let error = |reason: String| AddressError {
+            text: text.to_string(),
+            reason,
+        };
+        let (id, socket) = text
+            .trim()
+            .split_once('@')
+            .ok_or_else(|| error("no '@'".into()))?;
+        Ok(NodeAddress {
+            id: id.parse().map_err(|e| error(format!("endpoint id: {e}")))?,
+            socket: socket
+                .parse()
+                .map_err(|e| error(format!("socket address: {e}")))?,
+        })
+    }
+}
+
+/// Reads the node's secret key from `dir/node.key`, creating it (mode 0600) on first use.
+pub fn load_or_create_key(dir: &Path) -> std::io::Result<SecretKey> {
+    let path = dir.join(KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "net: {} holds {} bytes, a node key is 32",
+                        path.display(),
+                        bytes.len()
+                    ),
+                )
+            })?;
+            Ok(SecretKey::from_bytes(&bytes))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            let key = SecretKey::generate();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(&key.to_bytes())?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(error) => Err(std::io::Error::new(
+            error.kind(),
+            format!("net: cannot read {}: {error}", path.display()),
+        )),
+    }
+}
+
+/// The path of the address file in `dir`.
+pub fn addr_file(dir: &Path) -> PathBuf {
+    dir.join(ADDR_FILE)
+}
+
+/// Writes `address` to `dir/node.addr` (through a temporary file, so readers never see half).
+pub fn write_addr_file(dir: &Path, address: &NodeAddress) -> std::io::Result<()> {
+    let path = addr_file(dir);
+    let tmp = dir.join(format!("{ADDR_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{address}\n"))?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// Reads a node's address from `dir/node.addr`.
+pub fn read_addr_file(dir: &Path) -> Result<NodeAddress, String> {
+    let path = addr_file(dir);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.parse().map_err(|e: AddressError| e.to_string())
+}
+
+/// Binds an offline endpoint on `address` with `secret`, accepting `alpns`.
+pub async fn bind(
+    secret: SecretKey,
+    address: SocketAddr,
+    alpns: Vec<Vec<u8>>,
+) -> std::io::Result<Endpoint> {
+    let bind_error = |e: &dyn fmt::Display| {
+        std::io::Error::other(format!("net: cannot bind the endpoint on {address}: {e}"))
+    };
+    Endpoint::builder(presets::Minimal)
+        .secret_key(secret)
+        .relay_mode(RelayMode::Disabled)
+        .clear_address_lookup()
+        .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
+        .net_report_config(iroh::endpoint::NetReportConfig::minimal())
+        .clear_ip_transports()
+        .bind_addr(address)
+        .map_err(|e| bind_error(&e))?
+        .alpns(alpns)
+        .bind()
+        .await
+        .map_err(|e| bind_error(&e))
+}
+
+/// The address peers use to reach `endpoint`: its id and the socket it is bound to.
+pub fn local_address(endpoint: &Endpoint) -> std::io::Result<NodeAddress> {
+    let socket = endpoint
+        .bound_sockets()
+        .into_iter()
+        .next()
+        .ok_or_else(|| std::io::Error::other("net: the endpoint is bound to no socket"))?;
+    Ok(NodeAddress {
+        id: endpoint.id(),
+        socket,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves an address round-trips through text and that each malformed part is named.
+    #[test]
+    fn address_text() {
+        let id = SecretKey::generate().public();
+        let address: NodeAddress = format!("{id}@127.0.0.1:7001").parse().unwrap();
+        assert_eq!(address.to_string(), format!("{id}@127.0.0.1:7001"));
+        assert!(
+            "127.0.0.1:7001"
+                .parse::<NodeAddress>()
+                .unwrap_err()
+                .to_string()
+                .contains("no '@'")
+        );
+        let bad_id = "xyz@127.0.0.1:7001".parse::<NodeAddress>().unwrap_err();
+        assert!(bad_id.reason.starts_with("endpoint id"), "{bad_id}");
+        let bad_socket = format!("{id}@localhost")
+            .parse::<NodeAddress>()
+            .unwrap_err();
+        assert!(
+            bad_socket.reason.starts_with("socket address"),
+            "{bad_socket}"
+        );
+    }
+
+    // Proves the key is created once with mode 0600 and read back unchanged; a wrong-size
+    // file is refused with its path.
+    #[test]
+    fn key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_key(dir.path()).unwrap();
+        let second = load_or_create_key(dir.path()).unwrap();
+        assert_eq!(first.public(), second.public());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
+        let error = load_or_create_key(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("node.key holds 5 bytes"), "{error}");
+    }
+}

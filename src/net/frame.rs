@@ -1,0 +1,118 @@
+//! Framing shared by every aspen protocol: one message is a big-endian `u32` length followed by
+//! that many bytes of postcard. A frame over the limit is refused before it is read, and a
+//! frame that does not decode is reported, never panicked on.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Why a frame could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    #[error("frame of {bytes} bytes exceeds the limit of {max}")]
+    TooLarge { bytes: u64, max: u64 },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("stream ended before a whole frame")]
+    Truncated,
+    #[error("stream error: {0}")]
+    Io(String),
+}
+
+/// Writes `value` as one frame; refuses (writing nothing) when it would exceed `max` bytes.
+pub async fn write_frame<W, T>(writer: &mut W, value: &T, max: usize) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let payload = postcard::to_stdvec(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if payload.len() > max {
+        return Err(FrameError::TooLarge {
+            bytes: payload.len() as u64,
+            max: max as u64,
+        });
+    }
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    writer
+        .write_all(&frame)
+        .await
+        .map_err(|e| FrameError::Io(e.to_string()))
+}
+
+/// Reads one frame of at most `max` bytes and decodes it.
+pub async fn read_frame<R, T>(reader: &mut R, max: usize) -> Result<T, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let mut header = [0u8; 4];
+    reader.read_exact(&mut header).await.map_err(io_error)?;
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge {
+            bytes: len as u64,
+            max: max as u64,
+        });
+    }
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).await.map_err(io_error)?;
+    postcard::from_bytes(&payload).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+fn io_error(error: std::io::Error) -> FrameError {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        FrameError::Truncated
+    } else {
+        FrameError::Io(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a frame round-trips, and that oversized, truncated and undecodable frames each
+    // come back as their own error instead of a panic or a hang.
+    #[tokio::test]
+    async fn frames() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_frame(&mut a, &(7u32, "seven".to_string()), 64)
+            .await
+            .unwrap();
+        let got: (u32, String) = read_frame(&mut b, 64).await.unwrap();
+        assert_eq!(got, (7, "seven".to_string()));
+
+        let big = vec![0u8; 100];
+        assert_eq!(
+            write_frame(&mut a, &big, 64).await,
+            Err(FrameError::TooLarge {
+                bytes: 101,
+                max: 64
+            })
+        );
+        a.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        assert_eq!(
+            read_frame::<_, Vec<u8>>(&mut b, 64).await,
+            Err(FrameError::TooLarge {
+                bytes: 1000,
+                max: 64
+            })
+        );
+
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
+        assert!(matches!(
+            read_frame::<_, String>(&mut b, 64).await,
+            Err(FrameError::Malformed(_))
+        ));
+        a.write_all(&[0, 0, 0, 9, 1]).await.unwrap();
+        drop(a);
+        assert_eq!(
+            read_frame::<_, Vec<u8>>(&mut b, 64).await,
+            Err(FrameError::Truncated)
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! The client protocol on ALPN `aspen/client/1`: one [`ClientRequest`] frame and one
+//! [`ClientResponse`] frame per stream (framing in `net::frame`). Requests carry
+//! [`PROTOCOL_VERSION`]; a node refuses other versions with [`ClientError::Version`].
+//!
+//! Compatibility: postcard encodes enum variants by position; add variants and fields at the
+//! end only, and bump the version for anything else.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{CommandError, KeyRange, KeyValue, NodeId, Output, Put, Txn};
+
+pub const CLIENT_ALPN: &[u8] = b"aspen/client/1";
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Confirmed with a quorum by the leader first: sees every write acknowledged before it.
+    #[default]
+    Linearizable,
+    /// This node's state machine as it is now: fast, possibly behind.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    pub version: u16,
+    /// Set by a node forwarding to the leader: the receiver does not forward again.
+    pub forwarded: bool,
+    pub op: ClientOp,
+}
+
+impl ClientRequest {
+    pub fn new(op: ClientOp) -> Self {
+        ClientRequest {
+            version: PROTOCOL_VERSION,
+            forwarded: false,
+            op,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientOp {
+    Put(Put),
+    /// Keys in `range`, in key order, at most `limit` per page (0: the server's page limit).
+    Range {
+        range: KeyRange,
+        limit: u32,
+        keys_only: bool,
+        /// Only count the keys; no entries come back.
+        count_only: bool,
+        consistency: Consistency,
+    },
+    Delete {
+        key: Vec<u8>,
+        prev_kv: bool,
+    },
+    DeleteRange(KeyRange),
+    Txn(Txn),
+    /// `id: 0` lets the cluster pick the id.
+    LeaseGrant {
+        id: u64,
+        ttl_ms: u64,
+    },
+    LeaseRevoke {
+        id: u64,
+    },
+    LeaseKeepAlive {
+        id: u64,
+    },
+    LeaseList {
+        consistency: Consistency,
+    },
+    /// Initialize this node as a member of a new cluster of `members` (id -> address). Sent to
+    /// every member with the same list.
+    ClusterInit {
+        members: BTreeMap<NodeId, String>,
+    },
+    /// Add a non-voting member that receives the log (or a snapshot) until promoted.
+    AddLearner {
+        id: NodeId,
+        address: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        id: NodeId,
+    },
+    /// Remove a voter or a learner from the cluster.
+    Remove {
+        id: NodeId,
+    },
+    Status,
+}
+
+impl ClientOp {
+    /// Whether the operation changes nothing, so sending it twice is harmless.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            ClientOp::Range { .. } | ClientOp::LeaseList { .. } | ClientOp::Status
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientResponse {
+    /// The node that served the request (the leader when it was forwarded).
+    pub served_by: NodeId,
+    /// The leader as the serving node knows it.
+    pub leader: Option<NodeId>,
+    /// The cluster revision the answer reflects (after the write, for writes).
+    pub revision: u64,
+    pub result: Result<ClientOutput, ClientError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientOutput {
+    /// What the state machine answered to a write.
+    Write(Output),
+    Range {
+        kvs: Vec<KeyValue>,
+        /// Where the next page starts, when the range holds more.
+        continuation: Option<Vec<u8>>,
+        /// Keys counted (`count_only`), else the entries in this page.
+        count: u64,
+    },
+    Leases(Vec<LeaseSummary>),
+    Status(ClusterStatus),
+    /// A cluster operation finished.
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseSummary {
+    pub id: u64,
+    pub ttl_ms: u64,
+    pub remaining_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub address: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub address: String,
+    pub voter: bool,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("protocol version {got} is not supported (this node speaks {supported})")]
+    Version { got: u16, supported: u16 },
+    #[error("malformed request frame: {0}")]
+    BadFrame(String),
+    #[error("request frame of {bytes} bytes exceeds the limit of {max}")]
+    FrameTooLarge { bytes: u64, max: u64 },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The state machine refused the command; nothing changed.
+    #[error("{0}")]
+    Command(CommandError),
+    /// No leader could take the request; it was not proposed, so retrying is safe.
+    #[error("not leader (leader is {})", leader.map_or("unknown".to_string(), |id| format!("node {id}")))]
+    NotLeader { leader: Option<NodeId> },
+    /// The request may or may not have taken effect (timeout, lost leadership, node failing).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A membership change was refused.
+    #[error("cluster: {0}")]
+    Cluster(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}

@@ -1,0 +1,450 @@
+//! The client protocol's server side: any node takes any request. Writes and linearizable
+//! reads are served by the leader (a follower forwards them once, over the client protocol);
+//! stale reads and status are served locally. A malformed, oversized or wrong-version frame
+//! gets an error response and ends that stream only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use openraft::error::{ClientWriteError, RaftError as OpenraftError};
+use openraft::{BasicNode, ChangeMembers};
+
+use crate::actors::raft::RaftError;
+use crate::limits::{FRAME_BYTES_MAX, SCAN_ENTRIES_MAX};
+use crate::net::connections::Connections;
+use crate::net::endpoint::NodeAddress;
+use crate::net::faults::NetFaults;
+use crate::net::frame::{FrameError, read_frame, write_frame};
+use crate::net::proto::*;
+use crate::node::{NodeError, NodeShared};
+use crate::storage::{Command, KeyRange, NodeId, Request, ScanOptions, Store};
+
+/// A page of a range stops growing past this many bytes of keys and values (it always holds
+/// at least one entry), so a response frame stays under `FRAME_BYTES_MAX`.
+pub const PAGE_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
+
+/// QUIC stream error code sent when a request frame is refused unread.
+const FRAME_REFUSED: u32 = 1;
+
+#[derive(Debug, Clone)]
+pub struct ClientService {
+    pub shared: Arc<NodeShared>,
+    pub connections: Connections,
+    pub faults: NetFaults,
+    pub request_timeout: Duration,
+}
+
+/// A request this node cannot finish itself.
+enum Failure {
+    /// Only the leader can serve it; `None` when no leader is known.
+    Redirect(Option<NodeId>),
+    Error(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        Failure::Error(error)
+    }
+}
+
+impl From<NodeError> for Failure {
+    fn from(error: NodeError) -> Self {
+        match error {
+            NodeError::Raft(RaftError::NotLeader { leader }) => Failure::Redirect(leader),
+            NodeError::NotRunning => Failure::Redirect(None),
+            other => Failure::Error(ClientError::Unavailable(other.to_string())),
+        }
+    }
+}
+
+type Served = Result<(ClientOutput, u64), Failure>;
+
+impl ClientService {
+    fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.shared.raft_metrics().and_then(|m| m.current_leader)
+    }
+
+    /// Serves one request, forwarding it to the leader once when only the leader can.
+    pub async fn serve(&self, request: ClientRequest) -> ClientResponse {
+        if request.version != PROTOCOL_VERSION {
+            return self.respond(Err(ClientError::Version {
+                got: request.version,
+                supported: PROTOCOL_VERSION,
+            }));
+        }
+        match self.execute(&request.op).await {
+            Ok((output, revision)) => ClientResponse {
+                served_by: self.node_id(),
+                leader: self.leader(),
+                revision,
+                result: Ok(output),
+            },
+            Err(Failure::Error(error)) => self.respond(Err(error)),
+            Err(Failure::Redirect(Some(leader)))
+                if !request.forwarded && leader != self.node_id() =>
+            {
+                self.forward(leader, request).await
+            }
+            Err(Failure::Redirect(leader)) => self.respond(Err(ClientError::NotLeader { leader })),
+        }
+    }
+
+    fn respond(&self, result: Result<ClientOutput, ClientError>) -> ClientResponse {
+        ClientResponse {
+            served_by: self.node_id(),
+            leader: self.leader(),
+            revision: 0,
+            result,
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, mut request: ClientRequest) -> ClientResponse {
+        let not_leader = || {
+            self.respond(Err(ClientError::NotLeader {
+                leader: Some(leader),
+            }))
+        };
+        let Some(address) = self.member_address(leader) else {
+            return not_leader();
+        };
+        if self.faults.is_cut(self.node_id(), leader) {
+            return not_leader();
+        }
+        request.forwarded = true;
+        match self
+            .connections
+            .request::<_, ClientResponse>(
+                &address,
+                CLIENT_ALPN,
+                &request,
+                self.request_timeout,
+                FRAME_BYTES_MAX,
+            )
+            .await
+        {
+            Ok(response) => response,
+            Err(error) if error.not_sent() => not_leader(),
+            Err(error) => self.respond(Err(ClientError::Unavailable(format!(
+                "forwarding to the leader (node {leader}): {error}"
+            )))),
+        }
+    }
+
+    fn member_address(&self, id: NodeId) -> Option<NodeAddress> {
+        let metrics = self.shared.raft_metrics()?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .clone();
+        node.addr.parse().ok()
+    }
+
+    async fn execute(&self, op: &ClientOp) -> Served {
+        match op {
+            ClientOp::Put(put) => self.write(Command::Put(put.clone())).await,
+            ClientOp::Delete { key, prev_kv } => {
+                self.write(Command::Delete {
+                    key: key.clone(),
+                    prev_kv: *prev_kv,
+                })
+                .await
+            }
+            ClientOp::DeleteRange(range) => self.write(Command::DeleteRange(range.clone())).await,
+            ClientOp::Txn(txn) => self.write(Command::Txn(txn.clone())).await,
+            ClientOp::LeaseGrant { id, ttl_ms } => {
+                self.write(Command::LeaseGrant {
+                    id: *id,
+                    ttl_ms: *ttl_ms,
+                })
+                .await
+            }
+            ClientOp::LeaseRevoke { id } => self.write(Command::LeaseRevoke { id: *id }).await,
+            ClientOp::LeaseKeepAlive { id } => {
+                self.write(Command::LeaseKeepAlive { id: *id }).await
+            }
+            ClientOp::Range {
+                range,
+                limit,
+                keys_only,
+                count_only,
+                consistency,
+            } => {
+                self.barrier(*consistency).await?;
+                let (range, limit, keys_only, count_only) =
+                    (range.clone(), *limit, *keys_only, *count_only);
+                self.read(move |store| read_range(store, range, limit, keys_only, count_only))
+                    .await
+            }
+            ClientOp::LeaseList { consistency } => {
+                self.barrier(*consistency).await?;
+                self.read(list_leases).await
+            }
+            ClientOp::Status => Ok((ClientOutput::Status(self.status()?), 0)),
+            ClientOp::ClusterInit { members } => self.cluster_init(members).await,
+            ClientOp::AddLearner { id, address } => {
+                let address: NodeAddress =
+                    address
+                        .parse()
+                        .map_err(|e: crate::net::endpoint::AddressError| {
+                            ClientError::BadRequest(e.to_string())
+                        })?;
+                let node = BasicNode::new(address.to_string());
+                self.change(
+                    |raft| async move { raft.add_learner(*id, node, true).await.map(|_| ()) },
+                )
+                .await
+            }
+            ClientOp::Promote { id } => {
+                let change = ChangeMembers::AddVoterIds(BTreeSet::from([*id]));
+                self.change(|raft| async move {
+                    raft.change_membership(change, false).await.map(|_| ())
+                })
+                .await
+            }
+            ClientOp::Remove { id } => {
+                let voter = self.shared.raft_metrics().is_some_and(|m| {
+                    m.membership_config
+                        .membership()
+                        .voter_ids()
+                        .any(|v| v == *id)
+                });
+                let change = if voter {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([*id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([*id]))
+                };
+                self.change(|raft| async move {
+                    raft.change_membership(change, false).await.map(|_| ())
+                })
+                .await
+            }
+        }
+    }
+
+    async fn write(&self, command: Command) -> Served {
+        command.validate().map_err(ClientError::Command)?;
+        let response = self
+            .shared
+            .write(Request {
+                now_ms: crate::clock::now_ms(),
+                command,
+            })
+            .await?;
+        match response.result {
+            Ok(output) => Ok((ClientOutput::Write(output), response.revision)),
+            Err(error) => Err(ClientError::Command(error).into()),
+        }
+    }
+
+    async fn barrier(&self, consistency: Consistency) -> Result<(), Failure> {
+        match consistency {
+            Consistency::Stale => Ok(()),
+            Consistency::Linearizable => Ok(self.shared.read_barrier().await?),
+        }
+    }
+
+    /// Runs a read on the blocking pool against a fresh snapshot of the local store.
+    async fn read(
+        &self,
+        read: impl FnOnce(&Store) -> Result<(ClientOutput, u64), ClientError> + Send + 'static,
+    ) -> Served {
+        let store = self
+            .shared
+            .store()
+            .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| ClientError::Storage(format!("read task: {e}")))?
+            .map_err(Failure::Error)
+    }
+
+    fn status(&self) -> Result<ClusterStatus, ClientError> {
+        let metrics = self
+            .shared
+            .raft_metrics()
+            .ok_or_else(|| ClientError::Unavailable("raft is not running".into()))?;
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        Ok(ClusterStatus {
+            node_id: self.node_id(),
+            address: self
+                .shared
+                .address()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied: metrics.last_applied.map(|id| id.index),
+            members: membership
+                .nodes()
+                .map(|(id, node)| Member {
+                    id: *id,
+                    address: node.addr.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect(),
+        })
+    }
+
+    async fn cluster_init(&self, members: &BTreeMap<NodeId, String>) -> Served {
+        if !members.contains_key(&self.node_id()) {
+            return Err(ClientError::BadRequest(format!(
+                "the member list does not include this node (node {})",
+                self.node_id()
+            ))
+            .into());
+        }
+        let mut nodes = BTreeMap::new();
+        for (id, address) in members {
+            let address: NodeAddress =
+                address
+                    .parse()
+                    .map_err(|e: crate::net::endpoint::AddressError| {
+                        ClientError::BadRequest(format!("node {id}: {e}"))
+                    })?;
+            nodes.insert(*id, BasicNode::new(address.to_string()));
+        }
+        let raft = self
+            .shared
+            .raft()
+            .ok_or_else(|| ClientError::Unavailable("raft is not running".into()))?;
+        raft.initialize(nodes)
+            .await
+            .map_err(|e| ClientError::Cluster(e.to_string()))?;
+        Ok((ClientOutput::Done, 0))
+    }
+
+    /// Runs a membership change on this node's Raft; only the leader can.
+    async fn change<F, Fut>(&self, change: F) -> Served
+    where
+        F: FnOnce(openraft::Raft<crate::storage::TypeConfig>) -> Fut,
+        Fut: std::future::Future<
+                Output = Result<(), OpenraftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
+            >,
+    {
+        let raft = self.shared.raft().ok_or(Failure::Redirect(None))?;
+        if self.leader() != Some(self.node_id()) {
+            return Err(Failure::Redirect(self.leader()));
+        }
+        match change(raft).await {
+            Ok(()) => Ok((ClientOutput::Done, 0)),
+            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(Failure::Redirect(forward.leader_id))
+            }
+            Err(error) => Err(ClientError::Cluster(error.to_string()).into()),
+        }
+    }
+
+    async fn serve_stream(
+        &self,
+        mut send: iroh::endpoint::SendStream,
+        mut recv: iroh::endpoint::RecvStream,
+    ) {
+        let response = match read_frame::<_, ClientRequest>(&mut recv, FRAME_BYTES_MAX).await {
+            Ok(request) => self.serve(request).await,
+            Err(FrameError::TooLarge { bytes, max }) => {
+                let _ = recv.stop(FRAME_REFUSED.into());
+                self.respond(Err(ClientError::FrameTooLarge { bytes, max }))
+            }
+            Err(error) => {
+                let _ = recv.stop(FRAME_REFUSED.into());
+                self.respond(Err(ClientError::BadFrame(error.to_string())))
+            }
+        };
+        match write_frame(&mut send, &response, FRAME_BYTES_MAX).await {
+            Ok(()) => {}
+            Err(FrameError::TooLarge { bytes, max }) => {
+                let too_large = self.respond(Err(ClientError::Storage(format!(
+                    "response of {bytes} bytes exceeds the frame limit of {max}"
+                ))));
+                let _ = write_frame(&mut send, &too_large, FRAME_BYTES_MAX).await;
+            }
+            Err(_) => return,
+        }
+        let _ = send.finish();
+        // Keep the stream until the peer has read the response (or gone away).
+        let _ = send.stopped().await;
+    }
+}
+
+impl ProtocolHandler for ClientService {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let service = self.clone();
+            tokio::spawn(async move { service.serve_stream(send, recv).await });
+        }
+        Ok(())
+    }
+}
+
+fn storage_error(error: crate::storage::Error) -> ClientError {
+    ClientError::Storage(error.to_string())
+}
+
+fn read_range(
+    store: &Store,
+    range: KeyRange,
+    limit: u32,
+    keys_only: bool,
+    count_only: bool,
+) -> Result<(ClientOutput, u64), ClientError> {
+    let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
+    if count_only {
+        let count = view.count(&range).map_err(storage_error)?;
+        let output = ClientOutput::Range {
+            kvs: Vec::new(),
+            continuation: None,
+            count,
+        };
+        return Ok((output, view.revision()));
+    }
+    let limit = match limit as usize {
+        0 => SCAN_ENTRIES_MAX,
+        n => n.min(SCAN_ENTRIES_MAX),
+    };
+    let mut page = view
+        .range(&range, ScanOptions { limit, keys_only })
+        .map_err(storage_error)?;
+    let mut bytes = 0;
+    if let Some(cut) = page.kvs.iter().position(|kv| {
+        bytes += kv.key.len() + kv.value.len();
+        bytes > PAGE_BYTES_MAX
+    }) {
+        let cut = cut.max(1);
+        if cut < page.kvs.len() {
+            page.continuation = Some(page.kvs[cut].key.clone());
+            page.kvs.truncate(cut);
+        }
+    }
+    let output = ClientOutput::Range {
+        count: page.kvs.len() as u64,
+        kvs: page.kvs,
+        continuation: page.continuation,
+    };
+    Ok((output, page.revision))
+}
+
+fn list_leases(store: &Store) -> Result<(ClientOutput, u64), ClientError> {
+    let now_ms = crate::clock::now_ms();
+    let view = store.read(now_ms).map_err(storage_error)?;
+    let leases = view
+        .leases(0, SCAN_ENTRIES_MAX)
+        .map_err(storage_error)?
+        .into_iter()
+        .map(|lease| LeaseSummary {
+            id: lease.id,
+            ttl_ms: lease.record.ttl_ms,
+            remaining_ms: lease.record.deadline_ms.saturating_sub(now_ms),
+        })
+        .collect();
+    Ok((ClientOutput::Leases(leases), view.revision()))
+}
