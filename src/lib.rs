@@ -22,6 +22,7 @@
 //!   snapshots, the openraft storage traits and the FoundationDB tuple layer.
 
 pub mod actors;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod limits;

@@ -61,6 +61,33 @@ impl TestNode {
         Self::run(config, dir).await
     }
 
+    /// Starts a node that waits to be made a cluster member (`raft.bootstrap = none`), with
+    /// `net` shared with its peers for link faults; returns once every child runs.
+    pub async fn start_member(
+        node_id: u64,
+        net: crate::net::faults::NetFaults,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(node_id, dir.path());
+        config.raft.bootstrap = crate::config::Bootstrap::None;
+        configure(&mut config);
+        config.validate().expect("test config");
+        let node = start_node(config.clone(), Faults::with_net(net))
+            .await
+            .expect("start node");
+        let test = TestNode { node, dir, config };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
+        while !test.all_running().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {node_id} did not start its actors"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        test
+    }
+
     async fn run(config: NodeConfig, dir: tempfile::TempDir) -> TestNode {
         let node = start_node(config.clone(), Faults::default())
             .await

@@ -62,7 +62,8 @@ impl Connections {
         &self.endpoint
     }
 
-    async fn connection(
+    /// A live connection to `to` on `alpn`: the pooled one, or a new one.
+    pub async fn connection(
         &self,
         to: &NodeAddress,
         alpn: &'static [u8],

@@ -140,9 +140,23 @@ pub async fn bind(
         .bind_addr(address)
         .map_err(|e| bind_error(&e))?
         .alpns(alpns)
+        .transport_config(transport_config())
         .bind()
         .await
         .map_err(|e| bind_error(&e))
+}
+
+/// Keep-alives every second and a 5 s idle timeout: a connection to a killed peer is noticed
+/// and replaced within seconds rather than after QUIC's default 30 s.
+fn transport_config() -> iroh::endpoint::QuicTransportConfig {
+    iroh::endpoint::QuicTransportConfig::builder()
+        .keep_alive_interval(std::time::Duration::from_secs(1))
+        .max_idle_timeout(Some(
+            std::time::Duration::from_secs(5)
+                .try_into()
+                .expect("5 s is a valid idle timeout"),
+        ))
+        .build()
 }
 
 /// The address peers use to reach `endpoint`: its id and the socket it is bound to.

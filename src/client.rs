@@ -1,0 +1,399 @@
+//! The Rust client: talks to any node of a cluster over the client protocol (iroh QUIC, ALPN
+//! `aspen/client/1`). Nodes forward writes and linearizable reads to the leader themselves;
+//! the client retries only where that is safe: every read, and a write the cluster answered
+//! with "not leader" (it was never proposed). A write whose outcome is unknown (a timeout, a
+//! broken stream) is returned as an error, never silently sent twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::limits::FRAME_BYTES_MAX;
+use crate::net::connections::{Connections, RequestError};
+use crate::net::endpoint::{AddressError, NodeAddress};
+use crate::net::proto::*;
+use crate::storage::{KeyRange, KeyValue, NodeId, Output, Put, Txn};
+
+/// How long one request waits for its response.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a request keeps being retried (leader elections take a few election timeouts).
+pub const RETRY_BUDGET: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cluster answered with an error.
+    #[error("{0}")]
+    Server(#[from] ClientError),
+    /// The request could not be delivered or its answer was lost.
+    #[error("{0}")]
+    Request(#[from] RequestError),
+    #[error("{0}")]
+    Address(#[from] AddressError),
+    #[error("client: {0}")]
+    Setup(String),
+    /// The node answered with an output that does not fit the request.
+    #[error("client: unexpected answer: {0}")]
+    Protocol(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The answer to a write, with the revision it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub revision: u64,
+    pub output: Output,
+}
+
+/// One page of a range read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangePage {
+    pub revision: u64,
+    pub kvs: Vec<KeyValue>,
+    pub continuation: Option<Vec<u8>>,
+    pub count: u64,
+}
+
+/// How to read a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// At most this many entries in all (0: no limit).
+    pub limit: u64,
+    pub keys_only: bool,
+    pub count_only: bool,
+    pub consistency: Consistency,
+}
+
+impl Default for RangeOptions {
+    fn default() -> Self {
+        RangeOptions {
+            limit: 0,
+            keys_only: false,
+            count_only: false,
+            consistency: Consistency::Linearizable,
+        }
+    }
+}
+
+/// A granted or refreshed lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: u64,
+    pub ttl_ms: u64,
+    pub deadline_ms: u64,
+}
+
+/// A connection to a cluster through one or more of its nodes.
+#[derive(Debug)]
+pub struct Client {
+    connections: Connections,
+    nodes: Vec<NodeAddress>,
+    /// The node tried first: the last one that answered.
+    preferred: AtomicUsize,
+    retry_budget: Duration,
+}
+
+impl Client {
+    /// A client for the nodes at `nodes` (any subset of the cluster). Binds a local endpoint
+    /// with a fresh identity; connections open on first use.
+    pub async fn connect(nodes: &[NodeAddress]) -> Result<Client> {
+        if nodes.is_empty() {
+            return Err(Error::Setup("no node address given".into()));
+        }
+        let bind: std::net::SocketAddr = if nodes.iter().all(|n| n.socket.ip().is_loopback()) {
+            ([127, 0, 0, 1], 0).into()
+        } else {
+            ([0, 0, 0, 0], 0).into()
+        };
+        let endpoint = crate::net::endpoint::bind(iroh::SecretKey::generate(), bind, Vec::new())
+            .await
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        Ok(Client {
+            connections: Connections::new(endpoint, Duration::from_secs(3)),
+            nodes: nodes.to_vec(),
+            preferred: AtomicUsize::new(0),
+            retry_budget: RETRY_BUDGET,
+        })
+    }
+
+    /// Parses `ENDPOINT_ID@IP:PORT` addresses, then connects.
+    pub async fn connect_str(nodes: &[&str]) -> Result<Client> {
+        let nodes = nodes
+            .iter()
+            .map(|n| n.parse())
+            .collect::<std::result::Result<Vec<NodeAddress>, _>>()?;
+        Self::connect(&nodes).await
+    }
+
+    /// Retry for at most this long (0: never retry).
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    pub fn nodes(&self) -> &[NodeAddress] {
+        &self.nodes
+    }
+
+    /// Sends one request to one node, without retries.
+    pub async fn request_to(&self, node: &NodeAddress, op: ClientOp) -> Result<ClientResponse> {
+        Ok(self
+            .connections
+            .request(
+                node,
+                CLIENT_ALPN,
+                &ClientRequest::new(op),
+                REQUEST_TIMEOUT,
+                FRAME_BYTES_MAX,
+            )
+            .await?)
+    }
+
+    /// Sends a request, retrying where it is safe (see the module docs) within the budget,
+    /// moving to the next node when one cannot be reached.
+    pub async fn request(&self, op: ClientOp) -> Result<ClientResponse> {
+        let deadline = tokio::time::Instant::now() + self.retry_budget;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let index = self.preferred.load(Ordering::Relaxed) % self.nodes.len();
+            let node = self.nodes[index];
+            let error = match self.request_to(&node, op.clone()).await {
+                Ok(response) => match response.result {
+                    Err(error @ ClientError::NotLeader { .. }) => Error::Server(error),
+                    Err(error @ ClientError::Unavailable(_)) if op.is_read() => {
+                        Error::Server(error)
+                    }
+                    _ => return Ok(response),
+                },
+                Err(Error::Request(error)) if error.not_sent() || op.is_read() => {
+                    // This node is out of reach: try the next one.
+                    self.preferred.store(index + 1, Ordering::Relaxed);
+                    Error::Request(error)
+                }
+                Err(error) => return Err(error),
+            };
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn write(&self, op: ClientOp) -> Result<Written> {
+        let response = self.request(op).await?;
+        match response.result? {
+            ClientOutput::Write(output) => Ok(Written {
+                revision: response.revision,
+                output,
+            }),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<Written> {
+        self.put_with(Put::new(key, value)).await
+    }
+
+    /// A put with every option (lease, TTL, previous entry).
+    pub async fn put_with(&self, put: Put) -> Result<Written> {
+        self.write(ClientOp::Put(put)).await
+    }
+
+    /// One key, read linearizably.
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<KeyValue>> {
+        self.get_with(key, Consistency::Linearizable).await
+    }
+
+    pub async fn get_with(
+        &self,
+        key: impl Into<Vec<u8>>,
+        consistency: Consistency,
+    ) -> Result<Option<KeyValue>> {
+        let options = RangeOptions {
+            limit: 1,
+            consistency,
+            ..RangeOptions::default()
+        };
+        let page = self
+            .range_page(KeyRange::single(&key.into()), &options)
+            .await?;
+        Ok(page.kvs.into_iter().next())
+    }
+
+    /// One page of `range` (the server caps a page at `SCAN_ENTRIES_MAX` entries).
+    pub async fn range_page(&self, range: KeyRange, options: &RangeOptions) -> Result<RangePage> {
+        let op = ClientOp::Range {
+            range,
+            limit: options.limit.min(u32::MAX as u64) as u32,
+            keys_only: options.keys_only,
+            count_only: options.count_only,
+            consistency: options.consistency,
+        };
+        let response = self.request(op).await?;
+        match response.result? {
+            ClientOutput::Range {
+                kvs,
+                continuation,
+                count,
+            } => Ok(RangePage {
+                revision: response.revision,
+                kvs,
+                continuation,
+                count,
+            }),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Every entry of `range` up to `options.limit`, following continuations. Pages after the
+    /// first are read at their own revision (the revision returned is the first page's).
+    pub async fn range(&self, range: KeyRange, options: &RangeOptions) -> Result<RangePage> {
+        let mut all = self.range_page(range.clone(), options).await?;
+        while let Some(next) = all.continuation.take() {
+            if options.limit > 0 && all.kvs.len() as u64 >= options.limit {
+                all.continuation = Some(next);
+                break;
+            }
+            let remaining = RangeOptions {
+                limit: if options.limit > 0 {
+                    options.limit - all.kvs.len() as u64
+                } else {
+                    0
+                },
+                ..options.clone()
+            };
+            let page = self
+                .range_page(
+                    KeyRange {
+                        start: next,
+                        end: range.end.clone(),
+                    },
+                    &remaining,
+                )
+                .await?;
+            all.kvs.extend(page.kvs);
+            all.continuation = page.continuation;
+        }
+        all.count = all.kvs.len() as u64;
+        Ok(all)
+    }
+
+    /// Deletes one key; the output says how many keys were deleted (0 or 1).
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<Written> {
+        self.write(ClientOp::Delete {
+            key: key.into(),
+            prev_kv: false,
+        })
+        .await
+    }
+
+    pub async fn delete_range(&self, range: KeyRange) -> Result<Written> {
+        self.write(ClientOp::DeleteRange(range)).await
+    }
+
+    pub async fn txn(&self, txn: Txn) -> Result<Written> {
+        self.write(ClientOp::Txn(txn)).await
+    }
+
+    /// Grants a lease of `ttl_ms`; `id: 0` lets the cluster pick the id.
+    pub async fn lease_grant(&self, id: u64, ttl_ms: u64) -> Result<Lease> {
+        lease(self.write(ClientOp::LeaseGrant { id, ttl_ms }).await?)
+    }
+
+    /// Revokes a lease; answers how many keys it deleted.
+    pub async fn lease_revoke(&self, id: u64) -> Result<u64> {
+        match self.write(ClientOp::LeaseRevoke { id }).await?.output {
+            Output::LeaseRevoke { keys_deleted } => Ok(keys_deleted),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn lease_keepalive(&self, id: u64) -> Result<Lease> {
+        lease(self.write(ClientOp::LeaseKeepAlive { id }).await?)
+    }
+
+    pub async fn lease_list(&self) -> Result<Vec<LeaseSummary>> {
+        let response = self
+            .request(ClientOp::LeaseList {
+                consistency: Consistency::Linearizable,
+            })
+            .await?;
+        match response.result? {
+            ClientOutput::Leases(leases) => Ok(leases),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Initializes a new cluster of `members`: every member is told the same list.
+    pub async fn cluster_init(&self, members: &BTreeMap<NodeId, NodeAddress>) -> Result<()> {
+        let list: BTreeMap<NodeId, String> = members
+            .iter()
+            .map(|(id, address)| (*id, address.to_string()))
+            .collect();
+        for address in members.values() {
+            let op = ClientOp::ClusterInit {
+                members: list.clone(),
+            };
+            done(self.request_to(address, op).await?)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `id` at `address` as a learner; returns once it has caught up with the leader.
+    pub async fn add_learner(&self, id: NodeId, address: &NodeAddress) -> Result<()> {
+        let op = ClientOp::AddLearner {
+            id,
+            address: address.to_string(),
+        };
+        done(self.request(op).await?)
+    }
+
+    pub async fn promote(&self, id: NodeId) -> Result<()> {
+        done(self.request(ClientOp::Promote { id }).await?)
+    }
+
+    pub async fn remove(&self, id: NodeId) -> Result<()> {
+        done(self.request(ClientOp::Remove { id }).await?)
+    }
+
+    /// The status of the first node that answers.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        status(self.request(ClientOp::Status).await?)
+    }
+
+    /// The status of one node.
+    pub async fn status_of(&self, node: &NodeAddress) -> Result<ClusterStatus> {
+        status(self.request_to(node, ClientOp::Status).await?)
+    }
+}
+
+fn lease(written: Written) -> Result<Lease> {
+    match written.output {
+        Output::Lease {
+            id,
+            ttl_ms,
+            deadline_ms,
+        } => Ok(Lease {
+            id,
+            ttl_ms,
+            deadline_ms,
+        }),
+        other => Err(Error::Protocol(format!("{other:?}"))),
+    }
+}
+
+fn done(response: ClientResponse) -> Result<()> {
+    match response.result? {
+        ClientOutput::Done => Ok(()),
+        other => Err(Error::Protocol(format!("{other:?}"))),
+    }
+}
+
+fn status(response: ClientResponse) -> Result<ClusterStatus> {
+    match response.result? {
+        ClientOutput::Status(status) => Ok(status),
+        other => Err(Error::Protocol(format!("{other:?}"))),
+    }
+}

@@ -1,0 +1,89 @@
+use aspen::net::proto::Consistency;
+use aspen::testing::TestNode;
+
+use crate::util::{Cluster, eventually};
+
+const KEYS: usize = 200;
+const LEARNER: u64 = 33;
+
+// Proves a node added after the leader purged its log catches up through a snapshot
+// (streamed over the Raft transport in small chunks), can be promoted to voter, and serves
+// every key; the purge policy is the configured one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_catches_up_through_a_snapshot_and_is_promoted() {
+    let small_log = |config: &mut aspen::config::NodeConfig| {
+        config.raft.snapshot_after_entries = 50;
+        config.raft.log_entries_kept = 0;
+        config.raft.snapshot_chunk_bytes = 4096;
+    };
+    let cluster = Cluster::start(30, 3, small_log).await;
+    let client = cluster.client().await;
+    for i in 0..KEYS {
+        client
+            .put(format!("k/{i:04}"), vec![b'v'; 100])
+            .await
+            .unwrap();
+    }
+    let leader = cluster.wait_leader(&cluster.ids()).await;
+    eventually("the leader purged its log", || {
+        let purged = cluster.nodes[&leader]
+            .node
+            .shared
+            .raft_metrics()
+            .and_then(|m| m.purged);
+        std::future::ready(purged.is_some_and(|p| p.index > 1))
+    })
+    .await;
+
+    let peers: Vec<String> = cluster
+        .ids()
+        .iter()
+        .map(|id| cluster.address(*id).to_string())
+        .collect();
+    let learner = TestNode::start_member(LEARNER, cluster.faults.clone(), |config| {
+        small_log(config);
+        config.net.peers = peers;
+    })
+    .await;
+    let address = learner.node.address();
+    client.add_learner(LEARNER, &address).await.unwrap();
+    let target = cluster.last_applied(leader);
+    eventually("the learner applied as far as the leader", || {
+        let applied = learner
+            .node
+            .shared
+            .raft_metrics()
+            .and_then(|m| m.last_applied.map(|l| l.index));
+        std::future::ready(applied >= target)
+    })
+    .await;
+    let metrics = learner.node.shared.raft_metrics().unwrap();
+    assert!(
+        metrics.snapshot.is_some(),
+        "the learner caught up without a snapshot: {metrics:?}"
+    );
+    client.promote(LEARNER).await.unwrap();
+    let status = client.status().await.unwrap();
+    let member = status
+        .members
+        .iter()
+        .find(|m| m.id == LEARNER)
+        .expect("the learner is a member");
+    assert!(member.voter);
+    assert_eq!(member.address, address.to_string());
+
+    let own = aspen::client::Client::connect(&[address]).await.unwrap();
+    let page = own
+        .range(
+            aspen::storage::KeyRange::prefix(b"k/"),
+            &aspen::client::RangeOptions {
+                consistency: Consistency::Stale,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.kvs.len(), KEYS);
+    learner.shutdown().await;
+    cluster.shutdown().await;
+}

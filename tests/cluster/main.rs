@@ -1,0 +1,11 @@
+//! Cluster tests over real iroh QUIC on loopback: in-process nodes (`util::Cluster`) for
+//! replication, partitions, learners and security; real `aspen-node` processes
+//! (`util::NodeProcess`) for SIGKILL failover, durability and the CLI.
+
+mod durability;
+mod failover;
+mod learner;
+mod partition;
+mod replication;
+mod security;
+mod util;

@@ -1,0 +1,93 @@
+use std::time::Duration;
+
+use aspen::limits::FRAME_BYTES_MAX;
+use aspen::net::connections::Connections;
+use aspen::net::faults::NetFaults;
+use aspen::net::frame::read_frame;
+use aspen::net::proto::{CLIENT_ALPN, ClientError, ClientResponse};
+use aspen::net::raft::RaftTransport;
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+
+use crate::util::Cluster;
+
+async fn foreign_connections() -> Connections {
+    let endpoint = aspen::net::endpoint::bind(
+        iroh::SecretKey::generate(),
+        "127.0.0.1:0".parse().unwrap(),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    Connections::new(endpoint, Duration::from_secs(2))
+}
+
+// Proves an endpoint outside the membership cannot send Raft RPCs (a vote with a huge term is
+// refused and the term does not move), and that a malformed and an oversized client frame
+// each get an error response while the node keeps serving other clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_and_bad_frames_are_refused() {
+    let cluster = Cluster::start(40, 3, |_| {}).await;
+    let target = cluster.wait_leader(&cluster.ids()).await;
+    let address = cluster.address(target);
+    let term_before = cluster.nodes[&target]
+        .node
+        .shared
+        .raft_metrics()
+        .unwrap()
+        .current_term;
+
+    let mut outsider = RaftTransport {
+        node_id: 99,
+        connections: foreign_connections().await,
+        faults: NetFaults::default(),
+    };
+    let mut peer = outsider
+        .new_client(target, &openraft::BasicNode::new(address.to_string()))
+        .await;
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(term_before + 1000, 99), None);
+    let refused = peer
+        .vote(vote, RPCOption::new(Duration::from_secs(2)))
+        .await;
+    assert!(
+        refused.is_err(),
+        "an outsider's vote was answered: {refused:?}"
+    );
+    let term_after = cluster.nodes[&target]
+        .node
+        .shared
+        .raft_metrics()
+        .unwrap()
+        .current_term;
+    assert!(term_after < term_before + 1000);
+
+    let raw = foreign_connections().await;
+    let conn = raw.connection(&address, CLIENT_ALPN).await.unwrap();
+    // A frame whose bytes are not a request.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let response: ClientResponse = read_frame(&mut recv, FRAME_BYTES_MAX).await.unwrap();
+    assert!(
+        matches!(response.result, Err(ClientError::BadFrame(_))),
+        "{response:?}"
+    );
+    // A header announcing more than the limit: refused before a byte of it is read.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let response: ClientResponse = read_frame(&mut recv, FRAME_BYTES_MAX).await.unwrap();
+    assert_eq!(
+        response.result,
+        Err(ClientError::FrameTooLarge {
+            bytes: u32::MAX as u64,
+            max: FRAME_BYTES_MAX as u64
+        })
+    );
+
+    // The node still serves, on the same connection and on others.
+    let client = cluster.client_of(target).await;
+    client.put("after", "ok").await.unwrap();
+    assert!(client.get("after").await.unwrap().is_some());
+    cluster.shutdown().await;
+}
