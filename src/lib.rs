@@ -22,10 +22,12 @@
 //!   snapshots, the openraft storage traits and the FoundationDB tuple layer.
 
 pub mod actors;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod limits;
+pub mod local_cluster;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -2,6 +2,7 @@
 //! replication, partitions, learners and security; real `aspen-node` processes
 //! (`util::NodeProcess`) for SIGKILL failover, durability and the CLI.
 
+mod cli;
 mod durability;
 mod failover;
 mod learner;

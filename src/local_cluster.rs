@@ -1,0 +1,241 @@
+//! `aspen-node cluster`: a local cluster in one command. Starts N `aspen-node` processes on
+//! loopback, each with its own data dir and config under `--data-dir` (kept, so a second run
+//! restarts the same cluster on the same ports and keys), forms the cluster, prints each
+//! node's address and the `aspen` line to use, and stops every node it started on Ctrl-C or
+//! SIGTERM. The nodes die with it (parent-death signal) even if it is killed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::net::endpoint::{ADDR_FILE, NodeAddress, read_addr_file};
+use crate::storage::NodeId;
+
+/// How long nodes get to start, elect a leader, and stop.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Member {
+    id: NodeId,
+    dir: PathBuf,
+    child: Child,
+}
+
+/// Runs the cluster until a signal; the exit code is 0 after a clean stop.
+pub async fn run(nodes: u64, data_dir: &Path, base_port: Option<u16>) -> ExitCode {
+    let mut members = Vec::new();
+    let result = start(nodes, data_dir, base_port, &mut members).await;
+    let code = match result {
+        Ok(()) => {
+            wait_for_signal(&mut members).await;
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("aspen-node cluster: {error}");
+            ExitCode::FAILURE
+        }
+    };
+    stop(&mut members).await;
+    code
+}
+
+async fn start(
+    nodes: u64,
+    data_dir: &Path,
+    base_port: Option<u16>,
+    members: &mut Vec<Member>,
+) -> Result<(), String> {
+    if nodes == 0 {
+        return Err("--nodes must be at least 1".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find aspen-node: {e}"))?;
+    for id in 1..=nodes {
+        let dir = data_dir.join(format!("node{id}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let config = dir.join("node.toml");
+        if !config.exists() {
+            write_config(&config, id, &dir, base_port)?;
+        }
+        let _ = std::fs::remove_file(dir.join(ADDR_FILE));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut command = Command::new(&exe);
+        command
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log);
+        // SAFETY: the closure only makes one async-signal-safe system call (prctl).
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::TERM,
+                ))
+                .map_err(std::io::Error::from)
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start node {id}: {e}"))?;
+        members.push(Member { id, dir, child });
+    }
+
+    let mut addresses = BTreeMap::new();
+    for member in members.iter_mut() {
+        addresses.insert(member.id, wait_for_address(member).await?);
+    }
+    let list: Vec<NodeAddress> = addresses.values().copied().collect();
+    let client = Client::connect(&list).await.map_err(|e| e.to_string())?;
+    let status = client
+        .status_of(&addresses[&1])
+        .await
+        .map_err(|e| format!("node 1: {e}"))?;
+    if status.members.is_empty() {
+        client
+            .cluster_init(&addresses)
+            .await
+            .map_err(|e| format!("forming the cluster: {e}"))?;
+    }
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    let leader = loop {
+        if let Some(leader) = client.status().await.ok().and_then(|s| s.leader) {
+            break leader;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("no leader was elected; see the node.log files".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    println!("aspen local cluster: {nodes} nodes, leader is node {leader}");
+    for member in members.iter() {
+        println!(
+            "  node {}  {}  data {}",
+            member.id,
+            addresses[&member.id],
+            member.dir.display()
+        );
+    }
+    let all: Vec<String> = list.iter().map(|a| a.to_string()).collect();
+    println!("use it with:");
+    println!("  export ASPEN_NODE={}", all.join(","));
+    println!("  aspen put hello world && aspen get hello");
+    println!("Ctrl-C stops every node.");
+    Ok(())
+}
+
+fn write_config(path: &Path, id: NodeId, dir: &Path, base_port: Option<u16>) -> Result<(), String> {
+    let (net, http) = match base_port {
+        Some(base) => {
+            let offset = 2 * (id as u16 - 1);
+            (base + offset, base + offset + 1)
+        }
+        None => (free_port(true)?, free_port(false)?),
+    };
+    let text = format!(
+        "# Written by `aspen-node cluster`; edit freely, it is kept across runs.\n\
+         [node]\nid = {id}\ndata_dir = {dir:?}\n\n\
+         [net]\naddress = \"127.0.0.1:{net}\"\n\n\
+         [http]\naddress = \"127.0.0.1:{http}\"\n\n\
+         [raft]\nbootstrap = \"none\"\n\n\
+         [storage]\ncache_bytes = 33554432\n",
+        dir = dir.display().to_string(),
+    );
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A loopback port free right now (UDP for the QUIC endpoint, TCP for HTTP).
+fn free_port(udp: bool) -> Result<u16, String> {
+    let port = if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr())
+    };
+    port.map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+async fn wait_for_address(member: &mut Member) -> Result<NodeAddress, String> {
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    loop {
+        if let Ok(address) = read_addr_file(&member.dir) {
+            return Ok(address);
+        }
+        if let Ok(Some(status)) = member.child.try_wait() {
+            return Err(format!(
+                "node {} exited ({status}); see {}",
+                member.id,
+                member.dir.join("node.log").display()
+            ));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("node {} did not start in time", member.id));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_for_signal(members: &mut [Member]) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            eprintln!("aspen-node cluster: cannot watch SIGTERM: {error}");
+            return;
+        }
+    };
+    let mut reported = std::collections::BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = tick.tick() => {
+                for member in members.iter_mut() {
+                    if let Ok(Some(status)) = member.child.try_wait()
+                        && reported.insert(member.id)
+                    {
+                        eprintln!(
+                            "aspen-node cluster: node {} exited ({status}); see {}",
+                            member.id,
+                            member.dir.join("node.log").display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM to every node, then waits for each (SIGKILL after the timeout).
+async fn stop(members: &mut [Member]) {
+    for member in members.iter() {
+        if let Some(pid) = rustix::process::Pid::from_raw(member.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    for member in members.iter_mut() {
+        loop {
+            match member.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if tokio::time::Instant::now() > deadline => {
+                    let _ = member.child.kill();
+                    let _ = member.child.wait();
+                    break;
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    // Whoever started us may have closed our stdout already.
+    let _ = writeln!(std::io::stdout(), "aspen local cluster stopped");
+}

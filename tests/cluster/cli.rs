@@ -1,0 +1,249 @@
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use crate::util::NodeProcess;
+
+/// The `aspen-node cluster` process; SIGTERM and reaped on drop.
+struct LocalCluster(Child);
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        terminate(&self.0);
+        let _ = self.0.wait();
+    }
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
+/// Runs `aspen ARGS` against `nodes`; returns (exit code, stdout, stderr).
+fn aspen(nodes: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .args(args)
+        .env("ASPEN_NODE", nodes)
+        .output()
+        .expect("run aspen");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs `aspen ARGS`, asserts exit 0 and returns stdout.
+fn ok(nodes: &str, args: &[&str]) -> String {
+    let (code, stdout, stderr) = aspen(nodes, args);
+    assert_eq!(code, 0, "aspen {args:?} failed: {stderr}");
+    stdout
+}
+
+/// Runs `aspen ARGS`, asserts a non-zero exit with one line on stderr containing `expected`.
+fn fails(nodes: &str, args: &[&str], expected: &str) {
+    let (code, stdout, stderr) = aspen(nodes, args);
+    assert_ne!(code, 0, "aspen {args:?} succeeded: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(expected), "aspen {args:?}: {stderr}");
+}
+
+// Proves every `aspen` command against a local cluster started by `aspen-node cluster`:
+// output and exit code of put/get (prefix, range, limit, keys-only, count, stale), del, txn
+// from flags and from a JSON file, lease grant/keepalive/list/revoke, cluster
+// status/members/remove/add-learner/promote/init, one-line errors with exit 1; and that the
+// local cluster stops every node on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cli_command_against_a_local_cluster() {
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aspen-node"))
+        .args(["cluster", "--nodes", "3", "--data-dir"])
+        .arg(root.path().join("cluster"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn aspen-node cluster");
+    let stdout = child.stdout.take().unwrap();
+    let cluster = LocalCluster(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut nodes = String::new();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(list) = line.trim().strip_prefix("export ASPEN_NODE=") {
+            nodes = list.to_string();
+        }
+        printed.push(line.clone());
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(printed[0].starts_with("aspen local cluster: 3 nodes, leader is node "));
+    assert_eq!(nodes.split(',').count(), 3, "{printed:?}");
+    let n = nodes.as_str();
+
+    assert_eq!(ok(n, &["put", "a/1", "one"]), "OK\n");
+    ok(n, &["put", "a/2", "two"]);
+    ok(n, &["put", "b/1", "three"]);
+    assert_eq!(ok(n, &["get", "a/1"]), "a/1\none\n");
+    assert_eq!(
+        ok(n, &["get", "a/", "--prefix", "--keys-only"]),
+        "a/1\na/2\n"
+    );
+    assert_eq!(ok(n, &["get", "a/", "--prefix", "--count-only"]), "2\n");
+    assert_eq!(
+        ok(
+            n,
+            &[
+                "get",
+                "a/",
+                "--range-end",
+                "b/2",
+                "--limit",
+                "2",
+                "--keys-only"
+            ]
+        ),
+        "a/1\na/2\n"
+    );
+    assert_eq!(
+        ok(n, &["get", "a/2", "--consistency", "stale"]),
+        "a/2\ntwo\n"
+    );
+    assert_eq!(ok(n, &["get", "missing"]), "");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(n, &["get", "b/1", "--output", "json"])).unwrap();
+    assert_eq!(json["kvs"][0]["value"], "three");
+    assert_eq!(json["kvs"][0]["version"], 1);
+    assert_eq!(ok(n, &["put", "a/1", "uno", "--prev-kv"]), "OK\na/1\none\n");
+    ok(n, &["put", "short", "lived", "--ttl", "1h"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(n, &["get", "short", "--output", "json"])).unwrap();
+    assert!(json["kvs"][0]["expires_at_ms"].as_u64().is_some());
+
+    assert_eq!(
+        ok(
+            n,
+            &[
+                "txn",
+                "--compare",
+                "value(a/1) = uno",
+                "--success",
+                "put a/1 eins",
+                "--success",
+                "get a/1",
+                "--failure",
+                "get a/2"
+            ]
+        ),
+        "SUCCESS\na/1\neins\n"
+    );
+    let file = root.path().join("txn.json");
+    std::fs::write(
+        &file,
+        r#"{"compare": ["version(a/1) > 5"], "success": ["del a/1"], "failure": ["get a/2"]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        ok(n, &["txn", "--file", file.to_str().unwrap()]),
+        "FAILURE\na/2\ntwo\n"
+    );
+
+    let granted = ok(n, &["lease", "grant", "60s"]);
+    assert!(granted.ends_with("granted with TTL(1m)\n"), "{granted}");
+    let id = granted.split(' ').nth(1).unwrap().to_string();
+    ok(n, &["put", "leased", "x", "--lease", &id]);
+    assert_eq!(
+        ok(n, &["lease", "keepalive", &id]),
+        format!("lease {id} kept alive with TTL(1m)\n")
+    );
+    let list = ok(n, &["lease", "list"]);
+    assert!(
+        list.starts_with("found 1 leases\n") && list.contains(&format!("\n{id} ttl=1m")),
+        "{list}"
+    );
+    assert_eq!(
+        ok(n, &["lease", "revoke", &id]),
+        format!("lease {id} revoked (1 keys deleted)\n")
+    );
+    assert_eq!(ok(n, &["get", "leased"]), "");
+    fails(n, &["lease", "revoke", &id], "lease");
+
+    assert_eq!(ok(n, &["del", "a/", "--prefix"]), "2\n");
+    assert_eq!(ok(n, &["del", "b/1"]), "1\n");
+    assert_eq!(ok(n, &["del", "b/1"]), "0\n");
+
+    let status = ok(n, &["cluster", "status"]);
+    assert!(
+        status.contains("leader: ") && status.contains("members: 3"),
+        "{status}"
+    );
+    let members: serde_json::Value =
+        serde_json::from_str(&ok(n, &["cluster", "members", "--output", "json"])).unwrap();
+    let members = members.as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    let leader: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("leader: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let other = members
+        .iter()
+        .find(|m| m["id"].as_u64() != Some(leader))
+        .unwrap();
+    // Membership as the leader sees it (a removed node keeps its last view).
+    let leader_address = members
+        .iter()
+        .find(|m| m["id"].as_u64() == Some(leader))
+        .unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let l = leader_address.as_str();
+    let (other_id, other_address) = (
+        other["id"].as_u64().unwrap().to_string(),
+        other["address"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(ok(n, &["cluster", "remove", &other_id]), "OK\n");
+    assert!(ok(l, &["cluster", "status"]).contains("members: 2"));
+    assert_eq!(
+        ok(n, &["cluster", "add-learner", &other_id, &other_address]),
+        "OK\n"
+    );
+    assert!(
+        ok(n, &["cluster", "members"]).contains(&format!("{other_id} {other_address} learner"))
+    );
+    assert_eq!(ok(n, &["cluster", "promote", &other_id]), "OK\n");
+    assert!(ok(l, &["cluster", "members"]).contains(&format!("{other_id} {other_address} voter")));
+
+    fails(n, &["put", "", "v"], "key");
+    fails("not-an-address", &["get", "a"], "bad node address");
+    fails(n, &["txn", "--compare", "size(a) = 1"], "unknown field");
+    fails(
+        n,
+        &["cluster", "init", "--member", "1=nowhere"],
+        "bad node address",
+    );
+
+    // `cluster init` forms a new (here single-member) cluster from a waiting node.
+    let lone = NodeProcess::start(9, &root.path().join("lone"), "none");
+    let lone_address = lone.address().await.to_string();
+    let member = format!("9={lone_address}");
+    assert_eq!(
+        ok(&lone_address, &["cluster", "init", "--member", &member]),
+        "OK\n"
+    );
+    assert_eq!(ok(&lone_address, &["put", "solo", "yes"]), "OK\n");
+    drop(lone);
+
+    let mut cluster = cluster;
+    terminate(&cluster.0);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = cluster.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("aspen local cluster stopped")
+    );
+}
