@@ -474,6 +474,28 @@ mod tests {
         assert_eq!(config.node.id, 1);
         assert_eq!(config.node.data_dir, PathBuf::from("./data/node1"));
         assert!(config.http.address.ip().is_loopback());
+        assert!(config.net.address.ip().is_loopback());
+        assert_eq!(config.raft.bootstrap, Bootstrap::Single);
+    }
+
+    // Proves the example TOMLs of a hand-made 3-node cluster load, wait for `cluster init`,
+    // and use distinct ids, data dirs and ports.
+    #[test]
+    fn shipped_cluster_configs_are_valid() {
+        let (mut ports, mut dirs) = (
+            std::collections::BTreeSet::new(),
+            std::collections::BTreeSet::new(),
+        );
+        for i in 1..=3 {
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/cluster/node{i}.toml"));
+            let config = NodeConfig::load_with_env(&path, env(&[])).unwrap();
+            assert_eq!(config.node.id, i);
+            assert_eq!(config.raft.bootstrap, Bootstrap::None);
+            assert!(ports.insert(config.net.address.port()));
+            assert!(ports.insert(config.http.address.port()));
+            assert!(dirs.insert(config.node.data_dir));
+        }
     }
 
     // Proves environment variables override file keys by section, parse numbers, and that

@@ -11,7 +11,10 @@
 //!   the storage validation gate and health enforcement.
 //! - [`actors`]: StorageActor, RaftActor, TtlActor, HealthActor, and openraft's storage
 //!   handles that message the StorageActor.
-//! - [`net`]: HTTP endpoints (`/health`, `/metrics`, `/status`) and the Raft transport.
+//! - [`net`]: the iroh endpoint and identity, the Raft transport (`aspen/raft/1`), the client
+//!   protocol and its server (`aspen/client/1`), network fault injection, HTTP endpoints.
+//! - [`client`]: the Rust client library.
+//! - [`cli`]: the `aspen` command line; [`local_cluster`]: `aspen-node cluster`.
 //! - [`metrics`]: the Prometheus recorder and every metric name.
 //! - [`testing`]: the actor-level harness: a node in-process on a temp dir, fault injection,
 //!   bounded waits.
