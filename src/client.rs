@@ -12,7 +12,7 @@ use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::{Connections, RequestError};
 use crate::net::endpoint::{AddressError, NodeAddress};
 use crate::net::proto::*;
-use crate::storage::{KeyRange, KeyValue, NodeId, Output, Put, Txn};
+use crate::storage::{Command, KeyRange, KeyValue, NodeId, Output, Put, Txn};
 
 /// How long one request waits for its response.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -63,6 +63,16 @@ pub struct RangeOptions {
     pub keys_only: bool,
     pub count_only: bool,
     pub consistency: Consistency,
+}
+
+impl RangeOptions {
+    /// Every entry, read from the serving node's state as it is (possibly behind).
+    pub fn stale() -> Self {
+        RangeOptions {
+            consistency: Consistency::Stale,
+            ..RangeOptions::default()
+        }
+    }
 }
 
 impl Default for RangeOptions {
@@ -132,10 +142,6 @@ impl Client {
         self
     }
 
-    pub fn nodes(&self) -> &[NodeAddress] {
-        &self.nodes
-    }
-
     /// Sends one request to one node, without retries.
     pub async fn request_to(&self, node: &NodeAddress, op: ClientOp) -> Result<ClientResponse> {
         Ok(self
@@ -181,8 +187,8 @@ impl Client {
         }
     }
 
-    async fn write(&self, op: ClientOp) -> Result<Written> {
-        let response = self.request(op).await?;
+    async fn write(&self, command: Command) -> Result<Written> {
+        let response = self.request(ClientOp::Write(command)).await?;
         match response.result? {
             ClientOutput::Write(output) => Ok(Written {
                 revision: response.revision,
@@ -198,7 +204,7 @@ impl Client {
 
     /// A put with every option (lease, TTL, previous entry).
     pub async fn put_with(&self, put: Put) -> Result<Written> {
-        self.write(ClientOp::Put(put)).await
+        self.write(Command::Put(put)).await
     }
 
     /// One key, read linearizably.
@@ -282,7 +288,7 @@ impl Client {
 
     /// Deletes one key; the output says how many keys were deleted (0 or 1).
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<Written> {
-        self.write(ClientOp::Delete {
+        self.write(Command::Delete {
             key: key.into(),
             prev_kv: false,
         })
@@ -290,28 +296,28 @@ impl Client {
     }
 
     pub async fn delete_range(&self, range: KeyRange) -> Result<Written> {
-        self.write(ClientOp::DeleteRange(range)).await
+        self.write(Command::DeleteRange(range)).await
     }
 
     pub async fn txn(&self, txn: Txn) -> Result<Written> {
-        self.write(ClientOp::Txn(txn)).await
+        self.write(Command::Txn(txn)).await
     }
 
     /// Grants a lease of `ttl_ms`; `id: 0` lets the cluster pick the id.
     pub async fn lease_grant(&self, id: u64, ttl_ms: u64) -> Result<Lease> {
-        lease(self.write(ClientOp::LeaseGrant { id, ttl_ms }).await?)
+        lease(self.write(Command::LeaseGrant { id, ttl_ms }).await?)
     }
 
     /// Revokes a lease; answers how many keys it deleted.
     pub async fn lease_revoke(&self, id: u64) -> Result<u64> {
-        match self.write(ClientOp::LeaseRevoke { id }).await?.output {
+        match self.write(Command::LeaseRevoke { id }).await?.output {
             Output::LeaseRevoke { keys_deleted } => Ok(keys_deleted),
             other => Err(Error::Protocol(format!("{other:?}"))),
         }
     }
 
     pub async fn lease_keepalive(&self, id: u64) -> Result<Lease> {
-        lease(self.write(ClientOp::LeaseKeepAlive { id }).await?)
+        lease(self.write(Command::LeaseKeepAlive { id }).await?)
     }
 
     pub async fn lease_list(&self) -> Result<Vec<LeaseSummary>> {

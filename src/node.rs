@@ -158,10 +158,17 @@ impl NodeShared {
         lock(&self.raft).clone()
     }
 
+    /// A copy of the current Raft metrics.
     pub fn raft_metrics(&self) -> Option<Metrics> {
+        self.with_raft_metrics(Metrics::clone)
+    }
+
+    /// Reads the current Raft metrics in place (no copy of the membership): for per-request
+    /// paths.
+    pub fn with_raft_metrics<R>(&self, read: impl FnOnce(&Metrics) -> R) -> Option<R> {
         lock(&self.raft)
             .as_ref()
-            .map(|raft| raft.metrics().borrow().clone())
+            .map(|raft| read(&raft.metrics().borrow()))
     }
 
     /// This node's address on the network, once its endpoint is bound.

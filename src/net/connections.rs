@@ -58,10 +58,6 @@ impl Connections {
         }
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
     /// A live connection to `to` on `alpn`: the pooled one, or a new one.
     pub async fn connection(
         &self,

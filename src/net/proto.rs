@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{CommandError, KeyRange, KeyValue, NodeId, Output, Put, Txn};
+use crate::storage::{Command, CommandError, KeyRange, KeyValue, NodeId, Output};
 
 pub const CLIENT_ALPN: &[u8] = b"aspen/client/1";
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -44,7 +44,10 @@ impl ClientRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientOp {
-    Put(Put),
+    /// A state machine command (put, delete, delete range, txn, lease grant, revoke and
+    /// keepalive), proposed by the leader with its clock. `Command::Expire` is the leader's
+    /// own housekeeping and is refused from clients.
+    Write(Command),
     /// Keys in `range`, in key order, at most `limit` per page (0: the server's page limit).
     Range {
         range: KeyRange,
@@ -53,23 +56,6 @@ pub enum ClientOp {
         /// Only count the keys; no entries come back.
         count_only: bool,
         consistency: Consistency,
-    },
-    Delete {
-        key: Vec<u8>,
-        prev_kv: bool,
-    },
-    DeleteRange(KeyRange),
-    Txn(Txn),
-    /// `id: 0` lets the cluster pick the id.
-    LeaseGrant {
-        id: u64,
-        ttl_ms: u64,
-    },
-    LeaseRevoke {
-        id: u64,
-    },
-    LeaseKeepAlive {
-        id: u64,
     },
     LeaseList {
         consistency: Consistency,

@@ -196,15 +196,16 @@ impl RaftService {
         if self.peers.contains(remote) {
             return true;
         }
-        let Some(metrics) = self.shared.raft_metrics() else {
-            return false;
-        };
-        metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .filter_map(|(_, node)| node.addr.parse::<NodeAddress>().ok())
-            .any(|address| address.id == *remote)
+        self.shared
+            .with_raft_metrics(|metrics| {
+                metrics
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .filter_map(|(_, node)| node.addr.parse::<NodeAddress>().ok())
+                    .any(|address| address.id == *remote)
+            })
+            .unwrap_or(false)
     }
 
     async fn serve(&self, rpc: RaftRpc) -> RaftReply {

@@ -68,7 +68,9 @@ impl ClientService {
     }
 
     fn leader(&self) -> Option<NodeId> {
-        self.shared.raft_metrics().and_then(|m| m.current_leader)
+        self.shared
+            .with_raft_metrics(|m| m.current_leader)
+            .flatten()
     }
 
     /// Serves one request, forwarding it to the leader once when only the leader can.
@@ -138,38 +140,21 @@ impl ClientService {
     }
 
     fn member_address(&self, id: NodeId) -> Option<NodeAddress> {
-        let metrics = self.shared.raft_metrics()?;
-        let node = metrics
-            .membership_config
-            .membership()
-            .get_node(&id)?
-            .clone();
-        node.addr.parse().ok()
+        self.shared
+            .with_raft_metrics(|m| {
+                let node = m.membership_config.membership().get_node(&id)?;
+                node.addr.parse().ok()
+            })
+            .flatten()
     }
 
     async fn execute(&self, op: &ClientOp) -> Served {
         match op {
-            ClientOp::Put(put) => self.write(Command::Put(put.clone())).await,
-            ClientOp::Delete { key, prev_kv } => {
-                self.write(Command::Delete {
-                    key: key.clone(),
-                    prev_kv: *prev_kv,
-                })
-                .await
-            }
-            ClientOp::DeleteRange(range) => self.write(Command::DeleteRange(range.clone())).await,
-            ClientOp::Txn(txn) => self.write(Command::Txn(txn.clone())).await,
-            ClientOp::LeaseGrant { id, ttl_ms } => {
-                self.write(Command::LeaseGrant {
-                    id: *id,
-                    ttl_ms: *ttl_ms,
-                })
-                .await
-            }
-            ClientOp::LeaseRevoke { id } => self.write(Command::LeaseRevoke { id: *id }).await,
-            ClientOp::LeaseKeepAlive { id } => {
-                self.write(Command::LeaseKeepAlive { id: *id }).await
-            }
+            ClientOp::Write(Command::Expire { .. }) => Err(ClientError::BadRequest(
+                "Expire is proposed by the leader's TTL actor, not by clients".into(),
+            )
+            .into()),
+            ClientOp::Write(command) => self.write(command.clone()).await,
             ClientOp::Range {
                 range,
                 limit,
@@ -210,12 +195,15 @@ impl ClientService {
                 .await
             }
             ClientOp::Remove { id } => {
-                let voter = self.shared.raft_metrics().is_some_and(|m| {
-                    m.membership_config
-                        .membership()
-                        .voter_ids()
-                        .any(|v| v == *id)
-                });
+                let voter = self
+                    .shared
+                    .with_raft_metrics(|m| {
+                        m.membership_config
+                            .membership()
+                            .voter_ids()
+                            .any(|v| v == *id)
+                    })
+                    .unwrap_or(false);
                 let change = if voter {
                     ChangeMembers::RemoveVoters(BTreeSet::from([*id]))
                 } else {

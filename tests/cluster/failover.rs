@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aspen::client::{Client, RangeOptions};
 use aspen::net::endpoint::NodeAddress;
-use aspen::net::proto::Consistency;
 use aspen::storage::{KeyRange, NodeId};
 use aspen::testing::WAIT_MS;
 use tokio::sync::Mutex;
@@ -108,13 +107,7 @@ async fn leader_sigkill_under_write_load_loses_nothing() {
     })
     .await;
     let local = killed
-        .range(
-            KeyRange::prefix(b"w"),
-            &RangeOptions {
-                consistency: Consistency::Stale,
-                ..Default::default()
-            },
-        )
+        .range(KeyRange::prefix(b"w"), &RangeOptions::stale())
         .await
         .unwrap();
     assert_eq!(local.kvs.len(), stored.len());

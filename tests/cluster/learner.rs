@@ -1,4 +1,3 @@
-use aspen::net::proto::Consistency;
 use aspen::testing::TestNode;
 
 use crate::util::{Cluster, eventually};
@@ -76,10 +75,7 @@ async fn learner_catches_up_through_a_snapshot_and_is_promoted() {
     let page = own
         .range(
             aspen::storage::KeyRange::prefix(b"k/"),
-            &aspen::client::RangeOptions {
-                consistency: Consistency::Stale,
-                ..Default::default()
-            },
+            &aspen::client::RangeOptions::stale(),
         )
         .await
         .unwrap();

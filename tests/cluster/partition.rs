@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use aspen::net::proto::Consistency;
-
 use crate::util::{Cluster, eventually};
 
 // Proves that with the leader isolated (every link to and from it cut on the real Raft
@@ -47,10 +45,7 @@ async fn isolated_leader_is_replaced_and_rejoins() {
     let leader = cluster.wait_leader(&ids).await;
     cluster.wait_converged(leader, &ids).await;
     let rejoined = cluster.client_of(old).await;
-    let stale = aspen::client::RangeOptions {
-        consistency: Consistency::Stale,
-        ..Default::default()
-    };
+    let stale = aspen::client::RangeOptions::stale();
     let during = rejoined
         .range(aspen::storage::KeyRange::prefix(b"during/"), &stale)
         .await

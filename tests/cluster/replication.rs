@@ -1,5 +1,3 @@
-use aspen::net::proto::Consistency;
-
 use crate::util::{Cluster, eventually};
 
 // Proves a write through any node (a follower forwards it to the leader) is readable from
@@ -31,10 +29,7 @@ async fn writes_through_any_node_are_read_everywhere() {
             let kvs = client
                 .range(
                     aspen::storage::KeyRange::prefix(b"from/"),
-                    &aspen::client::RangeOptions {
-                        consistency: Consistency::Stale,
-                        ..Default::default()
-                    },
+                    &aspen::client::RangeOptions::stale(),
                 )
                 .await
                 .unwrap()

@@ -4,7 +4,9 @@ use aspen::limits::FRAME_BYTES_MAX;
 use aspen::net::connections::Connections;
 use aspen::net::faults::NetFaults;
 use aspen::net::frame::read_frame;
-use aspen::net::proto::{CLIENT_ALPN, ClientError, ClientResponse};
+use aspen::net::proto::{
+    CLIENT_ALPN, ClientError, ClientOp, ClientRequest, ClientResponse, PROTOCOL_VERSION,
+};
 use aspen::net::raft::RaftTransport;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 
@@ -23,7 +25,8 @@ async fn foreign_connections() -> Connections {
 
 // Proves an endpoint outside the membership cannot send Raft RPCs (a vote with a huge term is
 // refused and the term does not move), and that a malformed and an oversized client frame
-// each get an error response while the node keeps serving other clients.
+// each get an error response, as do a request of another protocol version and an internal
+// command sent by a client, while the node keeps serving other clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsiders_and_bad_frames_are_refused() {
     let cluster = Cluster::start(40, 3, |_| {}).await;
@@ -84,6 +87,42 @@ async fn outsiders_and_bad_frames_are_refused() {
             max: FRAME_BYTES_MAX as u64
         })
     );
+
+    // A request of another protocol version, and an internal command from a client.
+    let ask = |request: ClientRequest| {
+        let raw = &raw;
+        async move {
+            raw.request::<_, ClientResponse>(
+                &address,
+                CLIENT_ALPN,
+                &request,
+                Duration::from_secs(5),
+                FRAME_BYTES_MAX,
+            )
+            .await
+            .unwrap()
+            .result
+        }
+    };
+    let future = ClientRequest {
+        version: PROTOCOL_VERSION + 1,
+        ..ClientRequest::new(ClientOp::Status)
+    };
+    assert_eq!(
+        ask(future).await,
+        Err(ClientError::Version {
+            got: PROTOCOL_VERSION + 1,
+            supported: PROTOCOL_VERSION
+        })
+    );
+    let expire = ClientOp::Write(aspen::storage::Command::Expire {
+        keys: vec![b"after".to_vec()],
+        leases: vec![],
+    });
+    assert!(matches!(
+        ask(ClientRequest::new(expire)).await,
+        Err(ClientError::BadRequest(_))
+    ));
 
     // The node still serves, on the same connection and on others.
     let client = cluster.client_of(target).await;
