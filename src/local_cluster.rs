@@ -136,8 +136,14 @@ async fn start(
 fn write_config(path: &Path, id: NodeId, dir: &Path, base_port: Option<u16>) -> Result<(), String> {
     let (net, http) = match base_port {
         Some(base) => {
-            let offset = 2 * (id as u16 - 1);
-            (base + offset, base + offset + 1)
+            let net = u64::from(base) + 2 * (id - 1);
+            let http = net + 1;
+            if http > u64::from(u16::MAX) {
+                return Err(format!(
+                    "--base-port {base} leaves no port for node {id} (it needs {net} and {http})"
+                ));
+            }
+            (net as u16, http as u16)
         }
         None => (free_port(true)?, free_port(false)?),
     };

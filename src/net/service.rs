@@ -83,10 +83,8 @@ impl ClientService {
         }
         match self.execute(&request.op).await {
             Ok((output, revision)) => ClientResponse {
-                served_by: self.node_id(),
-                leader: self.leader(),
                 revision,
-                result: Ok(output),
+                ..self.respond(Ok(output))
             },
             Err(Failure::Error(error)) => self.respond(Err(error)),
             Err(Failure::Redirect(Some(leader)))

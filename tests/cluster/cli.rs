@@ -51,8 +51,8 @@ fn fails(nodes: &str, args: &[&str], expected: &str) {
 // Proves every `aspen` command against a local cluster started by `aspen-node cluster`:
 // output and exit code of put/get (prefix, range, limit, keys-only, count, stale), del, txn
 // from flags and from a JSON file, lease grant/keepalive/list/revoke, cluster
-// status/members/remove/add-learner/promote/init, one-line errors with exit 1; and that the
-// local cluster stops every node on SIGTERM.
+// status/members/remove/add-learner/promote/init, one-line errors with exit 1 (also for a
+// --base-port that leaves no room); and that the local cluster stops every node on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cli_command_against_a_local_cluster() {
     let root = tempfile::tempdir().unwrap();
