@@ -38,6 +38,8 @@ pub struct Cli {
 pub enum OutputFormat {
     Table,
     Json,
+    /// CSV with a header row (`aspen sql` only).
+    Csv,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,6 +114,14 @@ pub enum CliCommand {
     /// Membership and status.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Run a read-only SQL query over tables `kv` (key, value, version, create_revision,
+    /// mod_revision, lease_id, expires_at), `kv_bytes` (key and value as binary) and `leases`
+    /// (id, ttl_ms, remaining_ms, key_count).
+    Sql {
+        query: String,
+        #[arg(long, value_enum, default_value = "linearizable")]
+        consistency: ReadConsistency,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,8 +161,21 @@ pub enum ClusterCommand {
     Members,
 }
 
+impl From<ReadConsistency> for Consistency {
+    fn from(consistency: ReadConsistency) -> Self {
+        match consistency {
+            ReadConsistency::Linearizable => Consistency::Linearizable,
+            ReadConsistency::Stale => Consistency::Stale,
+        }
+    }
+}
+
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
+    if cli.output == OutputFormat::Csv && !matches!(cli.command, CliCommand::Sql { .. }) {
+        eprintln!("Error: --output csv is only for `aspen sql`");
+        return ExitCode::from(2);
+    }
     match execute(&cli).await {
         Ok(answer) => {
             match cli.output {
@@ -162,6 +185,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                         println!("{}", answer.text.trim_end());
                     }
                 }
+                OutputFormat::Csv => print!("{}", answer.csv.unwrap_or_default()),
+            }
+            if let Some(note) = answer.note {
+                eprintln!("{note}");
             }
             ExitCode::SUCCESS
         }
@@ -173,17 +200,27 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 /// A command's answer in both output formats.
+#[derive(Default)]
 struct Answer {
     text: String,
     json: Value,
+    /// The answer as CSV, for commands that print rows.
+    csv: Option<String>,
+    /// Printed on stderr after the answer in any format (a truncated result).
+    note: Option<String>,
 }
 
 impl Answer {
-    fn ok(json: Value) -> Answer {
+    fn new(text: impl Into<String>, json: Value) -> Answer {
         Answer {
-            text: "OK".into(),
+            text: text.into(),
             json,
+            ..Answer::default()
         }
+    }
+
+    fn ok(json: Value) -> Answer {
+        Answer::new("OK", json)
     }
 }
 
@@ -221,6 +258,7 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             Ok(Answer {
                 text,
                 json: json!({"revision": written.revision, "prev_kv": prev.as_ref().map(kv_json)}),
+                ..Answer::default()
             })
         }
         CliCommand::Get {
@@ -236,10 +274,7 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
                 limit: *limit,
                 keys_only: *keys_only,
                 count_only: *count_only,
-                consistency: match consistency {
-                    ReadConsistency::Linearizable => Consistency::Linearizable,
-                    ReadConsistency::Stale => Consistency::Stale,
-                },
+                consistency: (*consistency).into(),
             };
             let range = key_range(key, *prefix, range_end.as_deref());
             let page = if *count_only {
@@ -265,6 +300,7 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
                     "more": page.continuation.is_some(),
                     "kvs": page.kvs.iter().map(kv_json).collect::<Vec<_>>(),
                 }),
+                ..Answer::default()
             })
         }
         CliCommand::Del {
@@ -287,6 +323,7 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             Ok(Answer {
                 text: deleted.to_string(),
                 json: json!({"revision": written.revision, "deleted": deleted}),
+                ..Answer::default()
             })
         }
         CliCommand::Txn {
@@ -316,10 +353,26 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             Ok(Answer {
                 text: lines.join("\n"),
                 json: json!({"revision": written.revision, "succeeded": succeeded, "gets": gets}),
+                ..Answer::default()
             })
         }
         CliCommand::Lease(command) => lease(&client, command).await,
         CliCommand::Cluster(command) => cluster(&client, command).await,
+        CliCommand::Sql { query, consistency } => {
+            let result = client
+                .sql_with(query, (*consistency).into())
+                .await
+                .map_err(e)?;
+            Ok(Answer {
+                text: result.to_table(),
+                json: result.to_json(),
+                csv: Some(result.to_csv()?),
+                note: result
+                    .truncated
+                    .as_ref()
+                    .map(|reason| format!("note: result truncated: {reason}")),
+            })
+        }
     }
 }
 
@@ -500,6 +553,7 @@ async fn lease(client: &Client, command: &LeaseCommand) -> Result<Answer, String
                     ttl_text(lease.ttl_ms)
                 ),
                 json: lease_json(lease),
+                ..Answer::default()
             })
         }
         LeaseCommand::Revoke { id } => {
@@ -507,6 +561,7 @@ async fn lease(client: &Client, command: &LeaseCommand) -> Result<Answer, String
             Ok(Answer {
                 text: format!("lease {id} revoked ({deleted} keys deleted)"),
                 json: json!({"id": id, "keys_deleted": deleted}),
+                ..Answer::default()
             })
         }
         LeaseCommand::Keepalive { id } => {
@@ -518,6 +573,7 @@ async fn lease(client: &Client, command: &LeaseCommand) -> Result<Answer, String
                     ttl_text(lease.ttl_ms)
                 ),
                 json: lease_json(lease),
+                ..Answer::default()
             })
         }
         LeaseCommand::List => {
@@ -534,6 +590,7 @@ async fn lease(client: &Client, command: &LeaseCommand) -> Result<Answer, String
             Ok(Answer {
                 text: lines.join("\n"),
                 json: json!(leases.iter().map(|l| json!({"id": l.id, "ttl_ms": l.ttl_ms, "remaining_ms": l.remaining_ms})).collect::<Vec<_>>()),
+                ..Answer::default()
             })
         }
     }
@@ -598,6 +655,7 @@ async fn cluster(client: &Client, command: &ClusterCommand) -> Result<Answer, St
                     s.members.len()
                 ),
                 json: serde_json::to_value(&s).map_err(|e| e.to_string())?,
+                ..Answer::default()
             })
         }
         ClusterCommand::Members => {
@@ -619,6 +677,7 @@ async fn cluster(client: &Client, command: &ClusterCommand) -> Result<Answer, St
             Ok(Answer {
                 text,
                 json: serde_json::to_value(&s.members).map_err(|e| e.to_string())?,
+                ..Answer::default()
             })
         }
     }

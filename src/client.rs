@@ -12,6 +12,7 @@ use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::{Connections, RequestError};
 use crate::net::endpoint::{AddressError, NodeAddress};
 use crate::net::proto::*;
+use crate::sql::SqlResult;
 use crate::storage::{Command, KeyRange, KeyValue, NodeId, Output, Put, Txn};
 
 /// How long one request waits for its response.
@@ -144,13 +145,14 @@ impl Client {
 
     /// Sends one request to one node, without retries.
     pub async fn request_to(&self, node: &NodeAddress, op: ClientOp) -> Result<ClientResponse> {
+        let timeout = REQUEST_TIMEOUT + op.response_allowance();
         Ok(self
             .connections
             .request(
                 node,
                 CLIENT_ALPN,
                 &ClientRequest::new(op),
-                REQUEST_TIMEOUT,
+                timeout,
                 FRAME_BYTES_MAX,
             )
             .await?)
@@ -372,6 +374,40 @@ impl Client {
     /// The status of one node.
     pub async fn status_of(&self, node: &NodeAddress) -> Result<ClusterStatus> {
         status(self.request_to(node, ClientOp::Status).await?)
+    }
+
+    /// A read-only SQL query (linearizable: it sees every write acknowledged before it).
+    pub async fn sql(&self, query: &str) -> Result<SqlResult> {
+        self.sql_with(query, Consistency::Linearizable).await
+    }
+
+    pub async fn sql_with(&self, query: &str, consistency: Consistency) -> Result<SqlResult> {
+        let op = ClientOp::Sql {
+            query: query.to_string(),
+            consistency,
+        };
+        sql_result(self.request(op).await?)
+    }
+
+    /// A SQL query answered by one node, without retries.
+    pub async fn sql_on(
+        &self,
+        node: &NodeAddress,
+        query: &str,
+        consistency: Consistency,
+    ) -> Result<SqlResult> {
+        let op = ClientOp::Sql {
+            query: query.to_string(),
+            consistency,
+        };
+        sql_result(self.request_to(node, op).await?)
+    }
+}
+
+fn sql_result(response: ClientResponse) -> Result<SqlResult> {
+    match response.result? {
+        ClientOutput::Sql(result) => Ok(result),
+        other => Err(Error::Protocol(format!("{other:?}"))),
     }
 }
 

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, QUOTA_BYTES_DEFAULT};
+use crate::limits::{
+    EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX, SQL_TIMEOUT_MS_MAX,
+};
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "ASPEN";
@@ -38,6 +40,7 @@ pub struct NodeConfig {
     pub ttl: TtlSection,
     pub health: HealthSection,
     pub supervisor: SupervisorSection,
+    pub sql: SqlSection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +268,41 @@ impl Default for SupervisorSection {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlSection {
+    /// Queries running at once on this node; more wait for a slot within their timeout.
+    pub max_concurrent: u32,
+    /// A query's deadline, waiting for a slot included (at most 30 s).
+    pub timeout_ms: u64,
+    /// Rows returned by one query; a longer answer is truncated and says so (at most 10,000).
+    pub row_limit: u32,
+    /// Memory DataFusion's sorts, joins and aggregates may hold on this node.
+    pub memory_limit_bytes: u64,
+}
+
+impl Default for SqlSection {
+    fn default() -> Self {
+        SqlSection {
+            max_concurrent: 4,
+            timeout_ms: 5_000,
+            row_limit: SQL_ROWS_MAX as u32,
+            memory_limit_bytes: 256 << 20,
+        }
+    }
+}
+
+impl SqlSection {
+    pub fn limits(&self) -> crate::sql::SqlLimits {
+        crate::sql::SqlLimits {
+            max_concurrent: self.max_concurrent as usize,
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            row_limit: self.row_limit as usize,
+            memory_bytes: self.memory_limit_bytes as usize,
+        }
+    }
+}
+
 impl NodeConfig {
     /// Loads `path` (TOML), applies `ASPEN_*__*` environment overrides, and validates.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -371,6 +409,35 @@ impl NodeConfig {
             format!(
                 "storage.quota_bytes ({}) must be at least 1 MiB",
                 self.storage.quota_bytes
+            ),
+        );
+        let sql = &self.sql;
+        rule(
+            (1..=64).contains(&sql.max_concurrent),
+            format!(
+                "sql.max_concurrent ({}) must be between 1 and 64",
+                sql.max_concurrent
+            ),
+        );
+        rule(
+            (1..=SQL_TIMEOUT_MS_MAX).contains(&sql.timeout_ms),
+            format!(
+                "sql.timeout_ms ({}) must be between 1 and {SQL_TIMEOUT_MS_MAX}",
+                sql.timeout_ms
+            ),
+        );
+        rule(
+            (1..=SQL_ROWS_MAX as u32).contains(&sql.row_limit),
+            format!(
+                "sql.row_limit ({}) must be between 1 and {SQL_ROWS_MAX}",
+                sql.row_limit
+            ),
+        );
+        rule(
+            sql.memory_limit_bytes >= 1 << 20,
+            format!(
+                "sql.memory_limit_bytes ({}) must be at least 1 MiB",
+                sql.memory_limit_bytes
             ),
         );
         rule(

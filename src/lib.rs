@@ -9,12 +9,14 @@
 //! - [`node`]: starting a node; what its parts publish for `/health`, `/status` and tests.
 //! - [`supervisor`]: the NodeSupervisor: start order, restarts, backoff, intensity limit,
 //!   the storage validation gate and health enforcement.
-//! - [`actors`]: StorageActor, RaftActor, TtlActor, HealthActor, and openraft's storage
+//! - [`actors`]: StorageActor, RaftActor, TtlActor, HealthActor, SqlActor, and openraft's storage
 //!   handles that message the StorageActor.
 //! - [`net`]: the iroh endpoint and identity, the Raft transport (`aspen/raft/1`), the client
 //!   protocol and its server (`aspen/client/1`), network fault injection, HTTP endpoints.
 //! - [`client`]: the Rust client library.
 //! - [`cli`]: the `aspen` command line; [`local_cluster`]: `aspen-node cluster`.
+//! - [`sql`]: read-only SQL (DataFusion) over one snapshot of the state machine: the `kv`,
+//!   `kv_bytes` and `leases` tables, key-range pushdown, the engine and its limits.
 //! - [`metrics`]: the Prometheus recorder and every metric name.
 //! - [`testing`]: the actor-level harness: a node in-process on a temp dir, fault injection,
 //!   bounded waits.
@@ -34,6 +36,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod sql;
 pub mod storage;
 pub mod supervisor;
 pub mod testing;

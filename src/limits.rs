@@ -24,6 +24,10 @@ pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 2 * (KEY_BYTES_MAX + VALUE_BYTES_MA
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// SQL result rows returned to one query before it is truncated.
 pub const SQL_ROWS_MAX: usize = 10_000;
+/// Longest a SQL query may run (the configurable timeout's ceiling).
+pub const SQL_TIMEOUT_MS_MAX: u64 = 30_000;
+/// Bytes of SQL result rows in one answer: the rest is truncated, so it fits one frame.
+pub const SQL_RESULT_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
 /// Default database quota: over it, writes fail with `quota exceeded`.
 pub const QUOTA_BYTES_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
 
@@ -31,3 +35,4 @@ const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX <= COMMAND_BYTES_MAX);
 const _: () = assert!(COMMAND_BYTES_MAX * 3 / 2 <= FRAME_BYTES_MAX);
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < SNAPSHOT_RECORD_BYTES_MAX);
 const _: () = assert!(SCAN_ENTRIES_MAX <= DELETE_CHUNK_ENTRIES_MAX);
+const _: () = assert!(SQL_RESULT_BYTES_MAX + KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_BYTES_MAX);

@@ -21,6 +21,10 @@ pub const KV_KEYS: &str = "aspen_kv_keys";
 pub const TTL_EXPIRED_KEYS: &str = "aspen_ttl_expired_keys_total";
 pub const SUPERVISOR_RESTARTS: &str = "aspen_supervisor_restarts_total";
 pub const HEALTH_CHECK_STATUS: &str = "aspen_health_check_status";
+/// SQL queries answered, by `outcome`: `ok`, `truncated`, `error`, `timeout`.
+pub const SQL_QUERIES: &str = "aspen_sql_queries_total";
+pub const SQL_QUERY_SECONDS: &str = "aspen_sql_query_duration_seconds";
+pub const SQL_ROWS_SCANNED: &str = "aspen_sql_rows_scanned_total";
 
 /// Latency buckets (seconds) for fsync and apply: 50 µs to 1 s.
 const DURATION_BUCKETS: [f64; 12] = [
@@ -65,8 +69,13 @@ pub fn register_node(node_id: u64) {
         RAFT_PROPOSALS_COMMITTED,
         RAFT_PROPOSALS_FAILED,
         TTL_EXPIRED_KEYS,
+        SQL_ROWS_SCANNED,
     ] {
         metrics::counter!(name, "node_id" => node.clone()).increment(0);
+    }
+    for outcome in ["ok", "truncated", "error", "timeout"] {
+        metrics::counter!(SQL_QUERIES, "node_id" => node.clone(), "outcome" => outcome)
+            .increment(0);
     }
     for actor in crate::actors::ActorKind::ALL {
         metrics::counter!(SUPERVISOR_RESTARTS, "node_id" => node.clone(), "actor" => actor.as_str())

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::actors::health::HealthMsg;
 use crate::actors::raft::RaftMsg;
+use crate::actors::sql::SqlMsg;
 use crate::actors::storage::StorageMsg;
 use crate::actors::ttl::TtlMsg;
 use crate::actors::{ActorKind, Faults, lookup};
@@ -155,6 +156,7 @@ impl TestNode {
             ActorKind::Raft => send(kind, id, RaftMsg::Panic(reason)),
             ActorKind::Ttl => send(kind, id, TtlMsg::Panic(reason)),
             ActorKind::Health => send(kind, id, HealthMsg::Panic(reason)),
+            ActorKind::Sql => send(kind, id, SqlMsg::Panic(reason)),
         };
         assert!(sent, "{kind} is not running");
     }

@@ -1,6 +1,6 @@
 //! HealthActor: every `health.interval_ms` runs the node's checks and reports them to the
 //! supervisor, which publishes them on `/health` and restarts a child whose check stays
-//! critical. Checks: `raft_actor`, `storage`, `ttl_actor` (each answers a ping in time; storage
+//! critical. Checks: `raft_actor`, `storage`, `ttl_actor`, `sql_actor` (each answers a ping in time; storage
 //! also opens a read transaction), `leader` (a leader is known), `apply_lag`, `disk_space`,
 //! `db_file` (against the quota). Each is ok / warning / critical with a message.
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::actors::raft::{Metrics, RaftMsg};
+use crate::actors::sql::SqlMsg;
 use crate::actors::storage::StorageMsg;
 use crate::actors::ttl::TtlMsg;
 use crate::actors::{ActorKind, Faults, lookup};
@@ -103,6 +104,10 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
         Some(r) => ping(Some(ractor::call_t!(r, TtlMsg::Ping, timeout)), timeout),
         None => ping::<String>(None, timeout),
     };
+    let sql_ping = match lookup::<SqlMsg>(ActorKind::Sql, node_id) {
+        Some(r) => ping(Some(ractor::call_t!(r, SqlMsg::Ping, timeout)), timeout),
+        None => ping::<String>(None, timeout),
+    };
     let storage = match (storage_ping, args.store.read(0)) {
         (check, _) if check.status != CheckStatus::Ok => check,
         (_, Err(error)) => Check::new(
@@ -115,6 +120,7 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
         report("raft_actor", raft_ping, Some(ActorKind::Raft)),
         report("storage", storage, Some(ActorKind::Storage)),
         report("ttl_actor", ttl_ping, Some(ActorKind::Ttl)),
+        report("sql_actor", sql_ping, Some(ActorKind::Sql)),
         report("leader", leader_check(metrics.as_ref()), None),
         report("apply_lag", apply_lag_check(metrics.as_ref(), health), None),
     ];

@@ -1,5 +1,6 @@
 //! The node's actors (ractor), one per file: `storage` (the only redb writer), `raft` (owns
-//! `openraft::Raft`), `ttl` (leader-only expiry through Raft), `health` (periodic checks);
+//! `openraft::Raft`), `ttl` (leader-only expiry through Raft), `health` (periodic checks),
+//! `sql` (read-only queries);
 //! and `raft_storage`, openraft's storage traits as handles that message the StorageActor.
 //! Actors talk to each other only through messages; supervision decisions live in
 //! `crate::supervisor`, not here.
@@ -7,6 +8,7 @@
 pub mod health;
 pub mod raft;
 pub mod raft_storage;
+pub mod sql;
 pub mod storage;
 pub mod ttl;
 
@@ -23,14 +25,16 @@ pub enum ActorKind {
     Raft,
     Ttl,
     Health,
+    Sql,
 }
 
 impl ActorKind {
-    pub const ALL: [ActorKind; 4] = [
+    pub const ALL: [ActorKind; 5] = [
         ActorKind::Storage,
         ActorKind::Raft,
         ActorKind::Ttl,
         ActorKind::Health,
+        ActorKind::Sql,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +43,7 @@ impl ActorKind {
             ActorKind::Raft => "raft",
             ActorKind::Ttl => "ttl",
             ActorKind::Health => "health",
+            ActorKind::Sql => "sql",
         }
     }
 

@@ -6,9 +6,12 @@
 //! end only, and bump the version for anything else.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::SQL_TIMEOUT_MS_MAX;
+use crate::sql::SqlResult;
 use crate::storage::{Command, CommandError, KeyRange, KeyValue, NodeId, Output};
 
 pub const CLIENT_ALPN: &[u8] = b"aspen/client/1";
@@ -79,6 +82,11 @@ pub enum ClientOp {
         id: NodeId,
     },
     Status,
+    /// A read-only SQL query over one snapshot of the state (`crate::sql`).
+    Sql {
+        query: String,
+        consistency: Consistency,
+    },
 }
 
 impl ClientOp {
@@ -86,12 +94,24 @@ impl ClientOp {
     pub fn is_read(&self) -> bool {
         matches!(
             self,
-            ClientOp::Range { .. } | ClientOp::LeaseList { .. } | ClientOp::Status
+            ClientOp::Range { .. }
+                | ClientOp::LeaseList { .. }
+                | ClientOp::Status
+                | ClientOp::Sql { .. }
         )
+    }
+
+    /// How much longer than an ordinary request the answer may take: a query may run up to
+    /// the SQL timeout's ceiling.
+    pub fn response_allowance(&self) -> Duration {
+        match self {
+            ClientOp::Sql { .. } => Duration::from_millis(SQL_TIMEOUT_MS_MAX),
+            _ => Duration::ZERO,
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientResponse {
     /// The node that served the request (the leader when it was forwarded).
     pub served_by: NodeId,
@@ -102,7 +122,7 @@ pub struct ClientResponse {
     pub result: Result<ClientOutput, ClientError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientOutput {
     /// What the state machine answered to a write.
     Write(Output),
@@ -117,6 +137,7 @@ pub enum ClientOutput {
     Status(ClusterStatus),
     /// A cluster operation finished.
     Done,
+    Sql(SqlResult),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,4 +191,7 @@ pub enum ClientError {
     Cluster(String),
     #[error("storage: {0}")]
     Storage(String),
+    /// The query was refused or failed (the message starts with `sql:`).
+    #[error("{0}")]
+    Sql(String),
 }

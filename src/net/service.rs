@@ -13,6 +13,8 @@ use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, ChangeMembers};
 
 use crate::actors::raft::RaftError;
+use crate::actors::sql::SqlMsg;
+use crate::actors::{ActorKind, lookup};
 use crate::limits::{FRAME_BYTES_MAX, SCAN_ENTRIES_MAX};
 use crate::net::connections::Connections;
 use crate::net::endpoint::NodeAddress;
@@ -124,7 +126,7 @@ impl ClientService {
                 &address,
                 CLIENT_ALPN,
                 &request,
-                self.request_timeout,
+                self.request_timeout + request.op.response_allowance(),
                 FRAME_BYTES_MAX,
             )
             .await
@@ -171,6 +173,10 @@ impl ClientService {
                 self.read(list_leases).await
             }
             ClientOp::Status => Ok((ClientOutput::Status(self.status()?), 0)),
+            ClientOp::Sql { query, consistency } => {
+                self.barrier(*consistency).await?;
+                self.sql(query.clone()).await
+            }
             ClientOp::ClusterInit { members } => self.cluster_init(members).await,
             ClientOp::AddLearner { id, address } => {
                 let address: NodeAddress =
@@ -250,6 +256,17 @@ impl ClientService {
             .await
             .map_err(|e| ClientError::Storage(format!("read task: {e}")))?
             .map_err(Failure::Error)
+    }
+
+    /// Runs a query on the SqlActor (it answers within the SQL timeout).
+    async fn sql(&self, sql: String) -> Served {
+        let actor = lookup::<SqlMsg>(ActorKind::Sql, self.node_id())
+            .ok_or_else(|| ClientError::Unavailable("the sql actor is not running".into()))?;
+        let answer = ractor::call!(actor, |reply| SqlMsg::Query { sql, reply })
+            .map_err(|e| ClientError::Unavailable(format!("sql actor: {e}")))?;
+        let result = answer.map_err(|e| ClientError::Sql(e.to_string()))?;
+        let revision = result.revision;
+        Ok((ClientOutput::Sql(result), revision))
     }
 
     fn status(&self) -> Result<ClusterStatus, ClientError> {

@@ -80,6 +80,11 @@ impl ReadView {
         &self.txn
     }
 
+    /// The instant expiry is judged at.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     /// The revision this view reflects.
     pub fn revision(&self) -> u64 {
         self.revision
@@ -154,7 +159,8 @@ impl ReadView {
         Ok(stored - expired)
     }
 
-    fn kv_range(
+    /// Stored entries of `range` as redb hands them out, live or not.
+    pub(crate) fn kv_range(
         &self,
         range: &KeyRange,
     ) -> Result<redb::Range<'static, &'static [u8], &'static [u8]>> {

@@ -20,8 +20,8 @@ use crate::storage::reads::lease_keys_in;
 use crate::storage::schema::*;
 use crate::storage::store::{Store, read_meta_in, write_meta};
 use crate::storage::types::{
-    Command, Compare, CompareOp, CompareTarget, Entry, KeyRange, KeyValue, KvEntry, LeaseRecord,
-    Output, Put, Request, Response, StoredMembership, Txn, TxnOp,
+    Command, Compare, CompareOp, CompareTarget, Entry, KeyRange, KeyValue, KvEntry, KvEntryRef,
+    LeaseRecord, Output, Put, Request, Response, StoredMembership, Txn, TxnOp,
 };
 
 /// Lease ids handed out for `LeaseGrant { id: 0 }` start here.
@@ -511,6 +511,16 @@ pub fn compare_entry(entry: Option<&KvEntry>, op: CompareOp, target: &CompareTar
 }
 
 pub(crate) fn decode_kv_entry(key: &[u8], bytes: &[u8]) -> Result<KvEntry> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        Error::corrupt(
+            format!("kv entry of key {:?}", String::from_utf8_lossy(key)),
+            e,
+        )
+    })
+}
+
+/// A kv record decoded without copying its value.
+pub(crate) fn decode_kv_entry_ref<'a>(key: &[u8], bytes: &'a [u8]) -> Result<KvEntryRef<'a>> {
     postcard::from_bytes(bytes).map_err(|e| {
         Error::corrupt(
             format!("kv entry of key {:?}", String::from_utf8_lossy(key)),

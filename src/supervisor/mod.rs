@@ -1,4 +1,5 @@
-//! NodeSupervisor: starts the children in dependency order (storage → raft → ttl, health),
+//! NodeSupervisor: starts the children in dependency order (storage → raft → ttl, health;
+//! storage → sql),
 //! restarts a failed child after an exponential backoff (one-for-one; a storage failure
 //! restarts its dependents too), fails the node when the restart budget is spent, refuses to
 //! start storage when the cross-storage validation fails, and restarts a child whose health
@@ -14,6 +15,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 
 use crate::actors::health::{HealthActor, HealthArgs};
 use crate::actors::raft::{RaftActor, RaftArgs, RaftMsg};
+use crate::actors::sql::{SqlActor, SqlArgs};
 use crate::actors::storage::{StorageActor, StorageArgs, StorageWriter};
 use crate::actors::ttl::{TtlActor, TtlArgs};
 use crate::actors::{ActorKind, Faults};
@@ -67,17 +69,22 @@ pub enum SupervisorMsg {
 /// Children that depend on `kind` and must stop when it stops.
 fn dependents(kind: ActorKind) -> &'static [ActorKind] {
     match kind {
-        ActorKind::Storage => &[ActorKind::Health, ActorKind::Ttl, ActorKind::Raft],
-        ActorKind::Raft | ActorKind::Ttl | ActorKind::Health => &[],
+        ActorKind::Storage => &[
+            ActorKind::Sql,
+            ActorKind::Health,
+            ActorKind::Ttl,
+            ActorKind::Raft,
+        ],
+        ActorKind::Raft | ActorKind::Ttl | ActorKind::Health | ActorKind::Sql => &[],
     }
 }
 
 /// Children started once `kind` is up.
 fn started_after(kind: ActorKind) -> &'static [ActorKind] {
     match kind {
-        ActorKind::Storage => &[ActorKind::Raft],
+        ActorKind::Storage => &[ActorKind::Raft, ActorKind::Sql],
         ActorKind::Raft => &[ActorKind::Ttl, ActorKind::Health],
-        ActorKind::Ttl | ActorKind::Health => &[],
+        ActorKind::Ttl | ActorKind::Health | ActorKind::Sql => &[],
     }
 }
 
@@ -315,6 +322,17 @@ async fn spawn_child(
                 .await
                 .map(|(actor, _)| actor.get_cell())
         }
+        ActorKind::Sql => {
+            let args = SqlArgs {
+                node_id,
+                store,
+                limits: state.config.sql.limits(),
+                faults,
+            };
+            Actor::spawn_linked(name, SqlActor, args, supervisor)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+        }
     };
     spawned.map_err(|e| format!("{kind}: failed to start: {e}"))
 }
@@ -383,6 +401,7 @@ async fn on_child_failed(
                 window.as_millis()
             );
             for child in [
+                ActorKind::Sql,
                 ActorKind::Health,
                 ActorKind::Ttl,
                 ActorKind::Raft,

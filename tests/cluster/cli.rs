@@ -51,7 +51,8 @@ fn fails(nodes: &str, args: &[&str], expected: &str) {
 // Proves every `aspen` command against a local cluster started by `aspen-node cluster`:
 // output and exit code of put/get (prefix, range, limit, keys-only, count, stale), del, txn
 // from flags and from a JSON file, lease grant/keepalive/list/revoke, cluster
-// status/members/remove/add-learner/promote/init, one-line errors with exit 1 (also for a
+// status/members/remove/add-learner/promote/init, sql (on the leader and on a follower;
+// table, JSON and CSV), one-line errors with exit 1 (also for a
 // --base-port that leaves no room); and that the local cluster stops every node on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cli_command_against_a_local_cluster() {
@@ -205,6 +206,58 @@ async fn every_cli_command_against_a_local_cluster() {
         other["id"].as_u64().unwrap().to_string(),
         other["address"].as_str().unwrap().to_string(),
     );
+    // SQL on the leader and on a follower: a linearizable query there is forwarded to the
+    // leader; table (default), JSON and CSV output; errors are one line with exit 1.
+    for (key, value) in [("sql/1", "one"), ("sql/2", "two"), ("sql/3", "three")] {
+        ok(n, &["put", key, value]);
+    }
+    let query = "SELECT key, value, version FROM kv WHERE key LIKE 'sql/%' ORDER BY key";
+    let table = ok(l, &["sql", query]);
+    assert_eq!(
+        table,
+        "| key   | value | version |\n\
+         |-------|-------|---------|\n\
+         | sql/1 | one   | 1       |\n\
+         | sql/2 | two   | 1       |\n\
+         | sql/3 | three | 1       |\n\
+         (3 rows)\n"
+    );
+    assert_eq!(ok(&other_address, &["sql", query]), table);
+    assert_eq!(ok(l, &["sql", query, "--consistency", "stale"]), table);
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        &other_address,
+        &[
+            "sql",
+            "SELECT split_part(key, '/', 1) AS p, COUNT(*) AS n FROM kv GROUP BY p ORDER BY p",
+            "--output",
+            "json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        json["rows"],
+        serde_json::json!([{"p": "short", "n": 1}, {"p": "sql", "n": 3}])
+    );
+    assert_eq!(
+        ok(
+            n,
+            &[
+                "sql",
+                "SELECT key, value FROM kv WHERE key IN ('sql/1', 'sql/3') ORDER BY key",
+                "--output",
+                "csv"
+            ]
+        ),
+        "key,value\nsql/1,one\nsql/3,three\n"
+    );
+    fails(n, &["sql", "SELECT nope FROM kv"], "sql: ");
+    fails(n, &["sql", "DROP TABLE kv"], "only queries are allowed");
+    let (code, _, stderr) = aspen(n, &["get", "x", "--output", "csv"]);
+    assert_eq!(
+        (code, stderr.trim()),
+        (2, "Error: --output csv is only for `aspen sql`")
+    );
+
     assert_eq!(ok(n, &["cluster", "remove", &other_id]), "OK\n");
     assert!(ok(l, &["cluster", "status"]).contains("members: 2"));
     assert_eq!(

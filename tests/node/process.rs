@@ -10,7 +10,7 @@ use aspen::storage::{Put, Request};
 use aspen::testing::TestNode;
 
 /// Every metric family the node must expose.
-const FAMILIES: [&str; 15] = [
+const FAMILIES: [&str; 17] = [
     "aspen_raft_term",
     "aspen_raft_leader_id",
     "aspen_raft_has_leader",
@@ -26,6 +26,8 @@ const FAMILIES: [&str; 15] = [
     "aspen_ttl_expired_keys_total",
     "aspen_supervisor_restarts_total",
     "aspen_health_check_status",
+    "aspen_sql_queries_total",
+    "aspen_sql_rows_scanned_total",
 ];
 
 /// Kills the child on drop, so a failing assertion never leaves a node running.
@@ -142,6 +144,7 @@ async fn node_process_serves_health_status_and_metrics() {
         "raft_actor",
         "storage",
         "ttl_actor",
+        "sql_actor",
         "leader",
         "apply_lag",
         "disk_space",

@@ -65,7 +65,7 @@ async fn panic_in_each_actor_is_restarted() {
 // actor starts, after which writes succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_failure_of_each_actor_is_retried() {
-    // Eight failures in all: a budget that covers them, so only the policy under test acts.
+    // Ten failures in all: a budget that covers them, so only the policy under test acts.
     let node = TestNode::start(12, |c| c.supervisor.restarts_max = 20).await;
     for kind in ActorKind::ALL {
         node.faults().fail_next_start(kind);

@@ -1,0 +1,75 @@
+use aspen::actors::ActorKind;
+use aspen::client::{Client, Error};
+use aspen::net::proto::{ClientError, Consistency};
+use aspen::sql::SqlValue;
+use aspen::testing::TestNode;
+
+// Proves the SqlActor path of a real node over the client protocol: a linearizable query sees
+// a write acknowledged just before it, a stale one answers locally, the configured row limit
+// truncates and says so, a write statement comes back as a one-line `sql:` error, the
+// `sql_actor` health check reports, and after the actor panics the supervisor restarts it
+// and queries work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_through_the_sql_actor_of_a_node() {
+    let node = TestNode::start(60, |config| config.sql.row_limit = 5).await;
+    let client = Client::connect(&[node.node.address()]).await.unwrap();
+    for i in 0..10 {
+        client.put(format!("t/{i}"), format!("{i}")).await.unwrap();
+    }
+    let written = client.put("t/last", "x").await.unwrap();
+    let result = client
+        .sql("SELECT COUNT(*), MAX(mod_revision) FROM kv WHERE key LIKE 't/%'")
+        .await
+        .unwrap();
+    assert_eq!(
+        result.rows,
+        vec![vec![
+            SqlValue::Int(11),
+            SqlValue::Int(written.revision as i64)
+        ]]
+    );
+    assert!(result.revision >= written.revision);
+    let stale = client
+        .sql_with("SELECT key FROM kv WHERE key = 't/3'", Consistency::Stale)
+        .await
+        .unwrap();
+    assert_eq!(stale.rows, vec![vec![SqlValue::Text("t/3".into())]]);
+
+    let truncated = client.sql("SELECT key FROM kv").await.unwrap();
+    assert_eq!(truncated.rows.len(), 5);
+    assert_eq!(
+        truncated.truncated.as_deref(),
+        Some("row limit of 5 reached")
+    );
+
+    match client.sql("DELETE FROM kv").await {
+        Err(Error::Server(ClientError::Sql(message))) => {
+            assert!(
+                message.starts_with("sql: only queries are allowed"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    assert!(
+        node.wait_until(|n| n
+            .node
+            .shared
+            .checks()
+            .get("sql_actor")
+            .is_some_and(|c| c.status == aspen::node::CheckStatus::Ok))
+            .await,
+        "sql_actor check reported ok"
+    );
+    let restarts = node.node.shared.restarts(ActorKind::Sql);
+    node.panic_actor(ActorKind::Sql);
+    assert!(
+        node.wait_until(|n| n.node.shared.restarts(ActorKind::Sql) > restarts)
+            .await
+    );
+    assert!(node.wait_serving().await);
+    let after = client.sql("SELECT COUNT(*) FROM kv").await.unwrap();
+    assert_eq!(after.rows, vec![vec![SqlValue::Int(11)]]);
+    node.shutdown().await;
+}
