@@ -255,11 +255,10 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             if let Some(prev) = &prev {
                 text.push_str(&format!("\n{}", kv_text(prev, false)));
             }
-            Ok(Answer {
+            Ok(Answer::new(
                 text,
-                json: json!({"revision": written.revision, "prev_kv": prev.as_ref().map(kv_json)}),
-                ..Answer::default()
-            })
+                json!({"revision": written.revision, "prev_kv": prev.as_ref().map(kv_json)}),
+            ))
         }
         CliCommand::Get {
             key,
@@ -292,16 +291,15 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
                     .collect::<Vec<_>>()
                     .join("\n")
             };
-            Ok(Answer {
+            Ok(Answer::new(
                 text,
-                json: json!({
+                json!({
                     "revision": page.revision,
                     "count": page.count,
                     "more": page.continuation.is_some(),
                     "kvs": page.kvs.iter().map(kv_json).collect::<Vec<_>>(),
                 }),
-                ..Answer::default()
-            })
+            ))
         }
         CliCommand::Del {
             key,
@@ -320,11 +318,10 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
                 Output::Delete { deleted, .. } | Output::DeleteRange { deleted } => deleted,
                 other => return Err(format!("unexpected answer: {other:?}")),
             };
-            Ok(Answer {
-                text: deleted.to_string(),
-                json: json!({"revision": written.revision, "deleted": deleted}),
-                ..Answer::default()
-            })
+            Ok(Answer::new(
+                deleted.to_string(),
+                json!({"revision": written.revision, "deleted": deleted}),
+            ))
         }
         CliCommand::Txn {
             compares,
@@ -350,11 +347,10 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
                     gets.push(kv.as_ref().map(kv_json));
                 }
             }
-            Ok(Answer {
-                text: lines.join("\n"),
-                json: json!({"revision": written.revision, "succeeded": succeeded, "gets": gets}),
-                ..Answer::default()
-            })
+            Ok(Answer::new(
+                lines.join("\n"),
+                json!({"revision": written.revision, "succeeded": succeeded, "gets": gets}),
+            ))
         }
         CliCommand::Lease(command) => lease(&client, command).await,
         CliCommand::Cluster(command) => cluster(&client, command).await,
@@ -546,35 +542,32 @@ async fn lease(client: &Client, command: &LeaseCommand) -> Result<Answer, String
                 .lease_grant(id.unwrap_or(0), ttl_ms)
                 .await
                 .map_err(e)?;
-            Ok(Answer {
-                text: format!(
+            Ok(Answer::new(
+                format!(
                     "lease {} granted with TTL({})",
                     lease.id,
                     ttl_text(lease.ttl_ms)
                 ),
-                json: lease_json(lease),
-                ..Answer::default()
-            })
+                lease_json(lease),
+            ))
         }
         LeaseCommand::Revoke { id } => {
             let deleted = client.lease_revoke(*id).await.map_err(e)?;
-            Ok(Answer {
-                text: format!("lease {id} revoked ({deleted} keys deleted)"),
-                json: json!({"id": id, "keys_deleted": deleted}),
-                ..Answer::default()
-            })
+            Ok(Answer::new(
+                format!("lease {id} revoked ({deleted} keys deleted)"),
+                json!({"id": id, "keys_deleted": deleted}),
+            ))
         }
         LeaseCommand::Keepalive { id } => {
             let lease = client.lease_keepalive(*id).await.map_err(e)?;
-            Ok(Answer {
-                text: format!(
+            Ok(Answer::new(
+                format!(
                     "lease {} kept alive with TTL({})",
                     lease.id,
                     ttl_text(lease.ttl_ms)
                 ),
-                json: lease_json(lease),
-                ..Answer::default()
-            })
+                lease_json(lease),
+            ))
         }
         LeaseCommand::List => {
             let leases = client.lease_list().await.map_err(e)?;
@@ -587,11 +580,7 @@ async fn lease(client: &Client, command: &LeaseCommand) -> Result<Answer, String
                     ttl_text(l.remaining_ms)
                 )
             }));
-            Ok(Answer {
-                text: lines.join("\n"),
-                json: json!(leases.iter().map(|l| json!({"id": l.id, "ttl_ms": l.ttl_ms, "remaining_ms": l.remaining_ms})).collect::<Vec<_>>()),
-                ..Answer::default()
-            })
+            Ok(Answer::new(lines.join("\n"), json!(leases.iter().map(|l| json!({"id": l.id, "ttl_ms": l.ttl_ms, "remaining_ms": l.remaining_ms})).collect::<Vec<_>>())))
         }
     }
 }
@@ -643,8 +632,8 @@ async fn cluster(client: &Client, command: &ClusterCommand) -> Result<Answer, St
         ClusterCommand::Status => {
             let s = client.status().await.map_err(e)?;
             let show = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
-            Ok(Answer {
-                text: format!(
+            Ok(Answer::new(
+                format!(
                     "node_id: {}\naddress: {}\nleader: {}\nterm: {}\nlast_log_index: {}\nlast_applied: {}\nmembers: {}",
                     s.node_id,
                     s.address,
@@ -654,9 +643,8 @@ async fn cluster(client: &Client, command: &ClusterCommand) -> Result<Answer, St
                     show(s.last_applied),
                     s.members.len()
                 ),
-                json: serde_json::to_value(&s).map_err(|e| e.to_string())?,
-                ..Answer::default()
-            })
+                serde_json::to_value(&s).map_err(|e| e.to_string())?,
+            ))
         }
         ClusterCommand::Members => {
             let s = client.status().await.map_err(e)?;
@@ -674,11 +662,10 @@ async fn cluster(client: &Client, command: &ClusterCommand) -> Result<Answer, St
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
-            Ok(Answer {
+            Ok(Answer::new(
                 text,
-                json: serde_json::to_value(&s.members).map_err(|e| e.to_string())?,
-                ..Answer::default()
-            })
+                serde_json::to_value(&s.members).map_err(|e| e.to_string())?,
+            ))
         }
     }
 }

@@ -386,28 +386,10 @@ impl Client {
             query: query.to_string(),
             consistency,
         };
-        sql_result(self.request(op).await?)
-    }
-
-    /// A SQL query answered by one node, without retries.
-    pub async fn sql_on(
-        &self,
-        node: &NodeAddress,
-        query: &str,
-        consistency: Consistency,
-    ) -> Result<SqlResult> {
-        let op = ClientOp::Sql {
-            query: query.to_string(),
-            consistency,
-        };
-        sql_result(self.request_to(node, op).await?)
-    }
-}
-
-fn sql_result(response: ClientResponse) -> Result<SqlResult> {
-    match response.result? {
-        ClientOutput::Sql(result) => Ok(result),
-        other => Err(Error::Protocol(format!("{other:?}"))),
+        match self.request(op).await?.result? {
+            ClientOutput::Sql(result) => Ok(result),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
     }
 }
 

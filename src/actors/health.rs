@@ -1,8 +1,8 @@
 //! HealthActor: every `health.interval_ms` runs the node's checks and reports them to the
 //! supervisor, which publishes them on `/health` and restarts a child whose check stays
-//! critical. Checks: `raft_actor`, `storage`, `ttl_actor`, `sql_actor` (each answers a ping in time; storage
-//! also opens a read transaction), `leader` (a leader is known), `apply_lag`, `disk_space`,
-//! `db_file` (against the quota). Each is ok / warning / critical with a message.
+//! critical. Checks: `raft_actor`, `storage`, `ttl_actor`, `sql_actor` (each answers a ping in
+//! time; storage also opens a read transaction), `leader` (a leader is known), `apply_lag`,
+//! `disk_space`, `db_file` (against the quota). Each is ok / warning / critical with a message.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -23,6 +23,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -117,8 +118,12 @@ impl std::fmt::Debug for SqlEngine {
 
 impl SqlEngine {
     pub fn new(limits: SqlLimits) -> Result<SqlEngine, SqlError> {
+        // Over the memory limit a query fails with a clear error; it never spills to disk.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()?;
         // One partition per query: queries run side by side instead of fanning out.
         let config = SessionConfig::new()
@@ -315,6 +320,11 @@ async fn collect(
 /// produces. DataFusion's own yield points sit in the scans; an operator that makes many
 /// batches out of few (a cross join) would otherwise compute for as long as it likes within
 /// one poll, and a timed-out query could not be stopped until it finished.
+///
+/// Left: an operator that computes long without producing any batch (a nested-loop join
+/// whose filter rejects every pair) still stops only at its next batch or at its end. The
+/// caller gets its timeout on time and the query keeps its slot (and one SQL thread) until
+/// then; Raft and clients run on other threads.
 #[derive(Debug)]
 struct YieldBetweenBatches;
 

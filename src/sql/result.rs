@@ -177,7 +177,11 @@ impl SqlResult {
             table.add_row(row.iter().map(SqlValue::to_text));
         }
         let mut text = table.to_string();
-        text.push_str(&format!("\n({} rows)", self.rows.len()));
+        let rows = self.rows.len();
+        text.push_str(&format!(
+            "\n({rows} row{})",
+            if rows == 1 { "" } else { "s" }
+        ));
         if let Some(reason) = &self.truncated {
             text.push_str(&format!("\ntruncated: {reason}"));
         }

@@ -177,11 +177,11 @@ impl TableProvider for KvTable {
                 key_filtered = true;
             }
         }
-        let indices: Vec<usize> = match projection {
-            Some(p) => p.clone(),
-            None => (0..KV_COLUMNS.len()).collect(),
-        };
-        let schema = Arc::new(self.schema.project(&indices)?);
+        let Projected {
+            indices,
+            schema,
+            batch_rows,
+        } = Projected::new(&self.schema, projection, state)?;
         // Keys come out in byte order; as text that is the column's order unless a NULL (a
         // key that is not UTF-8) can appear, which a key filter rules out.
         let sorted = self.encoding == Encoding::Binary || key_filtered;
@@ -201,20 +201,56 @@ impl TableProvider for KvTable {
             encoding: self.encoding,
             skip_non_text_keys: self.encoding == Encoding::Text && key_filtered,
             limit,
-            batch_rows: usize::from(state.config_options().execution.batch_size).max(1),
+            batch_rows,
             schema: Arc::clone(&schema),
             stats: Arc::clone(&self.stats),
         };
-        let partition = BlockingPartition::new(schema.clone(), move |tx| scan.run(tx));
-        Ok(Arc::new(StreamingTableExec::try_new(
-            schema,
-            vec![Arc::new(partition)],
-            None,
-            ordering,
-            false,
-            limit,
-        )?))
+        blocking_scan(schema, ordering, limit, move |tx| scan.run(tx))
     }
+}
+
+/// What a scan builds: the projected columns (indices into the table's schema), their
+/// schema, and the session's batch size.
+struct Projected {
+    indices: Vec<usize>,
+    schema: SchemaRef,
+    batch_rows: usize,
+}
+
+impl Projected {
+    fn new(
+        table: &SchemaRef,
+        projection: Option<&Vec<usize>>,
+        state: &dyn Session,
+    ) -> Result<Self> {
+        let indices: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..table.fields().len()).collect(),
+        };
+        Ok(Projected {
+            schema: Arc::new(table.project(&indices)?),
+            indices,
+            batch_rows: usize::from(state.config_options().execution.batch_size).max(1),
+        })
+    }
+}
+
+/// A plan of one partition whose batches `produce` makes on the blocking pool.
+fn blocking_scan(
+    schema: SchemaRef,
+    ordering: Option<LexOrdering>,
+    limit: Option<usize>,
+    produce: impl Fn(&Sender<Result<RecordBatch>>) -> Result<()> + Send + Sync + 'static,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let partition = BlockingPartition::new(Arc::clone(&schema), produce);
+    Ok(Arc::new(StreamingTableExec::try_new(
+        schema,
+        vec![Arc::new(partition)],
+        None,
+        ordering,
+        false,
+        limit,
+    )?))
 }
 
 /// One scan of `kv`: the ranges, the columns to build, when to stop.
@@ -434,28 +470,19 @@ impl TableProvider for LeasesTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let indices: Vec<usize> = match projection {
-            Some(p) => p.clone(),
-            None => (0..self.schema.fields().len()).collect(),
-        };
-        let schema = Arc::new(self.schema.project(&indices)?);
+        let Projected {
+            indices,
+            schema,
+            batch_rows,
+        } = Projected::new(&self.schema, projection, state)?;
         let (view, full, stats) = (
             Arc::clone(&self.view),
             Arc::clone(&self.schema),
             Arc::clone(&self.stats),
         );
-        let batch_rows = usize::from(state.config_options().execution.batch_size).max(1);
-        let partition = BlockingPartition::new(schema.clone(), move |tx| {
+        blocking_scan(schema, None, limit, move |tx| {
             scan_leases(&view, &full, &indices, batch_rows, &stats, tx)
-        });
-        Ok(Arc::new(StreamingTableExec::try_new(
-            schema,
-            vec![Arc::new(partition)],
-            None,
-            None,
-            false,
-            limit,
-        )?))
+        })
     }
 }
 
