@@ -149,10 +149,6 @@ impl SqlEngine {
         })
     }
 
-    pub fn limits(&self) -> &SqlLimits {
-        &self.limits
-    }
-
     /// Queries holding a slot now.
     pub fn running(&self) -> usize {
         self.limits.max_concurrent.max(1) - self.slots.available_permits()
@@ -163,11 +159,6 @@ impl SqlEngine {
         let view = store
             .read(crate::clock::now_ms())
             .map_err(|e| SqlError::Storage(e.to_string()))?;
-        self.query_view(view, sql).await
-    }
-
-    /// Runs `sql` on `view` within the limits.
-    pub async fn query_view(&self, view: ReadView, sql: &str) -> Result<SqlResult, SqlError> {
         self.query_within(view, sql, self.limits.timeout).await
     }
 
