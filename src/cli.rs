@@ -122,6 +122,45 @@ pub enum CliCommand {
         #[arg(long, value_enum, default_value = "linearizable")]
         consistency: ReadConsistency,
     },
+    /// Vaults: key namespaces `vault/NAME/...` with metadata kept as keys change.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+    /// Operations on one node, over its HTTP admin API (`/admin/*`).
+    Admin {
+        /// The node's HTTP address (`http.address`), e.g. 127.0.0.1:9180; default: read from
+        /// DIR/http.addr of the first --data-dir.
+        #[arg(long, env = "ASPEN_HTTP")]
+        http: Option<String>,
+        /// The node's `http.admin_token`.
+        #[arg(long, env = "ASPEN_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Every vault: keys, bytes, created and updated revision (from metadata, no key scan).
+    List,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Write a backup of the node's state (keys, revisions, leases) to FILE, taken from one
+    /// read transaction while writes go on; checked as it arrives (a progress bar shows keys).
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build a Raft snapshot now; the log behind it is purged (keeping raft.log_entries_kept).
+    Snapshot,
+    /// Reclaim the free space in the node's database file (after deletes and log purges);
+    /// reads and writes on that node wait while it runs. Prints the sizes and the wait.
+    Compact,
+    /// Stop the node gracefully: as the leader it first lets followers catch up; the last
+    /// commit is durable, so a restart replays nothing.
+    Shutdown,
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +266,15 @@ impl Answer {
 async fn execute(cli: &Cli) -> Result<Answer, String> {
     if let CliCommand::Cluster(ClusterCommand::Init { members }) = &cli.command {
         return cluster_init(members).await;
+    }
+    // Admin commands talk to one node's HTTP address, not to the cluster.
+    if let CliCommand::Admin {
+        http,
+        token,
+        command,
+    } = &cli.command
+    {
+        return admin_over_http(&cli.data_dir, http.as_deref(), token.clone(), command).await;
     }
     let client = Client::connect(&node_addresses(cli)?)
         .await
@@ -353,6 +401,40 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             ))
         }
         CliCommand::Lease(command) => lease(&client, command).await,
+        CliCommand::Admin {
+            http,
+            token,
+            command,
+        } => admin_over_http(&cli.data_dir, http.as_deref(), token.clone(), command).await,
+        CliCommand::Vault(VaultCommand::List) => {
+            let vaults = client.vault_list().await.map_err(e)?;
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+            table.set_header(["vault", "keys", "bytes", "created", "updated"]);
+            for vault in &vaults {
+                let m = &vault.meta;
+                table.add_row([
+                    vault.name.clone(),
+                    m.key_count.to_string(),
+                    m.total_bytes.to_string(),
+                    m.created_revision.to_string(),
+                    m.updated_revision.to_string(),
+                ]);
+            }
+            let json: Vec<Value> = vaults
+                .iter()
+                .map(|v| {
+                    json!({
+                        "name": v.name,
+                        "keys": v.meta.key_count,
+                        "bytes": v.meta.total_bytes,
+                        "created_revision": v.meta.created_revision,
+                        "updated_revision": v.meta.updated_revision,
+                    })
+                })
+                .collect();
+            Ok(Answer::new(table.to_string(), Value::Array(json)))
+        }
         CliCommand::Cluster(command) => cluster(&client, command).await,
         CliCommand::Sql { query, consistency } => {
             let result = client
@@ -666,6 +748,111 @@ async fn cluster(client: &Client, command: &ClusterCommand) -> Result<Answer, St
                 text,
                 serde_json::to_value(&s.members).map_err(|e| e.to_string())?,
             ))
+        }
+    }
+}
+
+fn http_address_from(dirs: &[PathBuf]) -> Result<String, String> {
+    let dir = dirs
+        .first()
+        .ok_or("no node HTTP address: give --http ADDRESS (or set ASPEN_HTTP) or --data-dir DIR")?;
+    let path = dir.join(crate::node::HTTP_ADDR_FILE);
+    std::fs::read_to_string(&path)
+        .map(|text| text.trim().to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+async fn admin_over_http(
+    data_dirs: &[PathBuf],
+    http: Option<&str>,
+    token: Option<String>,
+    command: &AdminCommand,
+) -> Result<Answer, String> {
+    let http = match http {
+        Some(http) => http.to_string(),
+        None => http_address_from(data_dirs)?,
+    };
+    let command = command.clone();
+    tokio::task::spawn_blocking(move || admin(&http, token, &command))
+        .await
+        .map_err(|e| format!("admin: {e}"))?
+}
+
+/// Runs an admin command (blocking HTTP: call it off the async runtime).
+fn admin(http: &str, token: Option<String>, command: &AdminCommand) -> Result<Answer, String> {
+    let client = crate::admin::AdminClient::new(http, token)?;
+    match command {
+        AdminCommand::Backup { out } => {
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} backup {bar:40} {pos}/{len} keys ({per_sec}, eta {eta})",
+                )
+                .expect("valid template"),
+            );
+            let result = client.backup(out, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            let (summary, bytes) = result?;
+            Ok(Answer::new(
+                format!(
+                    "backup written to {}: {} keys, {} leases, revision {}, {bytes} bytes",
+                    out.display(),
+                    summary.keys,
+                    summary.leases,
+                    summary.revision
+                ),
+                json!({
+                    "file": out.display().to_string(),
+                    "keys": summary.keys,
+                    "leases": summary.leases,
+                    "revision": summary.revision,
+                    "bytes": bytes,
+                }),
+            ))
+        }
+        AdminCommand::Snapshot => {
+            let answer = client.post_json("snapshot")?;
+            let index = |name: &str| {
+                answer
+                    .get(name)
+                    .and_then(Value::as_u64)
+                    .map_or("none".to_string(), |i| i.to_string())
+            };
+            Ok(Answer::new(
+                format!(
+                    "snapshot at log index {}; log purged up to {}",
+                    index("snapshot_index"),
+                    index("purged_index")
+                ),
+                answer,
+            ))
+        }
+        AdminCommand::Compact => {
+            let answer = client.post_json("compact")?;
+            let bytes = |name: &str| {
+                answer
+                    .get(name)
+                    .and_then(Value::as_u64)
+                    .map_or("?".to_string(), |b| b.to_string())
+            };
+            let stalled = answer
+                .get("stalled_ms")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            Ok(Answer::new(
+                format!(
+                    "compacted: {} -> {} bytes; reads and writes waited {stalled:.1} ms",
+                    bytes("bytes_before"),
+                    bytes("bytes_after")
+                ),
+                answer,
+            ))
+        }
+        AdminCommand::Shutdown => {
+            let answer = client.post_json("shutdown")?;
+            Ok(Answer::new("shutting down", answer))
         }
     }
 }

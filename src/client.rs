@@ -334,6 +334,17 @@ impl Client {
         }
     }
 
+    /// Every vault with its key count, bytes and created/updated revisions (linearizable).
+    pub async fn vault_list(&self) -> Result<Vec<crate::storage::VaultInfo>> {
+        let op = ClientOp::VaultList {
+            consistency: Consistency::Linearizable,
+        };
+        match self.request(op).await?.result? {
+            ClientOutput::Vaults(vaults) => Ok(vaults),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
     /// Initializes a new cluster of `members`: every member is told the same list.
     pub async fn cluster_init(&self, members: &BTreeMap<NodeId, NodeAddress>) -> Result<()> {
         let list: BTreeMap<NodeId, String> = members

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{
     EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX, SQL_TIMEOUT_MS_MAX,
+    VAULT_KEYS_MAX_DEFAULT, VAULTS_MAX_DEFAULT,
 };
 
 /// Prefix of environment overrides.
@@ -81,14 +82,19 @@ impl Default for NodeSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSection {
-    /// `/health`, `/metrics`, `/status`. Loopback by default; port 0 picks a free port.
+    /// `/health`, `/metrics`, `/status`, `/admin/*`. Loopback by default; port 0 picks a free
+    /// port. Another address needs an `admin_token`.
     pub address: SocketAddr,
+    /// When set, every `/admin/*` request needs `Authorization: Bearer TOKEN`. Empty: none
+    /// (allowed only on a loopback address). Better given as `ASPEN_HTTP__ADMIN_TOKEN`.
+    pub admin_token: String,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
             address: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            admin_token: String::new(),
         }
     }
 }
@@ -106,6 +112,8 @@ pub struct NetSection {
     pub connect_timeout_ms: u64,
     /// A forwarded client request waits this long for the leader.
     pub request_timeout_ms: u64,
+    /// Client requests slower than this are logged (op, key, vault, duration, revision).
+    pub slow_request_ms: u64,
 }
 
 impl Default for NetSection {
@@ -115,6 +123,7 @@ impl Default for NetSection {
             peers: Vec::new(),
             connect_timeout_ms: 2_000,
             request_timeout_ms: 10_000,
+            slow_request_ms: 500,
         }
     }
 }
@@ -177,8 +186,23 @@ pub struct StorageSection {
     pub quick_repair: bool,
     /// redb page cache.
     pub cache_bytes: u64,
-    /// Database size quota; the `db_file` health check compares the file against it.
+    /// Database file quota: at or over it, writes that add data are refused (quota alarm).
     pub quota_bytes: u64,
+    /// Most vaults (`vault/NAME/...` key namespaces) the cluster may hold. The leader's values
+    /// are replicated and enforced by every node.
+    pub vaults_max: u64,
+    /// Most keys one vault may hold.
+    pub vault_keys_max: u64,
+}
+
+impl StorageSection {
+    /// The vault limits this node proposes when it leads.
+    pub fn vault_limits(&self) -> crate::storage::VaultLimits {
+        crate::storage::VaultLimits {
+            vaults_max: self.vaults_max,
+            keys_per_vault_max: self.vault_keys_max,
+        }
+    }
 }
 
 impl Default for StorageSection {
@@ -187,6 +211,8 @@ impl Default for StorageSection {
             quick_repair: crate::storage::store::QUICK_REPAIR_DEFAULT,
             cache_bytes: crate::storage::store::CACHE_BYTES_DEFAULT as u64,
             quota_bytes: QUOTA_BYTES_DEFAULT,
+            vaults_max: VAULTS_MAX_DEFAULT,
+            vault_keys_max: VAULT_KEYS_MAX_DEFAULT,
         }
     }
 }
@@ -221,9 +247,9 @@ pub struct HealthSection {
     /// Free space on the data dir's disk below these percentages is warning / critical.
     pub disk_free_warning_percent: u8,
     pub disk_free_critical_percent: u8,
-    /// The database file above these percentages of the quota is warning / critical.
+    /// The database file above this percentage of the quota is a warning (at 100% the quota
+    /// alarm goes on: the `quota` check).
     pub db_size_warning_percent: u8,
-    pub db_size_critical_percent: u8,
     /// Committed but not yet applied entries above these counts are warning / critical.
     pub apply_lag_warning: u64,
     pub apply_lag_critical: u64,
@@ -238,7 +264,6 @@ impl Default for HealthSection {
             disk_free_warning_percent: 10,
             disk_free_critical_percent: 5,
             db_size_warning_percent: 80,
-            db_size_critical_percent: 95,
             apply_lag_warning: 1_000,
             apply_lag_critical: 10_000,
         }
@@ -395,6 +420,13 @@ impl NodeConfig {
                 FRAME_BYTES_MAX / 2
             ),
         );
+        rule(
+            self.http.address.ip().is_loopback() || !self.http.admin_token.is_empty(),
+            format!(
+                "http.address ({}) is not a loopback address: set http.admin_token so /admin/* is guarded",
+                self.http.address
+            ),
+        );
         for peer in &self.net.peers {
             if let Err(error) = peer.parse::<crate::net::endpoint::NodeAddress>() {
                 rule(false, format!("net.peers: {error}"));
@@ -410,6 +442,10 @@ impl NodeConfig {
                 "storage.quota_bytes ({}) must be at least 1 MiB",
                 self.storage.quota_bytes
             ),
+        );
+        rule(
+            self.storage.vaults_max >= 1 && self.storage.vault_keys_max >= 1,
+            "storage.vaults_max and storage.vault_keys_max must be at least 1".into(),
         );
         let sql = &self.sql;
         rule(
@@ -478,11 +514,10 @@ impl NodeConfig {
             ),
         );
         rule(
-            health.db_size_warning_percent <= health.db_size_critical_percent
-                && health.db_size_critical_percent <= 100,
+            (1..=100).contains(&health.db_size_warning_percent),
             format!(
-                "health.db_size_warning_percent ({}) must not exceed health.db_size_critical_percent ({}), at most 100",
-                health.db_size_warning_percent, health.db_size_critical_percent
+                "health.db_size_warning_percent ({}) must be between 1 and 100",
+                health.db_size_warning_percent
             ),
         );
         rule(
@@ -616,5 +651,26 @@ mod tests {
             "raft.election_timeout_min_ms (150) must exceed raft.heartbeat_interval_ms (200)"
         );
         assert!(broken[2].starts_with("supervisor.backoff_initial_ms (10000)"));
+    }
+
+    // Proves an HTTP address off loopback is refused without an admin token (the admin API
+    // would be open to the network) and accepted with one given in the environment.
+    #[test]
+    fn http_off_loopback_needs_an_admin_token() {
+        let (_dir, path) = write("[http]\naddress = \"0.0.0.0:9180\"\n");
+        let Err(ConfigError::Invalid(broken)) = NodeConfig::load_with_env(&path, env(&[])) else {
+            panic!("expected a validation error");
+        };
+        assert_eq!(
+            broken,
+            vec![
+                "http.address (0.0.0.0:9180) is not a loopback address: set http.admin_token so \
+                 /admin/* is guarded"
+            ]
+        );
+        let config =
+            NodeConfig::load_with_env(&path, env(&[("ASPEN_HTTP__ADMIN_TOKEN", "secret")]))
+                .unwrap();
+        assert_eq!(config.http.admin_token, "secret");
     }
 }

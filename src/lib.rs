@@ -27,6 +27,7 @@
 //!   snapshots, the openraft storage traits and the FoundationDB tuple layer.
 
 pub mod actors;
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -36,6 +37,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod offline;
 pub mod sql;
 pub mod storage;
 pub mod supervisor;

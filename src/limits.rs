@@ -28,6 +28,12 @@ pub const SQL_ROWS_MAX: usize = 10_000;
 pub const SQL_TIMEOUT_MS_MAX: u64 = 30_000;
 /// Bytes of SQL result rows in one answer: the rest is truncated, so it fits one frame.
 pub const SQL_RESULT_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
+/// A vault's name (in `vault/NAME/...`): short, as it labels metrics and log lines.
+pub const VAULT_NAME_BYTES_MAX: usize = 64;
+/// Default number of vaults (`storage.vaults_max`); each is a metric label set.
+pub const VAULTS_MAX_DEFAULT: u64 = 1_000;
+/// Default keys per vault (`storage.vault_keys_max`).
+pub const VAULT_KEYS_MAX_DEFAULT: u64 = 1_000_000;
 /// Default database quota: over it, writes fail with `quota exceeded`.
 pub const QUOTA_BYTES_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
 

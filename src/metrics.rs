@@ -25,6 +25,15 @@ pub const HEALTH_CHECK_STATUS: &str = "aspen_health_check_status";
 pub const SQL_QUERIES: &str = "aspen_sql_queries_total";
 pub const SQL_QUERY_SECONDS: &str = "aspen_sql_query_duration_seconds";
 pub const SQL_ROWS_SCANNED: &str = "aspen_sql_rows_scanned_total";
+/// Client requests per vault they touch, by `vault` and `op` (put, delete, range, txn, ...).
+pub const VAULT_OPERATIONS: &str = "aspen_vault_operations_total";
+/// 1 while the quota alarm is on (the database file at or over `storage.quota_bytes`).
+pub const QUOTA_ALARM: &str = "aspen_quota_alarm";
+/// How long each file compaction held the database (reads and writes waited at most this).
+pub const STORAGE_COMPACTION_SECONDS: &str = "aspen_storage_compaction_duration_seconds";
+
+/// Buckets (seconds) for compactions: 1 ms to 2 minutes.
+const COMPACTION_BUCKETS: [f64; 10] = [0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 120.0];
 
 /// Latency buckets (seconds) for fsync and apply: 50 µs to 1 s.
 const DURATION_BUCKETS: [f64; 12] = [
@@ -40,7 +49,13 @@ pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets(&DURATION_BUCKETS)
-            .expect("bucket list is not empty");
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(STORAGE_COMPACTION_SECONDS.into()),
+                    &COMPACTION_BUCKETS,
+                )
+            })
+            .expect("bucket lists are not empty");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
@@ -73,6 +88,7 @@ pub fn register_node(node_id: u64) {
     ] {
         metrics::counter!(name, "node_id" => node.clone()).increment(0);
     }
+    metrics::gauge!(QUOTA_ALARM, "node_id" => node.clone()).set(0.0);
     for outcome in ["ok", "truncated", "error", "timeout"] {
         metrics::counter!(SQL_QUERIES, "node_id" => node.clone(), "outcome" => outcome)
             .increment(0);

@@ -16,8 +16,11 @@ use crate::actors::raft::{Metrics, RaftError, RaftMsg};
 use crate::actors::{ActorKind, Faults, lookup};
 use crate::config::{NodeConfig, StorageKind};
 use crate::net::endpoint::NodeAddress;
-use crate::storage::{NodeId, Request, Response, Store, TypeConfig};
+use crate::storage::{CommandError, NodeId, Request, Response, Store, TypeConfig};
 use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
+
+/// `DATA_DIR/http.addr`: the HTTP address the node serves on (`aspen admin --data-dir`).
+pub const HTTP_ADDR_FILE: &str = "http.addr";
 
 /// How long a client call waits for the Raft actor before giving up.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
@@ -89,12 +92,15 @@ pub struct HealthReport {
 /// What the node's parts publish for observers.
 pub struct NodeShared {
     pub node_id: NodeId,
+    /// `storage.quota_bytes`.
+    pub quota_bytes: u64,
     checks: Mutex<BTreeMap<String, Check>>,
     restarts: Mutex<BTreeMap<ActorKind, u64>>,
     store: Mutex<Option<Arc<Store>>>,
     raft: Mutex<Option<Raft<TypeConfig>>>,
     address: OnceLock<NodeAddress>,
     failure: watch::Sender<Option<String>>,
+    shutdown: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for NodeShared {
@@ -108,15 +114,17 @@ impl std::fmt::Debug for NodeShared {
 }
 
 impl NodeShared {
-    pub fn new(node_id: NodeId) -> Self {
+    pub fn new(node_id: NodeId, quota_bytes: u64) -> Self {
         NodeShared {
             node_id,
+            quota_bytes,
             checks: Mutex::default(),
             restarts: Mutex::default(),
             store: Mutex::default(),
             raft: Mutex::default(),
             address: OnceLock::new(),
             failure: watch::channel(None).0,
+            shutdown: watch::channel(false).0,
         }
     }
 
@@ -180,9 +188,27 @@ impl NodeShared {
         let _ = self.address.set(address);
     }
 
-    /// Proposes a request through Raft and returns the state machine's response.
+    /// The quota alarm: `Some((file bytes, quota))` while the database file is at or over
+    /// `storage.quota_bytes`. Measured now, so it clears by itself once a compaction shrinks
+    /// the file. Never on for the in-memory store (no file).
+    pub fn quota_alarm(&self) -> Option<(u64, u64)> {
+        let store = self.store()?;
+        quota_alarm(&store, self.quota_bytes)
+    }
+
+    /// Proposes a request through Raft and returns the state machine's response. As the
+    /// leader, refuses a command that adds data while the quota alarm is on.
     pub async fn write(&self, request: Request) -> Result<Response, NodeError> {
         let raft = self.raft_actor()?;
+        if request.command.adds_data()
+            && self.with_raft_metrics(|m| m.current_leader) == Some(Some(self.node_id))
+            && let Some((bytes, quota)) = self.quota_alarm()
+        {
+            return Err(NodeError::Command(CommandError::QuotaExceeded {
+                bytes,
+                quota,
+            }));
+        }
         ractor::call_t!(raft, RaftMsg::Write, REQUEST_TIMEOUT_MS, request)
             .map_err(|e| NodeError::Call(e.to_string()))?
             .map_err(NodeError::from)
@@ -226,6 +252,18 @@ impl NodeShared {
         }
     }
 
+    /// Asks the process running this node to stop it gracefully (`POST /admin/shutdown`).
+    pub fn request_shutdown(&self) {
+        tracing::info!(node_id = self.node_id, "shutdown requested");
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once a shutdown was requested.
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|requested| *requested).await;
+    }
+
     pub fn health(&self) -> HealthReport {
         let checks = self.checks();
         let failure = self.failure();
@@ -248,6 +286,12 @@ impl NodeShared {
     }
 }
 
+/// `Some((file bytes, quota))` when `store`'s file is at or over `quota` bytes.
+pub fn quota_alarm(store: &Store, quota: u64) -> Option<(u64, u64)> {
+    let bytes = store.file_size()?;
+    (bytes >= quota).then_some((bytes, quota))
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section here is a plain read or assignment: a poisoned lock holds whole data.
     mutex
@@ -267,6 +311,9 @@ pub enum NodeError {
     Raft(#[from] RaftError),
     #[error("node: {0}")]
     Call(String),
+    /// Refused before proposing: nothing changed.
+    #[error(transparent)]
+    Command(CommandError),
 }
 
 /// A running node: its supervisor, what it shares, its network address and its HTTP address.
@@ -301,14 +348,56 @@ impl Node {
         self.address
     }
 
-    /// Stops taking requests, then every actor and the HTTP server; storage ends with one
-    /// fsync'd commit.
+    /// Stops taking requests; as the leader, waits (at most `HANDOVER_WAIT`) until every voter
+    /// holds the whole log, so the next leader has every acknowledged write and nothing is
+    /// left to resend; then stops every actor and the HTTP server. Storage ends with one
+    /// fsync'd commit, so a restart replays nothing.
     pub async fn shutdown(self) {
         let _ = self.router.shutdown().await;
+        self.wait_followers_caught_up().await;
         self.supervisor.stop(Some("shutdown".into()));
         let _ = self.supervisor_task.await;
         self.http_task.abort();
         let _ = self.http_task.await;
+    }
+}
+
+/// How long a leader that is shutting down waits for its followers to hold its whole log.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+
+impl Node {
+    async fn wait_followers_caught_up(&self) {
+        let Some(raft) = self.shared.raft() else {
+            return;
+        };
+        let id = self.node_id();
+        let caught_up = raft
+            .wait(Some(HANDOVER_WAIT))
+            .metrics(
+                move |m| {
+                    if m.current_leader != Some(id) {
+                        return true;
+                    }
+                    let last = m.last_log_index;
+                    let voters: Vec<NodeId> =
+                        m.membership_config.membership().voter_ids().collect();
+                    m.replication.as_ref().is_none_or(|replication| {
+                        voters.iter().filter(|v| **v != id).all(|v| {
+                            replication
+                                .get(v)
+                                .is_some_and(|matched| matched.map(|l| l.index) >= last)
+                        })
+                    })
+                },
+                "followers hold the whole log",
+            )
+            .await;
+        if caught_up.is_err() {
+            tracing::warn!(
+                node_id = id,
+                "shutdown: followers did not catch up within {HANDOVER_WAIT:?}"
+            );
+        }
     }
 }
 
@@ -327,7 +416,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     use crate::net::{endpoint, proto::CLIENT_ALPN, raft::RAFT_ALPN};
 
     crate::metrics::register_node(config.node.id);
-    let shared = Arc::new(NodeShared::new(config.node.id));
+    let shared = Arc::new(NodeShared::new(config.node.id, config.storage.quota_bytes));
     let key = node_key(&config)?;
     let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
     let ep = endpoint::bind(key, config.net.address, alpns).await?;
@@ -354,11 +443,23 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         connections,
         faults: faults.net.clone(),
         request_timeout: Duration::from_millis(config.net.request_timeout_ms),
+        slow_request: Duration::from_millis(config.net.slow_request_ms),
     };
 
     let listener = tokio::net::TcpListener::bind(config.http.address).await?;
     let http_address = listener.local_addr()?;
-    let http_task = tokio::spawn(crate::net::http::serve(listener, Arc::clone(&shared)));
+    if !config.node.data_dir.as_os_str().is_empty() {
+        endpoint::write_text_file(
+            &config.node.data_dir,
+            HTTP_ADDR_FILE,
+            &http_address.to_string(),
+        )?;
+    }
+    let http_task = tokio::spawn(crate::net::http::serve(
+        listener,
+        Arc::clone(&shared),
+        config.http.admin_token.clone(),
+    ));
     let args = SupervisorArgs {
         config,
         shared: Arc::clone(&shared),
@@ -424,6 +525,7 @@ pub async fn run_until_stopped(config: NodeConfig) -> std::process::ExitCode {
     };
     let code = tokio::select! {
         _ = shutdown_signal() => std::process::ExitCode::SUCCESS,
+        _ = shared.shutdown_requested() => std::process::ExitCode::SUCCESS,
         reason = failed => {
             tracing::error!(%reason, "exiting: node failed and exit_on_failure is set");
             std::process::ExitCode::FAILURE

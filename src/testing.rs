@@ -62,6 +62,18 @@ impl TestNode {
         Self::run(config, dir).await
     }
 
+    /// Like [`TestNode::start`], on `dir` (which may already hold a store, e.g. a restore).
+    pub async fn start_in(
+        node_id: u64,
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> TestNode {
+        let mut config = test_config(node_id, dir.path());
+        configure(&mut config);
+        config.validate().expect("test config");
+        Self::run(config, dir).await
+    }
+
     /// Starts a node that waits to be made a cluster member (`raft.bootstrap = none`), with
     /// `net` shared with its peers for link faults; returns once every child runs.
     pub async fn start_member(

@@ -2,7 +2,9 @@
 //! supervisor, which publishes them on `/health` and restarts a child whose check stays
 //! critical. Checks: `raft_actor`, `storage`, `ttl_actor`, `sql_actor` (each answers a ping in
 //! time; storage also opens a read transaction), `leader` (a leader is known), `apply_lag`,
-//! `disk_space`, `db_file` (against the quota). Each is ok / warning / critical with a message.
+//! `disk_space`, `db_file` (a warning as the file nears the quota), `quota` (the quota alarm:
+//! degraded while the file is at or over the quota). Each is ok / warning / critical with a
+//! message.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,13 +110,22 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
         Some(r) => ping(Some(ractor::call_t!(r, SqlMsg::Ping, timeout)), timeout),
         None => ping::<String>(None, timeout),
     };
-    let storage = match (storage_ping, args.store.read(0)) {
-        (check, _) if check.status != CheckStatus::Ok => check,
-        (_, Err(error)) => Check::new(
-            CheckStatus::Critical,
-            format!("read transaction failed: {error}"),
-        ),
-        (ok, Ok(_)) => ok,
+    // A compaction holds the database: the storage actor and every read wait for it by
+    // design, which must not count as a failure (nor block this actor on the read below).
+    let storage = if args.store.is_compacting() {
+        Check::new(
+            CheckStatus::Warning,
+            "compaction in progress: reads and writes wait for it",
+        )
+    } else {
+        match (storage_ping, args.store.read(0)) {
+            (check, _) if check.status != CheckStatus::Ok => check,
+            (_, Err(error)) => Check::new(
+                CheckStatus::Critical,
+                format!("read transaction failed: {error}"),
+            ),
+            (ok, Ok(_)) => ok,
+        }
     };
     let mut reports = vec![
         report("raft_actor", raft_ping, Some(ActorKind::Raft)),
@@ -130,6 +141,10 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
         let quota = args.config.storage.quota_bytes;
         reports.push(report("db_file", db_file_check(&dir, quota, health), None));
     }
+    let alarm = crate::node::quota_alarm(&args.store, args.config.storage.quota_bytes);
+    metrics::gauge!(crate::metrics::QUOTA_ALARM, "node_id" => node_id.to_string())
+        .set(if alarm.is_some() { 1.0 } else { 0.0 });
+    reports.push(report("quota", quota_check(alarm), None));
     for r in &mut reports {
         if args.faults.is_forced_critical(r.name) {
             r.check = Check::new(CheckStatus::Critical, "forced critical by fault injection");
@@ -199,6 +214,21 @@ fn disk_space_check(dir: &PathBuf, health: &HealthSection) -> Check {
     }
 }
 
+/// Degraded, not unhealthy, while the alarm is on: the node serves reads, deletes and
+/// compaction; only what adds data is refused.
+fn quota_check(alarm: Option<(u64, u64)>) -> Check {
+    match alarm {
+        None => Check::ok(),
+        Some((bytes, quota)) => Check::new(
+            CheckStatus::Warning,
+            format!(
+                "quota alarm: the database file is {bytes} bytes, at or over the quota of {quota}: \
+                 writes that add data are refused until deletes and `aspen admin compact` bring it under"
+            ),
+        ),
+    }
+}
+
 fn db_file_check(dir: &std::path::Path, quota: u64, health: &HealthSection) -> Check {
     let path = dir.join(crate::storage::store::DB_FILE_NAME);
     let size = match std::fs::metadata(&path) {
@@ -212,9 +242,7 @@ fn db_file_check(dir: &std::path::Path, quota: u64, health: &HealthSection) -> C
     };
     let percent = size.saturating_mul(100) / quota.max(1);
     let message = || format!("database file is {size} bytes, {percent}% of the {quota}-byte quota");
-    if percent >= u64::from(health.db_size_critical_percent) {
-        Check::new(CheckStatus::Critical, message())
-    } else if percent >= u64::from(health.db_size_warning_percent) {
+    if percent >= u64::from(health.db_size_warning_percent) {
         Check::new(CheckStatus::Warning, message())
     } else {
         Check::ok()

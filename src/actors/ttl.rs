@@ -1,6 +1,8 @@
-//! TtlActor: on the leader only, at each tick, finds at most `batch_max` expired keys and
-//! leases through the expiry indexes and proposes one `Expire` through Raft. It never writes
-//! redb: the deletion is a Raft command like any other, with its own revision.
+//! TtlActor, the leader's housekeeping: on the leader only, at each tick, finds at most
+//! `batch_max` expired keys and leases through the expiry indexes and proposes one `Expire`
+//! through Raft; and when the vault limits in force differ from its configured ones, proposes
+//! `SetVaultLimits`, so every node enforces the same limits. It never writes redb: both are
+//! Raft commands like any other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::actors::raft::RaftMsg;
 use crate::actors::{ActorKind, Faults, lookup};
-use crate::storage::{Command, NodeId, Output, Request, Store};
+use crate::storage::{Command, NodeId, Output, Request, Store, VaultLimits};
 
 pub struct TtlActor;
 
@@ -18,6 +20,8 @@ pub struct TtlArgs {
     pub store: Arc<Store>,
     pub interval: Duration,
     pub batch_max: usize,
+    /// `storage.vaults_max` and `storage.vault_keys_max`.
+    pub vault_limits: VaultLimits,
     pub faults: Faults,
 }
 
@@ -84,6 +88,16 @@ async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
         return Ok(());
     }
     let now_ms = crate::clock::now_ms();
+    if args.store.read(now_ms)?.vault_limits()? != args.vault_limits {
+        let request = Request {
+            now_ms,
+            command: Command::SetVaultLimits(args.vault_limits),
+        };
+        let response = ractor::call_t!(raft, RaftMsg::Write, PROPOSAL_TIMEOUT_MS, request)?;
+        if let Err(error) = response {
+            tracing::debug!(%error, "ttl: vault limits proposal not accepted");
+        }
+    }
     let (keys, leases) = expired_batch(&args.store, now_ms, args.batch_max)?;
     if keys.is_empty() && leases.is_empty() {
         return Ok(());

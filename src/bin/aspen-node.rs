@@ -1,5 +1,6 @@
 //! `aspen-node --config FILE`: runs one node until Ctrl-C (or SIGTERM), or until it fails.
 //! `aspen-node cluster --nodes N --data-dir DIR`: a local cluster of N node processes.
+//! `aspen-node restore --from FILE --data-dir DIR`, `aspen-node check --data-dir DIR`: offline.
 //! Parses arguments and calls the library; nothing else lives here.
 
 use std::path::PathBuf;
@@ -30,6 +31,25 @@ enum NodeCommand {
         #[arg(long)]
         base_port: Option<u16>,
     },
+    /// Create a new node's data directory from a backup file (`aspen admin backup`); the file
+    /// is checked whole first, and a corrupt or truncated one is refused with nothing written.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        /// Must not hold a store yet.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Check a stopped node's data directory: redb's integrity check, the cross-storage
+    /// validation, a decode of every log entry, key and lease, and the current snapshot.
+    /// Exits 0 with a summary, or 1 naming each problem.
+    Check {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
@@ -44,16 +64,24 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(NodeCommand::Cluster {
-        nodes,
-        data_dir,
-        base_port,
-    }) = args.command
-    {
-        let Some(runtime) = runtime() else {
-            return ExitCode::FAILURE;
-        };
-        return runtime.block_on(aspen::local_cluster::run(nodes, &data_dir, base_port));
+    match args.command {
+        Some(NodeCommand::Cluster {
+            nodes,
+            data_dir,
+            base_port,
+        }) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            return runtime.block_on(aspen::local_cluster::run(nodes, &data_dir, base_port));
+        }
+        Some(NodeCommand::Restore { from, data_dir }) => {
+            return aspen::offline::restore(&from, &data_dir);
+        }
+        Some(NodeCommand::Check { data_dir, json }) => {
+            return aspen::offline::check(&data_dir, json);
+        }
+        None => {}
     }
     let config = match aspen::config::NodeConfig::load(&args.config) {
         Ok(config) => config,

@@ -105,12 +105,16 @@ pub fn addr_file(dir: &Path) -> PathBuf {
     dir.join(ADDR_FILE)
 }
 
-/// Writes `address` to `dir/node.addr` (through a temporary file, so readers never see half).
+/// Writes `address` to `dir/node.addr`.
 pub fn write_addr_file(dir: &Path, address: &NodeAddress) -> std::io::Result<()> {
-    let path = addr_file(dir);
-    let tmp = dir.join(format!("{ADDR_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{address}\n"))?;
-    std::fs::rename(&tmp, &path)
+    write_text_file(dir, ADDR_FILE, &address.to_string())
+}
+
+/// Writes one line to `dir/name` through a temporary file, so readers never see half.
+pub fn write_text_file(dir: &Path, name: &str, line: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, format!("{line}\n"))?;
+    std::fs::rename(&tmp, dir.join(name))
 }
 
 /// Reads a node's address from `dir/node.addr`.

@@ -1,6 +1,7 @@
 //! HTTP endpoints (axum): `GET /health` (200 when healthy or degraded, 503 when unhealthy),
-//! `GET /metrics` (Prometheus text), `GET /status` (Raft and state machine figures). Reads only
-//! what the node publishes in `NodeShared`; never writes.
+//! `GET /metrics` (Prometheus text), `GET /status` (Raft and state machine figures), and the
+//! `/admin/*` routes of `crate::net::admin`. Reads only what the node publishes in
+//! `NodeShared`; never writes.
 
 use std::sync::Arc;
 
@@ -17,12 +18,17 @@ use crate::node::{NodeHealth, NodeShared};
 use crate::storage::KeyRange;
 
 /// Serves the endpoints on `listener` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<NodeShared>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<NodeShared>,
+    admin_token: String,
+) {
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .with_state(shared);
+        .with_state(Arc::clone(&shared))
+        .merge(crate::net::admin::router(shared, &admin_token));
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "http: server stopped");
     }

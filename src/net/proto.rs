@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::SQL_TIMEOUT_MS_MAX;
 use crate::sql::SqlResult;
-use crate::storage::{Command, CommandError, KeyRange, KeyValue, NodeId, Output};
+use crate::storage::{Command, CommandError, KeyRange, KeyValue, NodeId, Output, VaultInfo};
 
 pub const CLIENT_ALPN: &[u8] = b"aspen/client/1";
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -87,6 +87,10 @@ pub enum ClientOp {
         query: String,
         consistency: Consistency,
     },
+    /// Every vault with its metadata (read from the `vaults` table, no key scan).
+    VaultList {
+        consistency: Consistency,
+    },
 }
 
 impl ClientOp {
@@ -98,6 +102,7 @@ impl ClientOp {
                 | ClientOp::LeaseList { .. }
                 | ClientOp::Status
                 | ClientOp::Sql { .. }
+                | ClientOp::VaultList { .. }
         )
     }
 
@@ -138,6 +143,7 @@ pub enum ClientOutput {
     /// A cluster operation finished.
     Done,
     Sql(SqlResult),
+    Vaults(Vec<VaultInfo>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ use crate::net::faults::NetFaults;
 use crate::net::frame::{FrameError, read_frame, write_frame};
 use crate::net::proto::*;
 use crate::node::{NodeError, NodeShared};
-use crate::storage::{Command, KeyRange, NodeId, Request, ScanOptions, Store};
+use crate::storage::{Command, KeyRange, NodeId, Request, ScanOptions, Store, vault_of};
 
 /// A page of a range stops growing past this many bytes of keys and values (it always holds
 /// at least one entry), so a response frame stays under `FRAME_BYTES_MAX`.
@@ -37,6 +37,8 @@ pub struct ClientService {
     pub connections: Connections,
     pub faults: NetFaults,
     pub request_timeout: Duration,
+    /// Requests that take longer are logged (`net.slow_request_ms`).
+    pub slow_request: Duration,
 }
 
 /// A request this node cannot finish itself.
@@ -57,6 +59,7 @@ impl From<NodeError> for Failure {
         match error {
             NodeError::Raft(RaftError::NotLeader { leader }) => Failure::Redirect(leader),
             NodeError::NotRunning => Failure::Redirect(None),
+            NodeError::Command(error) => Failure::Error(ClientError::Command(error)),
             other => Failure::Error(ClientError::Unavailable(other.to_string())),
         }
     }
@@ -83,7 +86,13 @@ impl ClientService {
                 supported: PROTOCOL_VERSION,
             }));
         }
-        match self.execute(&request.op).await {
+        let started = std::time::Instant::now();
+        let served = self.execute(&request.op).await;
+        if !matches!(served, Err(Failure::Redirect(_))) {
+            let revision = served.as_ref().map_or(0, |(_, revision)| *revision);
+            self.observe(&request.op, started.elapsed(), revision);
+        }
+        match served {
             Ok((output, revision)) => ClientResponse {
                 revision,
                 ..self.respond(Ok(output))
@@ -95,6 +104,34 @@ impl ClientService {
                 self.forward(leader, request).await
             }
             Err(Failure::Redirect(leader)) => self.respond(Err(ClientError::NotLeader { leader })),
+        }
+    }
+
+    /// Counts the request per vault it touches and logs it when slow. Runs where the request
+    /// was executed (not on a node that only forwarded it).
+    fn observe(&self, op: &ClientOp, elapsed: Duration, revision: u64) {
+        let (name, key) = op_subject(op);
+        let node = self.node_id().to_string();
+        for vault in vaults_touched(op) {
+            metrics::counter!(crate::metrics::VAULT_OPERATIONS, "node_id" => node.clone(),
+                "vault" => String::from_utf8_lossy(vault).into_owned(), "op" => name)
+            .increment(1);
+        }
+        if elapsed >= self.slow_request {
+            let key = key.map_or(String::new(), |k| String::from_utf8_lossy(k).into_owned());
+            let vault = op_subject(op)
+                .1
+                .and_then(vault_of)
+                .map_or(String::new(), |v| String::from_utf8_lossy(v).into_owned());
+            tracing::warn!(
+                node_id = self.node_id(),
+                op = name,
+                key,
+                vault,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                revision,
+                "slow operation"
+            );
         }
     }
 
@@ -150,10 +187,14 @@ impl ClientService {
 
     async fn execute(&self, op: &ClientOp) -> Served {
         match op {
-            ClientOp::Write(Command::Expire { .. }) => Err(ClientError::BadRequest(
-                "Expire is proposed by the leader's TTL actor, not by clients".into(),
-            )
-            .into()),
+            ClientOp::Write(Command::Expire { .. } | Command::SetVaultLimits(_)) => {
+                Err(ClientError::BadRequest(
+                    "Expire and SetVaultLimits are proposed by the leader's housekeeping (the TTL \
+                     actor), not by clients"
+                        .into(),
+                )
+                .into())
+            }
             ClientOp::Write(command) => self.write(command.clone()).await,
             ClientOp::Range {
                 range,
@@ -171,6 +212,15 @@ impl ClientService {
             ClientOp::LeaseList { consistency } => {
                 self.barrier(*consistency).await?;
                 self.read(list_leases).await
+            }
+            ClientOp::VaultList { consistency } => {
+                self.barrier(*consistency).await?;
+                self.read(|store| {
+                    let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
+                    let vaults = view.vaults().map_err(storage_error)?;
+                    Ok((ClientOutput::Vaults(vaults), view.revision()))
+                })
+                .await
             }
             ClientOp::Status => Ok((ClientOutput::Status(self.status()?), 0)),
             ClientOp::Sql { query, consistency } => {
@@ -434,6 +484,52 @@ fn read_range(
         continuation: page.continuation,
     };
     Ok((output, page.revision))
+}
+
+/// The operation's name (a metric label and a log field) and the key it is about, if one.
+fn op_subject(op: &ClientOp) -> (&'static str, Option<&[u8]>) {
+    match op {
+        ClientOp::Write(command) => match command {
+            Command::Put(put) => ("put", Some(&put.key)),
+            Command::Delete { key, .. } => ("delete", Some(key)),
+            Command::DeleteRange(range) => ("delete_range", Some(&range.start)),
+            Command::Txn(txn) => ("txn", txn_keys(txn).next()),
+            Command::LeaseGrant { .. } => ("lease_grant", None),
+            Command::LeaseRevoke { .. } => ("lease_revoke", None),
+            Command::LeaseKeepAlive { .. } => ("lease_keepalive", None),
+            Command::Expire { .. } => ("expire", None),
+            Command::SetVaultLimits(_) => ("set_vault_limits", None),
+        },
+        ClientOp::Range { range, .. } => ("range", Some(&range.start)),
+        ClientOp::LeaseList { .. } => ("lease_list", None),
+        ClientOp::ClusterInit { .. } => ("cluster_init", None),
+        ClientOp::AddLearner { .. } => ("add_learner", None),
+        ClientOp::Promote { .. } => ("promote", None),
+        ClientOp::Remove { .. } => ("remove", None),
+        ClientOp::Status => ("status", None),
+        ClientOp::Sql { .. } => ("sql", None),
+        ClientOp::VaultList { .. } => ("vault_list", None),
+    }
+}
+
+/// Every key a transaction names: compares, then its operations.
+fn txn_keys(txn: &crate::storage::Txn) -> impl Iterator<Item = &[u8]> {
+    use crate::storage::TxnOp;
+    let compares = txn.compares.iter().map(|c| c.key.as_slice());
+    let ops = txn.success.iter().chain(&txn.failure).map(|op| match op {
+        TxnOp::Put(put) => put.key.as_slice(),
+        TxnOp::Delete { key, .. } | TxnOp::Get { key } => key.as_slice(),
+        TxnOp::DeleteRange(range) => range.start.as_slice(),
+    });
+    compares.chain(ops)
+}
+
+/// The vaults a request touches (a range counts for the vault its start is in).
+fn vaults_touched(op: &ClientOp) -> BTreeSet<&[u8]> {
+    match op {
+        ClientOp::Write(Command::Txn(txn)) => txn_keys(txn).filter_map(vault_of).collect(),
+        other => op_subject(other).1.and_then(vault_of).into_iter().collect(),
+    }
 }
 
 fn list_leases(store: &Store) -> Result<(ClientOutput, u64), ClientError> {

@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 use crate::limits::SQL_RESULT_BYTES_MAX;
 use crate::storage::{ReadView, Store};
 pub use result::{SqlColumn, SqlResult, SqlValue};
-use tables::{Encoding, KvTable, LeasesTable, ScanStats};
+use tables::{Encoding, KvTable, LeasesTable, ScanStats, VaultsTable};
 
 /// How much one node lets SQL take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +240,10 @@ impl SqlEngine {
         schema.register_table(
             "leases".into(),
             Arc::new(LeasesTable::new(Arc::clone(&view), Arc::clone(&stats))),
+        )?;
+        schema.register_table(
+            "vaults".into(),
+            Arc::new(VaultsTable::new(Arc::clone(&view))),
         )?;
         let names = &self.state.config_options().catalog;
         let catalog = MemoryCatalogProvider::new();

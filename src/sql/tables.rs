@@ -2,7 +2,9 @@
 //! - `kv` (key, value, version, create_revision, mod_revision, lease_id, expires_at): key and
 //!   value as UTF-8 text, NULL where the bytes are not valid UTF-8;
 //! - `kv_bytes`: the same rows with key and value as binary;
-//! - `leases` (id, ttl_ms, remaining_ms, key_count).
+//! - `leases` (id, ttl_ms, remaining_ms, key_count);
+//! - `vaults` (name, key_count, total_bytes, created_revision, updated_revision): the vault
+//!   metadata (at most `storage.vaults_max` rows, read whole when the query is planned).
 //!
 //! Rows are produced on the blocking pool in batches of the session's batch size and handed
 //! to DataFusion through a bounded channel, so a scan never holds the table in memory. Filters
@@ -544,6 +546,74 @@ fn scan_leases(
         send(tx, flush(&mut columns));
     }
     Ok(())
+}
+
+/// The `vaults` table of one snapshot, from the vault metadata (no key scan).
+pub struct VaultsTable {
+    view: Arc<ReadView>,
+    schema: SchemaRef,
+}
+
+impl VaultsTable {
+    pub fn new(view: Arc<ReadView>) -> Self {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("key_count", DataType::Int64, false),
+            Field::new("total_bytes", DataType::Int64, false),
+            Field::new("created_revision", DataType::Int64, false),
+            Field::new("updated_revision", DataType::Int64, false),
+        ]));
+        VaultsTable { view, schema }
+    }
+}
+
+impl fmt::Debug for VaultsTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultsTable")
+            .field("revision", &self.view.revision())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for VaultsTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Bounded by the vault limit: read whole, then served from memory.
+        let vaults = self.view.vaults().map_err(external)?;
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let ints = |field: fn(&crate::storage::VaultMeta) -> u64| -> ArrayRef {
+            Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
+                vaults.iter().map(|v| as_i64(field(&v.meta))),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(datafusion::arrow::array::StringArray::from_iter_values(
+                vaults.iter().map(|v| v.name.as_str()),
+            )),
+            ints(|m| m.key_count),
+            ints(|m| m.total_bytes),
+            ints(|m| m.created_revision),
+            ints(|m| m.updated_revision),
+        ];
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        let table =
+            datafusion::datasource::MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
+        table.scan(state, projection, filters, limit).await
+    }
 }
 
 /// A partition whose rows come from a blocking producer (a redb scan) through a bounded

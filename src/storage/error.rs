@@ -34,6 +34,21 @@ pub enum CommandError {
     LeaseNotFound { id: u64 },
     #[error("storage: lease {id} already exists")]
     LeaseExists { id: u64 },
+    /// The database file reached its quota: the leader refuses what would add data until
+    /// deletes and a compaction bring the file under it.
+    #[error(
+        "quota exceeded: the database file is {bytes} bytes, at or over the quota of {quota}; \
+         delete keys, then run `aspen admin compact`"
+    )]
+    QuotaExceeded { bytes: u64, quota: u64 },
+    #[error("storage: key {key:?} is not a vault key: {reason}")]
+    BadVaultKey { key: String, reason: String },
+    #[error("storage: vault limit reached: {max} vaults exist; vault {vault:?} was not created")]
+    TooManyVaults { vault: String, max: u64 },
+    #[error("storage: vault {vault:?} holds {max} keys, its limit; the put was refused")]
+    VaultFull { vault: String, max: u64 },
+    #[error("storage: vault limits must be at least 1")]
+    BadVaultLimits,
 }
 
 /// The three lists of a transaction, named in [`CommandError::TooManyTxnOps`].
@@ -102,6 +117,9 @@ pub enum Error {
     },
     #[error("storage: {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
+    /// The operation does not apply to this store or place (nothing was changed).
+    #[error("storage: {0}")]
+    Refused(String),
     #[error(transparent)]
     Validation(#[from] ValidationError),
     #[error(transparent)]

@@ -13,6 +13,8 @@
 //! 3. Every acknowledged `append()` is durable before openraft hears of it.
 //! 4. Only committed entries reach `apply()`; `append()` never applies.
 
+pub mod backup;
+pub mod check;
 pub mod error;
 pub mod reads;
 pub mod schema;
@@ -23,8 +25,9 @@ pub mod subspace;
 pub mod tuple;
 pub mod types;
 
+pub use backup::{BackupSummary, restore_backup, verify_backup};
 pub use error::{CommandError, Error, ValidationError};
 pub use reads::{Page, ReadView, ScanOptions};
 pub use snapshot::{SnapshotSummary, verify_snapshot_file};
-pub use store::{DurableMeta, StorageMode, Store, StoreOptions, validate};
+pub use store::{Compaction, DurableMeta, StorageMode, Store, StoreOptions, validate};
 pub use types::*;

@@ -10,9 +10,11 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 use crate::limits::SCAN_ENTRIES_MAX;
 use crate::storage::error::Result;
 use crate::storage::schema::*;
-use crate::storage::state_machine::{decode_kv_entry, decode_lease};
+use crate::storage::state_machine::{decode_kv_entry, decode_lease, decode_vault};
 use crate::storage::store::{Store, read_meta};
-use crate::storage::types::{KeyRange, KeyValue, KvEntry, LeaseRecord, LogId};
+use crate::storage::types::{
+    KeyRange, KeyValue, KvEntry, LeaseRecord, LogId, VaultInfo, VaultLimits, VaultMeta,
+};
 
 /// One page of a range scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +244,36 @@ impl ReadView {
             let entry = decode_kv_entry(&key, bytes.value())?;
             Ok((key, entry))
         }))
+    }
+
+    /// Every vault with its metadata, in name order.
+    pub fn vaults(&self) -> Result<Vec<VaultInfo>> {
+        self.raw_vaults()?
+            .map(|item| {
+                item.map(|(name, meta)| VaultInfo {
+                    name: String::from_utf8_lossy(&name).into_owned(),
+                    meta,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn raw_vaults(&self) -> Result<impl Iterator<Item = Result<(Vec<u8>, VaultMeta)>>> {
+        Ok(self
+            .txn
+            .open_table(VAULTS)?
+            .range::<&[u8]>(..)?
+            .map(|item| {
+                let (name, bytes) = item?;
+                let name = name.value().to_vec();
+                let meta = decode_vault(&name, bytes.value())?;
+                Ok((name, meta))
+            }))
+    }
+
+    /// The vault limits in force.
+    pub fn vault_limits(&self) -> Result<VaultLimits> {
+        Ok(read_meta(&self.txn, VAULT_LIMITS)?.unwrap_or_default())
     }
 
     /// Every stored lease, live or not, in id order.

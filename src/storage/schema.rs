@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use redb::TableDefinition;
 
-use crate::storage::types::{LogId, StoredMembership, Vote};
+use crate::storage::types::{LogId, StoredMembership, VaultLimits, Vote};
 
 /// Raft log: log index → `LOG_ENTRY_FORMAT` byte + postcard `Entry`.
 pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -28,6 +28,8 @@ pub const IDX_LEASE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("i
 /// Lease deadline index: (deadline_ms, lease id) for every lease.
 pub const IDX_LEASE_DEADLINE: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("idx_lease_deadline");
+/// Vaults: name → `VaultMeta`, changed in the same transaction as the vault's keys.
+pub const VAULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vaults");
 /// File identity: `META_FORMAT` → u32 little endian.
 pub const FILE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("file_meta");
 
@@ -70,6 +72,8 @@ pub const LAST_APPLIED: Meta<LogId> = Meta::new(SM_META, "last_applied");
 pub const MEMBERSHIP: Meta<StoredMembership> = Meta::new(SM_META, "membership");
 /// The cluster revision (etcd's): +1 per command that changed what readers see.
 pub const REVISION: Meta<u64> = Meta::new(SM_META, "revision");
+/// The vault limits in force (`VaultLimits`); the defaults until the leader sets its own.
+pub const VAULT_LIMITS: Meta<VaultLimits> = Meta::new(SM_META, "vault_limits");
 /// The id `LeaseGrant { id: 0 }` tries first.
 pub const NEXT_LEASE_ID: Meta<u64> = Meta::new(SM_META, "next_lease_id");
 pub const META_FORMAT: &str = "format";

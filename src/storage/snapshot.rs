@@ -23,14 +23,14 @@ use crate::storage::schema::*;
 use crate::storage::state_machine::FIRST_LEASE_ID;
 use crate::storage::state_machine::Machine;
 use crate::storage::store::{Store, read_meta, read_meta_in, write_meta, write_meta_opt};
-use crate::storage::types::{KvEntry, LeaseRecord, LogId, SnapshotMeta};
+use crate::storage::types::{KvEntry, LeaseRecord, LogId, SnapshotMeta, VaultLimits, VaultMeta};
 
-const MAGIC: &[u8; 8] = b"ASPNSNAP";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ASPNSNAP";
 const SNAPSHOT_FORMAT: u32 = 1;
-const CURRENT_FILE: &str = "current.snap";
+pub(crate) const CURRENT_FILE: &str = "current.snap";
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Record {
+pub(crate) enum Record {
     Header {
         format: u32,
         meta: SnapshotMeta,
@@ -50,6 +50,30 @@ enum Record {
         leases: u64,
         crc32: u32,
     },
+    /// First record of a backup file (`crate::storage::backup`): no log id, no membership.
+    Backup(BackupHeader),
+    /// A vault's metadata (after the leases).
+    Vault {
+        name: Vec<u8>,
+        meta: VaultMeta,
+    },
+    /// The vault limits in force (after the leases, before the vaults).
+    VaultLimits(VaultLimits),
+}
+
+/// What a backup file says of itself before its keys: enough to show progress and to refuse a
+/// file of another format before reading it all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupHeader {
+    pub format: u32,
+    /// The revision the state had in the read transaction the backup was taken from.
+    pub revision: u64,
+    pub next_lease_id: u64,
+    /// Stored keys (live or not yet expired by the TTL actor) and leases in the file.
+    pub keys: u64,
+    pub leases: u64,
+    /// Wall clock of the node that took it, for people.
+    pub created_at_ms: u64,
 }
 
 /// What a snapshot file holds, once fully read and checked.
@@ -98,26 +122,15 @@ impl Store {
 
         let tmp = tempfile::NamedTempFile::new_in(self.snapshot_dir())
             .map_err(|e| Error::io("creating a snapshot file", e))?;
-        let mut writer = RecordWriter::new(BufWriter::new(tmp.as_file()));
-        writer.write_magic()?;
+        let mut writer = RecordWriter::new(BufWriter::new(tmp.as_file()), SNAPSHOT);
+        writer.write_magic(SNAPSHOT_MAGIC)?;
         writer.record(&Record::Header {
             format: SNAPSHOT_FORMAT,
             meta: meta.clone(),
             revision,
             next_lease_id,
         })?;
-        let (mut keys, mut leases) = (0, 0);
-        for item in view.raw_entries()? {
-            let (key, entry) = item?;
-            writer.record(&Record::Key { key, entry })?;
-            keys += 1;
-        }
-        for item in view.raw_leases()? {
-            let (id, lease) = item?;
-            writer.record(&Record::Lease { id, lease })?;
-            leases += 1;
-        }
-        writer.finish(keys, leases)?;
+        write_state(&view, &mut writer, |_| {})?;
         drop(writer);
         drop(view);
 
@@ -141,8 +154,8 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
-        let mut reader = RecordReader::new(BufReader::new(&mut file));
-        reader.read_magic()?;
+        let mut reader = RecordReader::new(BufReader::new(&mut file), SNAPSHOT);
+        reader.read_magic(SNAPSHOT_MAGIC)?;
         let header = read_header(&mut reader)?;
         drop(reader);
         file.seek(SeekFrom::Start(0))
@@ -169,10 +182,10 @@ impl Store {
             .map_err(|e| Error::io("rewinding the received snapshot", e))?;
         let copy = tempfile::NamedTempFile::new_in(self.snapshot_dir())
             .map_err(|e| Error::io("creating a snapshot file", e))?;
-        let mut reader = RecordReader::new(BufReader::new(file));
-        let mut tee = RecordWriter::new(BufWriter::new(copy.as_file()));
-        reader.read_magic()?;
-        tee.write_magic()?;
+        let mut reader = RecordReader::new(BufReader::new(file), SNAPSHOT);
+        let mut tee = RecordWriter::new(BufWriter::new(copy.as_file()), SNAPSHOT);
+        reader.read_magic(SNAPSHOT_MAGIC)?;
+        tee.write_magic(SNAPSHOT_MAGIC)?;
 
         let txn = self.begin_write(Durability::Immediate)?;
         txn.delete_table(KV)?;
@@ -181,6 +194,7 @@ impl Store {
         txn.delete_table(IDX_EXPIRES)?;
         txn.delete_table(IDX_LEASE)?;
         txn.delete_table(IDX_LEASE_DEADLINE)?;
+        txn.delete_table(VAULTS)?;
         let mut machine = Machine::open(&txn)?;
         // An error anywhere below drops `txn` uncommitted: the state stays as it was.
         let summary = load_records(&mut reader, &mut tee, &mut machine)?;
@@ -214,24 +228,21 @@ impl Store {
     }
 }
 
-/// Reads a whole snapshot file and checks its framing and checksum, without installing it.
+/// Reads a whole snapshot file and checks its framing, key order and checksum, without
+/// installing it.
 pub fn verify_snapshot_file(file: &mut File) -> Result<SnapshotSummary> {
     file.seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("rewinding the snapshot", e))?;
-    let mut reader = RecordReader::new(BufReader::new(file));
-    reader.read_magic()?;
+    let mut reader = RecordReader::new(BufReader::new(file), SNAPSHOT);
+    reader.read_magic(SNAPSHOT_MAGIC)?;
     let header = read_header(&mut reader)?;
-    let (mut keys, mut leases) = (0, 0);
-    loop {
-        match reader.record()? {
-            Record::Key { .. } => keys += 1,
-            Record::Lease { .. } => leases += 1,
-            Record::End { .. } => {
-                return finish_check(&mut reader, header, keys, leases);
-            }
-            Record::Header { .. } => return Err(Error::corrupt("snapshot", "second header")),
-        }
-    }
+    let (keys, leases) = load_body(&mut reader, None, |_| Ok(()))?;
+    Ok(SnapshotSummary {
+        meta: header.meta,
+        revision: header.revision,
+        keys,
+        leases,
+    })
 }
 
 struct Header {
@@ -253,7 +264,7 @@ fn read_header<R: Read>(reader: &mut RecordReader<R>) -> Result<Header> {
             next_lease_id,
         }),
         Record::Header { format, .. } => Err(Error::corrupt(
-            "snapshot",
+            SNAPSHOT,
             format!("format {format} is not this build's format {SNAPSHOT_FORMAT}"),
         )),
         _ => Err(Error::corrupt("snapshot", "does not start with a header")),
@@ -273,6 +284,57 @@ fn load_records<R: Read, W: Write>(
         next_lease_id: header.next_lease_id,
     })?;
     machine.set_counters(header.revision, header.next_lease_id);
+    let (keys, leases) = load_body(reader, Some(machine), |record| tee.record(record))?;
+    tee.finish(keys, leases)?;
+    Ok(SnapshotSummary {
+        meta: header.meta,
+        revision: header.revision,
+        keys,
+        leases,
+    })
+}
+
+/// Writes every stored key, then every lease, the vault limits and every vault's metadata of
+/// `view`, and the closing `End` record; calls
+/// `progress` with the number of keys written so far every 1,024 keys. Returns the counts.
+pub(crate) fn write_state<W: Write>(
+    view: &crate::storage::reads::ReadView,
+    writer: &mut RecordWriter<W>,
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, u64)> {
+    let (mut keys, mut leases) = (0u64, 0u64);
+    for item in view.raw_entries()? {
+        let (key, entry) = item?;
+        writer.record(&Record::Key { key, entry })?;
+        keys += 1;
+        if keys.is_multiple_of(1024) {
+            progress(keys);
+        }
+    }
+    for item in view.raw_leases()? {
+        let (id, lease) = item?;
+        writer.record(&Record::Lease { id, lease })?;
+        leases += 1;
+    }
+    writer.record(&Record::VaultLimits(view.vault_limits()?))?;
+    for item in view.raw_vaults()? {
+        let (name, meta) = item?;
+        writer.record(&Record::Vault { name, meta })?;
+    }
+    writer.finish(keys, leases)?;
+    progress(keys);
+    Ok((keys, leases))
+}
+
+/// Reads the records after the header up to and including `End`, checking key order, the
+/// counts and the checksum: restores each into `machine` when given, and hands each (not
+/// `End`) to `each`. Returns the key and lease counts.
+pub(crate) fn load_body<R: Read>(
+    reader: &mut RecordReader<R>,
+    mut machine: Option<&mut Machine<'_>>,
+    mut each: impl FnMut(&Record) -> Result<()>,
+) -> Result<(u64, u64)> {
+    let what = reader.what;
     let (mut keys, mut leases) = (0u64, 0u64);
     let mut previous_key: Option<Vec<u8>> = None;
     loop {
@@ -283,45 +345,57 @@ fn load_records<R: Read, W: Write>(
                     .as_deref()
                     .is_some_and(|prev| prev >= key.as_slice())
                 {
-                    return Err(Error::corrupt("snapshot", "keys out of order"));
+                    return Err(Error::corrupt(what, "keys out of order"));
                 }
-                machine.restore_key(key, entry)?;
+                if let Some(machine) = machine.as_deref_mut() {
+                    machine.restore_key(key, entry)?;
+                }
                 previous_key = Some(key.clone());
                 keys += 1;
             }
             Record::Lease { id, lease } => {
-                machine.restore_lease(*id, lease)?;
+                if let Some(machine) = machine.as_deref_mut() {
+                    machine.restore_lease(*id, lease)?;
+                }
                 leases += 1;
             }
-            Record::End { .. } => {
-                let summary = finish_check(reader, header, keys, leases)?;
-                tee.finish(keys, leases)?;
-                return Ok(summary);
+            Record::Vault { name, meta } => {
+                if let Some(machine) = machine.as_deref_mut() {
+                    machine.restore_vault(name, meta)?;
+                }
             }
-            Record::Header { .. } => return Err(Error::corrupt("snapshot", "second header")),
+            Record::VaultLimits(limits) => {
+                if let Some(machine) = machine.as_deref_mut() {
+                    machine.set_vault_limits(*limits);
+                }
+            }
+            Record::End { .. } => {
+                finish_check(reader, keys, leases)?;
+                return Ok((keys, leases));
+            }
+            Record::Header { .. } | Record::Backup(_) => {
+                return Err(Error::corrupt(what, "second header"));
+            }
         }
-        tee.record(&record)?;
+        each(&record)?;
     }
 }
 
-/// Checks the `End` record just read against the counts and the checksum of what preceded it.
-fn finish_check<R: Read>(
-    reader: &mut RecordReader<R>,
-    header: Header,
-    keys: u64,
-    leases: u64,
-) -> Result<SnapshotSummary> {
+/// Checks the `End` record just read against the counts and the checksum of what preceded it,
+/// and that nothing follows it.
+fn finish_check<R: Read>(reader: &mut RecordReader<R>, keys: u64, leases: u64) -> Result<()> {
+    let what = reader.what;
     let Some(Record::End {
         keys: end_keys,
         leases: end_leases,
         crc32,
     }) = reader.last_end.take()
     else {
-        return Err(Error::corrupt("snapshot", "missing end record"));
+        return Err(Error::corrupt(what, "missing end record"));
     };
     if crc32 != reader.crc_before_last {
         return Err(Error::corrupt(
-            "snapshot",
+            what,
             format!(
                 "checksum {:08x} does not match the content ({:08x})",
                 crc32, reader.crc_before_last
@@ -330,7 +404,7 @@ fn finish_check<R: Read>(
     }
     if (end_keys, end_leases) != (keys, leases) {
         return Err(Error::corrupt(
-            "snapshot",
+            what,
             format!("end says {end_keys} keys and {end_leases} leases, found {keys} and {leases}"),
         ));
     }
@@ -338,29 +412,30 @@ fn finish_check<R: Read>(
     if reader
         .inner
         .read(&mut extra)
-        .map_err(|e| Error::io("reading the snapshot", e))?
+        .map_err(|e| Error::io(format!("reading the {what}"), e))?
         != 0
     {
-        return Err(Error::corrupt("snapshot", "bytes after the end record"));
+        return Err(Error::corrupt(what, "bytes after the end record"));
     }
-    Ok(SnapshotSummary {
-        meta: header.meta,
-        revision: header.revision,
-        keys,
-        leases,
-    })
+    Ok(())
 }
 
-struct RecordWriter<W: Write> {
+/// What the records are for, in error messages.
+const SNAPSHOT: &str = "snapshot";
+
+/// Writes records (`u32` length + postcard) and keeps the CRC-32 of every byte written.
+pub(crate) struct RecordWriter<W: Write> {
     inner: W,
+    what: &'static str,
     crc: crc32fast::Hasher,
     buffer: Vec<u8>,
 }
 
 impl<W: Write> RecordWriter<W> {
-    fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W, what: &'static str) -> Self {
         RecordWriter {
             inner,
+            what,
             crc: crc32fast::Hasher::new(),
             buffer: Vec::new(),
         }
@@ -368,19 +443,20 @@ impl<W: Write> RecordWriter<W> {
 
     fn bytes(&mut self, bytes: &[u8]) -> Result<()> {
         self.crc.update(bytes);
+        let what = self.what;
         self.inner
             .write_all(bytes)
-            .map_err(|e| Error::io("writing a snapshot", e))
+            .map_err(|e| Error::io(format!("writing a {what}"), e))
     }
 
-    fn write_magic(&mut self) -> Result<()> {
-        self.bytes(MAGIC)
+    pub(crate) fn write_magic(&mut self, magic: &[u8; 8]) -> Result<()> {
+        self.bytes(magic)
     }
 
-    fn record(&mut self, record: &Record) -> Result<()> {
+    pub(crate) fn record(&mut self, record: &Record) -> Result<()> {
         self.buffer.clear();
         let encoded = postcard::to_extend(record, std::mem::take(&mut self.buffer))
-            .map_err(|e| Error::corrupt("snapshot record", e))?;
+            .map_err(|e| Error::corrupt(format!("{} record", self.what), e))?;
         assert!(
             encoded.len() <= SNAPSHOT_RECORD_BYTES_MAX,
             "snapshot record over the limit"
@@ -402,14 +478,21 @@ impl<W: Write> RecordWriter<W> {
     }
 
     fn flush(&mut self) -> Result<()> {
+        let what = self.what;
         self.inner
             .flush()
-            .map_err(|e| Error::io("writing a snapshot", e))
+            .map_err(|e| Error::io(format!("writing a {what}"), e))
+    }
+
+    pub(crate) fn into_inner(self) -> W {
+        self.inner
     }
 }
 
-struct RecordReader<R: Read> {
+/// Reads records, checking each length against the limit, and keeps the running CRC-32.
+pub(crate) struct RecordReader<R: Read> {
     inner: R,
+    what: &'static str,
     crc: crc32fast::Hasher,
     /// The CRC of every byte before the last record read (what an `End` record carries).
     crc_before_last: u32,
@@ -418,9 +501,10 @@ struct RecordReader<R: Read> {
 }
 
 impl<R: Read> RecordReader<R> {
-    fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R, what: &'static str) -> Self {
         RecordReader {
             inner,
+            what,
             crc: crc32fast::Hasher::new(),
             crc_before_last: 0,
             last_end: None,
@@ -430,41 +514,42 @@ impl<R: Read> RecordReader<R> {
 
     fn exact(&mut self, len: usize) -> Result<()> {
         self.buffer.resize(len, 0);
+        let what = self.what;
         self.inner.read_exact(&mut self.buffer).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt("snapshot", "truncated")
+                Error::corrupt(what, "truncated")
             } else {
-                Error::io("reading a snapshot", e)
+                Error::io(format!("reading a {what}"), e)
             }
         })?;
         self.crc.update(&self.buffer);
         Ok(())
     }
 
-    fn read_magic(&mut self) -> Result<()> {
-        self.exact(MAGIC.len())?;
-        if self.buffer != MAGIC {
+    pub(crate) fn read_magic(&mut self, magic: &[u8; 8]) -> Result<()> {
+        self.exact(magic.len())?;
+        if self.buffer != magic {
             return Err(Error::corrupt(
-                "snapshot",
-                "not an Aspen snapshot (bad magic)",
+                self.what,
+                format!("not an Aspen {} (bad magic)", self.what),
             ));
         }
         Ok(())
     }
 
-    fn record(&mut self) -> Result<Record> {
+    pub(crate) fn record(&mut self) -> Result<Record> {
         self.crc_before_last = self.crc.clone().finalize();
         self.exact(4)?;
         let len = u32::from_le_bytes(self.buffer[..4].try_into().expect("4 bytes")) as usize;
         if len > SNAPSHOT_RECORD_BYTES_MAX {
             return Err(Error::corrupt(
-                "snapshot",
+                self.what,
                 format!("record of {len} bytes exceeds the limit of {SNAPSHOT_RECORD_BYTES_MAX}"),
             ));
         }
         self.exact(len)?;
-        let record: Record =
-            postcard::from_bytes(&self.buffer).map_err(|e| Error::corrupt("snapshot record", e))?;
+        let record: Record = postcard::from_bytes(&self.buffer)
+            .map_err(|e| Error::corrupt(format!("{} record", self.what), e))?;
         if let Record::End {
             keys,
             leases,

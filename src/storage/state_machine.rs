@@ -9,10 +9,15 @@
 //! - the revision rises by one for each command that changes what readers see (a put, a delete
 //!   that removed a live key, a revoke or expiry that removed keys), as in etcd;
 //! - every key with a TTL has exactly one `idx_expires` row, every key with a lease exactly one
-//!   `idx_lease` row, every lease exactly one `idx_lease_deadline` row.
+//!   `idx_lease` row, every lease exactly one `idx_lease_deadline` row;
+//! - every vault (`vault/NAME/...` keys) with stored keys has one `vaults` row whose key count
+//!   and bytes are those of its stored keys, changed in the same transaction (a full scan
+//!   gives the same figures: `storage::check` compares them).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::EntryPayload;
-use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use crate::limits::DELETE_CHUNK_ENTRIES_MAX;
 use crate::storage::error::{CommandError, Error, Result};
@@ -21,7 +26,8 @@ use crate::storage::schema::*;
 use crate::storage::store::{Store, read_meta_in, write_meta};
 use crate::storage::types::{
     Command, Compare, CompareOp, CompareTarget, Entry, KeyRange, KeyValue, KvEntry, KvEntryRef,
-    LeaseRecord, Output, Put, Request, Response, StoredMembership, Txn, TxnOp,
+    LeaseRecord, Output, Put, Request, Response, StoredMembership, Txn, TxnOp, VaultLimits,
+    VaultMeta, vault_of,
 };
 
 /// Lease ids handed out for `LeaseGrant { id: 0 }` start here.
@@ -81,6 +87,11 @@ pub(crate) struct Machine<'txn> {
     idx_expires: Table<'txn, (u64, &'static [u8]), ()>,
     idx_lease: Table<'txn, (u64, &'static [u8]), ()>,
     idx_lease_deadline: Table<'txn, (u64, u64), ()>,
+    vaults: Table<'txn, &'static [u8], &'static [u8]>,
+    vault_limits: VaultLimits,
+    /// Vaults whose key count reached 0 during the current command: removed at its end if
+    /// still empty (a transaction that deletes and re-puts a vault's only key keeps the vault).
+    emptied_vaults: BTreeSet<Vec<u8>>,
     revision: u64,
     next_lease_id: u64,
 }
@@ -95,6 +106,9 @@ impl<'txn> Machine<'txn> {
             idx_expires: txn.open_table(IDX_EXPIRES)?,
             idx_lease: txn.open_table(IDX_LEASE)?,
             idx_lease_deadline: txn.open_table(IDX_LEASE_DEADLINE)?,
+            vaults: txn.open_table(VAULTS)?,
+            vault_limits: read_meta_in(txn, VAULT_LIMITS)?.unwrap_or_default(),
+            emptied_vaults: BTreeSet::new(),
             revision,
             next_lease_id,
         })
@@ -108,7 +122,8 @@ impl<'txn> Machine<'txn> {
 
     pub(crate) fn save_meta(&self, txn: &WriteTransaction) -> Result<()> {
         write_meta(txn, REVISION, &self.revision)?;
-        write_meta(txn, NEXT_LEASE_ID, &self.next_lease_id)
+        write_meta(txn, NEXT_LEASE_ID, &self.next_lease_id)?;
+        write_meta(txn, VAULT_LIMITS, &self.vault_limits)
     }
 
     fn no_output(&self) -> Response {
@@ -130,6 +145,14 @@ impl<'txn> Machine<'txn> {
             Ok(()) => self.execute(&mut ctx, &request.command)?,
             Err(refused) => Err(refused),
         };
+        for name in std::mem::take(&mut self.emptied_vaults) {
+            if self
+                .vault_meta(&name)?
+                .is_some_and(|meta| meta.key_count == 0)
+            {
+                self.vaults.remove(name.as_slice())?;
+            }
+        }
         if ctx.changed {
             assert!(result.is_ok(), "a refused command must not change state");
             self.revision = ctx.stamp;
@@ -150,6 +173,9 @@ impl<'txn> Machine<'txn> {
                 if let Err(refused) = self.check_put_lease(ctx, put)? {
                     return Ok(Err(refused));
                 }
+                if let Err(refused) = self.check_vault_room([put])? {
+                    return Ok(Err(refused));
+                }
                 self.put_op(ctx, put)?
             }
             Command::Delete { key, prev_kv } => self.delete_op(ctx, key, *prev_kv)?,
@@ -162,6 +188,10 @@ impl<'txn> Machine<'txn> {
             },
             Command::LeaseKeepAlive { id } => return self.lease_keep_alive(ctx, *id),
             Command::Expire { keys, leases } => self.expire(ctx, keys, leases)?,
+            Command::SetVaultLimits(limits) => {
+                self.vault_limits = *limits;
+                Output::None
+            }
         }))
     }
 
@@ -191,6 +221,7 @@ impl<'txn> Machine<'txn> {
     /// when the put asked for it.
     fn put(&mut self, ctx: &mut Ctx, put: &Put) -> Result<Option<KeyValue>> {
         let old = self.get_raw(&put.key)?;
+        let old_value_len = old.as_ref().map(|old| old.value.len() as u64);
         if let Some(old) = &old {
             self.unindex(&put.key, old)?;
         }
@@ -208,6 +239,14 @@ impl<'txn> Machine<'txn> {
         let bytes = postcard::to_allocvec(&entry).map_err(|e| Error::corrupt("kv entry", e))?;
         self.kv.insert(put.key.as_slice(), bytes.as_slice())?;
         self.index(&put.key, &entry)?;
+        let key_len = put.key.len() as u64;
+        let old_bytes = old_value_len.map(|len| key_len + len);
+        self.vault_account(
+            &put.key,
+            old_bytes,
+            Some(key_len + entry.value.len() as u64),
+            Some(ctx.stamp),
+        )?;
         ctx.changed = true;
         Ok(live_old
             .filter(|_| put.prev_kv)
@@ -234,23 +273,34 @@ impl<'txn> Machine<'txn> {
         })
     }
 
-    /// Removes a key with its index rows; returns what was stored, live or not.
-    fn remove(&mut self, key: &[u8]) -> Result<Option<KvEntry>> {
+    /// Removes a key with its index rows and its vault's share; returns what was stored, live
+    /// or not. `visible(entry)` tells whether readers see the removal (a new revision), which
+    /// then becomes the vault's `updated_revision`.
+    fn remove(
+        &mut self,
+        ctx: &Ctx,
+        key: &[u8],
+        visible: impl Fn(&KvEntry) -> bool,
+    ) -> Result<Option<KvEntry>> {
         let removed = match self.kv.remove(key)? {
             Some(bytes) => Some(decode_kv_entry(key, bytes.value())?),
             None => None,
         };
         if let Some(entry) = &removed {
             self.unindex(key, entry)?;
+            let bytes = (key.len() + entry.value.len()) as u64;
+            let stamp = visible(entry).then_some(ctx.stamp);
+            self.vault_account(key, Some(bytes), None, stamp)?;
         }
         Ok(removed)
     }
 
     /// Deletes a key; returns it if it was live (an expired key is removed silently).
     fn delete(&mut self, ctx: &mut Ctx, key: &[u8]) -> Result<Option<KeyValue>> {
+        let now_ms = ctx.now_ms;
         let live = self
-            .remove(key)?
-            .filter(|entry| entry.is_live(ctx.now_ms))
+            .remove(ctx, key, |entry| entry.is_live(now_ms))?
+            .filter(|entry| entry.is_live(now_ms))
             .map(|entry| entry.into_key_value(key.to_vec()));
         ctx.changed |= live.is_some();
         Ok(live)
@@ -306,6 +356,97 @@ impl<'txn> Machine<'txn> {
         Ok(())
     }
 
+    // ---- vaults ----
+
+    fn vault_meta(&self, name: &[u8]) -> Result<Option<VaultMeta>> {
+        match self.vaults.get(name)? {
+            Some(bytes) => Ok(Some(decode_vault(name, bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn write_vault(&mut self, name: &[u8], meta: &VaultMeta) -> Result<()> {
+        let bytes = postcard::to_allocvec(meta).map_err(|e| Error::corrupt("vault", e))?;
+        self.vaults.insert(name, bytes.as_slice())?;
+        Ok(())
+    }
+
+    /// Moves `key`'s vault (if it is in one) from `old` to `new` stored bytes (key + value;
+    /// `None`: the key was / is not stored). `stamp`: the revision the change is visible at,
+    /// if readers see it. A vault left without keys is removed at the end of the command.
+    fn vault_account(
+        &mut self,
+        key: &[u8],
+        old: Option<u64>,
+        new: Option<u64>,
+        stamp: Option<u64>,
+    ) -> Result<()> {
+        let Some(name) = vault_of(key) else {
+            return Ok(());
+        };
+        let mut meta = self.vault_meta(name)?.unwrap_or(VaultMeta {
+            created_revision: stamp.unwrap_or(self.revision),
+            ..VaultMeta::default()
+        });
+        let counted = |bytes: Option<u64>| (u64::from(bytes.is_some()), bytes.unwrap_or(0));
+        let (old_keys, old_bytes) = counted(old);
+        let (new_keys, new_bytes) = counted(new);
+        meta.key_count = (meta.key_count + new_keys)
+            .checked_sub(old_keys)
+            .expect("vault key count below zero");
+        meta.total_bytes = (meta.total_bytes + new_bytes)
+            .checked_sub(old_bytes)
+            .expect("vault bytes below zero");
+        if let Some(stamp) = stamp {
+            meta.updated_revision = stamp;
+        }
+        if meta.key_count == 0 {
+            self.emptied_vaults.insert(name.to_vec());
+        }
+        self.write_vault(name, &meta)
+    }
+
+    /// Refuses puts that would create a vault past `vaults_max` or a key past a vault's
+    /// `keys_per_vault_max`, counting every new key of the command (a transaction's deletes do
+    /// not make room for its own puts). Checked before anything is written.
+    fn check_vault_room<'a>(
+        &self,
+        puts: impl IntoIterator<Item = &'a Put>,
+    ) -> Result<Result<(), CommandError>> {
+        let limits = self.vault_limits;
+        let mut new_keys: BTreeMap<&[u8], u64> = BTreeMap::new();
+        let mut seen: BTreeSet<&[u8]> = BTreeSet::new();
+        let mut vaults = self.vaults.len()?;
+        for put in puts {
+            let Some(name) = vault_of(&put.key) else {
+                continue;
+            };
+            if !seen.insert(&put.key) || self.kv.get(put.key.as_slice())?.is_some() {
+                continue;
+            }
+            let stored = self.vault_meta(name)?.map_or(0, |meta| meta.key_count);
+            let added = new_keys.entry(name).or_insert(0);
+            let vault = || String::from_utf8_lossy(name).into_owned();
+            if stored == 0 && *added == 0 {
+                if vaults >= limits.vaults_max {
+                    return Ok(Err(CommandError::TooManyVaults {
+                        vault: vault(),
+                        max: limits.vaults_max,
+                    }));
+                }
+                vaults += 1;
+            }
+            *added += 1;
+            if stored + *added > limits.keys_per_vault_max {
+                return Ok(Err(CommandError::VaultFull {
+                    vault: vault(),
+                    max: limits.keys_per_vault_max,
+                }));
+            }
+        }
+        Ok(Ok(()))
+    }
+
     // ---- transactions ----
 
     fn txn(&mut self, ctx: &mut Ctx, txn: &Txn) -> Result<Result<Output, CommandError>> {
@@ -327,6 +468,13 @@ impl<'txn> Machine<'txn> {
             {
                 return Ok(Err(refused));
             }
+        }
+        let puts = branch.iter().filter_map(|op| match op {
+            TxnOp::Put(put) => Some(put),
+            _ => None,
+        });
+        if let Err(refused) = self.check_vault_room(puts)? {
+            return Ok(Err(refused));
         }
         let mut results = Vec::with_capacity(branch.len());
         for op in branch {
@@ -450,7 +598,8 @@ impl<'txn> Machine<'txn> {
                 .get_raw(key)?
                 .is_some_and(|entry| !entry.is_live(ctx.now_ms));
             if expired {
-                self.remove(key)?;
+                // An expiry that deletes keys is a new revision (see below).
+                self.remove(ctx, key, |_| true)?;
                 keys_deleted += 1;
             }
         }
@@ -483,6 +632,15 @@ impl<'txn> Machine<'txn> {
     /// Inserts a lease as read from a snapshot, with its index row.
     pub(crate) fn restore_lease(&mut self, id: u64, lease: &LeaseRecord) -> Result<()> {
         self.write_lease(id, lease)
+    }
+
+    /// Inserts a vault's metadata as read from a snapshot (keys do not recount it).
+    pub(crate) fn restore_vault(&mut self, name: &[u8], meta: &VaultMeta) -> Result<()> {
+        self.write_vault(name, meta)
+    }
+
+    pub(crate) fn set_vault_limits(&mut self, limits: VaultLimits) {
+        self.vault_limits = limits;
     }
 }
 
@@ -527,6 +685,11 @@ pub(crate) fn decode_kv_entry_ref<'a>(key: &[u8], bytes: &'a [u8]) -> Result<KvE
             e,
         )
     })
+}
+
+pub(crate) fn decode_vault(name: &[u8], bytes: &[u8]) -> Result<VaultMeta> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::corrupt(format!("vault {:?}", String::from_utf8_lossy(name)), e))
 }
 
 pub(crate) fn decode_lease(id: u64, bytes: &[u8]) -> Result<LeaseRecord> {

@@ -12,6 +12,7 @@
 
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction,
@@ -74,7 +75,7 @@ impl StoreOptions {
 }
 
 /// The durable positions the cross-storage validation compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct DurableMeta {
     pub last_purged: Option<u64>,
     pub last_applied: Option<u64>,
@@ -108,10 +109,38 @@ pub fn validate(meta: &DurableMeta) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Compaction repeats redb's `compact` at most this often (each pass moves what it can).
+const COMPACTION_PASSES_MAX: u32 = 16;
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// File size before and after (`None` for the in-memory store).
+    pub bytes_before: Option<u64>,
+    pub bytes_after: Option<u64>,
+    /// How long no transaction could begin: reads and writes waited this long at most.
+    pub stalled: Duration,
+    /// redb passes that moved pages.
+    pub passes: u32,
+}
+
+/// Clears a flag when dropped, however the scope ends.
+struct ClearOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// One node's storage. Share it as `Arc<Store>`: reads open their own redb read transactions,
 /// writes serialize inside redb.
 pub struct Store {
-    db: Database,
+    /// Every transaction begins under the read lock; compaction takes the write lock, so no
+    /// transaction can begin while it runs (redb's `compact` needs the database alone).
+    db: std::sync::RwLock<Database>,
+    /// Set while `compact` holds the database.
+    compacting: std::sync::atomic::AtomicBool,
     snapshot_dir: PathBuf,
     /// Keeps the in-memory store's snapshot directory alive; removed on drop.
     _snapshot_tmp: Option<tempfile::TempDir>,
@@ -157,7 +186,8 @@ impl Store {
             StorageMode::InMemory => None,
         };
         let store = Store {
-            db,
+            db: std::sync::RwLock::new(db),
+            compacting: Default::default(),
             snapshot_dir,
             _snapshot_tmp: snapshot_tmp,
             data_dir,
@@ -166,6 +196,30 @@ impl Store {
         store.init_tables()?;
         store.remove_stale_snapshot_files()?;
         Ok(store)
+    }
+
+    /// Opens an existing file store for an offline check: creates nothing and removes nothing
+    /// (no table set-up, no cleanup of the snapshot directory). redb may still repair its
+    /// allocator state when the file was not closed cleanly.
+    pub fn open_existing(dir: &Path, cache_bytes: usize) -> Result<Store> {
+        let path = dir.join(DB_FILE_NAME);
+        if !path.is_file() {
+            return Err(Error::Refused(format!(
+                "{} holds no store ({DB_FILE_NAME} not found)",
+                dir.display()
+            )));
+        }
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(cache_bytes);
+        let db = builder.open(&path)?;
+        Ok(Store {
+            db: std::sync::RwLock::new(db),
+            compacting: Default::default(),
+            snapshot_dir: dir.join(SNAPSHOT_DIR_NAME),
+            _snapshot_tmp: None,
+            data_dir: Some(dir.to_path_buf()),
+            quick_repair: false,
+        })
     }
 
     fn init_tables(&self) -> Result<()> {
@@ -179,6 +233,7 @@ impl Store {
             txn.open_table(IDX_EXPIRES)?;
             txn.open_table(IDX_LEASE)?;
             txn.open_table(IDX_LEASE_DEADLINE)?;
+            txn.open_table(VAULTS)?;
             let mut file_meta = txn.open_table(FILE_META)?;
             let stored = file_meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
             match stored {
@@ -198,9 +253,60 @@ impl Store {
         Ok(())
     }
 
-    /// The redb database, for read transactions (`begin_read`).
-    pub fn database(&self) -> &Database {
-        &self.db
+    fn database(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        // The lock guards no data of its own: a panic under it leaves the database whole.
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reclaims the free space in the file (redb's `compact`, repeated until it finds nothing
+    /// more to move). No transaction can begin while it runs, so reads and writes stall for
+    /// its duration (reported as `stalled`); it first waits, at most `wait_for_open`, for the
+    /// transactions already open (a long SQL query, a backup) to end.
+    pub fn compact(&self, wait_for_open: Duration) -> Result<Compaction> {
+        let bytes_before = self.file_size();
+        let started = Instant::now();
+        self.compacting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _clear = ClearOnDrop(&self.compacting);
+        let mut db = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut passes = 0u32;
+        loop {
+            match db.compact() {
+                Ok(true) if passes < COMPACTION_PASSES_MAX => passes += 1,
+                Ok(_) => break,
+                Err(redb::CompactionError::TransactionInProgress)
+                    if started.elapsed() < wait_for_open =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(redb::CompactionError::TransactionInProgress) => {
+                    return Err(Error::Refused(format!(
+                        "compaction: transactions still open after {} ms (a long SQL query or a \
+                         backup); try again",
+                        wait_for_open.as_millis()
+                    )));
+                }
+                Err(error) => return Err(redb::Error::from(error).into()),
+            }
+        }
+        let stalled = started.elapsed();
+        drop(db);
+        Ok(Compaction {
+            bytes_before,
+            bytes_after: self.file_size(),
+            stalled,
+            passes,
+        })
+    }
+
+    /// Whether a compaction holds the database now (transactions wait for it).
+    pub fn is_compacting(&self) -> bool {
+        self.compacting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Size of the database file in bytes (`None` for the in-memory store).
@@ -218,14 +324,14 @@ impl Store {
 
     /// Starts a write transaction with the given durability (and quick repair if configured).
     pub fn begin_write(&self, durability: Durability) -> Result<WriteTransaction> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.database().begin_write()?;
         txn.set_durability(durability)?;
         txn.set_quick_repair(self.quick_repair);
         Ok(txn)
     }
 
     pub fn begin_read(&self) -> Result<ReadTransaction> {
-        Ok(self.db.begin_read()?)
+        Ok(self.database().begin_read()?)
     }
 
     /// Ends with one fsync'd commit: every earlier non-durable commit (applies, `committed`)
@@ -359,7 +465,11 @@ impl Store {
     /// redb's own integrity check (page checksums, allocator state). Needs the store alone:
     /// no other handle may be open.
     pub fn check_integrity(&mut self) -> Result<bool> {
-        Ok(self.db.check_integrity()?)
+        let db = self
+            .db
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(db.check_integrity()?)
     }
 
     /// The cross-storage validation over what is in the file now.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{
     COMMAND_BYTES_MAX, EXPIRE_BATCH_MAX, KEY_BYTES_MAX, TTL_MS_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX,
+    VAULT_NAME_BYTES_MAX,
 };
 use crate::storage::error::{CommandError, TxnList};
 
@@ -117,6 +118,7 @@ impl Put {
 
     fn validate(&self) -> Result<(), CommandError> {
         check_key_len(&self.key, false)?;
+        check_vault_key(&self.key)?;
         if self.value.len() > VALUE_BYTES_MAX {
             return Err(CommandError::ValueTooLarge {
                 bytes: self.value.len() as u64,
@@ -232,9 +234,32 @@ pub enum Command {
         keys: Vec<Vec<u8>>,
         leases: Vec<u64>,
     },
+    /// Set the vault limits every node enforces (the leader proposes its configured ones).
+    /// Housekeeping like `Expire`: refused from clients.
+    SetVaultLimits(VaultLimits),
 }
 
 impl Command {
+    /// Whether the command can make the database bigger: refused while the quota alarm is on
+    /// (as etcd refuses puts, transactions that put and lease grants). Deletes, revokes,
+    /// keepalives and expiry always pass: they are how usage comes down.
+    pub fn adds_data(&self) -> bool {
+        match self {
+            Command::Put(_) | Command::LeaseGrant { .. } => true,
+            Command::Txn(txn) => txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .any(|op| matches!(op, TxnOp::Put(_))),
+            Command::Delete { .. }
+            | Command::DeleteRange(_)
+            | Command::LeaseRevoke { .. }
+            | Command::LeaseKeepAlive { .. }
+            | Command::Expire { .. }
+            | Command::SetVaultLimits(_) => false,
+        }
+    }
+
     /// Checks every limit that does not depend on the stored state. The state machine runs it
     /// again on apply, so an invalid command in the log is refused there and changes nothing.
     pub fn validate(&self) -> Result<(), CommandError> {
@@ -259,6 +284,12 @@ impl Command {
                     });
                 }
                 keys.iter().try_for_each(|key| check_key_len(key, false))
+            }
+            Command::SetVaultLimits(limits) => {
+                if limits.vaults_max == 0 || limits.keys_per_vault_max == 0 {
+                    return Err(CommandError::BadVaultLimits);
+                }
+                Ok(())
             }
         }
     }
@@ -297,6 +328,83 @@ fn validate_txn(txn: &Txn) -> Result<(), CommandError> {
         });
     }
     Ok(())
+}
+
+/// Keys under this prefix belong to a vault: `vault/NAME/REST`.
+pub const VAULT_PREFIX: &[u8] = b"vault/";
+
+/// The vault `key` belongs to: NAME for `vault/NAME/...` (NAME not empty, no `/`).
+pub fn vault_of(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(VAULT_PREFIX)?;
+    let end = rest.iter().position(|b| *b == b'/')?;
+    (end > 0).then(|| &rest[..end])
+}
+
+/// A key written under `vault/` must name a vault: `vault/NAME/...` with NAME of 1 to
+/// `VAULT_NAME_BYTES_MAX` bytes of `[A-Za-z0-9_.-]`.
+fn check_vault_key(key: &[u8]) -> Result<(), CommandError> {
+    let Some(rest) = key.strip_prefix(VAULT_PREFIX) else {
+        return Ok(());
+    };
+    let refuse = |reason: &str| {
+        Err(CommandError::BadVaultKey {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: reason.to_string(),
+        })
+    };
+    let Some(end) = rest.iter().position(|b| *b == b'/') else {
+        return refuse("keys under vault/ are vault/NAME/...");
+    };
+    let name = &rest[..end];
+    if name.is_empty() || name.len() > VAULT_NAME_BYTES_MAX {
+        return refuse(&format!(
+            "a vault name is 1 to {VAULT_NAME_BYTES_MAX} bytes"
+        ));
+    }
+    if !name
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return refuse("a vault name uses only letters, digits, '_', '.' and '-'");
+    }
+    Ok(())
+}
+
+/// What a vault holds, kept in the `vaults` table in the same transaction as its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VaultMeta {
+    /// Stored keys (a key whose TTL passed counts until the TTL actor deletes it).
+    pub key_count: u64,
+    /// Bytes of those keys and their values.
+    pub total_bytes: u64,
+    /// The revision at which the vault got its first key (since it was last empty).
+    pub created_revision: u64,
+    /// The revision of the last change to its keys.
+    pub updated_revision: u64,
+}
+
+/// A vault and its metadata, as listed to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultInfo {
+    pub name: String,
+    pub meta: VaultMeta,
+}
+
+/// The cluster's vault limits: part of the replicated state (set through Raft by the leader
+/// from its config), so every node enforces the same ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultLimits {
+    pub vaults_max: u64,
+    pub keys_per_vault_max: u64,
+}
+
+impl Default for VaultLimits {
+    fn default() -> Self {
+        VaultLimits {
+            vaults_max: crate::limits::VAULTS_MAX_DEFAULT,
+            keys_per_vault_max: crate::limits::VAULT_KEYS_MAX_DEFAULT,
+        }
+    }
 }
 
 fn check_key_len(key: &[u8], empty_allowed: bool) -> Result<(), CommandError> {

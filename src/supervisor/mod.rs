@@ -304,6 +304,7 @@ async fn spawn_child(
                 store,
                 interval: Duration::from_millis(state.config.ttl.interval_ms),
                 batch_max: state.config.ttl.batch_max as usize,
+                vault_limits: state.config.storage.vault_limits(),
                 faults,
             };
             Actor::spawn_linked(name, TtlActor, args, supervisor)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aspen::storage::{
     Command, CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, KvEntry,
-    LeaseRecord, Output, Put, Response, Txn, TxnOp,
+    LeaseRecord, Output, Put, Response, Txn, TxnOp, VaultLimits, VaultMeta, vault_of,
 };
 use proptest::prelude::*;
 
@@ -17,6 +17,8 @@ use crate::util::{Driver, Kind, all_keys, open};
 struct Model {
     kv: BTreeMap<Vec<u8>, KvEntry>,
     leases: BTreeMap<u64, LeaseRecord>,
+    vaults: BTreeMap<Vec<u8>, VaultMeta>,
+    vault_limits: VaultLimits,
     revision: u64,
     next_lease_id: u64,
 }
@@ -25,6 +27,16 @@ struct Step {
     now: u64,
     stamp: u64,
     changed: bool,
+    /// Vaults a reader-visible change touched (a put, a live key deleted, a key expired).
+    touched: std::collections::BTreeSet<Vec<u8>>,
+}
+
+impl Step {
+    fn touch(&mut self, key: &[u8]) {
+        if let Some(name) = vault_of(key) {
+            self.touched.insert(name.to_vec());
+        }
+    }
 }
 
 impl Model {
@@ -40,11 +52,13 @@ impl Model {
             now,
             stamp: self.revision + 1,
             changed: false,
+            touched: Default::default(),
         };
         let result = match command.validate() {
             Err(e) => Err(e),
             Ok(()) => self.execute(&mut step, command),
         };
+        self.update_vaults(&step);
         if step.changed {
             self.revision = step.stamp;
         }
@@ -70,6 +84,7 @@ impl Model {
         match command {
             Command::Put(put) => {
                 self.check_lease(step, put)?;
+                self.check_vault_room([put])?;
                 Ok(Output::Put {
                     prev: self.put(step, put),
                 })
@@ -131,6 +146,7 @@ impl Model {
                 for key in keys {
                     if self.kv.contains_key(key) && self.live(step, key).is_none() {
                         self.kv.remove(key);
+                        step.touch(key);
                         keys_deleted += 1;
                     }
                 }
@@ -151,7 +167,76 @@ impl Model {
                     leases_revoked,
                 })
             }
+            Command::SetVaultLimits(limits) => {
+                self.vault_limits = *limits;
+                Ok(Output::None)
+            }
         }
+    }
+
+    /// Vault metadata after a command: key count and bytes from a full scan of the model's
+    /// keys, `updated_revision` moved for the vaults the command visibly touched,
+    /// `created_revision` set when a vault appears.
+    fn update_vaults(&mut self, step: &Step) {
+        let mut figures: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+        for (key, entry) in &self.kv {
+            if let Some(name) = vault_of(key) {
+                let f = figures.entry(name.to_vec()).or_default();
+                f.0 += 1;
+                f.1 += (key.len() + entry.value.len()) as u64;
+            }
+        }
+        self.vaults.retain(|name, _| figures.contains_key(name));
+        for (name, (keys, bytes)) in figures {
+            let touched = step.touched.contains(&name);
+            let meta = self.vaults.entry(name).or_insert(VaultMeta {
+                created_revision: step.stamp,
+                ..VaultMeta::default()
+            });
+            meta.key_count = keys;
+            meta.total_bytes = bytes;
+            if touched {
+                meta.updated_revision = step.stamp;
+            }
+        }
+    }
+
+    /// The vault limits over every new key the command's puts create.
+    fn check_vault_room<'a>(
+        &self,
+        puts: impl IntoIterator<Item = &'a Put>,
+    ) -> Result<(), CommandError> {
+        let mut added: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut vaults = self.vaults.len() as u64;
+        for put in puts {
+            let Some(name) = vault_of(&put.key) else {
+                continue;
+            };
+            if !seen.insert(put.key.clone()) || self.kv.contains_key(&put.key) {
+                continue;
+            }
+            let stored = self.vaults.get(name).map_or(0, |m| m.key_count);
+            let n = added.entry(name.to_vec()).or_insert(0);
+            let vault = String::from_utf8_lossy(name).into_owned();
+            if stored == 0 && *n == 0 {
+                if vaults >= self.vault_limits.vaults_max {
+                    return Err(CommandError::TooManyVaults {
+                        vault,
+                        max: self.vault_limits.vaults_max,
+                    });
+                }
+                vaults += 1;
+            }
+            *n += 1;
+            if stored + *n > self.vault_limits.keys_per_vault_max {
+                return Err(CommandError::VaultFull {
+                    vault,
+                    max: self.vault_limits.keys_per_vault_max,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn check_lease(&self, step: &Step, put: &Put) -> Result<(), CommandError> {
@@ -173,6 +258,7 @@ impl Model {
         };
         self.kv.insert(put.key.clone(), entry);
         step.changed = true;
+        step.touch(&put.key);
         old.filter(|_| put.prev_kv)
             .map(|o| o.into_key_value(put.key.clone()))
     }
@@ -181,6 +267,9 @@ impl Model {
         let live = self.live(step, key).cloned();
         self.kv.remove(key);
         step.changed |= live.is_some();
+        if live.is_some() {
+            step.touch(key);
+        }
         live.map(|e| e.into_key_value(key.to_vec()))
     }
 
@@ -223,6 +312,10 @@ impl Model {
                 self.check_lease(step, put)?;
             }
         }
+        self.check_vault_room(branch.iter().filter_map(|op| match op {
+            TxnOp::Put(put) => Some(put),
+            _ => None,
+        }))?;
         let results = branch
             .iter()
             .map(|op| match op {
@@ -294,7 +387,19 @@ fn num(actual: u64, expected: u64) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
-    prop::sample::select(vec!["a", "b", "b/1", "b/2", "c", "d"]).prop_map(|k| k.as_bytes().to_vec())
+    prop::sample::select(vec![
+        "a",
+        "b",
+        "b/1",
+        "b/2",
+        "c",
+        "vault/v1/a",
+        "vault/v1/b",
+        "vault/v1/c",
+        "vault/v2/a",
+        "vault/v3/a",
+    ])
+    .prop_map(|k| k.as_bytes().to_vec())
 }
 
 fn value() -> impl Strategy<Value = Vec<u8>> {
@@ -365,6 +470,9 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (1u64..5).prop_map(|id| Command::LeaseKeepAlive { id }),
         2 => (prop::collection::vec(key(), 0..4), prop::collection::vec(1u64..5, 0..3))
             .prop_map(|(keys, leases)| Command::Expire { keys, leases }),
+        1 => (1u64..4, 1u64..4).prop_map(|(vaults_max, keys_per_vault_max)| {
+            Command::SetVaultLimits(VaultLimits { vaults_max, keys_per_vault_max })
+        }),
     ]
 }
 
@@ -372,7 +480,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     // Proves the store and the model agree on every response and on the full state (keys,
-    // versions, revisions, leases, expiry order) after each of a random sequence of commands.
+    // versions, revisions, leases, expiry order, vault metadata and limits: the model derives
+    // vault figures from a full scan) after each of a random sequence of commands.
     #[test]
     fn store_agrees_with_btreemap_model(
         steps in prop::collection::vec((0u64..250, command()), 1..60)
@@ -396,6 +505,14 @@ proptest! {
             prop_assert_eq!(stored, modeled);
             let view = t.store.read(now).unwrap();
             prop_assert_eq!(view.revision(), model.revision);
+            let vaults: BTreeMap<Vec<u8>, VaultMeta> = view
+                .vaults()
+                .unwrap()
+                .into_iter()
+                .map(|v| (v.name.into_bytes(), v.meta))
+                .collect();
+            prop_assert_eq!(&vaults, &model.vaults, "vaults after {:?}", command);
+            prop_assert_eq!(view.vault_limits().unwrap(), model.vault_limits);
             prop_assert_eq!(view.expired_keys(now, 100).unwrap(), model.expired(now));
             let leases: Vec<(u64, LeaseRecord)> =
                 view.leases(0, 100).unwrap().into_iter().map(|l| (l.id, l.record)).collect();

@@ -1,0 +1,248 @@
+//! The admin endpoints under `/admin/*` (all `POST`), guarded by a bearer token when
+//! `http.admin_token` is set:
+//! - `/admin/backup`: streams a backup file (`crate::storage::backup`) taken from one read
+//!   transaction while writes go on.
+//! - `/admin/snapshot`: builds a Raft snapshot now; the log behind it is purged as configured
+//!   (`raft.log_entries_kept`). Answers once the snapshot exists.
+//! - `/admin/compact`: reclaims the free space in the database file; answers the sizes before
+//!   and after and how long reads and writes waited.
+//! - `/admin/shutdown`: stops the node gracefully (see `crate::node::Node::shutdown`).
+//!
+//! Errors come back as JSON `{"error": "..."}` with a status naming the kind of failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use crate::node::NodeShared;
+
+/// How long `/admin/snapshot` waits for the snapshot to be built.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
+/// A compaction waits this long for transactions already open to end.
+const COMPACTION_WAIT_FOR_OPEN: Duration = Duration::from_secs(5);
+/// A backup travels in chunks of this size.
+const BACKUP_CHUNK_BYTES: usize = 256 << 10;
+
+#[derive(Clone)]
+struct AdminState {
+    shared: Arc<NodeShared>,
+    /// Empty: no token needed.
+    token: Arc<str>,
+}
+
+/// The `/admin/*` routes.
+pub fn router(shared: Arc<NodeShared>, admin_token: &str) -> Router {
+    let state = AdminState {
+        shared,
+        token: Arc::from(admin_token),
+    };
+    Router::new()
+        .route("/admin/backup", post(backup))
+        .route("/admin/snapshot", post(snapshot))
+        .route("/admin/compact", post(compact))
+        .route("/admin/shutdown", post(shutdown))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if state.token.is_empty() || bearer_matches(request.headers(), &state.token) {
+        return next.run(request).await;
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "admin: missing or wrong bearer token (Authorization: Bearer TOKEN)",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`; compares in constant time.
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    let expected = token.as_bytes();
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+async fn backup(State(state): State<AdminState>) -> Response {
+    let Some(store) = state.shared.store() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin: storage is not open",
+        );
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let node_id = state.shared.node_id;
+    tokio::task::spawn_blocking(move || {
+        let writer = ChunkSender {
+            tx: tx.clone(),
+            chunk: Vec::with_capacity(BACKUP_CHUNK_BYTES),
+        };
+        let result = store
+            .write_backup(writer, crate::clock::now_ms(), |_, _| {})
+            .and_then(|(summary, mut writer)| {
+                std::io::Write::flush(&mut writer)
+                    .map_err(|e| crate::storage::Error::io("sending the backup", e))?;
+                Ok(summary)
+            });
+        match result {
+            Ok(summary) => tracing::info!(
+                node_id,
+                keys = summary.keys,
+                revision = summary.revision,
+                "admin: backup sent"
+            ),
+            Err(error) => {
+                tracing::warn!(node_id, %error, "admin: backup failed");
+                // Ends the body with an error: the client sees a cut stream, never a short file
+                // that looks whole (the End record and checksum are missing).
+                let _ = tx.blocking_send(Err(std::io::Error::other(error.to_string())));
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A `Write` that sends what it is given to the response body in chunks; fails once the
+/// client has gone away, which stops the backup.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    chunk: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send_chunk(&mut self) -> std::io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(BACKUP_CHUNK_BYTES));
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.chunk.extend_from_slice(buf);
+        if self.chunk.len() >= BACKUP_CHUNK_BYTES {
+            self.send_chunk()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send_chunk()
+    }
+}
+
+async fn snapshot(State(state): State<AdminState>) -> Response {
+    let Some(raft) = state.shared.raft() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin: raft is not running",
+        );
+    };
+    let applied = raft.metrics().borrow().last_applied.map(|id| id.index);
+    if let Err(e) = raft.trigger().snapshot().await {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("admin: {e}"));
+    }
+    let built = raft
+        .wait(Some(SNAPSHOT_WAIT))
+        .metrics(
+            |m| m.snapshot.map(|id| id.index) >= applied,
+            "snapshot built",
+        )
+        .await;
+    match built {
+        Ok(metrics) => Json(json!({
+            "snapshot_index": metrics.snapshot.map(|id| id.index),
+            "purged_index": metrics.purged.map(|id| id.index),
+            "last_log_index": metrics.last_log_index,
+        }))
+        .into_response(),
+        Err(e) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("admin: snapshot not built: {e}"),
+        ),
+    }
+}
+
+async fn compact(State(state): State<AdminState>) -> Response {
+    let Some(store) = state.shared.store() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin: storage is not open",
+        );
+    };
+    let node_id = state.shared.node_id;
+    let done = tokio::task::spawn_blocking(move || store.compact(COMPACTION_WAIT_FOR_OPEN)).await;
+    match done {
+        Ok(Ok(compaction)) => {
+            metrics::histogram!(crate::metrics::STORAGE_COMPACTION_SECONDS, "node_id" => node_id.to_string())
+                .record(compaction.stalled.as_secs_f64());
+            tracing::info!(
+                node_id,
+                before = compaction.bytes_before,
+                after = compaction.bytes_after,
+                stalled_ms = compaction.stalled.as_millis() as u64,
+                "admin: compacted the database file"
+            );
+            Json(json!({
+                "bytes_before": compaction.bytes_before,
+                "bytes_after": compaction.bytes_after,
+                "stalled_ms": compaction.stalled.as_secs_f64() * 1000.0,
+                "passes": compaction.passes,
+            }))
+            .into_response()
+        }
+        Ok(Err(e @ crate::storage::Error::Refused(_))) => error(StatusCode::CONFLICT, e),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("admin: {e}")),
+    }
+}
+
+async fn shutdown(State(state): State<AdminState>) -> Response {
+    state.shared.request_shutdown();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "shutting down", "node_id": state.shared.node_id })),
+    )
+        .into_response()
+}

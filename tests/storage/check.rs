@@ -1,0 +1,156 @@
+//! `aspen-node check` and `storage::check::check_data_dir`: a sound data dir passes with the
+//! right figures; a corrupted meta, a damaged log entry and a damaged key are each named.
+
+use std::process::Command as Process;
+use std::sync::Arc;
+
+use aspen::storage::check::check_data_dir;
+use aspen::storage::schema::{KV, RAFT_LOG};
+use aspen::storage::{Command, Put, Store, StoreOptions};
+use redb::ReadableTable;
+
+use crate::util::{Driver, log_id, small};
+
+/// A file store with 20 applied puts (log entries 1..=20), closed.
+fn healthy_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
+    let mut driver = Driver::new(Arc::clone(&store));
+    for i in 0..20 {
+        driver.run(1_000, Command::Put(Put::new(format!("k{i:02}"), "v")));
+    }
+    store.close().expect("close");
+    dir
+}
+
+/// Overwrites one raw record of a redb table around the store, as a damaged disk would.
+fn damage(dir: &std::path::Path, write: impl FnOnce(&redb::WriteTransaction)) {
+    let store = Store::open(&small(StoreOptions::file(dir))).expect("open");
+    let txn = store
+        .begin_write(redb::Durability::Immediate)
+        .expect("write");
+    write(&txn);
+    txn.commit().expect("commit");
+}
+
+fn check_binary(dir: &std::path::Path) -> (bool, String, String) {
+    let out = Process::new(env!("CARGO_BIN_EXE_aspen-node"))
+        .args(["check", "--data-dir"])
+        .arg(dir)
+        .output()
+        .expect("run aspen-node check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// Proves a sound data dir passes with its true figures, through the library and the binary.
+#[test]
+fn sound_data_dir_passes() {
+    let dir = healthy_dir();
+    let report = check_data_dir(dir.path()).expect("check runs");
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.log_entries, 20);
+    assert_eq!(report.keys, 20);
+    assert_eq!(report.revision, 20);
+    assert_eq!(report.meta.last_applied, Some(20));
+    assert_eq!(report.meta.committed, Some(20));
+    assert_eq!(report.replay_on_start, 0);
+
+    let (ok, stdout, stderr) = check_binary(dir.path());
+    assert!(ok, "stderr: {stderr}");
+    assert!(stdout.contains(": ok\n"), "{stdout}");
+    assert!(
+        stdout.contains("state: 20 keys, 0 leases, 0 vaults, revision 20"),
+        "{stdout}"
+    );
+}
+
+// Proves `committed` below `last_applied` is reported as the cross-storage validation failure
+// with both numbers, and the binary exits non-zero naming it.
+#[test]
+fn corrupted_meta_is_named() {
+    let dir = healthy_dir();
+    {
+        let store = Store::open(&small(StoreOptions::file(dir.path()))).expect("open");
+        store
+            .save_committed(Some(&log_id(17)))
+            .expect("write committed");
+        store.close().expect("close");
+    }
+    let report = check_data_dir(dir.path()).expect("check runs");
+    assert_eq!(
+        report.problems,
+        vec!["cross-storage validation: storage: last_applied (20) exceeds committed (17)"]
+    );
+    let (ok, _, stderr) = check_binary(dir.path());
+    assert!(!ok);
+    assert!(
+        stderr.contains("last_applied (20) exceeds committed (17)"),
+        "{stderr}"
+    );
+}
+
+// Proves a log entry that no longer decodes, and one stored under the wrong index, are each
+// named by index; the binary exits non-zero.
+#[test]
+fn damaged_log_entry_is_named() {
+    let dir = healthy_dir();
+    damage(dir.path(), |txn| {
+        let mut log = txn.open_table(RAFT_LOG).expect("log");
+        log.insert(7u64, [1u8, 0xff, 0xff, 0xff].as_slice())
+            .expect("insert");
+        let entry_9 = log
+            .get(9u64)
+            .expect("get")
+            .expect("entry 9")
+            .value()
+            .to_vec();
+        log.insert(12u64, entry_9.as_slice()).expect("insert");
+    });
+    let report = check_data_dir(dir.path()).expect("check runs");
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(
+        report.problems[0].starts_with("storage: raft_log entry 7 is corrupt"),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(
+        report.problems[1],
+        "storage: raft_log entry 12 is corrupt: holds the entry of index 9"
+    );
+    let (ok, _, stderr) = check_binary(dir.path());
+    assert!(!ok);
+    assert!(stderr.contains("raft_log entry 7 is corrupt"), "{stderr}");
+}
+
+// Proves a key-value record that does not decode is named by its key.
+#[test]
+fn damaged_key_is_named() {
+    let dir = healthy_dir();
+    damage(dir.path(), |txn| {
+        let mut kv = txn.open_table(KV).expect("kv");
+        kv.insert(b"k05".as_slice(), [0xffu8; 3].as_slice())
+            .expect("insert");
+    });
+    let report = check_data_dir(dir.path()).expect("check runs");
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(
+        report.problems[0].starts_with("storage: kv entry of key \"k05\" is corrupt"),
+        "{:?}",
+        report.problems
+    );
+}
+
+// Proves a directory without a store is refused with a message naming it, not reported as sound.
+#[test]
+fn missing_store_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let error = check_data_dir(dir.path()).expect_err("no store");
+    assert!(error.to_string().contains("holds no store"), "{error}");
+    let (ok, _, stderr) = check_binary(dir.path());
+    assert!(!ok);
+    assert!(stderr.contains("holds no store"), "{stderr}");
+}
