@@ -24,8 +24,11 @@ impl AdminClient {
         } else {
             format!("http://{}", base.trim_end_matches('/'))
         };
+        // No overall timeout: a backup or a compaction takes as long as it takes; but a node
+        // that does not answer at all is reported.
         let http = reqwest::blocking::Client::builder()
             .timeout(None)
+            .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| format!("admin: cannot build an HTTP client: {e}"))?;
         Ok(AdminClient { base, token, http })

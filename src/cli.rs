@@ -115,8 +115,9 @@ pub enum CliCommand {
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// Run a read-only SQL query over tables `kv` (key, value, version, create_revision,
-    /// mod_revision, lease_id, expires_at), `kv_bytes` (key and value as binary) and `leases`
-    /// (id, ttl_ms, remaining_ms, key_count).
+    /// mod_revision, lease_id, expires_at), `kv_bytes` (key and value as binary), `leases`
+    /// (id, ttl_ms, remaining_ms, key_count) and `vaults` (name, key_count, total_bytes,
+    /// created_revision, updated_revision).
     Sql {
         query: String,
         #[arg(long, value_enum, default_value = "linearizable")]

@@ -101,6 +101,8 @@ pub struct NodeShared {
     address: OnceLock<NodeAddress>,
     failure: watch::Sender<Option<String>>,
     shutdown: watch::Sender<bool>,
+    /// Set when the node starts stopping: client requests are refused from then on.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for NodeShared {
@@ -125,6 +127,7 @@ impl NodeShared {
             address: OnceLock::new(),
             failure: watch::channel(None).0,
             shutdown: watch::channel(false).0,
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -258,6 +261,11 @@ impl NodeShared {
         self.shutdown.send_replace(true);
     }
 
+    /// Whether the node is stopping (client requests are refused, as not proposed).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Resolves once a shutdown was requested.
     pub async fn shutdown_requested(&self) {
         let mut rx = self.shutdown.subscribe();
@@ -353,8 +361,13 @@ impl Node {
     /// left to resend; then stops every actor and the HTTP server. Storage ends with one
     /// fsync'd commit, so a restart replays nothing.
     pub async fn shutdown(self) {
-        let _ = self.router.shutdown().await;
+        // Refuse new client requests first, but keep the endpoint (closed with the router)
+        // until the followers have the log: replication needs it.
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.wait_followers_caught_up().await;
+        let _ = self.router.shutdown().await;
         self.supervisor.stop(Some("shutdown".into()));
         let _ = self.supervisor_task.await;
         self.http_task.abort();
@@ -444,6 +457,8 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         faults: faults.net.clone(),
         request_timeout: Duration::from_millis(config.net.request_timeout_ms),
         slow_request: Duration::from_millis(config.net.slow_request_ms),
+        vault_labels: Arc::default(),
+        vault_labels_max: usize::try_from(config.storage.vaults_max).unwrap_or(usize::MAX),
     };
 
     let listener = tokio::net::TcpListener::bind(config.http.address).await?;

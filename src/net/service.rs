@@ -28,6 +28,9 @@ use crate::storage::{Command, KeyRange, NodeId, Request, ScanOptions, Store, vau
 /// at least one entry), so a response frame stays under `FRAME_BYTES_MAX`.
 pub const PAGE_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
 
+/// Keys in slow-request log lines are cut to this many bytes.
+const SLOW_LOG_KEY_BYTES: usize = 256;
+
 /// QUIC stream error code sent when a request frame is refused unread.
 const FRAME_REFUSED: u32 = 1;
 
@@ -39,6 +42,10 @@ pub struct ClientService {
     pub request_timeout: Duration,
     /// Requests that take longer are logged (`net.slow_request_ms`).
     pub slow_request: Duration,
+    /// Vault names used as metric labels so far; bounded (see `vault_label`).
+    pub vault_labels: Arc<std::sync::Mutex<std::collections::HashSet<Vec<u8>>>>,
+    /// At most this many distinct vault labels (`storage.vaults_max`); others count as `_other`.
+    pub vault_labels_max: usize,
 }
 
 /// A request this node cannot finish itself.
@@ -86,6 +93,10 @@ impl ClientService {
                 supported: PROTOCOL_VERSION,
             }));
         }
+        if self.shared.is_stopping() {
+            // Not proposed: the client may retry on another node.
+            return self.respond(Err(ClientError::NotLeader { leader: None }));
+        }
         let started = std::time::Instant::now();
         let served = self.execute(&request.op).await;
         if !matches!(served, Err(Failure::Redirect(_))) {
@@ -114,11 +125,13 @@ impl ClientService {
         let node = self.node_id().to_string();
         for vault in vaults_touched(op) {
             metrics::counter!(crate::metrics::VAULT_OPERATIONS, "node_id" => node.clone(),
-                "vault" => String::from_utf8_lossy(vault).into_owned(), "op" => name)
+                "vault" => self.vault_label(vault), "op" => name)
             .increment(1);
         }
         if elapsed >= self.slow_request {
-            let key = key.map_or(String::new(), |k| String::from_utf8_lossy(k).into_owned());
+            let key = key.map_or(String::new(), |k| {
+                String::from_utf8_lossy(&k[..k.len().min(SLOW_LOG_KEY_BYTES)]).into_owned()
+            });
             let vault = op_subject(op)
                 .1
                 .and_then(vault_of)
@@ -132,6 +145,22 @@ impl ClientService {
                 revision,
                 "slow operation"
             );
+        }
+    }
+
+    /// The metric label of a vault: its name, for the first `vault_labels_max` names this
+    /// node saw; `_other` after that, so requests naming ever new vaults (refused ones
+    /// included) cannot grow `/metrics` without bound.
+    fn vault_label(&self, vault: &[u8]) -> String {
+        let mut labels = self
+            .vault_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if labels.contains(vault) || labels.len() < self.vault_labels_max {
+            labels.insert(vault.to_vec());
+            String::from_utf8_lossy(vault).into_owned()
+        } else {
+            "_other".into()
         }
     }
 

@@ -157,11 +157,14 @@ pub fn restore_backup(
         )));
     }
     let created_dir = !dir.exists();
+    let created_snapshots = !dir.join(SNAPSHOT_DIR_NAME).exists();
     let result = write_restored(open()?, dir, cache_bytes, now_ms);
     if result.is_err() {
-        // Leave nothing half-made behind: only what this call created.
+        // Leave nothing half-made behind, and remove only what this call created.
         let _ = std::fs::remove_file(dir.join(DB_FILE_NAME));
-        let _ = std::fs::remove_dir_all(dir.join(SNAPSHOT_DIR_NAME));
+        if created_snapshots {
+            let _ = std::fs::remove_dir_all(dir.join(SNAPSHOT_DIR_NAME));
+        }
         if created_dir {
             let _ = std::fs::remove_dir(dir);
         }
