@@ -357,8 +357,8 @@ impl Node {
     }
 
     /// Stops taking requests; as the leader, waits (at most `HANDOVER_WAIT`) until every voter
-    /// holds the whole log, so the next leader has every acknowledged write and nothing is
-    /// left to resend; then stops every actor and the HTTP server. Storage ends with one
+    /// still replicating holds the whole log, so the next leader has every acknowledged write
+    /// and nothing is left to resend; then stops every actor and the HTTP server. Storage ends with one
     /// fsync'd commit, so a restart replays nothing.
     pub async fn shutdown(self) {
         // Refuse new client requests first, but keep the endpoint (closed with the router)
@@ -375,41 +375,63 @@ impl Node {
     }
 }
 
-/// How long a leader that is shutting down waits for its followers to hold its whole log.
+/// How long a leader that is shutting down waits, at most, for its followers to hold its
+/// whole log.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+/// A follower still behind whose replication made no progress for this long is not waited
+/// for (it is down or cut off).
+const HANDOVER_STALLED: Duration = Duration::from_millis(250);
 
 impl Node {
+    /// As the leader, waits until every voter that is still replicating holds the whole log.
     async fn wait_followers_caught_up(&self) {
         let Some(raft) = self.shared.raft() else {
             return;
         };
         let id = self.node_id();
-        let caught_up = raft
-            .wait(Some(HANDOVER_WAIT))
-            .metrics(
-                move |m| {
-                    if m.current_leader != Some(id) {
-                        return true;
-                    }
-                    let last = m.last_log_index;
-                    let voters: Vec<NodeId> =
-                        m.membership_config.membership().voter_ids().collect();
-                    m.replication.as_ref().is_none_or(|replication| {
-                        voters.iter().filter(|v| **v != id).all(|v| {
-                            replication
-                                .get(v)
-                                .is_some_and(|matched| matched.map(|l| l.index) >= last)
-                        })
+        let started = tokio::time::Instant::now();
+        // Follower -> (matched index, when it last moved).
+        let mut progress: BTreeMap<NodeId, (Option<u64>, tokio::time::Instant)> = BTreeMap::new();
+        loop {
+            let now = tokio::time::Instant::now();
+            let waiting = {
+                let metrics = raft.metrics().borrow().clone();
+                if metrics.current_leader != Some(id) {
+                    return;
+                }
+                let last = metrics.last_log_index;
+                let Some(replication) = metrics.replication.as_ref() else {
+                    return;
+                };
+                metrics
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .filter(|v| *v != id)
+                    .filter(|v| {
+                        let matched = replication.get(v).copied().flatten().map(|l| l.index);
+                        if matched >= last {
+                            return false;
+                        }
+                        let seen = progress.entry(*v).or_insert((matched, now));
+                        if seen.0 != matched {
+                            *seen = (matched, now);
+                        }
+                        now.duration_since(seen.1) < HANDOVER_STALLED
                     })
-                },
-                "followers hold the whole log",
-            )
-            .await;
-        if caught_up.is_err() {
-            tracing::warn!(
-                node_id = id,
-                "shutdown: followers did not catch up within {HANDOVER_WAIT:?}"
-            );
+                    .count()
+            };
+            if waiting == 0 {
+                return;
+            }
+            if started.elapsed() >= HANDOVER_WAIT {
+                tracing::warn!(
+                    node_id = id,
+                    "shutdown: followers did not catch up within {HANDOVER_WAIT:?}"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Cluster tests over real iroh QUIC on loopback: in-process nodes (`util::Cluster`) for
-//! replication, partitions, learners and security; real `aspen-node` processes
+//! replication, partitions, learners, security and a graceful leader shutdown; real `aspen-node` processes
 //! (`util::NodeProcess`) for SIGKILL failover, durability and the CLI.
 
 mod cli;
@@ -9,4 +9,5 @@ mod learner;
 mod partition;
 mod replication;
 mod security;
+mod shutdown;
 mod util;
