@@ -39,6 +39,45 @@ fn contents(store: &Store) -> BTreeMap<Vec<u8>, (Vec<u8>, u64)> {
 /// A write as acknowledged: key, value, the revision it got.
 type Written = (Vec<u8>, Vec<u8>, u64);
 
+/// A task that writes `put(0)`, `put(1)`, ... through a node until stopped, recording every
+/// acknowledged write with its revision; any failed write fails the test.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(
+        node: &TestNode,
+        acked: Arc<std::sync::Mutex<Vec<Written>>>,
+        put: impl Fn(u64) -> Put + Send + 'static,
+    ) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shared, stopped) = (Arc::clone(&node.node.shared), Arc::clone(&stop));
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                let put = put(n);
+                let response = shared
+                    .write(request(Command::Put(put.clone())))
+                    .await
+                    .expect("a write under load failed");
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((put.key, put.value, response.revision));
+                n += 1;
+            }
+        });
+        Writer { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("writer");
+    }
+}
+
 fn request(command: Command) -> Request {
     Request {
         now_ms: aspen::clock::now_ms(),
@@ -88,28 +127,8 @@ async fn backup_under_writes_restores_into_a_new_node() {
         .unwrap()
         .push((b"leased".to_vec(), b"held".to_vec(), revision));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn({
-        let (shared, history, stop) = (
-            Arc::clone(&source.node.shared),
-            Arc::clone(&history),
-            Arc::clone(&stop),
-        );
-        async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let put = Put::new(format!("load/{:02}", n % 50), format!("v{n}"));
-                let response = shared
-                    .write(request(Command::Put(put.clone())))
-                    .await
-                    .expect("write under load");
-                history
-                    .lock()
-                    .unwrap()
-                    .push((put.key, put.value, response.revision));
-                n += 1;
-            }
-        }
+    let writer = Writer::start(&source, Arc::clone(&history), |n| {
+        Put::new(format!("load/{:02}", n % 50), format!("v{n}"))
     });
     let writes = || history.lock().unwrap().len();
     let before = writes();
@@ -137,8 +156,7 @@ async fn backup_under_writes_restores_into_a_new_node() {
         source.wait_until(|_| writes() >= after_backup + 20).await,
         "the writer stopped"
     );
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    writer.stop().await;
 
     let history = history.lock().unwrap().clone();
     let at = summary.revision;
@@ -343,32 +361,12 @@ async fn compaction_shrinks_the_file_and_keeps_the_data() {
     let kept = contents(&store);
     assert_eq!(kept.len(), 300);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let writer = tokio::spawn({
-        let (shared, stop, written) = (
-            Arc::clone(&node.node.shared),
-            Arc::clone(&stop),
-            Arc::clone(&written),
-        );
-        async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let put = Put::new(format!("during/{n:05}"), "w");
-                shared
-                    .write(request(Command::Put(put)))
-                    .await
-                    .expect("a write during compaction failed");
-                written.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-            }
-            n
-        }
+    let acked: Arc<std::sync::Mutex<Vec<Written>>> = Arc::default();
+    let writer = Writer::start(&node, Arc::clone(&acked), |n| {
+        Put::new(format!("during/{n:05}"), "w")
     });
-    assert!(
-        node.wait_until(|_| written.load(Ordering::Relaxed) >= 5)
-            .await
-    );
+    let written = || acked.lock().unwrap().len();
+    assert!(node.wait_until(|_| written() >= 5).await);
     let http = node.node.http_address.to_string();
     let answer = tokio::task::spawn_blocking(move || {
         AdminClient::new(&http, None).unwrap().post_json("compact")
@@ -376,13 +374,10 @@ async fn compaction_shrinks_the_file_and_keeps_the_data() {
     .await
     .unwrap()
     .expect("compact");
-    let at_end = written.load(Ordering::Relaxed);
-    assert!(
-        node.wait_until(|_| written.load(Ordering::Relaxed) >= at_end + 5)
-            .await
-    );
-    stop.store(true, Ordering::Relaxed);
-    let writes = writer.await.expect("writer");
+    let at_end = written();
+    assert!(node.wait_until(|_| written() >= at_end + 5).await);
+    writer.stop().await;
+    let writes = written() as u64;
 
     let before = answer["bytes_before"].as_u64().expect("before");
     let after = answer["bytes_after"].as_u64().expect("after");
