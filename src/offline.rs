@@ -94,6 +94,13 @@ fn check_text(dir: &Path, report: &CheckReport) -> String {
         report.vaults,
         report.revision,
     );
+    if report.format == crate::storage::schema::FORMAT_VERSION_BEFORE_VAULTS {
+        text.push_str(&format!(
+            "format: {} (a node opening it upgrades it to {})\n",
+            report.format,
+            crate::storage::schema::FORMAT_VERSION
+        ));
+    }
     if let Some(snapshot) = &report.snapshot {
         text.push_str(&format!("snapshot: {snapshot}\n"));
     }

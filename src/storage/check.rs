@@ -24,6 +24,9 @@ const PROBLEMS_LISTED_MAX: usize = 20;
 pub struct CheckReport {
     pub meta: DurableMeta,
     pub log_entries: u64,
+    /// The file's format; an older one the next start upgrades (no vault metadata yet: not
+    /// compared).
+    pub format: u32,
     pub keys: u64,
     pub leases: u64,
     pub vaults: u64,
@@ -57,6 +60,7 @@ pub fn check_data_dir(dir: &Path) -> Result<CheckReport> {
     let mut report = CheckReport {
         meta: DurableMeta::default(),
         log_entries: 0,
+        format: 0,
         keys: 0,
         leases: 0,
         vaults: 0,
@@ -96,7 +100,10 @@ fn check_format(store: &Store, report: &mut CheckReport) -> Result<()> {
     let table = txn.open_table(FILE_META)?;
     let stored = table.get(META_FORMAT)?.map(|v| v.value().to_vec());
     match stored {
-        Some(bytes) if bytes == FORMAT_VERSION.to_le_bytes() => {}
+        Some(bytes) if bytes == FORMAT_VERSION.to_le_bytes() => report.format = FORMAT_VERSION,
+        Some(bytes) if bytes == FORMAT_VERSION_BEFORE_VAULTS.to_le_bytes() => {
+            report.format = FORMAT_VERSION_BEFORE_VAULTS;
+        }
         Some(bytes) => report.problem(format!(
             "file_meta: format {bytes:?} is not this build's format {FORMAT_VERSION}"
         )),
@@ -169,6 +176,9 @@ fn check_state(store: &Store, report: &mut CheckReport) -> Result<()> {
             report.problem(error.to_string());
         }
         report.leases += 1;
+    }
+    if report.format == FORMAT_VERSION_BEFORE_VAULTS {
+        return Ok(());
     }
     let vaults = txn.open_table(VAULTS)?;
     for item in vaults.iter()? {

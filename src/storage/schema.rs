@@ -78,7 +78,11 @@ pub const VAULT_LIMITS: Meta<VaultLimits> = Meta::new(SM_META, "vault_limits");
 pub const NEXT_LEASE_ID: Meta<u64> = Meta::new(SM_META, "next_lease_id");
 pub const META_FORMAT: &str = "format";
 
-/// Version of this schema, stored under `META_FORMAT`; a file with another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of this schema, stored under `META_FORMAT`. 2 added `vaults` and `vault_limits`; a
+/// format-1 file is upgraded when opened (its vault metadata computed from its keys), any other
+/// version is refused.
+pub const FORMAT_VERSION: u32 = 2;
+/// The format before vaults.
+pub const FORMAT_VERSION_BEFORE_VAULTS: u32 = 1;
 /// First byte of every stored log entry: the encoding of the rest.
 pub const LOG_ENTRY_FORMAT: u8 = 1;

@@ -391,12 +391,10 @@ impl<'txn> Machine<'txn> {
         let counted = |bytes: Option<u64>| (u64::from(bytes.is_some()), bytes.unwrap_or(0));
         let (old_keys, old_bytes) = counted(old);
         let (new_keys, new_bytes) = counted(new);
-        meta.key_count = (meta.key_count + new_keys)
-            .checked_sub(old_keys)
-            .expect("vault key count below zero");
-        meta.total_bytes = (meta.total_bytes + new_bytes)
-            .checked_sub(old_bytes)
-            .expect("vault bytes below zero");
+        // Saturating: metadata that disagrees with the keys (a damaged file) must not stop
+        // the state machine; `aspen-node check` reports the difference.
+        meta.key_count = (meta.key_count + new_keys).saturating_sub(old_keys);
+        meta.total_bytes = (meta.total_bytes + new_bytes).saturating_sub(old_bytes);
         if let Some(stamp) = stamp {
             meta.updated_revision = stamp;
         }
@@ -685,6 +683,45 @@ pub(crate) fn decode_kv_entry_ref<'a>(key: &[u8], bytes: &'a [u8]) -> Result<KvE
             e,
         )
     })
+}
+
+/// Computes every vault's metadata from a full scan of the keys and writes it (replacing the
+/// `vaults` table): the upgrade of a file written before vaults existed. A vault's created and
+/// updated revisions become the lowest create and highest mod revision of its keys. Returns
+/// the number of vaults.
+pub(crate) fn rebuild_vaults(txn: &WriteTransaction) -> Result<u64> {
+    let mut vaults: BTreeMap<Vec<u8>, VaultMeta> = BTreeMap::new();
+    {
+        let kv = txn.open_table(KV)?;
+        for item in kv.range::<&[u8]>(vault_prefix_range())? {
+            let (key, bytes) = item?;
+            let key = key.value();
+            let Some(name) = vault_of(key) else {
+                continue;
+            };
+            let entry = decode_kv_entry_ref(key, bytes.value())?;
+            let meta = vaults.entry(name.to_vec()).or_insert(VaultMeta {
+                created_revision: u64::MAX,
+                ..VaultMeta::default()
+            });
+            meta.key_count += 1;
+            meta.total_bytes += (key.len() + entry.value.len()) as u64;
+            meta.created_revision = meta.created_revision.min(entry.create_revision);
+            meta.updated_revision = meta.updated_revision.max(entry.mod_revision);
+        }
+    }
+    txn.delete_table(VAULTS)?;
+    let mut table = txn.open_table(VAULTS)?;
+    for (name, meta) in &vaults {
+        let bytes = postcard::to_allocvec(meta).map_err(|e| Error::corrupt("vault", e))?;
+        table.insert(name.as_slice(), bytes.as_slice())?;
+    }
+    Ok(vaults.len() as u64)
+}
+
+/// The keys under `vault/`.
+fn vault_prefix_range() -> std::ops::Range<&'static [u8]> {
+    crate::storage::types::VAULT_PREFIX..b"vault0"
 }
 
 pub(crate) fn decode_vault(name: &[u8], bytes: &[u8]) -> Result<VaultMeta> {

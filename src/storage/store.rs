@@ -241,6 +241,14 @@ impl Store {
                     file_meta.insert(META_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
                 }
                 Some(bytes) if bytes == FORMAT_VERSION.to_le_bytes() => {}
+                Some(bytes) if bytes == FORMAT_VERSION_BEFORE_VAULTS.to_le_bytes() => {
+                    let vaults = crate::storage::state_machine::rebuild_vaults(&txn)?;
+                    tracing::info!(
+                        vaults,
+                        "storage: upgraded the file to format {FORMAT_VERSION} (vault metadata computed from the keys)"
+                    );
+                    file_meta.insert(META_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
+                }
                 Some(bytes) => {
                     return Err(Error::corrupt(
                         "file_meta",
