@@ -118,7 +118,12 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
             "compaction in progress: reads and writes wait for it",
         )
     } else {
-        match (storage_ping, args.store.read(0)) {
+        // A read transaction waits while a compaction holds the file: off the async threads.
+        let store = Arc::clone(&args.store);
+        let read = tokio::task::spawn_blocking(move || store.read(0).map(drop))
+            .await
+            .unwrap_or_else(|e| Err(crate::storage::Error::Refused(e.to_string())));
+        match (storage_ping, read) {
             (check, _) if check.status != CheckStatus::Ok => check,
             (_, Err(error)) => Check::new(
                 CheckStatus::Critical,

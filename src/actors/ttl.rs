@@ -88,7 +88,14 @@ async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
         return Ok(());
     }
     let now_ms = crate::clock::now_ms();
-    if args.store.read(now_ms)?.vault_limits()? != args.vault_limits {
+    // Reads wait while a compaction holds the file: off the async threads.
+    let (store, batch_max) = (Arc::clone(&args.store), args.batch_max);
+    let (limits, (keys, leases)) = tokio::task::spawn_blocking(move || {
+        let limits = store.read(now_ms)?.vault_limits()?;
+        Ok::<_, crate::storage::Error>((limits, expired_batch(&store, now_ms, batch_max)?))
+    })
+    .await??;
+    if limits != args.vault_limits {
         let request = Request {
             now_ms,
             command: Command::SetVaultLimits(args.vault_limits),
@@ -98,7 +105,6 @@ async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
             tracing::debug!(%error, "ttl: vault limits proposal not accepted");
         }
     }
-    let (keys, leases) = expired_batch(&args.store, now_ms, args.batch_max)?;
     if keys.is_empty() && leases.is_empty() {
         return Ok(());
     }

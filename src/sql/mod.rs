@@ -155,9 +155,12 @@ impl SqlEngine {
     }
 
     /// Runs `sql` on a snapshot of `store` taken now.
-    pub async fn query(&self, store: &Store, sql: &str) -> Result<SqlResult, SqlError> {
-        let view = store
-            .read(crate::clock::now_ms())
+    pub async fn query(&self, store: &Arc<Store>, sql: &str) -> Result<SqlResult, SqlError> {
+        // Opening the snapshot waits while a compaction holds the file: off the async threads.
+        let store = Arc::clone(store);
+        let view = tokio::task::spawn_blocking(move || store.read(crate::clock::now_ms()))
+            .await
+            .map_err(|e| SqlError::Storage(e.to_string()))?
             .map_err(|e| SqlError::Storage(e.to_string()))?;
         self.query_within(view, sql, self.limits.timeout).await
     }
