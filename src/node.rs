@@ -294,6 +294,40 @@ impl NodeShared {
     }
 }
 
+/// Builds a snapshot of everything applied now and waits (at most `timeout`) until it exists;
+/// with `purge_all`, then purges the whole log behind it (ignoring `raft.log_entries_kept`)
+/// and waits for that too. Returns the metrics once done.
+pub async fn snapshot_now(
+    raft: &Raft<TypeConfig>,
+    purge_all: bool,
+    timeout: Duration,
+) -> Result<Metrics, String> {
+    let applied = raft.metrics().borrow().last_applied.map(|id| id.index);
+    raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
+    let built = raft
+        .wait(Some(timeout))
+        .metrics(
+            |m| m.snapshot.map(|id| id.index) >= applied,
+            "snapshot built",
+        )
+        .await
+        .map_err(|e| format!("snapshot not built: {e}"))?;
+    let Some(snapshot) = built.snapshot.filter(|_| purge_all) else {
+        return Ok(built);
+    };
+    raft.trigger()
+        .purge_log(snapshot.index)
+        .await
+        .map_err(|e| e.to_string())?;
+    raft.wait(Some(timeout))
+        .metrics(
+            |m| m.purged.map(|id| id.index) >= Some(snapshot.index),
+            "log purged",
+        )
+        .await
+        .map_err(|e| format!("log not purged: {e}"))
+}
+
 /// `Some((file bytes, quota))` when `store`'s file is at or over `quota` bytes.
 pub fn quota_alarm(store: &Store, quota: u64) -> Option<(u64, u64)> {
     let bytes = store.file_size()?;
@@ -358,8 +392,8 @@ impl Node {
 
     /// Stops taking requests; as the leader, waits (at most `HANDOVER_WAIT`) until every voter
     /// still replicating holds the whole log, so the next leader has every acknowledged write
-    /// and nothing is left to resend; then stops every actor and the HTTP server. Storage ends with one
-    /// fsync'd commit, so a restart replays nothing.
+    /// and nothing is left to resend; then stops every actor and the HTTP server. Storage ends
+    /// with one fsync'd commit, so a restart replays nothing.
     pub async fn shutdown(self) {
         // Refuse new client requests first, but keep the endpoint (closed with the router)
         // until the followers have the log: replication needs it.

@@ -179,28 +179,14 @@ async fn snapshot(State(state): State<AdminState>) -> Response {
             "admin: raft is not running",
         );
     };
-    let applied = raft.metrics().borrow().last_applied.map(|id| id.index);
-    if let Err(e) = raft.trigger().snapshot().await {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("admin: {e}"));
-    }
-    let built = raft
-        .wait(Some(SNAPSHOT_WAIT))
-        .metrics(
-            |m| m.snapshot.map(|id| id.index) >= applied,
-            "snapshot built",
-        )
-        .await;
-    match built {
+    match crate::node::snapshot_now(&raft, false, SNAPSHOT_WAIT).await {
         Ok(metrics) => Json(json!({
             "snapshot_index": metrics.snapshot.map(|id| id.index),
             "purged_index": metrics.purged.map(|id| id.index),
             "last_log_index": metrics.last_log_index,
         }))
         .into_response(),
-        Err(e) => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("admin: snapshot not built: {e}"),
-        ),
+        Err(e) => error(StatusCode::GATEWAY_TIMEOUT, format!("admin: {e}")),
     }
 }
 

@@ -265,6 +265,7 @@ impl ClientService {
                             ClientError::BadRequest(e.to_string())
                         })?;
                 let node = BasicNode::new(address.to_string());
+                self.snapshot_restored_state().await?;
                 self.change(
                     |raft| async move { raft.add_learner(*id, node, true).await.map(|_| ()) },
                 )
@@ -424,6 +425,31 @@ impl ClientService {
             }
             Err(error) => Err(ClientError::Cluster(error.to_string()).into()),
         }
+    }
+
+    /// On a leader restored from a backup whose log was never purged: the state holds keys no
+    /// log entry produced, so a learner replaying the log would miss them. Builds a snapshot
+    /// and purges the whole log behind it, so the learner gets the state as a snapshot.
+    async fn snapshot_restored_state(&self) -> Result<(), Failure> {
+        let (Some(raft), Some(store)) = (self.shared.raft(), self.shared.store()) else {
+            return Ok(());
+        };
+        if self.leader() != Some(self.node_id()) {
+            return Ok(());
+        }
+        let fresh_restore = tokio::task::spawn_blocking(move || {
+            let restored = store.read(0)?.restored_from()?;
+            Ok::<_, crate::storage::Error>(restored.is_some() && store.log_state()?.0.is_none())
+        })
+        .await
+        .map_err(|e| ClientError::Storage(e.to_string()))?
+        .map_err(storage_error)?;
+        if fresh_restore {
+            crate::node::snapshot_now(&raft, true, self.request_timeout)
+                .await
+                .map_err(ClientError::Cluster)?;
+        }
+        Ok(())
     }
 
     async fn serve_stream(

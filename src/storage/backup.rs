@@ -206,6 +206,7 @@ fn write_restored<R: Read>(
     machine.set_counters(header.revision, header.next_lease_id);
     machine.save_meta(&txn)?;
     drop(machine);
+    crate::storage::store::write_meta(&txn, RESTORED_FROM, &header.revision)?;
     txn.commit()?;
     store.close()?;
     Ok(BackupSummary::of(&header))

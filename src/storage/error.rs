@@ -45,7 +45,7 @@ pub enum CommandError {
     BadVaultKey { key: String, reason: String },
     #[error("storage: vault limit reached: {max} vaults exist; vault {vault:?} was not created")]
     TooManyVaults { vault: String, max: u64 },
-    #[error("storage: vault {vault:?} holds {max} keys, its limit; the put was refused")]
+    #[error("storage: vault {vault:?} is full (its limit is {max} keys); the put was refused")]
     VaultFull { vault: String, max: u64 },
     #[error("storage: vault limits must be at least 1")]
     BadVaultLimits,

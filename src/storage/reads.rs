@@ -271,6 +271,11 @@ impl ReadView {
             }))
     }
 
+    /// The backup revision this state was restored from, while no snapshot replaced it.
+    pub fn restored_from(&self) -> Result<Option<u64>> {
+        read_meta(&self.txn, RESTORED_FROM)
+    }
+
     /// The vault limits in force.
     pub fn vault_limits(&self) -> Result<VaultLimits> {
         Ok(read_meta(&self.txn, VAULT_LIMITS)?.unwrap_or_default())

@@ -74,6 +74,9 @@ pub const MEMBERSHIP: Meta<StoredMembership> = Meta::new(SM_META, "membership");
 pub const REVISION: Meta<u64> = Meta::new(SM_META, "revision");
 /// The vault limits in force (`VaultLimits`); the defaults until the leader sets its own.
 pub const VAULT_LIMITS: Meta<VaultLimits> = Meta::new(SM_META, "vault_limits");
+/// Set by a restore from a backup: the backup's revision. The state then holds keys no log
+/// entry produced, so the first learner must get it as a snapshot (see `net::service`).
+pub const RESTORED_FROM: Meta<u64> = Meta::new(SM_META, "restored_from_revision");
 /// The id `LeaseGrant { id: 0 }` tries first.
 pub const NEXT_LEASE_ID: Meta<u64> = Meta::new(SM_META, "next_lease_id");
 pub const META_FORMAT: &str = "format";

@@ -83,3 +83,56 @@ async fn learner_catches_up_through_a_snapshot_and_is_promoted() {
     learner.shutdown().await;
     cluster.shutdown().await;
 }
+
+// Proves a learner added to a node restored from a backup gets the restored state: the
+// restored keys came from no log entry, so the leader sends them as a snapshot (it builds one
+// and purges the log behind it before the first learner joins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_of_a_restored_node_gets_the_restored_keys() {
+    let source = TestNode::start(35, |_| {}).await;
+    for i in 0..50 {
+        source.put(&format!("restored/{i:02}"), "v").await.unwrap();
+    }
+    let files = tempfile::tempdir().unwrap();
+    let backup = files.path().join("b.backup");
+    let store = source.node.shared.store().unwrap();
+    let file = std::fs::File::create(&backup).unwrap();
+    store
+        .write_backup(std::io::BufWriter::new(file), 0, |_, _| {})
+        .unwrap();
+    drop(store);
+    source.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    aspen::storage::restore_backup(&backup, dir.path(), 8 << 20, aspen::clock::now_ms()).unwrap();
+    let restored = TestNode::start_in(36, dir, |_| {}).await;
+    let address = restored.node.address().to_string();
+    let learner = TestNode::start_member(37, Default::default(), |config| {
+        config.net.peers = vec![address];
+    })
+    .await;
+    let client = aspen::client::Client::connect(&[restored.node.address()])
+        .await
+        .unwrap();
+    client
+        .add_learner(37, &learner.node.address())
+        .await
+        .unwrap();
+    let count = || {
+        learner
+            .node
+            .shared
+            .store()
+            .and_then(|s| s.read(0).ok())
+            .and_then(|v| {
+                v.count(&aspen::storage::KeyRange::prefix(b"restored/"))
+                    .ok()
+            })
+    };
+    eventually("the learner holds the restored keys", || {
+        std::future::ready(count() == Some(50))
+    })
+    .await;
+    learner.shutdown().await;
+    restored.shutdown().await;
+}

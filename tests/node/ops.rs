@@ -383,6 +383,11 @@ async fn compaction_shrinks_the_file_and_keeps_the_data() {
     let after = answer["bytes_after"].as_u64().expect("after");
     assert!(after < before / 2, "the file did not shrink: {answer}");
     assert!(answer["stalled_ms"].as_f64().is_some(), "{answer}");
+    let page = aspen::metrics::render();
+    assert!(
+        page.contains("aspen_storage_compaction_duration_seconds_count{node_id=\"44\"} 1"),
+        "{page}"
+    );
     let now = contents(&store);
     for (key, value) in &kept {
         assert_eq!(
@@ -574,7 +579,7 @@ async fn vault_limits_list_sql_and_metrics() {
         .unwrap_err()
         .to_string();
     assert!(
-        full.contains("vault \"alpha\" holds 3 keys, its limit"),
+        full.contains("vault \"alpha\" is full (its limit is 3 keys)"),
         "{full}"
     );
     client
