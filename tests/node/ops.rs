@@ -264,16 +264,11 @@ async fn admin_routes_need_the_token_and_snapshot_purges_the_log() {
         .unwrap();
     let snapshot = answer["snapshot_index"].as_u64().expect("snapshot index");
     assert!(snapshot >= applied, "{answer}");
-    let store = node.node.shared.store().unwrap();
     assert!(
-        node.wait_until(|_| store
-            .log_state()
-            .unwrap()
-            .0
-            .is_some_and(|purged| purged.index >= snapshot))
-            .await,
+        wait_purged(&node, snapshot).await,
         "the log was not purged up to the snapshot"
     );
+    let store = node.node.shared.store().unwrap();
     assert!(store.log_entries(..=snapshot).unwrap().is_empty());
 
     let backup = client
@@ -318,22 +313,26 @@ async fn fill(node: &TestNode, prefix: &str, count: usize, value_bytes: usize) {
     }
 }
 
-/// Builds a snapshot now and waits until the log behind it is purged (log_entries_kept = 0
-/// in these tests), so the log no longer holds the deleted values.
+/// Builds a snapshot now and purges the whole log behind it, so the log no longer holds the
+/// deleted values.
 async fn snapshot_and_purge(node: &TestNode) {
     let raft = node.node.shared.raft().expect("raft");
-    let applied = raft.metrics().borrow().last_applied.expect("applied").index;
-    raft.trigger().snapshot().await.expect("trigger snapshot");
+    aspen::node::snapshot_now(&raft, true, Duration::from_secs(10))
+        .await
+        .expect("snapshot and purge");
+}
+
+/// Whether the node's stored log is purged up to `index` within the harness's wait.
+async fn wait_purged(node: &TestNode, index: u64) -> bool {
     let store = node.node.shared.store().unwrap();
-    assert!(
-        node.wait_until(|_| store
+    node.wait_until(|_| {
+        store
             .log_state()
             .unwrap()
             .0
-            .is_some_and(|purged| purged.index >= applied))
-            .await,
-        "the log was not purged"
-    );
+            .is_some_and(|purged| purged.index >= index)
+    })
+    .await
 }
 
 // Proves compaction after deleting most keys shrinks the file, leaves every remaining key as it
