@@ -1,6 +1,7 @@
 //! Backups: the whole key-value state (keys with their revisions, versions and TTLs, leases,
-//! vaults with their metadata and limits, the revision and lease-id counters) as of one redb read transaction, written while writes
-//! go on. A backup holds no Raft log id and no membership: it seeds a new cluster.
+//! vaults with their metadata and limits, the revision and lease-id counters) as of one redb
+//! read transaction, written while writes go on. A backup holds no Raft log id and no
+//! membership: it seeds a new cluster.
 //!
 //! Format: the snapshot record stream (`snapshot.rs`) under its own magic `ASPNBKUP`, with a
 //! `Backup` header (format, revision, key and lease counts) first and the CRC-32 of every

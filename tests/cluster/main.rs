@@ -1,6 +1,6 @@
 //! Cluster tests over real iroh QUIC on loopback: in-process nodes (`util::Cluster`) for
-//! replication, partitions, learners, security and a graceful leader shutdown; real `aspen-node` processes
-//! (`util::NodeProcess`) for SIGKILL failover, durability and the CLI.
+//! replication, partitions, learners, security and a graceful leader shutdown; real
+//! `aspen-node` processes (`util::NodeProcess`) for SIGKILL failover, durability and the CLI.
 
 mod cli;
 mod durability;
