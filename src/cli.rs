@@ -126,6 +126,15 @@ pub enum CliCommand {
     /// Vaults: key namespaces `vault/NAME/...` with metadata kept as keys change.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Load the cluster and measure: throughput, latency percentiles (p50, p90, p99, p99.9,
+    /// max) and failures. Clients spread over the --node addresses; one run is bounded by
+    /// --total (default 10000) and/or --duration.
+    Bench {
+        #[arg(value_enum)]
+        workload: crate::bench::Workload,
+        #[command(flatten)]
+        options: crate::bench::BenchOptions,
+    },
     /// Operations on one node, over its HTTP admin API (`/admin/*`).
     Admin {
         /// The node's HTTP address (`http.address`), e.g. 127.0.0.1:9180; default: read from
@@ -277,6 +286,9 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
     {
         return admin_over_http(&cli.data_dir, http.as_deref(), token.clone(), command).await;
     }
+    if let CliCommand::Bench { workload, options } = &cli.command {
+        return bench(&node_addresses(cli)?, *workload, options.clone()).await;
+    }
     let client = Client::connect(&node_addresses(cli)?)
         .await
         .map_err(|e| e.to_string())?;
@@ -407,6 +419,9 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             token,
             command,
         } => admin_over_http(&cli.data_dir, http.as_deref(), token.clone(), command).await,
+        CliCommand::Bench { workload, options } => {
+            bench(&node_addresses(cli)?, *workload, options.clone()).await
+        }
         CliCommand::Vault(VaultCommand::List) => {
             let vaults = client.vault_list().await.map_err(e)?;
             let mut table = comfy_table::Table::new();
@@ -777,6 +792,30 @@ async fn admin_over_http(
     tokio::task::spawn_blocking(move || admin(&http, token, &command))
         .await
         .map_err(|e| format!("admin: {e}"))?
+}
+
+async fn bench(
+    nodes: &[NodeAddress],
+    workload: crate::bench::Workload,
+    options: crate::bench::BenchOptions,
+) -> Result<Answer, String> {
+    options.validate()?;
+    let bar = match options.total_ops() {
+        Some(total) => indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bar:40} {pos}/{len} ops ({per_sec}, eta {eta})",
+            )
+            .expect("valid template"),
+        ),
+        None => indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos} ops ({per_sec}) {elapsed}")
+                .expect("valid template"),
+        ),
+    };
+    let result = crate::bench::run(workload, options, nodes, |done| bar.set_position(done)).await;
+    bar.finish_and_clear();
+    let report = result?;
+    Ok(Answer::new(report.text(), report.json()))
 }
 
 /// Runs an admin command (blocking HTTP: call it off the async runtime).

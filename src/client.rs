@@ -137,6 +137,12 @@ impl Client {
         Self::connect(&nodes).await
     }
 
+    /// Try the node at `index` (of the addresses given to `connect`) first.
+    pub fn prefer(self, index: usize) -> Self {
+        self.preferred.store(index, Ordering::Relaxed);
+        self
+    }
+
     /// Retry for at most this long (0: never retry).
     pub fn with_retry_budget(mut self, budget: Duration) -> Self {
         self.retry_budget = budget;

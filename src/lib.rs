@@ -28,6 +28,7 @@
 
 pub mod actors;
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

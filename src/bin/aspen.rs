@@ -6,10 +6,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = aspen::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The load tool needs more than one thread to keep up with a cluster; everything else
+    // is one request at a time.
+    let mut builder = if matches!(cli.command, aspen::cli::CliCommand::Bench { .. }) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("Error: cannot start the runtime: {error}");

@@ -1,0 +1,507 @@
+//! `aspen bench`: a load generator in the manner of etcd's `benchmark` tool. Clients (tasks)
+//! share connections (one QUIC endpoint each, spread over the given nodes) and issue one
+//! request at a time until the run reaches `--total` operations or `--duration`; latencies of
+//! successful operations go into an HdrHistogram, failures are counted by kind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use crate::client::{Client, Error as ClientError};
+use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::net::endpoint::NodeAddress;
+use crate::net::proto::Consistency;
+use crate::storage::{Compare, CompareOp, CompareTarget, Output, Put, Txn, TxnOp};
+
+/// At most this many clients (tasks) and connections.
+pub const CLIENTS_MAX: usize = 10_000;
+/// Latencies above this are recorded as this (requests time out well before).
+const LATENCY_MAX_US: u64 = 600_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Puts of `--value-size` bytes, keys taken in turn from the keyspace.
+    Put,
+    /// Single-key reads (`--consistency`); prints how many keys were found.
+    Get,
+    /// Compare-and-swap transactions: put if the key's mod revision is the one this client
+    /// last saw, else read it (a conflict, counted apart from errors).
+    TxnCas,
+    /// Gets (`--read-percent` of operations) and puts, mixed at random.
+    Mixed,
+    /// The SQL `--query`, run again and again.
+    Sql,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchOptions {
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// QUIC connections (client endpoints) shared by the clients, spread over the nodes.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Stop after this many operations (default 10000 when --duration is not given).
+    #[arg(long)]
+    pub total: Option<u64>,
+    /// Stop after this long (e.g. 30s); with --total, whichever comes first.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    #[arg(long, default_value_t = 16)]
+    pub key_size: usize,
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Number of distinct keys the operations touch.
+    #[arg(long, default_value_t = 10_000)]
+    pub keyspace: u64,
+    /// For get, mixed and sql.
+    #[arg(long, value_enum, default_value = "linearizable")]
+    pub consistency: crate::cli::ReadConsistency,
+    /// For mixed: the share of reads, in percent.
+    #[arg(long, default_value_t = 50)]
+    pub read_percent: u8,
+    /// For sql.
+    #[arg(long, default_value = "SELECT count(*) FROM kv")]
+    pub query: String,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct Report {
+    pub workload: Workload,
+    pub options: BenchOptions,
+    pub nodes: usize,
+    pub elapsed: Duration,
+    pub histogram: Histogram<u64>,
+    pub errors: BTreeMap<String, u64>,
+    /// get: reads that found their key; txn-cas: swaps that succeeded.
+    pub hits: u64,
+    /// txn-cas: swaps refused because the key changed (a conflict, not an error).
+    pub conflicts: u64,
+}
+
+impl Report {
+    pub fn ok(&self) -> u64 {
+        self.histogram.len()
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn throughput(&self) -> f64 {
+        self.ok() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn percentile_ms(&self, quantile: f64) -> f64 {
+        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    pub fn json(&self) -> Value {
+        let mut report = json!({
+            "workload": workload_name(self.workload),
+            "nodes": self.nodes,
+            "clients": self.options.clients,
+            "connections": self.options.connections,
+            "key_size": self.options.key_size,
+            "value_size": self.options.value_size,
+            "keyspace": self.options.keyspace,
+            "ops": self.ok(),
+            "errors": self.error_count(),
+            "errors_by_kind": self.errors,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "throughput_ops_s": self.throughput(),
+            "latency_ms": {
+                "mean": self.histogram.mean() / 1000.0,
+                "p50": self.percentile_ms(0.5),
+                "p90": self.percentile_ms(0.9),
+                "p99": self.percentile_ms(0.99),
+                "p99_9": self.percentile_ms(0.999),
+                "max": self.histogram.max() as f64 / 1000.0,
+            },
+        });
+        match self.workload {
+            Workload::Get | Workload::Mixed | Workload::Sql => {
+                report["consistency"] = json!(consistency_name(self.options.consistency));
+            }
+            _ => {}
+        }
+        match self.workload {
+            Workload::Get => report["found"] = json!(self.hits),
+            Workload::TxnCas => {
+                report["swapped"] = json!(self.hits);
+                report["conflicts"] = json!(self.conflicts);
+            }
+            Workload::Mixed => report["read_percent"] = json!(self.options.read_percent),
+            Workload::Sql => report["query"] = json!(self.options.query),
+            Workload::Put => {}
+        }
+        report
+    }
+
+    pub fn text(&self) -> String {
+        let o = &self.options;
+        let mut text = format!(
+            "workload     {}{}\nsetup        {} node(s), {} connection(s), {} client(s), keys {} B, \
+             values {} B, keyspace {}\n",
+            workload_name(self.workload),
+            match self.workload {
+                Workload::Get | Workload::Mixed | Workload::Sql =>
+                    format!(" ({})", consistency_name(o.consistency)),
+                _ => String::new(),
+            },
+            self.nodes,
+            o.connections,
+            o.clients,
+            o.key_size,
+            o.value_size,
+            o.keyspace,
+        );
+        text.push_str(&format!(
+            "operations   {} ok, {} failed in {:.2} s\nthroughput   {:.0} ops/s\n",
+            self.ok(),
+            self.error_count(),
+            self.elapsed.as_secs_f64(),
+            self.throughput()
+        ));
+        text.push_str(&format!(
+            "latency ms   p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}\n",
+            self.percentile_ms(0.5),
+            self.percentile_ms(0.9),
+            self.percentile_ms(0.99),
+            self.percentile_ms(0.999),
+            self.histogram.max() as f64 / 1000.0,
+            self.histogram.mean() / 1000.0,
+        ));
+        match self.workload {
+            Workload::Get => text.push_str(&format!("found        {}\n", self.hits)),
+            Workload::TxnCas => text.push_str(&format!(
+                "swaps        {} succeeded, {} conflicted\n",
+                self.hits, self.conflicts
+            )),
+            _ => {}
+        }
+        for (kind, count) in &self.errors {
+            text.push_str(&format!("error        {count} x {kind}\n"));
+        }
+        text
+    }
+}
+
+fn workload_name(workload: Workload) -> &'static str {
+    match workload {
+        Workload::Put => "put",
+        Workload::Get => "get",
+        Workload::TxnCas => "txn-cas",
+        Workload::Mixed => "mixed",
+        Workload::Sql => "sql",
+    }
+}
+
+fn consistency_name(consistency: crate::cli::ReadConsistency) -> &'static str {
+    match consistency {
+        crate::cli::ReadConsistency::Linearizable => "linearizable",
+        crate::cli::ReadConsistency::Stale => "stale",
+    }
+}
+
+impl BenchOptions {
+    /// Refuses options that cannot run (named in the message).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.clients == 0 || self.clients > CLIENTS_MAX {
+            return Err(format!("--clients must be 1 to {CLIENTS_MAX}"));
+        }
+        if self.connections == 0 || self.connections > self.clients {
+            return Err("--connections must be 1 to --clients".into());
+        }
+        if self.total == Some(0) {
+            return Err("--total must be at least 1".into());
+        }
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            return Err("--duration must be more than 0".into());
+        }
+        if self.keyspace == 0 {
+            return Err("--keyspace must be at least 1".into());
+        }
+        let digits = (self.keyspace - 1).to_string().len();
+        if self.key_size < digits + 1 || self.key_size > KEY_BYTES_MAX {
+            return Err(format!(
+                "--key-size must be {} to {KEY_BYTES_MAX} bytes (a keyspace of {} needs {digits} \
+                 digits after the 'b' prefix)",
+                digits + 1,
+                self.keyspace
+            ));
+        }
+        if self.value_size > VALUE_BYTES_MAX {
+            return Err(format!(
+                "--value-size must be at most {VALUE_BYTES_MAX} bytes"
+            ));
+        }
+        if self.read_percent > 100 {
+            return Err("--read-percent must be 0 to 100".into());
+        }
+        Ok(())
+    }
+
+    /// The operation count the run stops at, if any.
+    pub fn total_ops(&self) -> Option<u64> {
+        match (self.total, self.duration) {
+            (None, None) => Some(10_000),
+            (total, _) => total,
+        }
+    }
+
+    /// The key with number `n`: `b` then `n` zero-padded to `--key-size` bytes.
+    pub fn key(&self, n: u64) -> Vec<u8> {
+        format!("b{:0width$}", n, width = self.key_size - 1).into_bytes()
+    }
+}
+
+/// Hands out operation numbers until the run is over.
+struct Budget {
+    issued: AtomicU64,
+    total: Option<u64>,
+    deadline: Option<Instant>,
+    stop: AtomicBool,
+}
+
+impl Budget {
+    fn next(&self) -> Option<u64> {
+        if self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        match self.total {
+            Some(total) if n >= total => None,
+            _ => Some(n),
+        }
+    }
+}
+
+/// What one client task counted.
+struct Tally {
+    histogram: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+    hits: u64,
+    conflicts: u64,
+}
+
+/// Runs a workload against `nodes`; `progress` is called with the operations done so far
+/// about ten times a second.
+pub async fn run(
+    workload: Workload,
+    options: BenchOptions,
+    nodes: &[NodeAddress],
+    progress: impl Fn(u64),
+) -> Result<Report, String> {
+    options.validate()?;
+    let total = options.total_ops();
+    let mut connections = Vec::with_capacity(options.connections);
+    for i in 0..options.connections {
+        let client = Client::connect(nodes)
+            .await
+            .map_err(|e| e.to_string())?
+            .prefer(i % nodes.len());
+        connections.push(Arc::new(client));
+    }
+    let start = Instant::now();
+    let budget = Arc::new(Budget {
+        issued: AtomicU64::new(0),
+        total,
+        deadline: options.duration.map(|d| start + d),
+        stop: AtomicBool::new(false),
+    });
+    let done = Arc::new(AtomicU64::new(0));
+    let options = Arc::new(options);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..options.clients {
+        let client = connections[i % connections.len()].clone();
+        let (budget, done, options) = (budget.clone(), done.clone(), options.clone());
+        tasks.spawn(
+            async move { client_loop(workload, i, &client, &budget, &done, &options).await },
+        );
+    }
+    let mut tallies = Vec::with_capacity(options.clients);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(Ok(tally)) => tallies.push(tally),
+                Some(Err(error)) => {
+                    budget.stop.store(true, Ordering::Relaxed);
+                    return Err(format!("a bench client failed: {error}"));
+                }
+                None => break,
+            },
+            _ = tick.tick() => progress(done.load(Ordering::Relaxed)),
+        }
+    }
+    let elapsed = start.elapsed();
+    progress(done.load(Ordering::Relaxed));
+    let mut histogram = new_histogram();
+    let mut errors = BTreeMap::new();
+    let (mut hits, mut conflicts) = (0, 0);
+    for tally in tallies {
+        histogram
+            .add(&tally.histogram)
+            .map_err(|e| format!("histogram: {e}"))?;
+        for (kind, count) in tally.errors {
+            *errors.entry(kind).or_insert(0) += count;
+        }
+        hits += tally.hits;
+        conflicts += tally.conflicts;
+    }
+    Ok(Report {
+        workload,
+        options: Arc::unwrap_or_clone(options),
+        nodes: nodes.len(),
+        elapsed,
+        histogram,
+        errors,
+        hits,
+        conflicts,
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
+}
+
+/// How an operation ended, besides success.
+enum Outcome {
+    Done,
+    Hit,
+    Conflict,
+}
+
+async fn client_loop(
+    workload: Workload,
+    index: usize,
+    client: &Client,
+    budget: &Budget,
+    done: &AtomicU64,
+    options: &BenchOptions,
+) -> Tally {
+    let mut tally = Tally {
+        histogram: new_histogram(),
+        errors: BTreeMap::new(),
+        hits: 0,
+        conflicts: 0,
+    };
+    let mut rng = SmallRng::seed_from_u64(index as u64);
+    let value = vec![b'v'; options.value_size];
+    let consistency = Consistency::from(options.consistency);
+    // txn-cas: the mod revision this client last saw per key (0: missing).
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+    while let Some(n) = budget.next() {
+        let started = Instant::now();
+        let result: Result<Outcome, ClientError> = match workload {
+            Workload::Put => client
+                .put(options.key(n % options.keyspace), value.clone())
+                .await
+                .map(|_| Outcome::Done),
+            Workload::Get => get(client, options.key(n % options.keyspace), consistency).await,
+            Workload::Mixed => {
+                let key = options.key(rng.random_range(0..options.keyspace));
+                if rng.random_range(0..100u8) < options.read_percent {
+                    get(client, key, consistency).await
+                } else {
+                    client.put(key, value.clone()).await.map(|_| Outcome::Done)
+                }
+            }
+            Workload::TxnCas => {
+                let k = rng.random_range(0..options.keyspace);
+                let revision = seen.get(&k).copied().unwrap_or(0);
+                cas(client, options.key(k), revision, &value)
+                    .await
+                    .map(|(outcome, revision)| {
+                        seen.insert(k, revision);
+                        outcome
+                    })
+            }
+            Workload::Sql => client
+                .sql_with(&options.query, consistency)
+                .await
+                .map(|_| Outcome::Done),
+        };
+        let micros = (started.elapsed().as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        match result {
+            Ok(outcome) => {
+                tally.histogram.saturating_record(micros);
+                match outcome {
+                    Outcome::Done => {}
+                    Outcome::Hit => tally.hits += 1,
+                    Outcome::Conflict => tally.conflicts += 1,
+                }
+            }
+            Err(error) => *tally.errors.entry(error_kind(&error)).or_insert(0) += 1,
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    tally
+}
+
+async fn get(
+    client: &Client,
+    key: Vec<u8>,
+    consistency: Consistency,
+) -> Result<Outcome, ClientError> {
+    Ok(match client.get_with(key, consistency).await? {
+        Some(_) => Outcome::Hit,
+        None => Outcome::Done,
+    })
+}
+
+/// Put `value` at `key` if its mod revision is `revision`, else read it; returns the outcome
+/// and the key's mod revision afterwards.
+async fn cas(
+    client: &Client,
+    key: Vec<u8>,
+    revision: u64,
+    value: &[u8],
+) -> Result<(Outcome, u64), ClientError> {
+    let txn = Txn {
+        compares: vec![Compare {
+            key: key.clone(),
+            op: CompareOp::Equal,
+            target: CompareTarget::ModRevision(revision),
+        }],
+        success: vec![TxnOp::Put(Put::new(key.clone(), value.to_vec()))],
+        failure: vec![TxnOp::Get { key }],
+    };
+    let written = client.txn(txn).await?;
+    match written.output {
+        Output::Txn {
+            succeeded: true, ..
+        } => Ok((Outcome::Hit, written.revision)),
+        Output::Txn {
+            succeeded: false,
+            results,
+        } => {
+            let now = match results.first() {
+                Some(Output::Get { kv: Some(kv) }) => kv.mod_revision,
+                _ => 0,
+            };
+            Ok((Outcome::Conflict, now))
+        }
+        other => Err(ClientError::Protocol(format!("{other:?}"))),
+    }
+}
+
+/// A failure's kind: the error message without the figures that differ between requests.
+fn error_kind(error: &ClientError) -> String {
+    let text = error.to_string();
+    let kind: String = text
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .take(120)
+        .collect();
+    kind
+}
