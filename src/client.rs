@@ -15,7 +15,7 @@ use crate::net::proto::*;
 use crate::sql::SqlResult;
 use crate::storage::{Command, KeyRange, KeyValue, NodeId, Output, Put, Txn};
 
-/// How long one request waits for its response.
+/// How long one request waits for its response, by default.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a request keeps being retried (leader elections take a few election timeouts).
 pub const RETRY_BUDGET: Duration = Duration::from_secs(10);
@@ -103,6 +103,7 @@ pub struct Client {
     /// The node tried first: the last one that answered.
     preferred: AtomicUsize,
     retry_budget: Duration,
+    request_timeout: Duration,
 }
 
 impl Client {
@@ -125,6 +126,7 @@ impl Client {
             nodes: nodes.to_vec(),
             preferred: AtomicUsize::new(0),
             retry_budget: RETRY_BUDGET,
+            request_timeout: REQUEST_TIMEOUT,
         })
     }
 
@@ -143,6 +145,13 @@ impl Client {
         self
     }
 
+    /// Wait at most this long for each response (SQL queries get their timeout's ceiling on
+    /// top). A request to a node that died unnoticed fails after it, its outcome unknown.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     /// Retry for at most this long (0: never retry).
     pub fn with_retry_budget(mut self, budget: Duration) -> Self {
         self.retry_budget = budget;
@@ -151,7 +160,7 @@ impl Client {
 
     /// Sends one request to one node, without retries.
     pub async fn request_to(&self, node: &NodeAddress, op: ClientOp) -> Result<ClientResponse> {
-        let timeout = REQUEST_TIMEOUT + op.response_allowance();
+        let timeout = self.request_timeout + op.response_allowance();
         Ok(self
             .connections
             .request(
@@ -185,7 +194,14 @@ impl Client {
                     self.preferred.store(index + 1, Ordering::Relaxed);
                     Error::Request(error)
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    // The outcome is unknown, so no retry; the next request tries another
+                    // node (this one may be gone).
+                    if matches!(error, Error::Request(_)) {
+                        self.preferred.store(index + 1, Ordering::Relaxed);
+                    }
+                    return Err(error);
+                }
             };
             if tokio::time::Instant::now() + delay > deadline {
                 return Err(error);

@@ -114,6 +114,9 @@ pub struct NetSection {
     pub request_timeout_ms: u64,
     /// Client requests slower than this are logged (op, key, vault, duration, revision).
     pub slow_request_ms: u64,
+    /// Testing only: enables `POST /admin/faults`, which cuts this node off from its peers
+    /// (Raft both ways and request forwarding) to test partitions with real processes.
+    pub fault_injection: bool,
 }
 
 impl Default for NetSection {
@@ -124,6 +127,7 @@ impl Default for NetSection {
             connect_timeout_ms: 2_000,
             request_timeout_ms: 10_000,
             slow_request_ms: 500,
+            fault_injection: false,
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod fuzzing;
 pub mod limits;
 pub mod local_cluster;
 pub mod metrics;

@@ -506,6 +506,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let raft_service = crate::net::raft::RaftService {
         shared: Arc::clone(&shared),
         peers: config.net.peer_ids(),
+        faults: faults.net.clone(),
     };
     let client_service = crate::net::service::ClientService {
         shared: Arc::clone(&shared),
@@ -530,6 +531,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         listener,
         Arc::clone(&shared),
         config.http.admin_token.clone(),
+        config.net.fault_injection.then(|| faults.net.clone()),
     ));
     let args = SupervisorArgs {
         config,

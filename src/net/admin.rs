@@ -7,6 +7,9 @@
 //! - `/admin/compact`: reclaims the free space in the database file; answers the sizes before
 //!   and after and how long reads and writes waited.
 //! - `/admin/shutdown`: stops the node gracefully (see `crate::node::Node::shutdown`).
+//! - `/admin/faults` (only with `net.fault_injection`, for tests): `{"isolate": true}` cuts
+//!   the node off from its peers (it neither sends nor serves Raft RPCs, nor forwards client
+//!   requests); `{"isolate": false}` heals.
 //!
 //! Errors come back as JSON `{"error": "..."}` with a status naming the kind of failure.
 
@@ -23,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+use crate::net::faults::NetFaults;
 use crate::node::NodeShared;
 
 /// How long `/admin/snapshot` waits for the snapshot to be built.
@@ -37,15 +41,26 @@ struct AdminState {
     shared: Arc<NodeShared>,
     /// Empty: no token needed.
     token: Arc<str>,
+    /// This node's network faults (used only with `net.fault_injection`).
+    net: NetFaults,
 }
 
 /// The `/admin/*` routes.
-pub fn router(shared: Arc<NodeShared>, admin_token: &str) -> Router {
+pub fn router(
+    shared: Arc<NodeShared>,
+    admin_token: &str,
+    fault_injection: Option<NetFaults>,
+) -> Router {
     let state = AdminState {
         shared,
         token: Arc::from(admin_token),
+        net: fault_injection.clone().unwrap_or_default(),
     };
-    Router::new()
+    let mut router = Router::new();
+    if fault_injection.is_some() {
+        router = router.route("/admin/faults", post(faults));
+    }
+    router
         .route("/admin/backup", post(backup))
         .route("/admin/snapshot", post(snapshot))
         .route("/admin/compact", post(compact))
@@ -222,6 +237,26 @@ async fn compact(State(state): State<AdminState>) -> Response {
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("admin: {e}")),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct FaultsRequest {
+    isolate: bool,
+}
+
+async fn faults(State(state): State<AdminState>, Json(request): Json<FaultsRequest>) -> Response {
+    let net = &state.net;
+    if request.isolate {
+        net.isolate(state.shared.node_id);
+    } else {
+        net.heal();
+    }
+    tracing::warn!(
+        node_id = state.shared.node_id,
+        isolated = request.isolate,
+        "fault injection"
+    );
+    Json(json!({ "node_id": state.shared.node_id, "isolated": request.isolate })).into_response()
 }
 
 async fn shutdown(State(state): State<AdminState>) -> Response {

@@ -89,7 +89,8 @@ impl Connections {
     }
 
     /// Sends `request` to `to` on protocol `alpn` and reads one response frame, all within
-    /// `timeout`. A broken connection is dropped from the pool, so the next call reconnects.
+    /// `timeout`. A broken or timed-out connection is dropped from the pool, so the next call
+    /// reconnects.
     pub async fn request<Req, Resp>(
         &self,
         to: &NodeAddress,
@@ -137,9 +138,14 @@ impl Connections {
                 ms: timeout.as_millis() as u64,
             }),
         };
+        // A timeout drops the connection too: the peer may have died and come back on the
+        // same address (a restarted process), which the old connection would only notice
+        // at its idle timeout. Requests still running on it keep their handle.
         if matches!(
             result,
-            Err(RequestError::Connect { .. } | RequestError::Stream { .. })
+            Err(RequestError::Connect { .. }
+                | RequestError::Stream { .. }
+                | RequestError::Timeout { .. })
         ) {
             self.forget(to, alpn);
         }

@@ -39,6 +39,11 @@ impl NetFaults {
         links.cut.clear();
     }
 
+    /// Whether `node` is cut off from every other node.
+    pub fn is_isolated(&self, node: NodeId) -> bool {
+        self.lock().isolated.contains(&node)
+    }
+
     /// Whether a message from `from` to `to` is dropped.
     pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
         let links = self.lock();
@@ -65,6 +70,7 @@ mod tests {
         let faults = NetFaults::default();
         faults.isolate(1);
         assert!(faults.is_cut(1, 2) && faults.is_cut(3, 1));
+        assert!(faults.is_isolated(1) && !faults.is_isolated(2));
         assert!(!faults.is_cut(2, 3));
         faults.heal();
         faults.cut(2, 3);

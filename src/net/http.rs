@@ -22,13 +22,18 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<NodeShared>,
     admin_token: String,
+    fault_injection: Option<crate::net::faults::NetFaults>,
 ) {
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .with_state(Arc::clone(&shared))
-        .merge(crate::net::admin::router(shared, &admin_token));
+        .merge(crate::net::admin::router(
+            shared,
+            &admin_token,
+            fault_injection,
+        ));
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "http: server stopped");
     }

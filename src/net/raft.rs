@@ -182,12 +182,66 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
     }
 }
 
+/// Decodes `data` as one Raft RPC frame, as the receiving side does (for the fuzz target
+/// `raft_frame`, see `crate::fuzzing`).
+pub fn decode_rpc_frame(data: &[u8]) -> Result<(), crate::net::frame::FrameError> {
+    crate::fuzzing::decode_frame::<RaftRpc>(data).map(|_| ())
+}
+
+/// One frame of each RPC kind, as a sender writes them (seeds for the `raft_frame` fuzz
+/// target).
+pub fn sample_rpc_frames() -> Vec<(&'static str, Vec<u8>)> {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+    let vote = Vote::new(3, 1);
+    let log_id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
+    let entry = crate::storage::Entry {
+        log_id: log_id(8),
+        payload: EntryPayload::Normal(crate::storage::Request {
+            now_ms: 1_700_000_000_000,
+            command: crate::storage::Command::Put(crate::storage::Put::new("key", "value")),
+        }),
+    };
+    let rpcs = [
+        (
+            "append_entries",
+            RaftRpc::AppendEntries(AppendEntriesRequest {
+                vote,
+                prev_log_id: Some(log_id(7)),
+                entries: vec![entry],
+                leader_commit: Some(log_id(7)),
+            }),
+        ),
+        (
+            "vote",
+            RaftRpc::Vote(VoteRequest::new(vote, Some(log_id(7)))),
+        ),
+        (
+            "install_snapshot",
+            RaftRpc::InstallSnapshot(InstallSnapshotRequest {
+                vote,
+                meta: openraft::SnapshotMeta {
+                    last_log_id: Some(log_id(7)),
+                    last_membership: Default::default(),
+                    snapshot_id: "3-1-7".into(),
+                },
+                offset: 0,
+                data: b"ASPNSNAP".to_vec(),
+                done: false,
+            }),
+        ),
+    ];
+    rpcs.into_iter()
+        .map(|(name, rpc)| (name, crate::fuzzing::encode_frame(&rpc)))
+        .collect()
+}
+
 /// The receiving side: serves RPCs from allowed peers to this node's Raft.
 #[derive(Debug, Clone)]
 pub struct RaftService {
     pub shared: Arc<NodeShared>,
     /// Endpoint ids from `net.peers`, trusted before they appear in the membership.
     pub peers: HashSet<EndpointId>,
+    pub faults: NetFaults,
 }
 
 impl RaftService {
@@ -209,6 +263,10 @@ impl RaftService {
     }
 
     async fn serve(&self, rpc: RaftRpc) -> RaftReply {
+        // A node isolated by fault injection (a process in a test) hears nothing either.
+        if self.faults.is_isolated(self.shared.node_id) {
+            return RaftReply::Refused("this node is isolated (fault injected)".into());
+        }
         let Some(raft) = self.shared.raft() else {
             return RaftReply::Refused("raft is not running on this node".into());
         };

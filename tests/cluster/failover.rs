@@ -8,7 +8,7 @@ use aspen::storage::{KeyRange, NodeId};
 use aspen::testing::WAIT_MS;
 use tokio::sync::Mutex;
 
-use crate::util::{NodeProcess, eventually};
+use crate::util::{eventually, start_process_cluster};
 
 const WRITERS: usize = 4;
 /// Acknowledged writes per writer before the kill, and again after it.
@@ -27,21 +27,9 @@ async fn acked_by_each(acked: &Acked) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_sigkill_under_write_load_loses_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: BTreeMap<NodeId, NodeProcess> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                NodeProcess::start(id, &root.path().join(format!("n{id}")), "none"),
-            )
-        })
-        .collect();
-    let mut members = BTreeMap::new();
-    for (id, node) in &nodes {
-        members.insert(*id, node.address().await);
-    }
+    let (mut nodes, members) = start_process_cluster(root.path(), 1..=3, &[]).await;
     let addresses: Vec<NodeAddress> = members.values().copied().collect();
     let admin = Client::connect(&addresses).await.unwrap();
-    admin.cluster_init(&members).await.unwrap();
     let leader = eventually_leader(&admin).await;
 
     let stop = Arc::new(AtomicBool::new(false));

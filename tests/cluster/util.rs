@@ -143,17 +143,33 @@ pub struct NodeProcess {
     pub dir: PathBuf,
     pub port: u16,
     pub bootstrap: &'static str,
+    /// Extra environment (config overrides) for every start.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl NodeProcess {
     /// Starts node `id` in `dir`; `bootstrap` is `single` or `none`.
     pub fn start(id: NodeId, dir: &Path, bootstrap: &'static str) -> NodeProcess {
+        Self::start_with(id, dir, bootstrap, &[])
+    }
+
+    /// Starts node `id` with extra config overrides (`ASPEN_SECTION__KEY`, value).
+    pub fn start_with(
+        id: NodeId,
+        dir: &Path,
+        bootstrap: &'static str,
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let mut node = NodeProcess {
             id,
             dir: dir.to_path_buf(),
             port: free_udp_port(),
             bootstrap,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         node.spawn();
@@ -162,6 +178,7 @@ impl NodeProcess {
 
     fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.dir.join("node.addr"));
+        let _ = std::fs::remove_file(self.dir.join(aspen::node::HTTP_ADDR_FILE));
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/node.toml");
         let child = Command::new(env!("CARGO_BIN_EXE_aspen-node"))
             .args(["--config", config])
@@ -175,6 +192,7 @@ impl NodeProcess {
             .env("ASPEN_RAFT__ELECTION_TIMEOUT_MAX_MS", "400")
             .env("ASPEN_STORAGE__CACHE_BYTES", (8 << 20).to_string())
             .env("RUST_LOG", "error")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -193,6 +211,18 @@ impl NodeProcess {
         address.expect("address")
     }
 
+    /// The HTTP address the running process wrote to DIR/http.addr.
+    #[allow(dead_code)] // used by tests/linearizability.rs, which shares this file
+    pub async fn http_address(&self) -> String {
+        let mut address = None;
+        eventually("the node wrote http.addr", || {
+            address = std::fs::read_to_string(self.dir.join(aspen::node::HTTP_ADDR_FILE)).ok();
+            std::future::ready(address.is_some())
+        })
+        .await;
+        address.expect("http address").trim().to_string()
+    }
+
     /// SIGKILL: no clean shutdown, no final commit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -206,6 +236,33 @@ impl NodeProcess {
         self.kill();
         self.spawn();
     }
+}
+
+/// Starts processes `ids` (each in `root/n{id}`, with `env`), forms them into one cluster and
+/// returns them with their addresses once a leader is elected.
+pub async fn start_process_cluster(
+    root: &Path,
+    ids: std::ops::RangeInclusive<NodeId>,
+    env: &[(&str, &str)],
+) -> (BTreeMap<NodeId, NodeProcess>, BTreeMap<NodeId, NodeAddress>) {
+    let nodes: BTreeMap<NodeId, NodeProcess> = ids
+        .map(|id| {
+            let dir = root.join(format!("n{id}"));
+            (id, NodeProcess::start_with(id, &dir, "none", env))
+        })
+        .collect();
+    let mut members = BTreeMap::new();
+    for (id, node) in &nodes {
+        members.insert(*id, node.address().await);
+    }
+    let addresses: Vec<NodeAddress> = members.values().copied().collect();
+    let client = Client::connect(&addresses).await.expect("client");
+    client.cluster_init(&members).await.expect("cluster init");
+    eventually("a leader is elected", || async {
+        client.status().await.is_ok_and(|s| s.leader.is_some())
+    })
+    .await;
+    (nodes, members)
 }
 
 impl Drop for NodeProcess {

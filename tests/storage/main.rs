@@ -5,6 +5,8 @@ mod backup;
 mod check;
 mod conformance;
 mod crash;
+mod fuzz_inputs;
 mod model;
+mod reference;
 mod suite;
 mod util;

@@ -1,0 +1,612 @@
+//! The reference model of the state machine: a plain `BTreeMap` of keys, leases and vault
+//! figures, written independently of the store code (it shares only `Command::validate`, the
+//! static limits covered by conformance), and a check that runs a command sequence through a
+//! store and the model and compares every response and the whole state after each command.
+//! Used by the model property test and by the `apply` fuzz target (`fuzz/`).
+
+use std::collections::BTreeMap;
+
+use aspen::storage::{
+    Command, CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, KvEntry,
+    LeaseRecord, Output, Put, Response, Txn, TxnOp, VaultLimits, VaultMeta, vault_of,
+};
+
+use crate::util::{Driver, Kind, all_keys, open};
+
+#[derive(Debug, Default)]
+pub struct Model {
+    kv: BTreeMap<Vec<u8>, KvEntry>,
+    leases: BTreeMap<u64, LeaseRecord>,
+    vaults: BTreeMap<Vec<u8>, VaultMeta>,
+    vault_limits: VaultLimits,
+    revision: u64,
+    next_lease_id: u64,
+}
+
+struct Step {
+    now: u64,
+    stamp: u64,
+    changed: bool,
+    /// Vaults a reader-visible change touched (a put, a live key deleted, a key expired).
+    touched: std::collections::BTreeSet<Vec<u8>>,
+}
+
+impl Step {
+    fn touch(&mut self, key: &[u8]) {
+        if let Some(name) = vault_of(key) {
+            self.touched.insert(name.to_vec());
+        }
+    }
+}
+
+impl Model {
+    pub fn new() -> Self {
+        Model {
+            next_lease_id: 1,
+            ..Model::default()
+        }
+    }
+
+    pub fn apply(&mut self, now: u64, command: &Command) -> Response {
+        let mut step = Step {
+            now,
+            stamp: self.revision + 1,
+            changed: false,
+            touched: Default::default(),
+        };
+        let result = match command.validate() {
+            Err(e) => Err(e),
+            Ok(()) => self.execute(&mut step, command),
+        };
+        self.update_vaults(&step);
+        if step.changed {
+            self.revision = step.stamp;
+        }
+        Response {
+            revision: self.revision,
+            result,
+        }
+    }
+
+    fn live(&self, step: &Step, key: &[u8]) -> Option<&KvEntry> {
+        self.kv
+            .get(key)
+            .filter(|e| e.expires_at_ms.is_none_or(|at| at > step.now))
+    }
+
+    fn lease_live(&self, step: &Step, id: u64) -> bool {
+        self.leases
+            .get(&id)
+            .is_some_and(|l| l.deadline_ms > step.now)
+    }
+
+    fn execute(&mut self, step: &mut Step, command: &Command) -> Result<Output, CommandError> {
+        match command {
+            Command::Put(put) => {
+                self.check_lease(step, put)?;
+                self.check_vault_room([put])?;
+                Ok(Output::Put {
+                    prev: self.put(step, put),
+                })
+            }
+            Command::Delete { key, prev_kv } => {
+                let prev = self.delete(step, key);
+                Ok(Output::Delete {
+                    deleted: prev.is_some() as u64,
+                    prev: prev.filter(|_| *prev_kv),
+                })
+            }
+            Command::DeleteRange(range) => Ok(Output::DeleteRange {
+                deleted: self.delete_range(step, range),
+            }),
+            Command::Txn(txn) => self.txn(step, txn),
+            Command::LeaseGrant { id, ttl_ms } => {
+                let id = if *id == 0 {
+                    while self.leases.contains_key(&self.next_lease_id) {
+                        self.next_lease_id += 1;
+                    }
+                    self.next_lease_id
+                } else {
+                    *id
+                };
+                if self.leases.contains_key(&id) {
+                    return Err(CommandError::LeaseExists { id });
+                }
+                let record = LeaseRecord {
+                    ttl_ms: *ttl_ms,
+                    granted_at_ms: step.now,
+                    deadline_ms: step.now + ttl_ms,
+                };
+                self.leases.insert(id, record);
+                self.next_lease_id = self.next_lease_id.max(id + 1);
+                Ok(Output::Lease {
+                    id,
+                    ttl_ms: *ttl_ms,
+                    deadline_ms: record.deadline_ms,
+                })
+            }
+            Command::LeaseRevoke { id } => match self.revoke(step, *id) {
+                Some(keys_deleted) => Ok(Output::LeaseRevoke { keys_deleted }),
+                None => Err(CommandError::LeaseNotFound { id: *id }),
+            },
+            Command::LeaseKeepAlive { id } => {
+                if !self.lease_live(step, *id) {
+                    return Err(CommandError::LeaseNotFound { id: *id });
+                }
+                let lease = self.leases.get_mut(id).unwrap();
+                lease.deadline_ms = step.now + lease.ttl_ms;
+                Ok(Output::Lease {
+                    id: *id,
+                    ttl_ms: lease.ttl_ms,
+                    deadline_ms: lease.deadline_ms,
+                })
+            }
+            Command::Expire { keys, leases } => {
+                let mut keys_deleted = 0;
+                for key in keys {
+                    if self.kv.contains_key(key) && self.live(step, key).is_none() {
+                        self.kv.remove(key);
+                        step.touch(key);
+                        keys_deleted += 1;
+                    }
+                }
+                let mut leases_revoked = 0;
+                for id in leases {
+                    let expired = self
+                        .leases
+                        .get(id)
+                        .is_some_and(|l| l.deadline_ms <= step.now);
+                    if expired {
+                        keys_deleted += self.revoke(step, *id).unwrap();
+                        leases_revoked += 1;
+                    }
+                }
+                step.changed |= keys_deleted > 0;
+                Ok(Output::Expire {
+                    keys_deleted,
+                    leases_revoked,
+                })
+            }
+            Command::SetVaultLimits(limits) => {
+                self.vault_limits = *limits;
+                Ok(Output::None)
+            }
+        }
+    }
+
+    /// Vault metadata after a command: key count and bytes from a full scan of the model's
+    /// keys, `updated_revision` moved for the vaults the command visibly touched,
+    /// `created_revision` set when a vault appears.
+    fn update_vaults(&mut self, step: &Step) {
+        let mut figures: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+        for (key, entry) in &self.kv {
+            if let Some(name) = vault_of(key) {
+                let f = figures.entry(name.to_vec()).or_default();
+                f.0 += 1;
+                f.1 += (key.len() + entry.value.len()) as u64;
+            }
+        }
+        self.vaults.retain(|name, _| figures.contains_key(name));
+        for (name, (keys, bytes)) in figures {
+            let touched = step.touched.contains(&name);
+            let meta = self.vaults.entry(name).or_insert(VaultMeta {
+                created_revision: step.stamp,
+                ..VaultMeta::default()
+            });
+            meta.key_count = keys;
+            meta.total_bytes = bytes;
+            if touched {
+                meta.updated_revision = step.stamp;
+            }
+        }
+    }
+
+    /// The vault limits over every new key the command's puts create.
+    fn check_vault_room<'a>(
+        &self,
+        puts: impl IntoIterator<Item = &'a Put>,
+    ) -> Result<(), CommandError> {
+        let mut added: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut vaults = self.vaults.len() as u64;
+        for put in puts {
+            let Some(name) = vault_of(&put.key) else {
+                continue;
+            };
+            if !seen.insert(put.key.clone()) || self.kv.contains_key(&put.key) {
+                continue;
+            }
+            let stored = self.vaults.get(name).map_or(0, |m| m.key_count);
+            let n = added.entry(name.to_vec()).or_insert(0);
+            let vault = String::from_utf8_lossy(name).into_owned();
+            if stored == 0 && *n == 0 {
+                if vaults >= self.vault_limits.vaults_max {
+                    return Err(CommandError::TooManyVaults {
+                        vault,
+                        max: self.vault_limits.vaults_max,
+                    });
+                }
+                vaults += 1;
+            }
+            *n += 1;
+            if stored + *n > self.vault_limits.keys_per_vault_max {
+                return Err(CommandError::VaultFull {
+                    vault,
+                    max: self.vault_limits.keys_per_vault_max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_lease(&self, step: &Step, put: &Put) -> Result<(), CommandError> {
+        match put.lease {
+            Some(id) if !self.lease_live(step, id) => Err(CommandError::LeaseNotFound { id }),
+            _ => Ok(()),
+        }
+    }
+
+    fn put(&mut self, step: &mut Step, put: &Put) -> Option<KeyValue> {
+        let old = self.live(step, &put.key).cloned();
+        let entry = KvEntry {
+            value: put.value.clone(),
+            version: old.as_ref().map_or(1, |o| o.version + 1),
+            create_revision: old.as_ref().map_or(step.stamp, |o| o.create_revision),
+            mod_revision: step.stamp,
+            lease: put.lease,
+            expires_at_ms: put.ttl_ms.map(|ttl| step.now + ttl),
+        };
+        self.kv.insert(put.key.clone(), entry);
+        step.changed = true;
+        step.touch(&put.key);
+        old.filter(|_| put.prev_kv)
+            .map(|o| o.into_key_value(put.key.clone()))
+    }
+
+    fn delete(&mut self, step: &mut Step, key: &[u8]) -> Option<KeyValue> {
+        let live = self.live(step, key).cloned();
+        self.kv.remove(key);
+        step.changed |= live.is_some();
+        if live.is_some() {
+            step.touch(key);
+        }
+        live.map(|e| e.into_key_value(key.to_vec()))
+    }
+
+    fn delete_range(&mut self, step: &mut Step, range: &KeyRange) -> u64 {
+        let keys: Vec<_> = self
+            .kv
+            .keys()
+            .filter(|k| range.contains(k))
+            .cloned()
+            .collect();
+        keys.iter()
+            .filter(|k| self.delete(step, k).is_some())
+            .count() as u64
+    }
+
+    fn revoke(&mut self, step: &mut Step, id: u64) -> Option<u64> {
+        self.leases.remove(&id)?;
+        let keys: Vec<_> = self
+            .kv
+            .iter()
+            .filter(|(_, e)| e.lease == Some(id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        Some(
+            keys.iter()
+                .filter(|k| self.delete(step, k).is_some())
+                .count() as u64,
+        )
+    }
+
+    fn txn(&mut self, step: &mut Step, txn: &Txn) -> Result<Output, CommandError> {
+        let succeeded = txn.compares.iter().all(|c| self.holds(step, c));
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        for op in branch {
+            if let TxnOp::Put(put) = op {
+                self.check_lease(step, put)?;
+            }
+        }
+        self.check_vault_room(branch.iter().filter_map(|op| match op {
+            TxnOp::Put(put) => Some(put),
+            _ => None,
+        }))?;
+        let results = branch
+            .iter()
+            .map(|op| match op {
+                TxnOp::Put(put) => Output::Put {
+                    prev: self.put(step, put),
+                },
+                TxnOp::Delete { key, prev_kv } => {
+                    let prev = self.delete(step, key);
+                    Output::Delete {
+                        deleted: prev.is_some() as u64,
+                        prev: prev.filter(|_| *prev_kv),
+                    }
+                }
+                TxnOp::DeleteRange(range) => Output::DeleteRange {
+                    deleted: self.delete_range(step, range),
+                },
+                TxnOp::Get { key } => Output::Get {
+                    kv: self
+                        .live(step, key)
+                        .cloned()
+                        .map(|e| e.into_key_value(key.clone())),
+                },
+            })
+            .collect();
+        Ok(Output::Txn { succeeded, results })
+    }
+
+    fn holds(&self, step: &Step, compare: &Compare) -> bool {
+        let entry = self.live(step, &compare.key);
+        let (actual, expected): (Vec<u8>, Vec<u8>) = match &compare.target {
+            CompareTarget::Value(v) => match entry {
+                Some(e) => (e.value.clone(), v.clone()),
+                None => return false,
+            },
+            CompareTarget::Version(v) => num(entry.map_or(0, |e| e.version), *v),
+            CompareTarget::CreateRevision(v) => num(entry.map_or(0, |e| e.create_revision), *v),
+            CompareTarget::ModRevision(v) => num(entry.map_or(0, |e| e.mod_revision), *v),
+            CompareTarget::Exists(v) => (vec![entry.is_some() as u8], vec![*v as u8]),
+        };
+        match compare.op {
+            CompareOp::Equal => actual == expected,
+            CompareOp::NotEqual => actual != expected,
+            CompareOp::Less => actual < expected,
+            CompareOp::Greater => actual > expected,
+        }
+    }
+
+    /// Keys whose TTL passed at `now`, ordered as the expiry index orders them.
+    fn expired(&self, now: u64) -> Vec<Vec<u8>> {
+        let mut rows: Vec<(u64, Vec<u8>)> = self
+            .kv
+            .iter()
+            .filter_map(|(k, e)| {
+                e.expires_at_ms
+                    .filter(|at| *at <= now)
+                    .map(|at| (at, k.clone()))
+            })
+            .collect();
+        rows.sort();
+        rows.into_iter().map(|(_, k)| k).collect()
+    }
+}
+
+fn num(actual: u64, expected: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        actual.to_be_bytes().to_vec(),
+        expected.to_be_bytes().to_vec(),
+    )
+}
+
+/// `Err` naming what differs when `$a != $b`.
+macro_rules! ensure_eq {
+    ($a:expr, $b:expr $(,)?) => {
+        ensure_eq!($a, $b, "{}", stringify!($a))
+    };
+    ($a:expr, $b:expr, $($what:tt)+) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(format!("{}: store {:?} != model {:?}", format!($($what)+), a, b));
+        }
+    }};
+}
+
+/// Runs `steps` (time advance in ms, command) through an in-memory store and the model;
+/// `Err` describes the first difference in a response or in the state after a command.
+pub fn check_steps(steps: &[(u64, Command)]) -> Result<(), String> {
+    let t = open(Kind::InMemory);
+    let mut driver = Driver::new(t.store.clone());
+    let mut model = Model::new();
+    let mut now = 1_000u64;
+    for (advance, command) in steps.iter().cloned() {
+        now += advance;
+        let expected = model.apply(now, &command);
+        let actual = driver.run(now, command.clone());
+        ensure_eq!(&actual, &expected, "command {:?} at {}", command, now);
+
+        let stored = all_keys(&t.store, 0);
+        let modeled: Vec<KeyValue> = model
+            .kv
+            .iter()
+            .map(|(k, e)| e.clone().into_key_value(k.clone()))
+            .collect();
+        ensure_eq!(stored, modeled);
+        let view = t.store.read(now).unwrap();
+        ensure_eq!(view.revision(), model.revision);
+        let vaults: BTreeMap<Vec<u8>, VaultMeta> = view
+            .vaults()
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.name.into_bytes(), v.meta))
+            .collect();
+        ensure_eq!(&vaults, &model.vaults, "vaults after {:?}", command);
+        ensure_eq!(view.vault_limits().unwrap(), model.vault_limits);
+        ensure_eq!(view.expired_keys(now, 100).unwrap(), model.expired(now));
+        let leases: Vec<(u64, LeaseRecord)> = view
+            .leases(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.id, l.record))
+            .collect();
+        let live: Vec<(u64, LeaseRecord)> = model
+            .leases
+            .iter()
+            .filter(|(_, l)| l.deadline_ms > now)
+            .map(|(id, l)| (*id, *l))
+            .collect();
+        ensure_eq!(leases, live);
+        for id in model.leases.keys() {
+            let keys: Vec<Vec<u8>> = model
+                .kv
+                .iter()
+                .filter(|(_, e)| e.lease == Some(*id))
+                .map(|(k, _)| k.clone())
+                .collect();
+            ensure_eq!(view.lease_keys(*id, 100).unwrap(), keys);
+        }
+    }
+    Ok(())
+}
+
+/// The keys commands use, few so that commands collide (vault keys included).
+pub const KEYS: [&str; 10] = [
+    "a",
+    "b",
+    "b/1",
+    "b/2",
+    "c",
+    "vault/v1/a",
+    "vault/v1/b",
+    "vault/v1/c",
+    "vault/v2/a",
+    "vault/v3/a",
+];
+/// The values commands write.
+pub const VALUES: [&str; 4] = ["x", "y", "z", ""];
+
+/// Reads fuzzer bytes as choices; `None` once they run out.
+struct Choices<'a>(std::slice::Iter<'a, u8>);
+
+impl Choices<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        self.0.next().copied()
+    }
+
+    fn below(&mut self, n: u8) -> Option<u8> {
+        Some(self.byte()? % n)
+    }
+
+    fn key(&mut self) -> Option<Vec<u8>> {
+        Some(KEYS[usize::from(self.below(KEYS.len() as u8)?)].into())
+    }
+
+    fn value(&mut self) -> Option<Vec<u8>> {
+        Some(VALUES[usize::from(self.below(VALUES.len() as u8)?)].into())
+    }
+
+    fn flag(&mut self) -> Option<bool> {
+        Some(self.byte()? & 1 == 1)
+    }
+
+    fn put(&mut self) -> Option<Put> {
+        let (key, value, mode, n, prev_kv) = (
+            self.key()?,
+            self.value()?,
+            self.below(4)?,
+            u64::from(self.byte()?) + 1,
+            self.flag()?,
+        );
+        Some(Put {
+            key,
+            value,
+            lease: (mode == 1).then_some(n % 4 + 1),
+            ttl_ms: (mode == 2).then_some(n),
+            prev_kv,
+        })
+    }
+
+    fn range(&mut self) -> Option<KeyRange> {
+        let (a, b) = (self.key()?, self.key()?);
+        Some(if self.flag()? {
+            KeyRange::prefix(&a)
+        } else {
+            KeyRange {
+                start: a.clone().min(b.clone()),
+                end: Some(a.max(b)),
+            }
+        })
+    }
+
+    fn compare(&mut self) -> Option<Compare> {
+        let key = self.key()?;
+        let op = [
+            CompareOp::Equal,
+            CompareOp::NotEqual,
+            CompareOp::Less,
+            CompareOp::Greater,
+        ][usize::from(self.below(4)?)];
+        let n = u64::from(self.below(12)?);
+        let target = match self.below(5)? {
+            0 => CompareTarget::Value(self.value()?),
+            1 => CompareTarget::Version(n % 4),
+            2 => CompareTarget::CreateRevision(n),
+            3 => CompareTarget::ModRevision(n),
+            _ => CompareTarget::Exists(self.flag()?),
+        };
+        Some(Compare { key, op, target })
+    }
+
+    fn txn_op(&mut self) -> Option<TxnOp> {
+        Some(match self.below(4)? {
+            0 => TxnOp::Put(self.put()?),
+            1 => TxnOp::Delete {
+                key: self.key()?,
+                prev_kv: self.flag()?,
+            },
+            2 => TxnOp::DeleteRange(self.range()?),
+            _ => TxnOp::Get { key: self.key()? },
+        })
+    }
+
+    fn list<T>(&mut self, max: u8, item: impl Fn(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let n = self.below(max + 1)?;
+        (0..n).map(|_| item(self)).collect()
+    }
+
+    fn command(&mut self) -> Option<Command> {
+        Some(match self.below(9)? {
+            0 => Command::Put(self.put()?),
+            1 => Command::Delete {
+                key: self.key()?,
+                prev_kv: self.flag()?,
+            },
+            2 => Command::DeleteRange(self.range()?),
+            3 => Command::Txn(Txn {
+                compares: self.list(2, Self::compare)?,
+                success: self.list(3, Self::txn_op)?,
+                failure: self.list(2, Self::txn_op)?,
+            }),
+            4 => Command::LeaseGrant {
+                id: u64::from(self.below(5)?),
+                ttl_ms: u64::from(self.byte()?) * 3 + 1,
+            },
+            5 => Command::LeaseRevoke {
+                id: u64::from(self.below(5)?),
+            },
+            6 => Command::LeaseKeepAlive {
+                id: u64::from(self.below(4)?) + 1,
+            },
+            7 => Command::Expire {
+                keys: self.list(3, Self::key)?,
+                leases: self.list(2, |c| Some(u64::from(c.below(4)?) + 1))?,
+            },
+            _ => Command::SetVaultLimits(VaultLimits {
+                vaults_max: u64::from(self.below(3)?) + 1,
+                keys_per_vault_max: u64::from(self.below(3)?) + 1,
+            }),
+        })
+    }
+}
+
+/// Reads fuzzer input as a sequence of (time advance in ms, command), at most 64, drawn from
+/// `KEYS` and `VALUES` like the property test's; incomplete trailing bytes are ignored.
+pub fn steps_from_bytes(data: &[u8]) -> Vec<(u64, Command)> {
+    let mut choices = Choices(data.iter());
+    let mut steps = Vec::new();
+    while steps.len() < 64 {
+        let Some(advance) = choices.byte() else { break };
+        let Some(command) = choices.command() else {
+            break;
+        };
+        steps.push((u64::from(advance), command));
+    }
+    steps
+}
