@@ -491,9 +491,6 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let ep = endpoint::bind(key, config.net.address, alpns).await?;
     let address = endpoint::local_address(&ep)?;
     shared.set_address(address);
-    if !config.node.data_dir.as_os_str().is_empty() {
-        endpoint::write_addr_file(&config.node.data_dir, &address)?;
-    }
     let connections = crate::net::connections::Connections::new(
         ep.clone(),
         Duration::from_millis(config.net.connect_timeout_ms),
@@ -533,6 +530,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         config.http.admin_token.clone(),
         config.net.fault_injection.then(|| faults.net.clone()),
     ));
+    let data_dir = config.node.data_dir.clone();
     let args = SupervisorArgs {
         config,
         shared: Arc::clone(&shared),
@@ -546,6 +544,10 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         .accept(RAFT_ALPN, raft_service)
         .accept(CLIENT_ALPN, client_service)
         .spawn();
+    // Written once the node accepts connections: a tool that finds the address can use it.
+    if !data_dir.as_os_str().is_empty() {
+        endpoint::write_addr_file(&data_dir, &address)?;
+    }
     tracing::info!(node_id = shared.node_id, %address, %http_address, "node started");
     Ok(Node {
         shared,

@@ -400,10 +400,28 @@ impl ClientService {
             .shared
             .raft()
             .ok_or_else(|| ClientError::Unavailable("raft is not running".into()))?;
-        raft.initialize(nodes)
-            .await
-            .map_err(|e| ClientError::Cluster(e.to_string()))?;
-        Ok((ClientOutput::Done, 0))
+        let wanted: BTreeSet<NodeId> = nodes.keys().copied().collect();
+        match raft.initialize(nodes).await {
+            Ok(()) => Ok((ClientOutput::Done, 0)),
+            // Another member of the same list was initialized first and reached this node
+            // (a vote or the log): the cluster is formed as asked.
+            Err(error)
+                if self
+                    .shared
+                    .with_raft_metrics(|m| {
+                        let voters: BTreeSet<NodeId> =
+                            m.membership_config.membership().voter_ids().collect();
+                        // No log yet but a vote request from a trusted peer (members and
+                        // net.peers only) counts too: its log follows.
+                        voters == wanted || (voters.is_empty() && m.vote.leader_id().term > 0)
+                    })
+                    .unwrap_or(false) =>
+            {
+                tracing::info!(%error, "cluster init: already joined by another member");
+                Ok((ClientOutput::Done, 0))
+            }
+            Err(error) => Err(ClientError::Cluster(error.to_string()).into()),
+        }
     }
 
     /// Runs a membership change on this node's Raft; only the leader can.
