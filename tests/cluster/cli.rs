@@ -52,7 +52,7 @@ fn fails(nodes: &str, args: &[&str], expected: &str) {
 // output and exit code of put/get (prefix, range, limit, keys-only, count, stale), del, txn
 // from flags and from a JSON file, lease grant/keepalive/list/revoke, cluster
 // status/members/remove/add-learner/promote/init, sql (on the leader and on a follower;
-// table, JSON and CSV), one-line errors with exit 1 (also for a
+// table, JSON and CSV), bench (every workload, JSON and text, bad options), one-line errors with exit 1 (also for a
 // --base-port that leaves no room); and that the local cluster stops every node on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cli_command_against_a_local_cluster() {
@@ -256,6 +256,63 @@ async fn every_cli_command_against_a_local_cluster() {
     assert_eq!(
         (code, stderr.trim()),
         (2, "Error: --output csv is only for `aspen sql`")
+    );
+
+    // `aspen bench`: every workload runs its exact operation count without errors, spread
+    // over the nodes, and reports throughput and latency percentiles (JSON and text).
+    for (workload, extra) in [
+        ("put", &[][..]),
+        ("get", &[][..]),
+        ("txn-cas", &[][..]),
+        (
+            "mixed",
+            &["--read-percent", "30", "--consistency", "stale"][..],
+        ),
+        (
+            "sql",
+            &["--query", "SELECT count(*) FROM kv WHERE key LIKE 'b%'"][..],
+        ),
+    ] {
+        let mut args = vec!["--output", "json", "bench", workload];
+        args.extend(["--total", "40", "--clients", "4", "--connections", "2"]);
+        args.extend(["--keyspace", "20", "--key-size", "8", "--value-size", "32"]);
+        args.extend(extra);
+        let report: serde_json::Value = serde_json::from_str(&ok(n, &args)).unwrap();
+        assert_eq!(report["workload"], workload, "{report}");
+        assert_eq!(
+            (report["ops"].as_u64(), report["errors"].as_u64()),
+            (Some(40), Some(0))
+        );
+        assert_eq!(report["nodes"], 3);
+        let latency = &report["latency_ms"];
+        let p = |q: &str| latency[q].as_f64().unwrap();
+        assert!(
+            0.0 < p("p50") && p("p50") <= p("p90") && p("p99") <= p("max"),
+            "{report}"
+        );
+        assert!(report["throughput_ops_s"].as_f64().unwrap() > 0.0);
+        match workload {
+            // put wrote keys b0000000..b0000019 (40 puts over 20 keys).
+            "get" => assert_eq!(report["found"], 40),
+            "txn-cas" => assert_eq!(
+                report["swapped"].as_u64().unwrap() + report["conflicts"].as_u64().unwrap(),
+                40
+            ),
+            _ => {}
+        }
+    }
+    let text = ok(n, &["bench", "put", "--total", "5", "--key-size", "8"]);
+    assert!(text.contains("operations   5 ok, 0 failed"), "{text}");
+    assert!(text.contains("latency ms   p50 "), "{text}");
+    fails(
+        n,
+        &["bench", "put", "--clients", "0"],
+        "--clients must be 1 to",
+    );
+    fails(
+        n,
+        &["bench", "put", "--key-size", "2"],
+        "--key-size must be 5 to",
     );
 
     assert_eq!(ok(n, &["cluster", "remove", &other_id]), "OK\n");
