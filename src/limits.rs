@@ -28,6 +28,23 @@ pub const SQL_ROWS_MAX: usize = 10_000;
 pub const SQL_TIMEOUT_MS_MAX: u64 = 30_000;
 /// Bytes of SQL result rows in one answer: the rest is truncated, so it fits one frame.
 pub const SQL_RESULT_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
+/// Longest SQL text: bounds the parser's and planner's work before the plan can be checked
+/// (a long `IN` list fits; a 5,000-term `UNION ALL` does not).
+pub const SQL_TEXT_BYTES_MAX: usize = 64 * 1024;
+/// Special forms (`CAST(`, `SUBSTRING(`, ...) nested in each other: sqlparser may parse each
+/// level twice, so the parse can cost 2^N; 2^6 parses of the longest text take 1.6 s in a
+/// debug build (2^8: 6.5 s).
+pub const SQL_SPECIAL_FORMS_NESTED_MAX: usize = 6;
+/// Deepest expression (a chain of `AND`, `OR` or `+` nests one level per operator):
+/// planning takes time quadratic in it and cannot be interrupted by the timeout.
+pub const SQL_EXPR_DEPTH_MAX: usize = 256;
+/// Deepest logical plan (operators inside operators, subqueries included): planning and
+/// optimizing walk the plan recursively, and every level costs each optimizer pass.
+pub const SQL_PLAN_DEPTH_MAX: usize = 1_000;
+/// Stack of each SQL thread. DataFusion's planner and optimizer grow their stacks on the heap
+/// as they recurse (`recursive_protection`); this covers what recurses unprotected (dropping
+/// or printing a deep plan, the parser) for any plan within [`SQL_PLAN_DEPTH_MAX`].
+pub const SQL_THREAD_STACK_BYTES: usize = 16 * 1024 * 1024;
 /// A vault's name (in `vault/NAME/...`): short, as it labels metrics and log lines.
 pub const VAULT_NAME_BYTES_MAX: usize = 64;
 /// Default number of vaults (`storage.vaults_max`); each is a metric label set.

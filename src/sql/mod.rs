@@ -8,6 +8,8 @@
 //! DataFusion's operators. Consistency (a read barrier first) is the caller's: see
 //! `net::service`.
 
+mod functions;
+mod guard;
 pub mod keys;
 pub mod result;
 pub mod tables;
@@ -33,7 +35,7 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-use crate::limits::SQL_RESULT_BYTES_MAX;
+use crate::limits::{SQL_RESULT_BYTES_MAX, SQL_THREAD_STACK_BYTES};
 use crate::storage::{ReadView, Store};
 pub use result::{SqlColumn, SqlResult, SqlValue};
 use tables::{Encoding, KvTable, LeasesTable, ScanStats, VaultsTable};
@@ -62,6 +64,10 @@ pub enum SqlError {
     Query(String),
     #[error("sql: query exceeded its timeout of {ms} ms")]
     Timeout { ms: u64 },
+    /// The query is over a limit checked before it runs (its text, its nesting, its plan's
+    /// depth: see `guard`).
+    #[error("sql: {0}")]
+    Limit(String),
     #[error("sql: {0}")]
     Storage(String),
 }
@@ -129,14 +135,17 @@ impl SqlEngine {
         let config = SessionConfig::new()
             .with_target_partitions(1)
             .with_information_schema(false);
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(YieldBetweenBatches))
             .build();
+        functions::bound_string_functions(&mut state, limits.memory_bytes as u64)?;
+        // Planning runs on these threads too (see `query_within`), so they hold the stack.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(limits.max_concurrent.max(1))
+            .thread_stack_size(SQL_THREAD_STACK_BYTES)
             .thread_name("aspen-sql")
             .enable_time()
             .build()
@@ -260,13 +269,19 @@ impl SqlEngine {
     }
 }
 
-/// Plans `sql` as a read-only query and starts it.
+/// Plans `sql` as a read-only query within the limits of [`guard`], and starts it.
 async fn plan(context: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream, SqlError> {
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let frame = context.sql_with_options(sql, options).await?;
+    // `SessionContext::sql_with_options`, with the guard's checks between its steps.
+    let state = context.state();
+    let statement = guard::parse(&state, sql)?;
+    let plan = state.statement_to_plan(statement).await?;
+    options.verify_plan(&plan)?;
+    guard::check_plan_depth(&plan)?;
+    let frame = context.execute_logical_plan(plan).await?;
     Ok(frame.execute_stream().await?)
 }
 

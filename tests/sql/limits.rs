@@ -173,3 +173,181 @@ async fn a_query_reads_one_snapshot_while_writes_go_on() {
         .unwrap();
     assert_eq!(now.rows[0][0], aspen::sql::SqlValue::Int(100));
 }
+
+/// What a hostile query must get back.
+#[derive(Debug)]
+pub enum Expect {
+    /// An answer of this many rows.
+    Rows(usize),
+    /// One `sql:` line containing this.
+    Error(&'static str),
+}
+
+/// The query shapes that aborted a node or grew without bound, each with what it must get.
+/// Shared with the node test (`tests/sql/node.rs`).
+pub fn hostile_queries() -> Vec<(String, String, Expect)> {
+    let union = |terms: usize| vec!["SELECT 1 AS x"; terms].join(" UNION ALL ");
+    let nested_from = |levels: usize| {
+        format!(
+            "{}SELECT 1 AS x{}",
+            "SELECT x FROM (".repeat(levels),
+            ") AS t".repeat(levels)
+        )
+    };
+    let nested_in = |levels: usize| {
+        format!(
+            "SELECT COUNT(*) FROM kv WHERE key IN ({}SELECT key FROM kv{}",
+            "SELECT key FROM kv WHERE key IN (".repeat(levels - 1),
+            ")".repeat(levels)
+        )
+    };
+    let in_list = (0..5_000)
+        .map(|i| format!("'k/{i:06}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let case = (0..2_000)
+        .map(|i| format!("WHEN version = {i} THEN {i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let plus = vec!["1"; 5_000].join(" + ");
+    let casts = |levels: usize, target: &str| {
+        format!(
+            "SELECT {}1{}",
+            "CAST(".repeat(levels),
+            format!(" AS {target})").repeat(levels)
+        )
+    };
+    let parens = format!("SELECT {}1{}", "(".repeat(400), ")".repeat(400));
+    use Expect::{Error, Rows};
+    vec![
+        ("UNION ALL of 600".into(), union(600), Rows(600)),
+        (
+            "UNION ALL of 2,000".into(),
+            union(2_000),
+            Error("the query plan is nested more than 1000 levels deep"),
+        ),
+        (
+            "UNION ALL of 5,000".into(),
+            union(5_000),
+            Error("the query text is 119989 bytes, over the limit of 65536"),
+        ),
+        ("20 nested FROM subqueries".into(), nested_from(20), Rows(1)),
+        (
+            "400 nested FROM subqueries".into(),
+            nested_from(400),
+            Error("nests expressions or subqueries more than 50 levels deep"),
+        ),
+        ("10 nested IN subqueries".into(), nested_in(10), Rows(1)),
+        (
+            "400 nested IN subqueries".into(),
+            nested_in(400),
+            Error("nests expressions or subqueries more than 50 levels deep"),
+        ),
+        (
+            "IN list of 5,000".into(),
+            format!("SELECT key FROM kv WHERE key IN ({in_list})"),
+            Rows(100),
+        ),
+        (
+            "CASE of 2,000 branches".into(),
+            format!("SELECT CASE {case} ELSE 0 END FROM kv"),
+            Rows(100),
+        ),
+        (
+            "repeat with a huge count".into(),
+            "SELECT repeat('x', 2000000000)".into(),
+            Error("repeat() would build more than the SQL memory limit"),
+        ),
+        (
+            "lpad with a huge length".into(),
+            "SELECT lpad('x', 2000000000, 'ab')".into(),
+            Error("lpad() would build more than the SQL memory limit"),
+        ),
+        (
+            "replace multiplying a value".into(),
+            "SELECT replace(repeat('ab', 60000), 'a', repeat('b', 60000))".into(),
+            Error("replace() would build more than the SQL memory limit"),
+        ),
+        (
+            "repeat per row".into(),
+            "SELECT repeat(value, version) FROM kv".into(),
+            Rows(100),
+        ),
+        (
+            "5,000 additions".into(),
+            format!("SELECT {plus}"),
+            Error("the query nests expressions more than 256 levels deep"),
+        ),
+        ("6 nested CASTs".into(), casts(6, "BIGINT"), Rows(1)),
+        (
+            "48 nested CASTs".into(),
+            casts(48, "BIGINT"),
+            Error("nests special forms such as CAST( or SUBSTRING( more than 6 deep"),
+        ),
+        (
+            "22 nested CASTs missing their type".into(),
+            casts(22, ""),
+            Error("nests special forms such as CAST( or SUBSTRING( more than 6 deep"),
+        ),
+        (
+            "6 nested CASTs missing their type".into(),
+            casts(6, ""),
+            Error("Expected: a data type name"),
+        ),
+        (
+            "400 nested parentheses".into(),
+            parens,
+            Error("nests expressions or subqueries more than 50 levels deep"),
+        ),
+    ]
+}
+
+/// Checks `answer` is what `expect` says, as one line for an error.
+pub fn check_hostile<T: std::fmt::Debug>(
+    name: &str,
+    answer: Result<Vec<T>, String>,
+    expect: &Expect,
+) {
+    match (answer, expect) {
+        (Ok(rows), Expect::Rows(count)) => assert_eq!(rows.len(), *count, "{name}"),
+        (Err(line), Expect::Error(part)) => assert!(
+            line.starts_with("sql: ") && !line.contains('\n') && line.contains(part),
+            "{name}: expected one sql: line with {part:?}, got {line}"
+        ),
+        (answer, expect) => panic!("{name}: expected {expect:?}, got {answer:?}"),
+    }
+}
+
+// Proves each hostile query shape (long UNION ALL chains, deep nesting, long IN lists and
+// CASE chains, string functions asked to build gigabytes) gets an answer or one `sql:` line
+// naming the limit it hit, and that the engine answers the next query. A stack overflow
+// aborts this test binary; an unbounded `repeat` would allocate 2 GB before answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_queries_get_an_answer_or_one_error_line() {
+    let loaded = load(100);
+    let engine = engine(|_| {});
+    for (name, sql, expect) in hostile_queries() {
+        let answer = engine
+            .query(&loaded.store, &sql)
+            .await
+            .map(|result| result.rows)
+            .map_err(|error| error.to_string());
+        check_hostile(&name, answer, &expect);
+    }
+    let repeated = engine
+        .query(&loaded.store, "SELECT repeat('ab', 3), lpad('x', 3, '-')")
+        .await
+        .unwrap();
+    assert_eq!(
+        repeated.rows,
+        vec![vec![
+            aspen::sql::SqlValue::Text("ababab".into()),
+            aspen::sql::SqlValue::Text("--x".into())
+        ]]
+    );
+    let count = engine
+        .query(&loaded.store, "SELECT COUNT(*) FROM kv")
+        .await
+        .unwrap();
+    assert_eq!(count.rows[0][0], aspen::sql::SqlValue::Int(100));
+}

@@ -73,3 +73,37 @@ async fn queries_through_the_sql_actor_of_a_node() {
     assert_eq!(after.rows, vec![vec![SqlValue::Int(11)]]);
     node.shutdown().await;
 }
+
+// Proves a node survives every hostile query shape sent as a client sends it (the 600-term
+// UNION ALL that aborted a node with a stack overflow, 5,000 terms, deep nesting, huge
+// `repeat`): each gets an answer or one `sql:` error line, and afterwards the same node
+// still takes writes and answers queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_queries_leave_the_node_serving() {
+    let node = TestNode::start(61, |_| {}).await;
+    let client = Client::connect(&[node.node.address()]).await.unwrap();
+    for i in 0..100 {
+        client
+            .put(format!("k/{i:06}"), format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    for (name, sql, expect) in crate::limits::hostile_queries() {
+        let answer = match client.sql(&sql).await {
+            Ok(result) => Ok(result.rows),
+            Err(Error::Server(ClientError::Sql(line))) => Err(line),
+            Err(other) => panic!("{name}: the node did not answer: {other:?}"),
+        };
+        crate::limits::check_hostile(&name, answer, &expect);
+    }
+    client.put("after", "still serving").await.unwrap();
+    let after = client
+        .sql("SELECT value FROM kv WHERE key = 'after'")
+        .await
+        .unwrap();
+    assert_eq!(
+        after.rows,
+        vec![vec![SqlValue::Text("still serving".into())]]
+    );
+    node.shutdown().await;
+}

@@ -51,6 +51,13 @@ fn tuple_inputs() {
     run("tuple", aspen::fuzzing::tuple);
 }
 
+// Proves every saved SQL input, run on a node's SQL engine, gets an answer or one `sql:`
+// error line: no panic, no stack overflow (which would abort this test binary).
+#[test]
+fn sql_inputs() {
+    run("sql", aspen::fuzzing::sql::run);
+}
+
 // Proves the store and the model agree on the command sequence of every saved input.
 #[test]
 fn apply_inputs() {

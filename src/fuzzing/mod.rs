@@ -2,6 +2,8 @@
 //! tests run the same code on every saved input (`fuzz/regressions/`, `fuzz/seeds/`). Each
 //! function panics only on a bug: input that is refused must come back as an error.
 
+pub mod sql;
+
 use futures::executor::block_on;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -129,6 +131,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         seeds.push(("tuple", name.to_string(), tuple.pack()));
     }
     // Bytes read as commands by the model test's decoder (tests/storage/reference.rs).
+    for (name, bytes) in sql_seeds() {
+        seeds.push(("sql", name.to_string(), bytes));
+    }
     for (name, bytes) in [
         ("puts_and_txn", &b"\x05\x00\x00\x01\x00\x10\x01\x05\x00\x05\x02\x00\x20\x00\x03\x01\x00\x00\x05\x01\x00\x01\x00\x00\x00\x00"[..]),
         ("leases_and_vaults", &b"\x01\x04\x01\x20\x02\x00\x06\x01\x00\x00\x00\x01\x02\x40\x03\x08\x01\x02\x30\x07\x02\x05\x06\x01\x00"[..]),
@@ -136,6 +141,53 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         seeds.push(("apply", name.to_string(), bytes.to_vec()));
     }
     seeds
+}
+
+/// Inputs of the `sql` target (see [`sql::statement`] for the grammar): the shapes that
+/// aborted a node or grew without bound, and two ordinary queries.
+fn sql_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    // A count is two bytes (big-endian), a function's number four.
+    let repeat_60000 = [3, 0, 8, 1, 0, 0, 0xEA, 0x60];
+    let mut replace = vec![0, 0, 3, 3];
+    replace.extend(repeat_60000);
+    replace.extend([8, 1]);
+    replace.extend(repeat_60000);
+    vec![
+        // SELECT 0 AS x UNION ALL ... : 600 terms answer, 2,000 are too deep, 5,000 too long.
+        ("union_all_600", vec![1, 0x02, 0x57]),
+        ("union_all_2000", vec![1, 0x07, 0xCF]),
+        ("union_all_5000", vec![1, 0x13, 0x87]),
+        // SELECT x FROM (SELECT x FROM (... SELECT 0 AS x ...) AS t) AS t
+        ("nested_from_20", vec![2, 0, 20]),
+        ("nested_from_400", vec![2, 0x01, 0x90]),
+        // SELECT key AS x FROM kv WHERE key IN (SELECT ... IN (SELECT key AS x FROM kv))
+        ("nested_in_400", vec![3, 0x01, 0x90]),
+        // ((((SELECT 0 AS x))))
+        ("parens_400", vec![4, 0x01, 0x90]),
+        // SELECT key AS x FROM kv WHERE key IN ('k/0', ..., 'k/4999')
+        ("in_list_5000", vec![0, 2, 1, 0, 5, 0x13, 0x87]),
+        // SELECT CASE WHEN version = 0 THEN 0 ... (2,000 branches) ELSE 0 END AS x FROM kv
+        ("case_2000", vec![0, 1, 4, 0x07, 0xCF]),
+        // SELECT repeat('k/1', 2000000000) AS x, and lpad
+        (
+            "repeat_huge",
+            vec![0, 0, 3, 0, 8, 1, 0x77, 0x35, 0x94, 0x00],
+        ),
+        ("lpad_huge", vec![0, 0, 3, 1, 8, 1, 0x77, 0x35, 0x94, 0x00]),
+        // replace(repeat('k/1', 60000), 'k/1', repeat('k/1', 60000)): 10 GB from 180 KB
+        ("replace_amplified", replace),
+        // SELECT CAST(CAST(... 0 AS BIGINT) ...) AS x, 48 deep; 22 and 6 deep with no type
+        ("cast_48", vec![0, 0, 10, 0, 48, 0]),
+        ("cast_22_no_type", vec![0, 0, 10, 0, 22, 4]),
+        ("cast_6_no_type", vec![0, 0, 10, 0, 6, 4]),
+        // SELECT 0 + 0 + ... (5,000 terms) AS x; SELECT ((((0)))) AS x, 400 deep
+        ("plus_chain_5000", vec![0, 0, 2, 0x13, 0x87]),
+        ("parens_expr_400", vec![0, 0, 6, 0x01, 0x90]),
+        // SELECT key AS x FROM kv WHERE version = 1
+        ("select_where", vec![0, 2, 1, 0, 2, 0, 1, 1, 2, 6, 0, 1]),
+        // WITH c AS (SELECT COUNT(*) AS x FROM kv) SELECT x FROM c
+        ("with_count", vec![5, 0, 1, 9, 0]),
+    ]
 }
 
 #[cfg(test)]
@@ -167,8 +219,45 @@ mod tests {
                 }
                 "raft_frame" => crate::net::raft::decode_rpc_frame(&bytes).unwrap(),
                 "tuple" => assert!(Tuple::unpack(&bytes).is_ok()),
+                "sql" => assert!(sql::statement(&bytes).starts_with(['S', 'W', '('])),
                 _ => {}
             }
         }
+    }
+
+    // Proves the sql seeds say what their names claim.
+    #[test]
+    fn sql_seeds_make_the_statements_named() {
+        let seeds: std::collections::HashMap<_, _> = sql_seeds().into_iter().collect();
+        let statement = |name: &str| sql::statement(&seeds[name]);
+        assert_eq!(
+            statement("union_all_600").matches(" UNION ALL ").count(),
+            599
+        );
+        assert_eq!(
+            statement("union_all_5000").matches(" UNION ALL ").count(),
+            4_999
+        );
+        assert!(statement("in_list_5000").ends_with("'k/4999')"));
+        assert_eq!(statement("case_2000").matches(" WHEN ").count(), 2_000);
+        assert_eq!(statement("nested_from_400").matches(") AS t").count(), 400);
+        assert_eq!(statement("cast_48").matches("CAST(").count(), 48);
+        assert!(statement("cast_6_no_type").ends_with("0 AS ) AS ) AS ) AS ) AS ) AS ) AS x"));
+        assert_eq!(
+            statement("repeat_huge"),
+            "SELECT repeat('k/1', 2000000000) AS x"
+        );
+        assert_eq!(
+            statement("replace_amplified"),
+            "SELECT replace(repeat('k/1', 60000), 'k/1', repeat('k/1', 60000)) AS x"
+        );
+        assert_eq!(
+            statement("select_where"),
+            "SELECT key AS x FROM kv WHERE version = 1"
+        );
+        assert_eq!(
+            statement("with_count"),
+            "WITH c AS (SELECT COUNT(*) AS x FROM kv) SELECT x FROM c"
+        );
     }
 }
