@@ -38,6 +38,16 @@ pub const SQL_SPECIAL_FORMS_NESTED_MAX: usize = 6;
 /// Deepest expression (a chain of `AND`, `OR` or `+` nests one level per operator):
 /// planning takes time quadratic in it and cannot be interrupted by the timeout.
 pub const SQL_EXPR_DEPTH_MAX: usize = 256;
+/// Queries nested in queries (subqueries in `FROM`, `IN`, `EXISTS`, scalar ones): planning
+/// nested `IN` subqueries takes time exponential in their depth (15: 0.5 s, 20: 15 s in a
+/// debug build).
+pub const SQL_QUERY_DEPTH_MAX: usize = 12;
+/// SELECTs joined by set operations, or CTEs, in one query: planning them takes time
+/// quadratic in their number (2,000 chained CTEs: 5 s in a debug build).
+pub const SQL_QUERY_TERMS_MAX: usize = 256;
+/// Yield points (one per operator) on one path of a physical plan: each takes a unit of
+/// tokio's cooperative budget of 128 per poll, and past it the query stops progressing.
+pub const SQL_YIELD_POINTS_NESTED_MAX: usize = 100;
 /// Deepest logical plan (operators inside operators, subqueries included): planning and
 /// optimizing walk the plan recursively, and every level costs each optimizer pass.
 pub const SQL_PLAN_DEPTH_MAX: usize = 1_000;

@@ -153,8 +153,11 @@ fn sql_seeds() -> Vec<(&'static str, Vec<u8>)> {
     replace.extend([8, 1]);
     replace.extend(repeat_60000);
     vec![
-        // SELECT 0 AS x UNION ALL ... : 600 terms answer, 2,000 are too deep, 5,000 too long.
+        // SELECT 0 AS x UNION ALL ... : 256 terms answer, 600 and 2,000 join too many SELECTs,
+        // 5,000 are too long; an INTERSECT of 128 has too many yield points.
+        ("union_all_256", vec![1, 0x00, 0xFF]),
         ("union_all_600", vec![1, 0x02, 0x57]),
+        ("intersect_128", vec![1, 0x00, 0x7F, 3]),
         ("union_all_2000", vec![1, 0x07, 0xCF]),
         ("union_all_5000", vec![1, 0x13, 0x87]),
         // SELECT x FROM (SELECT x FROM (... SELECT 0 AS x ...) AS t) AS t

@@ -4,8 +4,9 @@
 //! DataFusion builds their results outside its memory pool: `repeat('x', 2000000000)` would
 //! allocate 2 GB in one call. Each is replaced here by the same function behind a check that
 //! computes, before any work, an upper bound of the bytes the call would build for its whole
-//! batch, and refuses the call when that bound is over the limit. Everything else (signature,
-//! coercion, simplification, results) is the original function's.
+//! batch (a constant result counts once per row it is copied into), and refuses the call when
+//! that bound is over the limit. Everything else (types, coercion, simplification, results)
+//! is the original function's, but for volatility: see `bound_string_functions`.
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, StructFieldMapping,
+    ScalarUDF, ScalarUDFImpl, Signature, StructFieldMapping, Volatility,
 };
 
 use crate::sql::SqlError;
@@ -50,8 +51,16 @@ pub fn bound_string_functions(state: &mut SessionState, limit_bytes: u64) -> Res
         ("replace", Growth::Replace),
     ] {
         let inner = state.udf(name)?.as_ref().clone();
+        // Volatile, so the planner never folds a call on constants into one literal: the
+        // literal would then be copied into every row of a batch after the check, which sees
+        // a batch's row count only when it runs per batch.
+        let signature = Signature {
+            volatility: Volatility::Volatile,
+            ..inner.signature().clone()
+        };
         let bounded = Bounded {
             inner,
+            signature,
             growth,
             limit_bytes,
         };
@@ -64,6 +73,7 @@ pub fn bound_string_functions(state: &mut SessionState, limit_bytes: u64) -> Res
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Bounded {
     inner: ScalarUDF,
+    signature: Signature,
     growth: Growth,
     limit_bytes: u64,
 }
@@ -173,7 +183,7 @@ impl ScalarUDFImpl for Bounded {
     }
 
     fn signature(&self) -> &Signature {
-        self.inner.signature()
+        &self.signature
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {

@@ -1,6 +1,7 @@
 //! What a query may ask of the parser and planner, checked before each step can cost much:
-//! the length of its text, how deep its special forms nest, how deep its expressions nest,
-//! how deep its plan is.
+//! the length of its text, how deep its special forms, expressions and subqueries nest, how
+//! many SELECTs and CTEs one query joins, how deep its plan is, and how many yield
+//! points its execution nests.
 //!
 //! sqlparser 0.62 parses a special form such as `CAST(...)` or `SUBSTRING(...)` twice when
 //! the first try fails somewhere inside it (once as the special form, again as a function
@@ -16,20 +17,24 @@
 //! (see `SqlEngine::new`) keep the recursion within them from overflowing a stack.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNodeRecursion, TreeNodeVisitor};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::sql::parser::Statement;
-use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::limits::{
-    SQL_EXPR_DEPTH_MAX, SQL_PLAN_DEPTH_MAX, SQL_SPECIAL_FORMS_NESTED_MAX, SQL_TEXT_BYTES_MAX,
+    SQL_EXPR_DEPTH_MAX, SQL_PLAN_DEPTH_MAX, SQL_QUERY_DEPTH_MAX, SQL_QUERY_TERMS_MAX,
+    SQL_SPECIAL_FORMS_NESTED_MAX, SQL_TEXT_BYTES_MAX, SQL_YIELD_POINTS_NESTED_MAX,
 };
 use crate::sql::SqlError;
 
@@ -144,25 +149,51 @@ fn check_special_forms(sql: &str, dialect: &str) -> Result<(), SqlError> {
 }
 
 /// Refuses expressions nested deeper than [`SQL_EXPR_DEPTH_MAX`] (a chain of `+`, `OR`, `||`
-/// nests one level per operator; the parser lets such chains through its recursion limit).
+/// nests one level per operator; the parser lets such chains through its recursion limit),
+/// queries nested deeper than [`SQL_QUERY_DEPTH_MAX`], and more than [`SQL_QUERY_TERMS_MAX`]
+/// SELECTs or CTEs in one query.
 /// The walk stops at the first level over the limit, so it never recurses deeper itself.
 fn check_nesting(statement: &Statement) -> Result<(), SqlError> {
+    /// Which limit the walk stopped at.
+    enum Over {
+        Expressions,
+        Queries,
+        Terms,
+    }
     struct Nesting {
-        depth: usize,
+        expressions: usize,
+        queries: usize,
     }
     impl Visitor for Nesting {
-        type Break = ();
+        type Break = Over;
 
-        fn pre_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<()> {
-            self.depth += 1;
-            if self.depth > SQL_EXPR_DEPTH_MAX {
-                return ControlFlow::Break(());
+        fn pre_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<Over> {
+            self.expressions += 1;
+            if self.expressions > SQL_EXPR_DEPTH_MAX {
+                return ControlFlow::Break(Over::Expressions);
             }
             ControlFlow::Continue(())
         }
 
-        fn post_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<()> {
-            self.depth -= 1;
+        fn post_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<Over> {
+            self.expressions -= 1;
+            ControlFlow::Continue(())
+        }
+
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Over> {
+            self.queries += 1;
+            if self.queries > SQL_QUERY_DEPTH_MAX {
+                return ControlFlow::Break(Over::Queries);
+            }
+            let ctes = query.with.as_ref().map_or(0, |with| with.cte_tables.len());
+            if ctes > SQL_QUERY_TERMS_MAX || set_terms(&query.body) > SQL_QUERY_TERMS_MAX {
+                return ControlFlow::Break(Over::Terms);
+            }
+            ControlFlow::Continue(())
+        }
+
+        fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<Over> {
+            self.queries -= 1;
             ControlFlow::Continue(())
         }
     }
@@ -174,13 +205,59 @@ fn check_nesting(statement: &Statement) -> Result<(), SqlError> {
     let Statement::Statement(statement) = statement else {
         return Ok(());
     };
-    match statement.visit(&mut Nesting { depth: 0 }) {
-        ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(()) => Err(SqlError::Limit(format!(
+    let mut nesting = Nesting {
+        expressions: 0,
+        queries: 0,
+    };
+    let message = match statement.visit(&mut nesting) {
+        ControlFlow::Continue(()) => return Ok(()),
+        ControlFlow::Break(Over::Expressions) => format!(
             "the query nests expressions more than {SQL_EXPR_DEPTH_MAX} levels deep \
              (a long chain of AND, OR or arithmetic counts one level per operator; use IN)"
-        ))),
+        ),
+        ControlFlow::Break(Over::Queries) => {
+            format!("the query nests subqueries more than {SQL_QUERY_DEPTH_MAX} levels deep")
+        }
+        ControlFlow::Break(Over::Terms) => format!(
+            "a query joins more than {SQL_QUERY_TERMS_MAX} SELECTs with UNION, EXCEPT or \
+             INTERSECT, or defines more than {SQL_QUERY_TERMS_MAX} CTEs"
+        ),
+    };
+    Err(SqlError::Limit(message))
+}
+
+/// The SELECTs a set operation joins (`a UNION b EXCEPT c`: 3), counted without recursion.
+fn set_terms(body: &SetExpr) -> usize {
+    let (mut terms, mut pending) = (0, vec![body]);
+    while let Some(expr) = pending.pop() {
+        match expr {
+            SetExpr::SetOperation { left, right, .. } => pending.extend([&**left, &**right]),
+            _ => terms += 1,
+        }
     }
+    terms
+}
+
+/// Refuses a physical plan with more than [`SQL_YIELD_POINTS_NESTED_MAX`] yield points on one
+/// path from its root to a leaf. Each takes one unit of tokio's cooperative budget (128 per
+/// task poll) as a poll passes through it: past the budget a poll never reaches the leaves,
+/// and the query makes no progress until its timeout (an `INTERSECT` of 128 terms did that).
+pub fn check_yield_points(plan: &Arc<dyn ExecutionPlan>) -> Result<(), SqlError> {
+    let mut pending = vec![(Arc::clone(plan), 0usize)];
+    while let Some((node, above)) = pending.pop() {
+        let here = above + usize::from(node.name() == CooperativeExec::static_name());
+        if here > SQL_YIELD_POINTS_NESTED_MAX {
+            return Err(SqlError::Limit(format!(
+                "the query plan nests more than {SQL_YIELD_POINTS_NESTED_MAX} operators"
+            )));
+        }
+        pending.extend(
+            node.children()
+                .into_iter()
+                .map(|child| (Arc::clone(child), here)),
+        );
+    }
+    Ok(())
 }
 
 /// Refuses a plan nested deeper than [`SQL_PLAN_DEPTH_MAX`], subqueries included. The walk

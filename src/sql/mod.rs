@@ -282,7 +282,10 @@ async fn plan(context: &SessionContext, sql: &str) -> Result<SendableRecordBatch
     options.verify_plan(&plan)?;
     guard::check_plan_depth(&plan)?;
     let frame = context.execute_logical_plan(plan).await?;
-    Ok(frame.execute_stream().await?)
+    let task = Arc::new(frame.task_ctx());
+    let physical = frame.create_physical_plan().await?;
+    guard::check_yield_points(&physical)?;
+    Ok(datafusion::physical_plan::execute_stream(physical, task)?)
 }
 
 type Collected = (Vec<SqlColumn>, Vec<Vec<SqlValue>>, Option<String>);

@@ -209,6 +209,20 @@ pub fn hostile_queries() -> Vec<(String, String, Expect)> {
         .map(|i| format!("WHEN version = {i} THEN {i}"))
         .collect::<Vec<_>>()
         .join(" ");
+    // WITH c0 AS (SELECT 1 AS x), c1 AS (SELECT x FROM c0 UNION ALL SELECT 1 ...), ...
+    let chained_ctes = |ctes: usize, terms: usize| {
+        let ctes = (1..=ctes)
+            .map(|i| {
+                let rest = " UNION ALL SELECT 1".repeat(terms - 1);
+                format!("c{i} AS (SELECT x FROM c{}{rest})", i - 1)
+            })
+            .collect::<Vec<_>>();
+        format!(
+            "WITH c0 AS (SELECT 1 AS x), {} SELECT COUNT(*) FROM c{}",
+            ctes.join(", "),
+            ctes.len()
+        )
+    };
     let plus = vec!["1"; 5_000].join(" + ");
     let casts = |levels: usize, target: &str| {
         format!(
@@ -220,10 +234,25 @@ pub fn hostile_queries() -> Vec<(String, String, Expect)> {
     let parens = format!("SELECT {}1{}", "(".repeat(400), ")".repeat(400));
     use Expect::{Error, Rows};
     vec![
-        ("UNION ALL of 600".into(), union(600), Rows(600)),
+        ("UNION ALL of 256".into(), union(256), Rows(256)),
         (
-            "UNION ALL of 2,000".into(),
-            union(2_000),
+            "UNION ALL of 600".into(),
+            union(600),
+            Error("a query joins more than 256 SELECTs with UNION, EXCEPT or INTERSECT"),
+        ),
+        (
+            "INTERSECT of 128".into(),
+            vec!["SELECT 1 AS x"; 128].join(" INTERSECT "),
+            Error("the query plan nests more than 100 operators"),
+        ),
+        (
+            "2,000 chained CTEs".into(),
+            chained_ctes(2_000, 1),
+            Error("or defines more than 256 CTEs"),
+        ),
+        (
+            "6 chained CTEs of 250-term unions".into(),
+            chained_ctes(6, 250),
             Error("the query plan is nested more than 1000 levels deep"),
         ),
         (
@@ -231,7 +260,12 @@ pub fn hostile_queries() -> Vec<(String, String, Expect)> {
             union(5_000),
             Error("the query text is 119989 bytes, over the limit of 65536"),
         ),
-        ("20 nested FROM subqueries".into(), nested_from(20), Rows(1)),
+        ("11 nested FROM subqueries".into(), nested_from(11), Rows(1)),
+        (
+            "20 nested IN subqueries".into(),
+            nested_in(20),
+            Error("the query nests subqueries more than 12 levels deep"),
+        ),
         (
             "400 nested FROM subqueries".into(),
             nested_from(400),
