@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The figures of README "Performance": `aspen bench` against a local 3-node cluster and a
+# The figures of docs/performance.md: `aspen bench` against a local 3-node cluster and a
 # single node (`aspen-node cluster`, release build, loopback, temporary data dirs), 256-byte
 # values, 16-byte keys, keyspace 10,000: put with 1, 16, 64 and 256 clients, then linearizable
 # get with 64 clients (after one put of every key). Each line runs REPS times (default 3) for

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Measures the operations of README "Operations": loads 100,000 keys of 256 bytes into one
-# vault (aspen txn --file, 100 puts per transaction), compacts, deletes 90% of them, snapshots
+# Measures the operations of docs/operations.md "Operations": loads 100,000 keys of 256 bytes
+# into one vault (aspen txn --file, 100 puts per transaction), compacts, deletes 90% of them, snapshots
 # and compacts again (each compaction prints how long reads and writes waited), then times a
 # backup and a restore of what is left. One node on loopback, free ports, a temporary data dir.
 # Usage: scripts/measure_ops.sh [debug|release]   (default debug)

@@ -20,6 +20,22 @@ use crate::net::endpoint::NodeAddress;
 use crate::net::proto::Consistency;
 use crate::storage::{Compare, CompareOp, CompareTarget, Output, Put, Txn, TxnOp};
 
+/// How a command reads: `--consistency linearizable|stale` (the bench and the CLI's reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadConsistency {
+    Linearizable,
+    Stale,
+}
+
+impl From<ReadConsistency> for Consistency {
+    fn from(consistency: ReadConsistency) -> Self {
+        match consistency {
+            ReadConsistency::Linearizable => Consistency::Linearizable,
+            ReadConsistency::Stale => Consistency::Stale,
+        }
+    }
+}
+
 /// At most this many clients (tasks) and connections.
 pub const CLIENTS_MAX: usize = 10_000;
 /// Latencies above this are recorded as this (requests time out well before).
@@ -63,7 +79,7 @@ pub struct BenchOptions {
     pub keyspace: u64,
     /// For get, mixed and sql.
     #[arg(long, value_enum, default_value = "linearizable")]
-    pub consistency: crate::cli::ReadConsistency,
+    pub consistency: ReadConsistency,
     /// For mixed: the share of reads, in percent.
     #[arg(long, default_value_t = 50)]
     pub read_percent: u8,
@@ -205,10 +221,10 @@ fn workload_name(workload: Workload) -> &'static str {
     }
 }
 
-fn consistency_name(consistency: crate::cli::ReadConsistency) -> &'static str {
+fn consistency_name(consistency: ReadConsistency) -> &'static str {
     match consistency {
-        crate::cli::ReadConsistency::Linearizable => "linearizable",
-        crate::cli::ReadConsistency::Stale => "stale",
+        ReadConsistency::Linearizable => "linearizable",
+        ReadConsistency::Stale => "stale",
     }
 }
 

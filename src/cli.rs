@@ -12,9 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub use crate::bench::ReadConsistency;
 use crate::client::{Client, RangeOptions};
 use crate::net::endpoint::{NodeAddress, read_addr_file};
-use crate::net::proto::Consistency;
 use crate::storage::{
     Compare, CompareOp, CompareTarget, KeyRange, KeyValue, NodeId, Output, Put, Txn, TxnOp,
 };
@@ -40,12 +40,6 @@ pub enum OutputFormat {
     Json,
     /// CSV with a header row (`aspen sql` only).
     Csv,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReadConsistency {
-    Linearizable,
-    Stale,
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,15 +202,6 @@ pub enum ClusterCommand {
     Status,
     /// Members with their addresses and roles.
     Members,
-}
-
-impl From<ReadConsistency> for Consistency {
-    fn from(consistency: ReadConsistency) -> Self {
-        match consistency {
-            ReadConsistency::Linearizable => Consistency::Linearizable,
-            ReadConsistency::Stale => Consistency::Stale,
-        }
-    }
 }
 
 /// Runs a parsed command line; returns the process exit code.

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
-    EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX, SQL_TIMEOUT_MS_MAX,
-    VAULT_KEYS_MAX_DEFAULT, VAULTS_MAX_DEFAULT,
+    CACHE_BYTES_DEFAULT, EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, QUICK_REPAIR_DEFAULT,
+    QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX, SQL_TIMEOUT_MS_MAX, VAULT_KEYS_MAX_DEFAULT,
+    VAULTS_MAX_DEFAULT,
 };
 
 /// Prefix of environment overrides.
@@ -137,7 +138,7 @@ impl NetSection {
     pub fn peer_ids(&self) -> std::collections::HashSet<iroh::EndpointId> {
         self.peers
             .iter()
-            .filter_map(|peer| peer.parse::<crate::net::endpoint::NodeAddress>().ok())
+            .filter_map(|peer| peer.parse::<crate::api::NodeAddress>().ok())
             .map(|address| address.id)
             .collect()
     }
@@ -199,21 +200,11 @@ pub struct StorageSection {
     pub vault_keys_max: u64,
 }
 
-impl StorageSection {
-    /// The vault limits this node proposes when it leads.
-    pub fn vault_limits(&self) -> crate::storage::VaultLimits {
-        crate::storage::VaultLimits {
-            vaults_max: self.vaults_max,
-            keys_per_vault_max: self.vault_keys_max,
-        }
-    }
-}
-
 impl Default for StorageSection {
     fn default() -> Self {
         StorageSection {
-            quick_repair: crate::storage::store::QUICK_REPAIR_DEFAULT,
-            cache_bytes: crate::storage::store::CACHE_BYTES_DEFAULT as u64,
+            quick_repair: QUICK_REPAIR_DEFAULT,
+            cache_bytes: CACHE_BYTES_DEFAULT as u64,
             quota_bytes: QUOTA_BYTES_DEFAULT,
             vaults_max: VAULTS_MAX_DEFAULT,
             vault_keys_max: VAULT_KEYS_MAX_DEFAULT,
@@ -321,17 +312,6 @@ impl Default for SqlSection {
     }
 }
 
-impl SqlSection {
-    pub fn limits(&self) -> crate::sql::SqlLimits {
-        crate::sql::SqlLimits {
-            max_concurrent: self.max_concurrent as usize,
-            timeout: std::time::Duration::from_millis(self.timeout_ms),
-            row_limit: self.row_limit as usize,
-            memory_bytes: self.memory_limit_bytes as usize,
-        }
-    }
-}
-
 impl NodeConfig {
     /// Loads `path` (TOML), applies `ASPEN_*__*` environment overrides, and validates.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -432,7 +412,7 @@ impl NodeConfig {
             ),
         );
         for peer in &self.net.peers {
-            if let Err(error) = peer.parse::<crate::net::endpoint::NodeAddress>() {
+            if let Err(error) = peer.parse::<crate::api::NodeAddress>() {
                 rule(false, format!("net.peers: {error}"));
             }
         }

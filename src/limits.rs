@@ -61,6 +61,11 @@ pub const VAULT_NAME_BYTES_MAX: usize = 64;
 pub const VAULTS_MAX_DEFAULT: u64 = 1_000;
 /// Default keys per vault (`storage.vault_keys_max`).
 pub const VAULT_KEYS_MAX_DEFAULT: u64 = 1_000_000;
+/// Default redb page cache (`storage.cache_bytes`): small, because the OS page cache holds
+/// the file too.
+pub const CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+/// Default of `storage.quick_repair`: see `StoreOptions::quick_repair`.
+pub const QUICK_REPAIR_DEFAULT: bool = false;
 /// Default database quota: over it, writes fail with `quota exceeded`.
 pub const QUOTA_BYTES_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
 

@@ -76,7 +76,8 @@ pub fn render() -> String {
 
 /// Installs the recorder and creates every counter of node `node_id` at zero, so each family
 /// is on `/metrics` from the start (a counter otherwise appears only at its first increment).
-pub fn register_node(node_id: u64) {
+/// `actors` names the supervised actors, for their restart counters.
+pub fn register_node(node_id: u64, actors: &[&'static str]) {
     handle();
     let node = node_id.to_string();
     for name in [
@@ -93,8 +94,8 @@ pub fn register_node(node_id: u64) {
         metrics::counter!(SQL_QUERIES, "node_id" => node.clone(), "outcome" => outcome)
             .increment(0);
     }
-    for actor in crate::actors::ActorKind::ALL {
-        metrics::counter!(SUPERVISOR_RESTARTS, "node_id" => node.clone(), "actor" => actor.as_str())
+    for &actor in actors {
+        metrics::counter!(SUPERVISOR_RESTARTS, "node_id" => node.clone(), "actor" => actor)
             .increment(0);
     }
 }

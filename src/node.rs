@@ -484,7 +484,8 @@ fn node_key(config: &NodeConfig) -> std::io::Result<iroh::SecretKey> {
 pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<Node> {
     use crate::net::{endpoint, proto::CLIENT_ALPN, raft::RAFT_ALPN};
 
-    crate::metrics::register_node(config.node.id);
+    let actors = ActorKind::ALL.map(ActorKind::as_str);
+    crate::metrics::register_node(config.node.id, &actors);
     let shared = Arc::new(NodeShared::new(config.node.id, config.storage.quota_bytes));
     let key = node_key(&config)?;
     let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];

@@ -4,23 +4,22 @@
 
 pub mod sql;
 
-use futures::executor::block_on;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::limits::FRAME_BYTES_MAX;
-use crate::net::frame::{FrameError, read_frame};
+use crate::net::frame::{FrameError, decode_bytes, encode_bytes};
 use crate::net::proto::{ClientOp, ClientRequest};
 use crate::storage::tuple::Tuple;
 
 /// Decodes one frame from `data` as a node reads it from a stream; a frame that decodes must
 /// encode back to the bytes it came from (postcard is canonical for these types).
 pub fn decode_frame<T: Serialize + DeserializeOwned>(data: &[u8]) -> Result<T, FrameError> {
-    let value: T = block_on(read_frame(&mut &data[..], FRAME_BYTES_MAX))?;
-    let again = postcard::to_stdvec(&value).expect("a decoded frame encodes");
-    let decoded: T = postcard::from_bytes(&again).expect("an encoded frame decodes");
+    let value: T = decode_bytes(data, FRAME_BYTES_MAX)?;
+    let again = encode_frame(&value);
+    let decoded: T = decode_bytes(&again, usize::MAX).expect("an encoded frame decodes");
     assert_eq!(
-        postcard::to_stdvec(&decoded).expect("encodes"),
+        encode_frame(&decoded),
         again,
         "a frame changed on a second round trip"
     );
@@ -55,10 +54,7 @@ pub fn tuple(data: &[u8]) {
 
 /// `value` as one frame: length, then postcard.
 pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
-    let payload = postcard::to_stdvec(value).expect("encodes");
-    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&payload);
-    frame
+    encode_bytes(value).expect("encodes")
 }
 
 /// The hand-made seeds of every target (`fuzz/seeds/TARGET/NAME`): valid inputs, so the

@@ -124,14 +124,20 @@ impl Grammar<'_> {
         self.out.push_str(text);
     }
 
-    /// `count` times `text` (stopping once the statement is long enough to be refused).
-    fn push_times(&mut self, text: &str, count: usize) {
-        for _ in 0..count {
+    /// Runs `body` for each of `items`, stopping once the statement is long enough to be
+    /// refused whatever follows.
+    fn each(&mut self, items: impl Iterator<Item = usize>, mut body: impl FnMut(&mut Self, usize)) {
+        for item in items {
             if self.full() {
                 return;
             }
-            self.push(text);
+            body(self, item);
         }
+    }
+
+    /// `count` times `text`.
+    fn push_times(&mut self, text: &str, count: usize) {
+        self.each(0..count, |grammar, _| grammar.push(text));
     }
 
     /// A query of one column named `x`.
@@ -143,14 +149,12 @@ impl Grammar<'_> {
             0 => self.select(depth),
             1 => {
                 let (terms, operation) = (self.count(), self.byte());
+                let operation = SET_OPERATIONS[usize::from(operation) % SET_OPERATIONS.len()];
                 self.select(depth + 1);
-                for _ in 0..terms {
-                    if self.full() {
-                        return;
-                    }
-                    self.push(SET_OPERATIONS[usize::from(operation) % SET_OPERATIONS.len()]);
-                    self.select(depth + 1);
-                }
+                self.each(0..terms, |grammar, _| {
+                    grammar.push(operation);
+                    grammar.select(depth + 1);
+                });
             }
             2 => {
                 let levels = self.count();
@@ -213,37 +217,28 @@ impl Grammar<'_> {
             2 => {
                 let terms = self.count();
                 self.expr(depth + 1);
-                for _ in 0..terms {
-                    if self.full() {
-                        return;
-                    }
-                    let operator = OPERATORS[usize::from(self.byte()) % OPERATORS.len()];
-                    self.push(operator);
-                    self.expr(depth + 1);
-                }
+                self.each(0..terms, |grammar, _| {
+                    let operator = OPERATORS[usize::from(grammar.byte()) % OPERATORS.len()];
+                    grammar.push(operator);
+                    grammar.expr(depth + 1);
+                });
             }
             3 => self.function(depth),
             4 => {
                 let branches = self.count();
                 self.push("CASE");
-                for branch in 0..=branches {
-                    if self.full() {
-                        return;
-                    }
-                    self.push(&format!(" WHEN version = {branch} THEN "));
-                    self.expr(depth + 1);
-                }
+                self.each(0..=branches, |grammar, branch| {
+                    grammar.push(&format!(" WHEN version = {branch} THEN "));
+                    grammar.expr(depth + 1);
+                });
                 self.push(" ELSE 0 END");
             }
             5 => {
                 let items = self.count();
                 self.push("key IN ('k/0'");
-                for item in 1..=items {
-                    if self.full() {
-                        return;
-                    }
-                    self.push(&format!(", 'k/{item}'"));
-                }
+                self.each(1..=items, |grammar, item| {
+                    grammar.push(&format!(", 'k/{item}'"));
+                });
                 self.push(")");
             }
             6 => {

@@ -1,68 +1,22 @@
 //! A node's iroh endpoint and identity: the secret key kept in `DATA_DIR/node.key`, the
-//! address `ENDPOINT_ID@IP:PORT` written to `DATA_DIR/node.addr`, and the offline endpoint
+//! address `ENDPOINT_ID@IP:PORT` (`crate::api::NodeAddress`) written to `DATA_DIR/node.addr`,
+//! and the offline endpoint
 //! (relay, address lookup and port mapping off: nothing leaves the configured interface).
 
-use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use iroh::endpoint::presets;
-use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
+use iroh::{Endpoint, RelayMode, SecretKey};
 
 /// The node's secret key: 32 raw bytes, mode 0600, created once.
 pub const KEY_FILE: &str = "node.key";
 /// The node's address as text, rewritten at every start.
 pub const ADDR_FILE: &str = "node.addr";
 
-/// Where a node is reached: its endpoint id (public key) and a socket address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NodeAddress {
-    pub id: EndpointId,
-    pub socket: SocketAddr,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("net: bad node address {text:?}: {reason} (expected ENDPOINT_ID@IP:PORT)")]
-pub struct AddressError {
-    pub text: String,
-    pub reason: String,
-}
-
-impl NodeAddress {
-    pub fn endpoint_addr(&self) -> EndpointAddr {
-        EndpointAddr::new(self.id).with_ip_addr(self.socket)
-    }
-}
-
-impl fmt::Display for NodeAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.id, self.socket)
-    }
-}
-
-impl FromStr for NodeAddress {
-    type Err = AddressError;
-
-    fn from_str(text: &str) -> Result<Self, AddressError> {
-        let error = |reason: String| AddressError {
-            text: text.to_string(),
-            reason,
-        };
-        let (id, socket) = text
-            .trim()
-            .split_once('@')
-            .ok_or_else(|| error("no '@'".into()))?;
-        Ok(NodeAddress {
-            id: id.parse().map_err(|e| error(format!("endpoint id: {e}")))?,
-            socket: socket
-                .parse()
-                .map_err(|e| error(format!("socket address: {e}")))?,
-        })
-    }
-}
+pub use crate::api::{AddressError, NodeAddress};
 
 /// Reads the node's secret key from `dir/node.key`, creating it (mode 0600) on first use.
 pub fn load_or_create_key(dir: &Path) -> std::io::Result<SecretKey> {
@@ -131,7 +85,7 @@ pub async fn bind(
     address: SocketAddr,
     alpns: Vec<Vec<u8>>,
 ) -> std::io::Result<Endpoint> {
-    let bind_error = |e: &dyn fmt::Display| {
+    let bind_error = |e: &dyn std::fmt::Display| {
         std::io::Error::other(format!("net: cannot bind the endpoint on {address}: {e}"))
     };
     Endpoint::builder(presets::Minimal)

@@ -62,6 +62,19 @@ where
     postcard::from_bytes(&payload).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// Decodes the first frame in `data` with [`read_frame`], as a node reads it from a stream.
+pub fn decode_bytes<T: DeserializeOwned>(data: &[u8], max: usize) -> Result<T, FrameError> {
+    futures::executor::block_on(read_frame(&mut &data[..], max))
+}
+
+/// `value` as one frame: length, then postcard (no size limit: for tests and fuzz seeds).
+pub fn encode_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let payload = postcard::to_stdvec(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
 fn io_error(error: std::io::Error) -> FrameError {
     if error.kind() == std::io::ErrorKind::UnexpectedEof {
         FrameError::Truncated

@@ -53,6 +53,17 @@ pub struct SqlLimits {
     pub memory_bytes: usize,
 }
 
+impl From<&crate::config::SqlSection> for SqlLimits {
+    fn from(section: &crate::config::SqlSection) -> Self {
+        SqlLimits {
+            max_concurrent: section.max_concurrent as usize,
+            timeout: Duration::from_millis(section.timeout_ms),
+            row_limit: section.row_limit as usize,
+            memory_bytes: section.memory_limit_bytes as usize,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SqlError {

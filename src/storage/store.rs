@@ -28,10 +28,7 @@ use crate::storage::types::{Entry, LogId, StoredMembership, Vote};
 pub const DB_FILE_NAME: &str = "aspen.redb";
 /// Directory for snapshot files inside a node's data directory.
 pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
-/// See [`StoreOptions::quick_repair`].
-pub const QUICK_REPAIR_DEFAULT: bool = false;
-/// Default redb page cache: small, because the OS page cache holds the file too.
-pub const CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+pub use crate::limits::{CACHE_BYTES_DEFAULT, QUICK_REPAIR_DEFAULT};
 
 /// Where the store keeps its data.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -398,6 +398,16 @@ pub struct VaultLimits {
     pub keys_per_vault_max: u64,
 }
 
+impl From<&crate::config::StorageSection> for VaultLimits {
+    /// The vault limits a node proposes when it leads.
+    fn from(section: &crate::config::StorageSection) -> Self {
+        VaultLimits {
+            vaults_max: section.vaults_max,
+            keys_per_vault_max: section.vault_keys_max,
+        }
+    }
+}
+
 impl Default for VaultLimits {
     fn default() -> Self {
         VaultLimits {

@@ -22,7 +22,8 @@ use crate::actors::{ActorKind, Faults};
 use crate::config::{Bootstrap, NodeConfig, StorageKind};
 use crate::net::raft::RaftTransport;
 use crate::node::{Check, CheckStatus, NodeShared};
-use crate::storage::{Store, StoreOptions};
+use crate::sql::SqlLimits;
+use crate::storage::{Store, StoreOptions, VaultLimits};
 use policy::{Decision, RestartPolicy};
 
 pub struct NodeSupervisor;
@@ -304,7 +305,7 @@ async fn spawn_child(
                 store,
                 interval: Duration::from_millis(state.config.ttl.interval_ms),
                 batch_max: state.config.ttl.batch_max as usize,
-                vault_limits: state.config.storage.vault_limits(),
+                vault_limits: VaultLimits::from(&state.config.storage),
                 faults,
             };
             Actor::spawn_linked(name, TtlActor, args, supervisor)
@@ -327,7 +328,7 @@ async fn spawn_child(
             let args = SqlArgs {
                 node_id,
                 store,
-                limits: state.config.sql.limits(),
+                limits: SqlLimits::from(&state.config.sql),
                 faults,
             };
             Actor::spawn_linked(name, SqlActor, args, supervisor)
