@@ -35,9 +35,13 @@ async fn ttl_and_leases_expire_through_raft() {
         "the expiry took a revision"
     );
     assert!(live(&node, "stays"));
-    let metrics = aspen::metrics::render();
+    // The TtlActor counts the expiry when its proposal's answer returns, which is after the
+    // apply that deleted the key: wait for the counter rather than read it once.
     assert!(
-        metrics.contains("aspen_ttl_expired_keys_total{node_id=\"21\"} 1"),
+        node.wait_until(
+            |_| aspen::metrics::render().contains("aspen_ttl_expired_keys_total{node_id=\"21\"} 1")
+        )
+        .await,
         "expired-keys counter did not move"
     );
 
