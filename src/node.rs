@@ -479,6 +479,22 @@ fn node_key(config: &NodeConfig) -> std::io::Result<iroh::SecretKey> {
     crate::net::endpoint::load_or_create_key(&config.node.data_dir)
 }
 
+/// Longest `start_node` waits for Raft to be published before it writes `node.addr` anyway
+/// (replaying a long log can take a while; the address is still written).
+const RAFT_START_WAIT_MS: u64 = 30_000;
+
+/// Waits until the supervisor has published Raft, the node has failed (it then says why on
+/// `/health`), or [`RAFT_START_WAIT_MS`] passed.
+async fn wait_for_raft(shared: &NodeShared) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(RAFT_START_WAIT_MS);
+    while shared.raft().is_none()
+        && shared.failure().is_none()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Starts a node: its iroh endpoint (Raft and client protocols), the supervision tree
 /// (storage, raft, ttl, health) and the HTTP endpoints. Writes `DATA_DIR/node.addr`.
 pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<Node> {
@@ -545,7 +561,10 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         .accept(RAFT_ALPN, raft_service)
         .accept(CLIENT_ALPN, client_service)
         .spawn();
-    // Written once the node accepts connections: a tool that finds the address can use it.
+    // Written once the node serves: a tool that finds the address can use it. The supervisor
+    // starts Raft after this function's `spawn` returns; until it is published a client would
+    // be told "raft is not running" (`cluster init` failed so in a CI run).
+    wait_for_raft(&shared).await;
     if !data_dir.as_os_str().is_empty() {
         endpoint::write_addr_file(&data_dir, &address)?;
     }
