@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::frame::{FrameError, decode_bytes, encode_bytes};
 use crate::net::proto::{ClientOp, ClientRequest};
+use crate::net::raft::RaftRpc;
 use crate::storage::tuple::Tuple;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 /// Decodes one frame from `data` as a node reads it from a stream; a frame that decodes must
 /// encode back to the bytes it came from (postcard is canonical for these types).
@@ -37,7 +39,59 @@ pub fn client_frame(data: &[u8]) {
 
 /// The Raft protocol's RPC decoder (AppendEntries, Vote, InstallSnapshot).
 pub fn raft_frame(data: &[u8]) {
-    let _ = crate::net::raft::decode_rpc_frame(data);
+    let _ = decode_rpc_frame(data);
+}
+
+/// Decodes `data` as one Raft RPC frame, as the receiving side does (the `raft_frame` target).
+pub fn decode_rpc_frame(data: &[u8]) -> Result<(), FrameError> {
+    decode_frame::<RaftRpc>(data).map(|_| ())
+}
+
+/// One frame of each RPC kind, as a sender writes them (seeds for the `raft_frame` fuzz
+/// target).
+fn sample_rpc_frames() -> Vec<(&'static str, Vec<u8>)> {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+    let vote = Vote::new(3, 1);
+    let log_id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
+    let entry = crate::storage::Entry {
+        log_id: log_id(8),
+        payload: EntryPayload::Normal(crate::storage::Request {
+            now_ms: 1_700_000_000_000,
+            command: crate::storage::Command::Put(crate::storage::Put::new("key", "value")),
+        }),
+    };
+    let rpcs = [
+        (
+            "append_entries",
+            RaftRpc::AppendEntries(AppendEntriesRequest {
+                vote,
+                prev_log_id: Some(log_id(7)),
+                entries: vec![entry],
+                leader_commit: Some(log_id(7)),
+            }),
+        ),
+        (
+            "vote",
+            RaftRpc::Vote(VoteRequest::new(vote, Some(log_id(7)))),
+        ),
+        (
+            "install_snapshot",
+            RaftRpc::InstallSnapshot(InstallSnapshotRequest {
+                vote,
+                meta: openraft::SnapshotMeta {
+                    last_log_id: Some(log_id(7)),
+                    last_membership: Default::default(),
+                    snapshot_id: "3-1-7".into(),
+                },
+                offset: 0,
+                data: b"ASPNSNAP".to_vec(),
+                done: false,
+            }),
+        ),
+    ];
+    rpcs.into_iter()
+        .map(|(name, rpc)| (name, encode_frame(&rpc)))
+        .collect()
 }
 
 /// The tuple layer's decoder: whatever unpacks packs to a key that unpacks to the same tuple
@@ -108,7 +162,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             encode_frame(&ClientRequest::new(op)),
         ));
     }
-    for (name, frame) in crate::net::raft::sample_rpc_frames() {
+    for (name, frame) in sample_rpc_frames() {
         seeds.push(("raft_frame", name.to_string(), frame));
     }
     let tuples = [
@@ -216,7 +270,7 @@ mod tests {
                 "client_frame" => {
                     decode_frame::<ClientRequest>(&bytes).unwrap();
                 }
-                "raft_frame" => crate::net::raft::decode_rpc_frame(&bytes).unwrap(),
+                "raft_frame" => decode_rpc_frame(&bytes).unwrap(),
                 "tuple" => assert!(Tuple::unpack(&bytes).is_ok()),
                 "sql" => assert!(sql::statement(&bytes).starts_with(['S', 'W', '('])),
                 _ => {}

@@ -26,16 +26,14 @@ where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
-    let payload = postcard::to_stdvec(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if payload.len() > max {
+    let frame = encode_bytes(value)?;
+    let payload = frame.len() - 4;
+    if payload > max {
         return Err(FrameError::TooLarge {
-            bytes: payload.len() as u64,
+            bytes: payload as u64,
             max: max as u64,
         });
     }
-    let mut frame = Vec::with_capacity(4 + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
     writer
         .write_all(&frame)
         .await
@@ -67,7 +65,7 @@ pub fn decode_bytes<T: DeserializeOwned>(data: &[u8], max: usize) -> Result<T, F
     futures::executor::block_on(read_frame(&mut &data[..], max))
 }
 
-/// `value` as one frame: length, then postcard (no size limit: for tests and fuzz seeds).
+/// `value` as one frame: length, then postcard, whatever its size ([`write_frame`] checks it).
 pub fn encode_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     let payload = postcard::to_stdvec(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
     let mut frame = (payload.len() as u32).to_be_bytes().to_vec();

@@ -34,8 +34,9 @@ pub const RAFT_ALPN: &[u8] = b"aspen/raft/1";
 /// QUIC application error code when a connection is refused.
 const REFUSED: u32 = 1;
 
+/// One Raft RPC as it travels (crate-visible for the fuzz glue in `crate::fuzzing`).
 #[derive(Debug, Serialize, Deserialize)]
-enum RaftRpc {
+pub(crate) enum RaftRpc {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
@@ -180,70 +181,6 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
             _ => Err(self.unexpected()),
         }
     }
-}
-
-/// Decodes `data` as one Raft RPC frame, as the receiving side does, and checks it encodes
-/// back to the same bytes (for the fuzz target `raft_frame`).
-pub fn decode_rpc_frame(data: &[u8]) -> Result<(), crate::net::frame::FrameError> {
-    let rpc: RaftRpc = crate::net::frame::decode_bytes(data, FRAME_BYTES_MAX)?;
-    let again = crate::net::frame::encode_bytes(&rpc).expect("a decoded RPC encodes");
-    let decoded: RaftRpc = crate::net::frame::decode_bytes(&again, usize::MAX).expect("decodes");
-    assert_eq!(
-        crate::net::frame::encode_bytes(&decoded).expect("encodes"),
-        again,
-        "an RPC changed on a second round trip"
-    );
-    Ok(())
-}
-
-/// One frame of each RPC kind, as a sender writes them (seeds for the `raft_frame` fuzz
-/// target).
-pub fn sample_rpc_frames() -> Vec<(&'static str, Vec<u8>)> {
-    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
-    let vote = Vote::new(3, 1);
-    let log_id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
-    let entry = crate::storage::Entry {
-        log_id: log_id(8),
-        payload: EntryPayload::Normal(crate::storage::Request {
-            now_ms: 1_700_000_000_000,
-            command: crate::storage::Command::Put(crate::storage::Put::new("key", "value")),
-        }),
-    };
-    let rpcs = [
-        (
-            "append_entries",
-            RaftRpc::AppendEntries(AppendEntriesRequest {
-                vote,
-                prev_log_id: Some(log_id(7)),
-                entries: vec![entry],
-                leader_commit: Some(log_id(7)),
-            }),
-        ),
-        (
-            "vote",
-            RaftRpc::Vote(VoteRequest::new(vote, Some(log_id(7)))),
-        ),
-        (
-            "install_snapshot",
-            RaftRpc::InstallSnapshot(InstallSnapshotRequest {
-                vote,
-                meta: openraft::SnapshotMeta {
-                    last_log_id: Some(log_id(7)),
-                    last_membership: Default::default(),
-                    snapshot_id: "3-1-7".into(),
-                },
-                offset: 0,
-                data: b"ASPNSNAP".to_vec(),
-                done: false,
-            }),
-        ),
-    ];
-    rpcs.into_iter()
-        .map(|(name, rpc)| {
-            let frame = crate::net::frame::encode_bytes(&rpc).expect("a sample RPC encodes");
-            (name, frame)
-        })
-        .collect()
 }
 
 /// The receiving side: serves RPCs from allowed peers to this node's Raft.
