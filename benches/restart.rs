@@ -10,7 +10,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use aspen::storage::{Command, Entry, LogId, Put, Request, Store, StoreOptions};
+use aspen::api::Put;
+use aspen::command::{Command, Entry, LogId, Request};
+use aspen::storage::{Store, StoreOptions};
 use openraft::{CommittedLeaderId, EntryPayload};
 
 const CHILD_ENV: &str = "ASPEN_RESTART_CHILD";

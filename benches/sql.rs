@@ -8,9 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aspen::api::Put;
+use aspen::command::{Command, Entry, LogId, Request};
 use aspen::sql::{SqlEngine, SqlLimits};
 use aspen::storage::schema::KV;
-use aspen::storage::{Command, Entry, KvEntryRef, LogId, Put, Request, Store, StoreOptions};
+use aspen::storage::{KvEntryRef, Store, StoreOptions};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
 use openraft::{CommittedLeaderId, EntryPayload};

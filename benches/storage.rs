@@ -7,9 +7,9 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use aspen::storage::{
-    Command, Entry, KeyRange, LogId, Put, Request, ScanOptions, Store, StoreOptions,
-};
+use aspen::api::{KeyRange, Put};
+use aspen::command::{Command, Entry, LogId, Request};
+use aspen::storage::{ScanOptions, Store, StoreOptions};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use openraft::{CommittedLeaderId, EntryPayload};
 

@@ -14,11 +14,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
+use crate::api::{Compare, CompareOp, CompareTarget, Consistency, Output, Put, Txn, TxnOp};
 use crate::client::{Client, Error as ClientError};
 use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::net::endpoint::NodeAddress;
-use crate::net::proto::Consistency;
-use crate::storage::{Compare, CompareOp, CompareTarget, Output, Put, Txn, TxnOp};
 
 /// How a command reads: `--consistency linearizable|stale` (the bench and the CLI's reads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

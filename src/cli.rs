@@ -12,12 +12,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::{
+    Compare, CompareOp, CompareTarget, KeyRange, KeyValue, NodeId, Output, Put, Txn, TxnOp,
+};
 pub use crate::bench::ReadConsistency;
 use crate::client::{Client, RangeOptions};
 use crate::net::endpoint::{NodeAddress, read_addr_file};
-use crate::storage::{
-    Compare, CompareOp, CompareTarget, KeyRange, KeyValue, NodeId, Output, Put, Txn, TxnOp,
-};
 
 #[derive(Debug, Parser)]
 #[command(name = "aspen", version, about = "Talk to an Aspen cluster")]

@@ -8,12 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::api::*;
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::{Connections, RequestError};
 use crate::net::endpoint::{AddressError, NodeAddress};
-use crate::net::proto::*;
-use crate::sql::SqlResult;
-use crate::storage::{Command, KeyRange, KeyValue, NodeId, Output, Put, Txn};
 
 /// How long one request waits for its response, by default.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -211,8 +209,8 @@ impl Client {
         }
     }
 
-    async fn write(&self, command: Command) -> Result<Written> {
-        let response = self.request(ClientOp::Write(command)).await?;
+    async fn write(&self, op: WriteOp) -> Result<Written> {
+        let response = self.request(ClientOp::Write(op)).await?;
         match response.result? {
             ClientOutput::Write(output) => Ok(Written {
                 revision: response.revision,
@@ -228,7 +226,7 @@ impl Client {
 
     /// A put with every option (lease, TTL, previous entry).
     pub async fn put_with(&self, put: Put) -> Result<Written> {
-        self.write(Command::Put(put)).await
+        self.write(WriteOp::Put(put)).await
     }
 
     /// One key, read linearizably.
@@ -312,7 +310,7 @@ impl Client {
 
     /// Deletes one key; the output says how many keys were deleted (0 or 1).
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<Written> {
-        self.write(Command::Delete {
+        self.write(WriteOp::Delete {
             key: key.into(),
             prev_kv: false,
         })
@@ -320,28 +318,28 @@ impl Client {
     }
 
     pub async fn delete_range(&self, range: KeyRange) -> Result<Written> {
-        self.write(Command::DeleteRange(range)).await
+        self.write(WriteOp::DeleteRange(range)).await
     }
 
     pub async fn txn(&self, txn: Txn) -> Result<Written> {
-        self.write(Command::Txn(txn)).await
+        self.write(WriteOp::Txn(txn)).await
     }
 
     /// Grants a lease of `ttl_ms`; `id: 0` lets the cluster pick the id.
     pub async fn lease_grant(&self, id: u64, ttl_ms: u64) -> Result<Lease> {
-        lease(self.write(Command::LeaseGrant { id, ttl_ms }).await?)
+        lease(self.write(WriteOp::LeaseGrant { id, ttl_ms }).await?)
     }
 
     /// Revokes a lease; answers how many keys it deleted.
     pub async fn lease_revoke(&self, id: u64) -> Result<u64> {
-        match self.write(Command::LeaseRevoke { id }).await?.output {
+        match self.write(WriteOp::LeaseRevoke { id }).await?.output {
             Output::LeaseRevoke { keys_deleted } => Ok(keys_deleted),
             other => Err(Error::Protocol(format!("{other:?}"))),
         }
     }
 
     pub async fn lease_keepalive(&self, id: u64) -> Result<Lease> {
-        lease(self.write(Command::LeaseKeepAlive { id }).await?)
+        lease(self.write(WriteOp::LeaseKeepAlive { id }).await?)
     }
 
     pub async fn lease_list(&self) -> Result<Vec<LeaseSummary>> {
@@ -357,7 +355,7 @@ impl Client {
     }
 
     /// Every vault with its key count, bytes and created/updated revisions (linearizable).
-    pub async fn vault_list(&self) -> Result<Vec<crate::storage::VaultInfo>> {
+    pub async fn vault_list(&self) -> Result<Vec<crate::api::VaultInfo>> {
         let op = ClientOp::VaultList {
             consistency: Consistency::Linearizable,
         };

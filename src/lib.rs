@@ -38,6 +38,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod fuzzing;
 pub mod limits;

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
+use crate::api::NodeId;
 use crate::client::Client;
 use crate::net::endpoint::{ADDR_FILE, NodeAddress, read_addr_file};
-use crate::storage::NodeId;
 
 /// How long nodes get to start, elect a leader, and stop.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -11,9 +11,10 @@ use crate::actors::sql::SqlMsg;
 use crate::actors::storage::StorageMsg;
 use crate::actors::ttl::TtlMsg;
 use crate::actors::{ActorKind, Faults, lookup};
+use crate::api::Put;
+use crate::command::{Command, LogId, Request, Response};
 use crate::config::NodeConfig;
 use crate::node::{Node, NodeError, start_node};
-use crate::storage::{Command, LogId, Put, Request, Response};
 use crate::supervisor::SupervisorMsg;
 
 /// Default bound of every wait in the harness.
@@ -126,7 +127,7 @@ impl TestNode {
     pub async fn wait_serving(&self) -> bool {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
         while tokio::time::Instant::now() < deadline {
-            if self.node.shared.failure().is_none() && self.all_running().await && self.has_leader()
+            if self.node.board.failure().is_none() && self.all_running().await && self.has_leader()
             {
                 return true;
             }
@@ -137,9 +138,9 @@ impl TestNode {
 
     fn has_leader(&self) -> bool {
         self.node
-            .shared
-            .raft_metrics()
-            .is_some_and(|m| m.current_leader == Some(self.node.node_id()))
+            .raft
+            .leader()
+            .is_some_and(|leader| leader == self.node.node_id())
     }
 
     pub async fn is_running(&self, kind: ActorKind) -> bool {
@@ -203,7 +204,7 @@ impl TestNode {
     /// Writes `committed = last_applied - 1` into the file, which the validation must refuse.
     /// Stop storage first: this writes around the StorageActor, as a foreign process would.
     pub fn corrupt_committed_below_applied(&self) -> (u64, u64) {
-        let store = self.node.shared.store().expect("store open");
+        let store = self.node.store().expect("store open");
         let (applied, _) = store.applied_state().expect("applied state");
         let applied = applied.expect("something applied");
         let lower = LogId::new(applied.leader_id, applied.index - 1);

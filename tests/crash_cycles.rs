@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aspen::api::{KeyRange, NodeId};
 use aspen::client::{Client, RangeOptions};
 use aspen::net::endpoint::NodeAddress;
-use aspen::storage::{KeyRange, NodeId};
 
 use util::{NodeProcess, eventually, start_process_cluster};
 

@@ -18,10 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aspen::api::{Compare, CompareOp, CompareTarget, Consistency, NodeId, Output, Put, Txn, TxnOp};
 use aspen::client::Client;
 use aspen::net::endpoint::NodeAddress;
-use aspen::net::proto::Consistency;
-use aspen::storage::{Compare, CompareOp, CompareTarget, NodeId, Output, Put, Txn, TxnOp};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

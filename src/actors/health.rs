@@ -1,6 +1,6 @@
-//! HealthActor: every `health.interval_ms` runs the node's checks and reports them to the
-//! supervisor, which publishes them on `/health` and restarts a child whose check stays
-//! critical. Checks: `raft_actor`, `storage`, `ttl_actor`, `sql_actor` (each answers a ping in
+//! HealthActor: every `health.interval_ms` runs the node's checks and hands them to its report
+//! sink (the supervisor, which publishes them on `/health` and restarts a child whose check
+//! stays critical). It never acts on them itself. Checks: `raft_actor`, `storage`, `ttl_actor`, `sql_actor` (each answers a ping in
 //! time; storage also opens a read transaction), `leader` (a leader is known), `apply_lag`,
 //! `disk_space`, `db_file` (a warning as the file nears the quota), `quota` (the quota alarm:
 //! degraded while the file is at or over the quota). Each is ok / warning / critical with a
@@ -12,15 +12,14 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::actors::raft::{Metrics, RaftMsg};
+use crate::actors::raft::{Metrics, RaftHandle, RaftMsg};
 use crate::actors::sql::SqlMsg;
 use crate::actors::storage::StorageMsg;
 use crate::actors::ttl::TtlMsg;
 use crate::actors::{ActorKind, Faults, lookup};
+use crate::api::{Check, CheckStatus, NodeId};
 use crate::config::{HealthSection, NodeConfig, StorageKind};
-use crate::node::{Check, CheckStatus};
-use crate::storage::{NodeId, Store};
-use crate::supervisor::{CheckReport, SupervisorMsg};
+use crate::storage::Store;
 
 pub struct HealthActor;
 
@@ -29,7 +28,20 @@ pub struct HealthArgs {
     pub store: Arc<Store>,
     pub config: NodeConfig,
     pub faults: Faults,
-    pub supervisor: ActorRef<SupervisorMsg>,
+    /// Where each round of results goes (the supervisor acts on them).
+    pub report: ReportSink,
+    pub raft: RaftHandle,
+}
+
+/// Receives each round of check results.
+pub type ReportSink = Arc<dyn Fn(Vec<CheckReport>) -> Result<(), ActorProcessingErr> + Send + Sync>;
+
+/// One check's result, with the child it is about (if any).
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub name: &'static str,
+    pub check: Check,
+    pub actor: Option<ActorKind>,
 }
 
 pub struct HealthState {
@@ -67,10 +79,7 @@ impl Actor for HealthActor {
         match message {
             HealthMsg::Tick => {
                 let reports = run_checks(&state.args).await;
-                state
-                    .args
-                    .supervisor
-                    .cast(SupervisorMsg::HealthReport(reports))?;
+                (state.args.report)(reports)?;
                 let interval = Duration::from_millis(state.args.config.health.interval_ms);
                 myself.send_after(interval, || HealthMsg::Tick);
             }
@@ -87,14 +96,8 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
     let health = &args.config.health;
     let node_id = args.node_id;
     let timeout = health.ping_timeout_ms;
-    let raft = lookup::<RaftMsg>(ActorKind::Raft, node_id);
-    let metrics = match &raft {
-        Some(raft) => ractor::call_t!(raft, RaftMsg::Metrics, timeout)
-            .ok()
-            .map(|rx| rx.borrow().clone()),
-        None => None,
-    };
-    let raft_ping = match raft {
+    let metrics = args.raft.metrics();
+    let raft_ping = match lookup::<RaftMsg>(ActorKind::Raft, node_id) {
         Some(r) => ping(Some(ractor::call_t!(r, RaftMsg::Ping, timeout)), timeout),
         None => ping::<String>(None, timeout),
     };
@@ -146,7 +149,7 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
         let quota = args.config.storage.quota_bytes;
         reports.push(report("db_file", db_file_check(&dir, quota, health), None));
     }
-    let alarm = crate::node::quota_alarm(&args.store, args.config.storage.quota_bytes);
+    let alarm = args.store.quota_alarm(args.config.storage.quota_bytes);
     metrics::gauge!(crate::metrics::QUOTA_ALARM, "node_id" => node_id.to_string())
         .set(if alarm.is_some() { 1.0 } else { 0.0 });
     reports.push(report("quota", quota_check(alarm), None));

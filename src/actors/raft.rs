@@ -1,10 +1,11 @@
-//! RaftActor: owns `openraft::Raft`. Client writes become proposals (their responses come back
-//! from the state machine), read barriers serve linearizable reads, and a fresh node with no
-//! peers initializes itself as a one-member cluster. Proposals are awaited off the mailbox, so
-//! concurrent writers share one append (and one fsync).
+//! RaftActor: owns `openraft::Raft` (creates it, initializes a fresh node with no peers as a
+//! one-member cluster, shuts it down) and publishes it in a [`RaftHandle`], through which
+//! everyone else proposes writes, waits for read barriers, reads metrics and builds
+//! snapshots. Never names the node, the supervisor or the net servers.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, Raft, RaftMetrics};
@@ -14,8 +15,10 @@ use tokio::sync::watch;
 use crate::actors::raft_storage::{LogStore, StateMachineStore};
 use crate::actors::storage::StorageWriter;
 use crate::actors::{ActorKind, Faults};
+use crate::api::NodeId;
+use crate::command::{Request, Response, TypeConfig};
 use crate::net::raft::RaftTransport;
-use crate::storage::{NodeId, Request, Response, Store, TypeConfig};
+use crate::storage::Store;
 
 pub struct RaftActor;
 
@@ -30,20 +33,27 @@ pub struct RaftArgs {
     pub store: Arc<Store>,
     pub writer: StorageWriter,
     pub faults: Faults,
+    /// Where the actor publishes its Raft instance once it runs.
+    pub handle: RaftHandle,
 }
 
 pub struct RaftState {
     raft: Raft<TypeConfig>,
-    /// The `node_id` metric label.
-    node_label: String,
+    handle: RaftHandle,
 }
 
-/// Why a write or a read barrier failed.
+/// Why a write, a read barrier or a snapshot failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RaftError {
     #[error("raft: not leader (leader is {})", leader.map_or("unknown".to_string(), |id| format!("node {id}")))]
     NotLeader { leader: Option<NodeId> },
+    /// Raft is starting or restarting: nothing was proposed.
+    #[error("raft: not running (it is starting or restarting)")]
+    NotRunning,
+    /// The outcome is unknown: the proposal may still commit.
+    #[error("raft: no answer within {0} ms")]
+    Timeout(u64),
     #[error("raft: {0}")]
     Unavailable(String),
 }
@@ -51,15 +61,6 @@ pub enum RaftError {
 pub type Metrics = RaftMetrics<NodeId, BasicNode>;
 
 pub enum RaftMsg {
-    /// Propose a request; answers with the state machine's response once applied.
-    Write(Request, RpcReplyPort<Result<Response, RaftError>>),
-    /// Confirm leadership with a quorum and wait until the state machine caught up: a read
-    /// of the local store after this is linearizable.
-    ReadBarrier(RpcReplyPort<Result<(), RaftError>>),
-    /// The metrics channel (term, leader, log and applied indexes, membership).
-    Metrics(RpcReplyPort<watch::Receiver<Metrics>>),
-    /// The Raft instance (the transport's RPCs, membership changes).
-    Handle(RpcReplyPort<Raft<TypeConfig>>),
     Ping(RpcReplyPort<()>),
     /// Fault injection: panic inside the handler.
     Panic(String),
@@ -88,9 +89,10 @@ impl Actor for RaftActor {
             );
         }
         tokio::spawn(count_leader_changes(args.node_id, raft.metrics()));
+        args.handle.publish(raft.clone());
         Ok(RaftState {
             raft,
-            node_label: args.node_id.to_string(),
+            handle: args.handle,
         })
     }
 
@@ -99,6 +101,7 @@ impl Actor for RaftActor {
         _myself: ActorRef<RaftMsg>,
         state: &mut RaftState,
     ) -> Result<(), ActorProcessingErr> {
+        state.handle.withdraw();
         state
             .raft
             .shutdown()
@@ -110,17 +113,9 @@ impl Actor for RaftActor {
         &self,
         _myself: ActorRef<RaftMsg>,
         message: RaftMsg,
-        state: &mut RaftState,
+        _state: &mut RaftState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RaftMsg::Write(request, reply) => on_write(state, request, reply),
-            RaftMsg::ReadBarrier(reply) => on_read_barrier(state, reply),
-            RaftMsg::Metrics(reply) => {
-                let _ = reply.send(state.raft.metrics());
-            }
-            RaftMsg::Handle(reply) => {
-                let _ = reply.send(state.raft.clone());
-            }
             RaftMsg::Ping(reply) => {
                 let _ = reply.send(());
             }
@@ -130,38 +125,155 @@ impl Actor for RaftActor {
     }
 }
 
-fn on_write(state: &RaftState, request: Request, reply: RpcReplyPort<Result<Response, RaftError>>) {
-    let raft = state.raft.clone();
-    let node_label = state.node_label.clone();
-    tokio::spawn(async move {
-        let result = match raft.client_write(request).await {
-            Ok(written) => Ok(written.data),
-            Err(error) => Err(write_error(error)),
+/// The way to this node's Raft for everyone but the transport's internals: writes, read
+/// barriers, metrics, snapshots, and the instance itself for membership changes and the RPCs
+/// it receives. Cheap to clone; always reaches the current incarnation (the RaftActor
+/// publishes its instance when it starts; the actor or the supervisor withdraws it when it
+/// stops or fails).
+#[derive(Clone)]
+pub struct RaftHandle {
+    node_id: NodeId,
+    /// The `node_id` metric label.
+    node_label: Arc<str>,
+    raft: Arc<Mutex<Option<Raft<TypeConfig>>>>,
+    /// How long a write or a read barrier waits for its answer.
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RaftHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftHandle")
+            .field("node_id", &self.node_id)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+impl RaftHandle {
+    /// A handle with no Raft published yet; writes and reads wait at most `timeout`.
+    pub fn new(node_id: NodeId, timeout: Duration) -> Self {
+        RaftHandle {
+            node_id,
+            node_label: Arc::from(node_id.to_string()),
+            raft: Arc::default(),
+            timeout,
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn publish(&self, raft: Raft<TypeConfig>) {
+        *lock(&self.raft) = Some(raft);
+    }
+
+    /// Withdraws the published instance and returns it (to be shut down).
+    pub fn withdraw(&self) -> Option<Raft<TypeConfig>> {
+        lock(&self.raft).take()
+    }
+
+    /// The running instance: for the transport's RPCs and membership changes.
+    pub fn raft(&self) -> Option<Raft<TypeConfig>> {
+        lock(&self.raft).clone()
+    }
+
+    pub fn is_running(&self) -> bool {
+        lock(&self.raft).is_some()
+    }
+
+    /// A copy of the current metrics.
+    pub fn metrics(&self) -> Option<Metrics> {
+        self.with_metrics(Metrics::clone)
+    }
+
+    /// Reads the current metrics in place (no copy of the membership): for per-request paths.
+    pub fn with_metrics<R>(&self, read: impl FnOnce(&Metrics) -> R) -> Option<R> {
+        lock(&self.raft)
+            .as_ref()
+            .map(|raft| read(&raft.metrics().borrow()))
+    }
+
+    /// The leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.with_metrics(|m| m.current_leader).flatten()
+    }
+
+    /// Proposes `request` and returns the state machine's response once it is applied here.
+    pub async fn write(&self, request: Request) -> Result<Response, RaftError> {
+        let raft = self.raft().ok_or(RaftError::NotRunning)?;
+        let result = match tokio::time::timeout(self.timeout, raft.client_write(request)).await {
+            Ok(Ok(written)) => Ok(written.data),
+            Ok(Err(error)) => Err(write_error(error)),
+            Err(_) => Err(RaftError::Timeout(self.timeout.as_millis() as u64)),
         };
         let counter = if result.is_ok() {
             crate::metrics::RAFT_PROPOSALS_COMMITTED
         } else {
             crate::metrics::RAFT_PROPOSALS_FAILED
         };
-        metrics::counter!(counter, "node_id" => node_label).increment(1);
-        let _ = reply.send(result);
-    });
-}
+        metrics::counter!(counter, "node_id" => self.node_label.to_string()).increment(1);
+        result
+    }
 
-fn on_read_barrier(state: &RaftState, reply: RpcReplyPort<Result<(), RaftError>>) {
-    let raft = state.raft.clone();
-    tokio::spawn(async move {
-        let result = match raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(OpenraftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                forward,
+    /// Confirms leadership with a quorum and waits until the state machine caught up: a read
+    /// of the local store after this is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), RaftError> {
+        let raft = self.raft().ok_or(RaftError::NotRunning)?;
+        match tokio::time::timeout(self.timeout, raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(OpenraftError::APIError(
+                openraft::error::CheckIsLeaderError::ForwardToLeader(forward),
             ))) => Err(RaftError::NotLeader {
                 leader: forward.leader_id,
             }),
-            Err(error) => Err(RaftError::Unavailable(error.to_string())),
+            Ok(Err(error)) => Err(RaftError::Unavailable(error.to_string())),
+            Err(_) => Err(RaftError::Timeout(self.timeout.as_millis() as u64)),
+        }
+    }
+
+    /// Builds a snapshot of everything applied now and waits (at most `timeout`) until it
+    /// exists; with `purge_all`, then purges the whole log behind it (ignoring
+    /// `raft.log_entries_kept`) and waits for that too. Returns the metrics once done.
+    pub async fn snapshot(&self, purge_all: bool, timeout: Duration) -> Result<Metrics, RaftError> {
+        let raft = self.raft().ok_or(RaftError::NotRunning)?;
+        let unavailable =
+            |what: &str, e: &dyn std::fmt::Display| RaftError::Unavailable(format!("{what}: {e}"));
+        let applied = raft.metrics().borrow().last_applied.map(|id| id.index);
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| unavailable("snapshot not started", &e))?;
+        let built = raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.snapshot.map(|id| id.index) >= applied,
+                "snapshot built",
+            )
+            .await
+            .map_err(|e| unavailable("snapshot not built", &e))?;
+        let Some(snapshot) = built.snapshot.filter(|_| purge_all) else {
+            return Ok(built);
         };
-        let _ = reply.send(result);
-    });
+        raft.trigger()
+            .purge_log(snapshot.index)
+            .await
+            .map_err(|e| unavailable("purge not started", &e))?;
+        raft.wait(Some(timeout))
+            .metrics(
+                |m| m.purged.map(|id| id.index) >= Some(snapshot.index),
+                "log purged",
+            )
+            .await
+            .map_err(|e| unavailable("log not purged", &e))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a plain read or assignment: a poisoned lock holds whole data.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn write_error(error: OpenraftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> RaftError {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::actors::{ActorKind, Faults};
-use crate::sql::{SqlEngine, SqlError, SqlLimits, SqlResult};
-use crate::storage::{NodeId, Store};
+use crate::api::{NodeId, SqlResult};
+use crate::sql::{SqlEngine, SqlError, SqlLimits};
+use crate::storage::Store;
 
 pub struct SqlActor;
 

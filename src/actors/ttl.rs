@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::actors::raft::RaftMsg;
-use crate::actors::{ActorKind, Faults, lookup};
-use crate::storage::{Command, NodeId, Output, Request, Store, VaultLimits};
+use crate::actors::raft::RaftHandle;
+use crate::actors::{ActorKind, Faults};
+use crate::api::{NodeId, Output};
+use crate::command::{Command, Request, VaultLimits};
+use crate::storage::Store;
 
 pub struct TtlActor;
 
@@ -23,6 +25,7 @@ pub struct TtlArgs {
     /// `storage.vaults_max` and `storage.vault_keys_max`.
     pub vault_limits: VaultLimits,
     pub faults: Faults,
+    pub raft: RaftHandle,
 }
 
 pub struct TtlState {
@@ -35,9 +38,6 @@ pub enum TtlMsg {
     /// Fault injection: panic inside the handler.
     Panic(String),
 }
-
-/// How long one Expire proposal may take before the tick gives up on it.
-const PROPOSAL_TIMEOUT_MS: u64 = 5_000;
 
 impl Actor for TtlActor {
     type Msg = TtlMsg;
@@ -80,11 +80,7 @@ impl Actor for TtlActor {
 }
 
 async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
-    let Some(raft) = lookup::<RaftMsg>(ActorKind::Raft, args.node_id) else {
-        return Ok(());
-    };
-    let metrics = ractor::call_t!(raft, RaftMsg::Metrics, PROPOSAL_TIMEOUT_MS)?;
-    if metrics.borrow().current_leader != Some(args.node_id) {
+    if args.raft.leader() != Some(args.node_id) {
         return Ok(());
     }
     let now_ms = crate::clock::now_ms();
@@ -100,8 +96,7 @@ async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
             now_ms,
             command: Command::SetVaultLimits(args.vault_limits),
         };
-        let response = ractor::call_t!(raft, RaftMsg::Write, PROPOSAL_TIMEOUT_MS, request)?;
-        if let Err(error) = response {
+        if let Err(error) = args.raft.write(request).await {
             tracing::debug!(%error, "ttl: vault limits proposal not accepted");
         }
     }
@@ -112,8 +107,7 @@ async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
         now_ms,
         command: Command::Expire { keys, leases },
     };
-    let response = ractor::call_t!(raft, RaftMsg::Write, PROPOSAL_TIMEOUT_MS, request)?;
-    match response {
+    match args.raft.write(request).await {
         Ok(response) => {
             if let Ok(Output::Expire { keys_deleted, .. }) = response.result {
                 metrics::counter!(crate::metrics::TTL_EXPIRED_KEYS, "node_id" => args.node_id.to_string())

@@ -1,7 +1,26 @@
-//! The types a client sees, apart from the node's internals: today the node address. Never
-//! names redb, openraft, DataFusion or any other module of this crate (layer 0 of
-//! `tests/architecture.rs`).
+//! Every type a client sees: node addresses, keys, ranges, puts and transactions and what
+//! they answer (`kv`), a client's write (`write`), the refusals of a write (`error`), the
+//! request and response frames of the client protocol (`client`), SQL results (`sql`) and
+//! the `/health` report (`health`). Plain data with serde derives.
+//!
+//! Never names redb, openraft, DataFusion or any module of this crate but `limits` (layer 0
+//! of `tests/architecture.rs`).
 
 mod address;
+pub mod client;
+pub mod error;
+pub mod health;
+pub mod kv;
+pub mod sql;
+pub mod write;
 
 pub use address::{AddressError, NodeAddress};
+pub use client::*;
+pub use error::{CommandError, TxnList};
+pub use health::{Check, CheckStatus, HealthReport, NodeHealth};
+pub use kv::{
+    Compare, CompareOp, CompareTarget, KeyRange, KeyValue, NodeId, Output, Put, Txn, TxnOp,
+    VAULT_PREFIX, VaultInfo, VaultMeta, strinc, vault_of,
+};
+pub use sql::{SqlColumn, SqlResult, SqlValue};
+pub use write::WriteOp;

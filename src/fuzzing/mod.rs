@@ -7,9 +7,9 @@ pub mod sql;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::{ClientOp, ClientRequest};
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::frame::{FrameError, decode_bytes, encode_bytes};
-use crate::net::proto::{ClientOp, ClientRequest};
 use crate::net::raft::RaftRpc;
 use crate::storage::tuple::Tuple;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -53,11 +53,11 @@ fn sample_rpc_frames() -> Vec<(&'static str, Vec<u8>)> {
     use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
     let vote = Vote::new(3, 1);
     let log_id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
-    let entry = crate::storage::Entry {
+    let entry = crate::command::Entry {
         log_id: log_id(8),
-        payload: EntryPayload::Normal(crate::storage::Request {
+        payload: EntryPayload::Normal(crate::command::Request {
             now_ms: 1_700_000_000_000,
-            command: crate::storage::Command::Put(crate::storage::Put::new("key", "value")),
+            command: crate::command::Command::Put(crate::api::Put::new("key", "value")),
         }),
     };
     let rpcs = [
@@ -114,13 +114,13 @@ pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
 /// The hand-made seeds of every target (`fuzz/seeds/TARGET/NAME`): valid inputs, so the
 /// fuzzers start from input that reaches past the first checks.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
-    use crate::net::proto::Consistency;
-    use crate::storage::{Command, Compare, CompareOp, CompareTarget, KeyRange, Put, Txn, TxnOp};
+    use crate::api::Consistency;
+    use crate::api::{Compare, CompareOp, CompareTarget, KeyRange, Put, Txn, TxnOp, WriteOp};
     let mut seeds = Vec::new();
     let requests = [
         (
             "put",
-            ClientOp::Write(Command::Put(Put::new("key", "value"))),
+            ClientOp::Write(WriteOp::Put(Put::new("key", "value"))),
         ),
         (
             "range",
@@ -134,7 +134,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ),
         (
             "txn",
-            ClientOp::Write(Command::Txn(Txn {
+            ClientOp::Write(WriteOp::Txn(Txn {
                 compares: vec![Compare {
                     key: b"key".to_vec(),
                     op: CompareOp::Equal,

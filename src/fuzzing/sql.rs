@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use openraft::{CommittedLeaderId, EntryPayload};
 
+use crate::api::Put;
+use crate::command::{Command, Entry, LogId, Request};
 use crate::limits::SQL_TEXT_BYTES_MAX;
 use crate::sql::{SqlEngine, SqlLimits};
-use crate::storage::{Command, Entry, LogId, Put, Request, Store, StoreOptions};
+use crate::storage::{Store, StoreOptions};
 
 /// Text past this is refused whatever follows, so the grammar stops growing a statement here.
 const STATEMENT_BYTES_MAX: usize = 2 * SQL_TEXT_BYTES_MAX;

@@ -11,7 +11,8 @@
 //!   the node off from its peers (it neither sends nor serves Raft RPCs, nor forwards client
 //!   requests); `{"isolate": false}` heals.
 //!
-//! Errors come back as JSON `{"error": "..."}` with a status naming the kind of failure.
+//! Errors come back as JSON `{"error": "..."}` with a status naming the kind of failure
+//! ([`AdminError`]). The work is the node's, behind `crate::net::http::HttpPort`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,36 @@ use axum::routing::post;
 use serde_json::json;
 
 use crate::net::faults::NetFaults;
-use crate::node::NodeShared;
+use crate::net::http::HttpPort;
+
+/// Why an admin request failed, as the node's port reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The part it needs is not running (storage not open, Raft restarting): 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Refused as asked, nothing changed (a compaction of the in-memory store): 409.
+    #[error("{0}")]
+    Refused(String),
+    /// Did not finish in time: 504.
+    #[error("{0}")]
+    Timeout(String),
+    /// Failed: 500.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AdminError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Refused(_) => StatusCode::CONFLICT,
+            AdminError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            AdminError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
 
 /// How long `/admin/snapshot` waits for the snapshot to be built.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
@@ -36,38 +66,47 @@ const COMPACTION_WAIT_FOR_OPEN: Duration = Duration::from_secs(5);
 /// A backup travels in chunks of this size.
 const BACKUP_CHUNK_BYTES: usize = 256 << 10;
 
-#[derive(Clone)]
-struct AdminState {
-    shared: Arc<NodeShared>,
+struct AdminState<P> {
+    port: Arc<P>,
     /// Empty: no token needed.
     token: Arc<str>,
     /// This node's network faults (used only with `net.fault_injection`).
     net: NetFaults,
 }
 
+impl<P> Clone for AdminState<P> {
+    fn clone(&self) -> Self {
+        AdminState {
+            port: Arc::clone(&self.port),
+            token: Arc::clone(&self.token),
+            net: self.net.clone(),
+        }
+    }
+}
+
 /// The `/admin/*` routes.
-pub fn router(
-    shared: Arc<NodeShared>,
+pub fn router<P: HttpPort>(
+    port: Arc<P>,
     admin_token: &str,
     fault_injection: Option<NetFaults>,
 ) -> Router {
     let state = AdminState {
-        shared,
+        port,
         token: Arc::from(admin_token),
         net: fault_injection.clone().unwrap_or_default(),
     };
     let mut router = Router::new();
     if fault_injection.is_some() {
-        router = router.route("/admin/faults", post(faults));
+        router = router.route("/admin/faults", post(faults::<P>));
     }
     router
-        .route("/admin/backup", post(backup))
-        .route("/admin/snapshot", post(snapshot))
-        .route("/admin/compact", post(compact))
-        .route("/admin/shutdown", post(shutdown))
+        .route("/admin/backup", post(backup::<P>))
+        .route("/admin/snapshot", post(snapshot::<P>))
+        .route("/admin/compact", post(compact::<P>))
+        .route("/admin/shutdown", post(shutdown::<P>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            require_token,
+            require_token::<P>,
         ))
         .with_state(state)
 }
@@ -76,7 +115,11 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+async fn require_token<P: HttpPort>(
+    State(state): State<AdminState<P>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if state.token.is_empty() || bearer_matches(request.headers(), &state.token) {
         return next.run(request).await;
     }
@@ -108,32 +151,28 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
             == 0
 }
 
-async fn backup(State(state): State<AdminState>) -> Response {
-    let Some(store) = state.shared.store() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "admin: storage is not open",
-        );
+async fn backup<P: HttpPort>(State(state): State<AdminState<P>>) -> Response {
+    let job = match state.port.backup() {
+        Ok(job) => job,
+        Err(e) => return error(e.status(), format!("admin: {e}")),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    let node_id = state.shared.node_id;
+    let node_id = state.port.node_id();
     tokio::task::spawn_blocking(move || {
-        let writer = ChunkSender {
+        let mut writer = ChunkSender {
             tx: tx.clone(),
             chunk: Vec::with_capacity(BACKUP_CHUNK_BYTES),
         };
-        let result = store
-            .write_backup(writer, crate::clock::now_ms(), |_, _| {})
-            .and_then(|(summary, mut writer)| {
-                std::io::Write::flush(&mut writer)
-                    .map_err(|e| crate::storage::Error::io("sending the backup", e))?;
-                Ok(summary)
-            });
+        let result = job(&mut writer).and_then(|done| {
+            std::io::Write::flush(&mut writer)
+                .map_err(|e| AdminError::Failed(format!("sending the backup: {e}")))?;
+            Ok(done)
+        });
         match result {
-            Ok(summary) => tracing::info!(
+            Ok(done) => tracing::info!(
                 node_id,
-                keys = summary.keys,
-                revision = summary.revision,
+                keys = done.keys,
+                revision = done.revision,
                 "admin: backup sent"
             ),
             Err(error) => {
@@ -187,33 +226,17 @@ impl std::io::Write for ChunkSender {
     }
 }
 
-async fn snapshot(State(state): State<AdminState>) -> Response {
-    let Some(raft) = state.shared.raft() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "admin: raft is not running",
-        );
-    };
-    match crate::node::snapshot_now(&raft, false, SNAPSHOT_WAIT).await {
-        Ok(metrics) => Json(json!({
-            "snapshot_index": metrics.snapshot.map(|id| id.index),
-            "purged_index": metrics.purged.map(|id| id.index),
-            "last_log_index": metrics.last_log_index,
-        }))
-        .into_response(),
-        Err(e) => error(StatusCode::GATEWAY_TIMEOUT, format!("admin: {e}")),
+async fn snapshot<P: HttpPort>(State(state): State<AdminState<P>>) -> Response {
+    match state.port.snapshot(SNAPSHOT_WAIT).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e) => error(e.status(), format!("admin: {e}")),
     }
 }
 
-async fn compact(State(state): State<AdminState>) -> Response {
-    let Some(store) = state.shared.store() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "admin: storage is not open",
-        );
-    };
-    let node_id = state.shared.node_id;
-    let done = tokio::task::spawn_blocking(move || store.compact(COMPACTION_WAIT_FOR_OPEN)).await;
+async fn compact<P: HttpPort>(State(state): State<AdminState<P>>) -> Response {
+    let node_id = state.port.node_id();
+    let port = Arc::clone(&state.port);
+    let done = tokio::task::spawn_blocking(move || port.compact(COMPACTION_WAIT_FOR_OPEN)).await;
     match done {
         Ok(Ok(compaction)) => {
             metrics::histogram!(crate::metrics::STORAGE_COMPACTION_SECONDS, "node_id" => node_id.to_string())
@@ -233,8 +256,7 @@ async fn compact(State(state): State<AdminState>) -> Response {
             }))
             .into_response()
         }
-        Ok(Err(e @ crate::storage::Error::Refused(_))) => error(StatusCode::CONFLICT, e),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(Err(e)) => error(e.status(), format!("admin: {e}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("admin: {e}")),
     }
 }
@@ -244,26 +266,26 @@ struct FaultsRequest {
     isolate: bool,
 }
 
-async fn faults(State(state): State<AdminState>, Json(request): Json<FaultsRequest>) -> Response {
+async fn faults<P: HttpPort>(
+    State(state): State<AdminState<P>>,
+    Json(request): Json<FaultsRequest>,
+) -> Response {
     let net = &state.net;
+    let node_id = state.port.node_id();
     if request.isolate {
-        net.isolate(state.shared.node_id);
+        net.isolate(node_id);
     } else {
         net.heal();
     }
-    tracing::warn!(
-        node_id = state.shared.node_id,
-        isolated = request.isolate,
-        "fault injection"
-    );
-    Json(json!({ "node_id": state.shared.node_id, "isolated": request.isolate })).into_response()
+    tracing::warn!(node_id, isolated = request.isolate, "fault injection");
+    Json(json!({ "node_id": node_id, "isolated": request.isolate })).into_response()
 }
 
-async fn shutdown(State(state): State<AdminState>) -> Response {
-    state.shared.request_shutdown();
+async fn shutdown<P: HttpPort>(State(state): State<AdminState<P>>) -> Response {
+    state.port.request_shutdown();
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "status": "shutting down", "node_id": state.shared.node_id })),
+        Json(json!({ "status": "shutting down", "node_id": state.port.node_id() })),
     )
         .into_response()
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use crate::storage::NodeId;
+use crate::api::NodeId;
 
 /// Shared by every in-process node of a test cluster; empty (no effect) in normal operation.
 #[derive(Debug, Clone, Default)]

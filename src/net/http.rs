@@ -1,7 +1,7 @@
 //! HTTP endpoints (axum): `GET /health` (200 when healthy or degraded, 503 when unhealthy),
 //! `GET /metrics` (Prometheus text), `GET /status` (Raft and state machine figures), and the
-//! `/admin/*` routes of `crate::net::admin`. Reads only what the node publishes in
-//! `NodeShared`; never writes.
+//! `/admin/*` routes of `crate::net::admin`. Reaches the node only through the [`HttpPort`]
+//! it declares.
 
 use std::sync::Arc;
 
@@ -13,24 +13,74 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use crate::api::{HealthReport, NodeHealth, NodeId};
 use crate::metrics as m;
-use crate::node::{NodeHealth, NodeShared};
-use crate::storage::KeyRange;
+use crate::net::admin::AdminError;
+
+/// What the HTTP endpoints need from the node. Declared here, implemented by the node.
+pub trait HttpPort: Send + Sync + 'static {
+    fn node_id(&self) -> NodeId;
+    /// The body of `GET /health`.
+    fn health(&self) -> HealthReport;
+    /// The figures of `GET /status`. Blocking: opens a read transaction and counts keys.
+    fn status(&self) -> Status;
+    /// A backup ready to run: refused now when it cannot start (storage not open); the job
+    /// writes the backup file to its `out` (blocking; `out` failing stops it).
+    fn backup(&self) -> Result<BackupJob, AdminError>;
+    /// Builds a Raft snapshot now (the log behind it is purged as configured).
+    fn snapshot(
+        &self,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<SnapshotDone, AdminError>> + Send;
+    /// Reclaims the free space in the database file. Blocking.
+    fn compact(&self, wait_for_open: std::time::Duration) -> Result<CompactDone, AdminError>;
+    /// Asks the process running this node to stop it gracefully.
+    fn request_shutdown(&self);
+}
+
+/// Writes a backup file to its argument and says what it held.
+pub type BackupJob =
+    Box<dyn FnOnce(&mut dyn std::io::Write) -> Result<BackupDone, AdminError> + Send>;
+
+/// A backup that was sent whole.
+#[derive(Debug, Clone, Copy)]
+pub struct BackupDone {
+    pub keys: u64,
+    pub revision: u64,
+}
+
+/// Where the log stands after `/admin/snapshot`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SnapshotDone {
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+}
+
+/// What `/admin/compact` did.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactDone {
+    /// File sizes (`None` for the in-memory store).
+    pub bytes_before: Option<u64>,
+    pub bytes_after: Option<u64>,
+    pub stalled: std::time::Duration,
+    pub passes: u32,
+}
 
 /// Serves the endpoints on `listener` until the task is aborted.
-pub async fn serve(
+pub async fn serve<P: HttpPort>(
     listener: tokio::net::TcpListener,
-    shared: Arc<NodeShared>,
+    port: Arc<P>,
     admin_token: String,
     fault_injection: Option<crate::net::faults::NetFaults>,
 ) {
     let app = Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .with_state(Arc::clone(&shared))
+        .route("/health", get(health::<P>))
+        .route("/metrics", get(metrics::<P>))
+        .route("/status", get(status::<P>))
+        .with_state(Arc::clone(&port))
         .merge(crate::net::admin::router(
-            shared,
+            port,
             &admin_token,
             fault_injection,
         ));
@@ -39,8 +89,8 @@ pub async fn serve(
     }
 }
 
-async fn health(State(shared): State<Arc<NodeShared>>) -> Response {
-    let report = shared.health();
+async fn health<P: HttpPort>(State(port): State<Arc<P>>) -> Response {
+    let report = port.health();
     let code = match report.status {
         NodeHealth::Healthy | NodeHealth::Degraded => StatusCode::OK,
         NodeHealth::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
@@ -63,44 +113,17 @@ pub struct Status {
     pub db_size_bytes: Option<u64>,
 }
 
-async fn status(State(shared): State<Arc<NodeShared>>) -> Response {
-    match tokio::task::spawn_blocking(move || collect_status(&shared)).await {
+async fn status<P: HttpPort>(State(port): State<Arc<P>>) -> Response {
+    match tokio::task::spawn_blocking(move || port.status()).await {
         Ok(status) => Json(status).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }
 
-/// Reads the figures (a redb read transaction and a key count: blocking work).
-pub fn collect_status(shared: &NodeShared) -> Status {
-    let raft = shared.raft_metrics();
-    let store = shared.store();
-    let view = store
-        .as_ref()
-        .and_then(|s| s.read(crate::clock::now_ms()).ok());
-    Status {
-        node_id: shared.node_id,
-        failure: shared.failure(),
-        term: raft.as_ref().map(|r| r.current_term),
-        leader: raft.as_ref().and_then(|r| r.current_leader),
-        last_log_index: raft.as_ref().and_then(|r| r.last_log_index),
-        applied_index: raft
-            .as_ref()
-            .and_then(|r| r.last_applied.map(|id| id.index)),
-        membership: raft
-            .as_ref()
-            .and_then(|r| serde_json::to_value(r.membership_config.membership()).ok()),
-        revision: view.as_ref().map(|v| v.revision()),
-        keys: view
-            .as_ref()
-            .and_then(|v| v.count(&KeyRange::prefix(b"")).ok()),
-        db_size_bytes: store.as_ref().and_then(|s| s.file_size()),
-    }
-}
-
-async fn metrics(State(shared): State<Arc<NodeShared>>) -> Response {
+async fn metrics<P: HttpPort>(State(port): State<Arc<P>>) -> Response {
     let status = match tokio::task::spawn_blocking({
-        let shared = Arc::clone(&shared);
-        move || collect_status(&shared)
+        let port = Arc::clone(&port);
+        move || port.status()
     })
     .await
     {
@@ -109,7 +132,7 @@ async fn metrics(State(shared): State<Arc<NodeShared>>) -> Response {
             return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
         }
     };
-    record_gauges(&shared, &status);
+    record_gauges(port.node_id(), &status);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m::render(),
@@ -118,8 +141,8 @@ async fn metrics(State(shared): State<Arc<NodeShared>>) -> Response {
 }
 
 /// Gauges are sampled when scraped: they describe the node at that moment.
-fn record_gauges(shared: &NodeShared, status: &Status) {
-    let node = shared.node_id.to_string();
+fn record_gauges(node_id: NodeId, status: &Status) {
+    let node = node_id.to_string();
     let set = |name: &'static str, value: Option<u64>| {
         if let Some(value) = value {
             metrics::gauge!(name, "node_id" => node.clone()).set(value as f64);

@@ -1,10 +1,13 @@
 //! Network: the node's iroh endpoint and identity (`endpoint`), framing shared by the
-//! protocols (`frame`), the Raft transport on ALPN `aspen/raft/1` (`raft`), the client
-//! protocol on ALPN `aspen/client/1` (`proto` for its messages, `service` for the server),
-//! pooled outgoing connections (`connections`), fault injection for tests (`faults`) and the
-//! HTTP endpoints (`http`, with the `/admin/*` routes in `admin`). Never writes redb: it reads
-//! the node through `crate::node::NodeShared` (read transactions only) and reaches actors
-//! through messages.
+//! protocols (`frame`, the only codec), pooled outgoing connections (`connections`), the Raft
+//! transport on ALPN `aspen/raft/1` (`raft` sends, `raft_service` serves), the client
+//! protocol's server on ALPN `aspen/client/1` (`service`; its messages are `crate::api`),
+//! link faults for tests (`faults`) and the HTTP endpoints (`http`, with the `/admin/*` routes
+//! in `admin`).
+//!
+//! Never names storage, the actors or the node: each server declares the port it needs
+//! (`service::ClientPort`, `raft_service::RaftPort`, `http::HttpPort`) and the node
+//! implements it.
 
 pub mod admin;
 pub mod connections;
@@ -12,6 +15,6 @@ pub mod endpoint;
 pub mod faults;
 pub mod frame;
 pub mod http;
-pub mod proto;
 pub mod raft;
+pub mod raft_service;
 pub mod service;

@@ -1,15 +1,10 @@
-//! The Raft transport over ALPN `aspen/raft/1`: openraft's RPCs (AppendEntries, Vote and
-//! InstallSnapshot, whose chunks openraft bounds by `raft.snapshot_chunk_bytes`) as one frame
-//! each way on one stream. Connections are accepted only from endpoint ids in the membership
-//! or in `net.peers`; anything else is closed and logged.
+//! The Raft transport over ALPN `aspen/raft/1`, sending side: openraft's RPCs (AppendEntries,
+//! Vote and InstallSnapshot, whose chunks openraft bounds by `raft.snapshot_chunk_bytes`) as
+//! one frame each way on one stream, and the messages both sides speak. The receiving side is
+//! `crate::net::raft_service`.
 
-use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use iroh::EndpointId;
-use iroh::endpoint::Connection;
-use iroh::protocol::{AcceptError, ProtocolHandler};
 use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -21,20 +16,16 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::api::NodeId;
+use crate::command::TypeConfig;
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::{Connections, RequestError};
 use crate::net::endpoint::NodeAddress;
 use crate::net::faults::NetFaults;
-use crate::net::frame::{read_frame, write_frame};
-use crate::node::NodeShared;
-use crate::storage::{NodeId, TypeConfig};
 
 pub const RAFT_ALPN: &[u8] = b"aspen/raft/1";
 
-/// QUIC application error code when a connection is refused.
-const REFUSED: u32 = 1;
-
-/// One Raft RPC as it travels (crate-visible for the fuzz glue in `crate::fuzzing`).
+/// One Raft RPC as it travels (crate-visible for the server and the fuzz glue).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum RaftRpc {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
@@ -43,7 +34,7 @@ pub(crate) enum RaftRpc {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum RaftReply {
+pub(crate) enum RaftReply {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     InstallSnapshot(
@@ -180,84 +171,5 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
             }
             _ => Err(self.unexpected()),
         }
-    }
-}
-
-/// The receiving side: serves RPCs from allowed peers to this node's Raft.
-#[derive(Debug, Clone)]
-pub struct RaftService {
-    pub shared: Arc<NodeShared>,
-    /// Endpoint ids from `net.peers`, trusted before they appear in the membership.
-    pub peers: HashSet<EndpointId>,
-    pub faults: NetFaults,
-}
-
-impl RaftService {
-    /// Whether `remote` may send Raft RPCs: a member (voter or learner) or a configured peer.
-    fn allowed(&self, remote: &EndpointId) -> bool {
-        if self.peers.contains(remote) {
-            return true;
-        }
-        self.shared
-            .with_raft_metrics(|metrics| {
-                metrics
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .filter_map(|(_, node)| node.addr.parse::<NodeAddress>().ok())
-                    .any(|address| address.id == *remote)
-            })
-            .unwrap_or(false)
-    }
-
-    async fn serve(&self, rpc: RaftRpc) -> RaftReply {
-        // A node isolated by fault injection (a process in a test) hears nothing either.
-        if self.faults.is_isolated(self.shared.node_id) {
-            return RaftReply::Refused("this node is isolated (fault injected)".into());
-        }
-        let Some(raft) = self.shared.raft() else {
-            return RaftReply::Refused("raft is not running on this node".into());
-        };
-        match rpc {
-            RaftRpc::AppendEntries(rpc) => RaftReply::AppendEntries(raft.append_entries(rpc).await),
-            RaftRpc::Vote(rpc) => RaftReply::Vote(raft.vote(rpc).await),
-            RaftRpc::InstallSnapshot(rpc) => {
-                RaftReply::InstallSnapshot(raft.install_snapshot(rpc).await)
-            }
-        }
-    }
-}
-
-impl ProtocolHandler for RaftService {
-    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
-        let remote = conn.remote_id();
-        if !self.allowed(&remote) {
-            tracing::warn!(
-                node_id = self.shared.node_id,
-                %remote,
-                "net: refused a raft connection from an endpoint outside the membership and net.peers"
-            );
-            conn.close(REFUSED.into(), b"not a member of this cluster");
-            return Ok(());
-        }
-        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-            let service = self.clone();
-            tokio::spawn(async move {
-                let reply = match read_frame::<_, RaftRpc>(&mut recv, FRAME_BYTES_MAX).await {
-                    Ok(rpc) => service.serve(rpc).await,
-                    Err(error) => {
-                        tracing::warn!(%remote, %error, "net: bad raft frame");
-                        RaftReply::Refused(error.to_string())
-                    }
-                };
-                if write_frame(&mut send, &reply, FRAME_BYTES_MAX)
-                    .await
-                    .is_ok()
-                {
-                    let _ = send.finish();
-                }
-            });
-        }
-        Ok(())
     }
 }

@@ -2,31 +2,23 @@
 //! reads are served by the leader (a follower forwards them once, over the client protocol);
 //! stale reads and status are served locally. A malformed, oversized or wrong-version frame
 //! gets an error response and ends that stream only.
+//!
+//! Owns: framing, the version check, forwarding, per-vault counters and the slow-request log.
+//! The work itself is the node's, behind the [`ClientPort`] this module declares: it never
+//! names storage, the actors or the node.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use openraft::error::{ClientWriteError, RaftError as OpenraftError};
-use openraft::{BasicNode, ChangeMembers};
 
-use crate::actors::raft::RaftError;
-use crate::actors::sql::SqlMsg;
-use crate::actors::{ActorKind, lookup};
-use crate::limits::{FRAME_BYTES_MAX, SCAN_ENTRIES_MAX};
+use crate::api::*;
+use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::Connections;
-use crate::net::endpoint::NodeAddress;
 use crate::net::faults::NetFaults;
 use crate::net::frame::{FrameError, read_frame, write_frame};
-use crate::net::proto::*;
-use crate::node::{NodeError, NodeShared};
-use crate::storage::{Command, KeyRange, NodeId, Request, ScanOptions, Store, vault_of};
-
-/// A page of a range stops growing past this many bytes of keys and values (it always holds
-/// at least one entry), so a response frame stays under `FRAME_BYTES_MAX`.
-pub const PAGE_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
 
 /// Keys in slow-request log lines are cut to this many bytes.
 const SLOW_LOG_KEY_BYTES: usize = 256;
@@ -34,9 +26,22 @@ const SLOW_LOG_KEY_BYTES: usize = 256;
 /// QUIC stream error code sent when a request frame is refused unread.
 const FRAME_REFUSED: u32 = 1;
 
-#[derive(Debug, Clone)]
-pub struct ClientService {
-    pub shared: Arc<NodeShared>,
+/// What the client server needs from the node. Declared here, implemented by the node with
+/// its actors' handles.
+pub trait ClientPort: Send + Sync + 'static {
+    fn node_id(&self) -> NodeId;
+    /// The leader as this node knows it.
+    fn leader(&self) -> Option<NodeId>;
+    /// Where member `id` is reached, from the membership.
+    fn member_address(&self, id: NodeId) -> Option<NodeAddress>;
+    /// Whether the node is stopping: requests are refused (as not proposed) from then on.
+    fn is_stopping(&self) -> bool;
+    /// Runs `op` on this node: the answer and the revision it reflects, or why not.
+    fn execute(&self, op: &ClientOp) -> impl Future<Output = Served> + Send;
+}
+
+pub struct ClientService<P> {
+    pub port: Arc<P>,
     pub connections: Connections,
     pub faults: NetFaults,
     pub request_timeout: Duration,
@@ -48,8 +53,29 @@ pub struct ClientService {
     pub vault_labels_max: usize,
 }
 
+impl<P> Clone for ClientService<P> {
+    fn clone(&self) -> Self {
+        ClientService {
+            port: Arc::clone(&self.port),
+            connections: self.connections.clone(),
+            faults: self.faults.clone(),
+            request_timeout: self.request_timeout,
+            slow_request: self.slow_request,
+            vault_labels: Arc::clone(&self.vault_labels),
+            vault_labels_max: self.vault_labels_max,
+        }
+    }
+}
+
+impl<P> std::fmt::Debug for ClientService<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientService").finish_non_exhaustive()
+    }
+}
+
 /// A request this node cannot finish itself.
-enum Failure {
+#[derive(Debug)]
+pub enum Failure {
     /// Only the leader can serve it; `None` when no leader is known.
     Redirect(Option<NodeId>),
     Error(ClientError),
@@ -61,28 +87,16 @@ impl From<ClientError> for Failure {
     }
 }
 
-impl From<NodeError> for Failure {
-    fn from(error: NodeError) -> Self {
-        match error {
-            NodeError::Raft(RaftError::NotLeader { leader }) => Failure::Redirect(leader),
-            NodeError::NotRunning => Failure::Redirect(None),
-            NodeError::Command(error) => Failure::Error(ClientError::Command(error)),
-            other => Failure::Error(ClientError::Unavailable(other.to_string())),
-        }
-    }
-}
+/// What [`ClientPort::execute`] answers: the output and the revision it reflects.
+pub type Served = Result<(ClientOutput, u64), Failure>;
 
-type Served = Result<(ClientOutput, u64), Failure>;
-
-impl ClientService {
+impl<P: ClientPort> ClientService<P> {
     fn node_id(&self) -> NodeId {
-        self.shared.node_id
+        self.port.node_id()
     }
 
     fn leader(&self) -> Option<NodeId> {
-        self.shared
-            .with_raft_metrics(|m| m.current_leader)
-            .flatten()
+        self.port.leader()
     }
 
     /// Serves one request, forwarding it to the leader once when only the leader can.
@@ -93,12 +107,12 @@ impl ClientService {
                 supported: PROTOCOL_VERSION,
             }));
         }
-        if self.shared.is_stopping() {
+        if self.port.is_stopping() {
             // Not proposed: the client may retry on another node.
             return self.respond(Err(ClientError::NotLeader { leader: None }));
         }
         let started = std::time::Instant::now();
-        let served = self.execute(&request.op).await;
+        let served = self.port.execute(&request.op).await;
         if !matches!(served, Err(Failure::Redirect(_))) {
             let revision = served.as_ref().map_or(0, |(_, revision)| *revision);
             self.observe(&request.op, started.elapsed(), revision);
@@ -179,7 +193,7 @@ impl ClientService {
                 leader: Some(leader),
             }))
         };
-        let Some(address) = self.member_address(leader) else {
+        let Some(address) = self.port.member_address(leader) else {
             return not_leader();
         };
         if self.faults.is_cut(self.node_id(), leader) {
@@ -203,271 +217,6 @@ impl ClientService {
                 "forwarding to the leader (node {leader}): {error}"
             )))),
         }
-    }
-
-    fn member_address(&self, id: NodeId) -> Option<NodeAddress> {
-        self.shared
-            .with_raft_metrics(|m| {
-                let node = m.membership_config.membership().get_node(&id)?;
-                node.addr.parse().ok()
-            })
-            .flatten()
-    }
-
-    async fn execute(&self, op: &ClientOp) -> Served {
-        match op {
-            ClientOp::Write(Command::Expire { .. } | Command::SetVaultLimits(_)) => {
-                Err(ClientError::BadRequest(
-                    "Expire and SetVaultLimits are proposed by the leader's housekeeping (the TTL \
-                     actor), not by clients"
-                        .into(),
-                )
-                .into())
-            }
-            ClientOp::Write(command) => self.write(command.clone()).await,
-            ClientOp::Range {
-                range,
-                limit,
-                keys_only,
-                count_only,
-                consistency,
-            } => {
-                self.barrier(*consistency).await?;
-                let (range, limit, keys_only, count_only) =
-                    (range.clone(), *limit, *keys_only, *count_only);
-                self.read(move |store| read_range(store, range, limit, keys_only, count_only))
-                    .await
-            }
-            ClientOp::LeaseList { consistency } => {
-                self.barrier(*consistency).await?;
-                self.read(list_leases).await
-            }
-            ClientOp::VaultList { consistency } => {
-                self.barrier(*consistency).await?;
-                self.read(|store| {
-                    let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
-                    let vaults = view.vaults().map_err(storage_error)?;
-                    Ok((ClientOutput::Vaults(vaults), view.revision()))
-                })
-                .await
-            }
-            ClientOp::Status => Ok((ClientOutput::Status(self.status()?), 0)),
-            ClientOp::Sql { query, consistency } => {
-                self.barrier(*consistency).await?;
-                self.sql(query.clone()).await
-            }
-            ClientOp::ClusterInit { members } => self.cluster_init(members).await,
-            ClientOp::AddLearner { id, address } => {
-                let address: NodeAddress =
-                    address
-                        .parse()
-                        .map_err(|e: crate::net::endpoint::AddressError| {
-                            ClientError::BadRequest(e.to_string())
-                        })?;
-                let node = BasicNode::new(address.to_string());
-                self.snapshot_restored_state().await?;
-                self.change(
-                    |raft| async move { raft.add_learner(*id, node, true).await.map(|_| ()) },
-                )
-                .await
-            }
-            ClientOp::Promote { id } => {
-                let change = ChangeMembers::AddVoterIds(BTreeSet::from([*id]));
-                self.change(|raft| async move {
-                    raft.change_membership(change, false).await.map(|_| ())
-                })
-                .await
-            }
-            ClientOp::Remove { id } => {
-                let voter = self
-                    .shared
-                    .with_raft_metrics(|m| {
-                        m.membership_config
-                            .membership()
-                            .voter_ids()
-                            .any(|v| v == *id)
-                    })
-                    .unwrap_or(false);
-                let change = if voter {
-                    ChangeMembers::RemoveVoters(BTreeSet::from([*id]))
-                } else {
-                    ChangeMembers::RemoveNodes(BTreeSet::from([*id]))
-                };
-                self.change(|raft| async move {
-                    raft.change_membership(change, false).await.map(|_| ())
-                })
-                .await
-            }
-        }
-    }
-
-    async fn write(&self, command: Command) -> Served {
-        command.validate().map_err(ClientError::Command)?;
-        let response = self
-            .shared
-            .write(Request {
-                now_ms: crate::clock::now_ms(),
-                command,
-            })
-            .await?;
-        match response.result {
-            Ok(output) => Ok((ClientOutput::Write(output), response.revision)),
-            Err(error) => Err(ClientError::Command(error).into()),
-        }
-    }
-
-    async fn barrier(&self, consistency: Consistency) -> Result<(), Failure> {
-        match consistency {
-            Consistency::Stale => Ok(()),
-            Consistency::Linearizable => Ok(self.shared.read_barrier().await?),
-        }
-    }
-
-    /// Runs a read on the blocking pool against a fresh snapshot of the local store.
-    async fn read(
-        &self,
-        read: impl FnOnce(&Store) -> Result<(ClientOutput, u64), ClientError> + Send + 'static,
-    ) -> Served {
-        let store = self
-            .shared
-            .store()
-            .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
-        tokio::task::spawn_blocking(move || read(&store))
-            .await
-            .map_err(|e| ClientError::Storage(format!("read task: {e}")))?
-            .map_err(Failure::Error)
-    }
-
-    /// Runs a query on the SqlActor (it answers within the SQL timeout).
-    async fn sql(&self, sql: String) -> Served {
-        let actor = lookup::<SqlMsg>(ActorKind::Sql, self.node_id())
-            .ok_or_else(|| ClientError::Unavailable("the sql actor is not running".into()))?;
-        let answer = ractor::call!(actor, |reply| SqlMsg::Query { sql, reply })
-            .map_err(|e| ClientError::Unavailable(format!("sql actor: {e}")))?;
-        let result = answer.map_err(|e| ClientError::Sql(e.to_string()))?;
-        let revision = result.revision;
-        Ok((ClientOutput::Sql(result), revision))
-    }
-
-    fn status(&self) -> Result<ClusterStatus, ClientError> {
-        let metrics = self
-            .shared
-            .raft_metrics()
-            .ok_or_else(|| ClientError::Unavailable("raft is not running".into()))?;
-        let membership = metrics.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        Ok(ClusterStatus {
-            node_id: self.node_id(),
-            address: self
-                .shared
-                .address()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            leader: metrics.current_leader,
-            term: metrics.current_term,
-            last_log_index: metrics.last_log_index,
-            last_applied: metrics.last_applied.map(|id| id.index),
-            members: membership
-                .nodes()
-                .map(|(id, node)| Member {
-                    id: *id,
-                    address: node.addr.clone(),
-                    voter: voters.contains(id),
-                })
-                .collect(),
-        })
-    }
-
-    async fn cluster_init(&self, members: &BTreeMap<NodeId, String>) -> Served {
-        if !members.contains_key(&self.node_id()) {
-            return Err(ClientError::BadRequest(format!(
-                "the member list does not include this node (node {})",
-                self.node_id()
-            ))
-            .into());
-        }
-        let mut nodes = BTreeMap::new();
-        for (id, address) in members {
-            let address: NodeAddress =
-                address
-                    .parse()
-                    .map_err(|e: crate::net::endpoint::AddressError| {
-                        ClientError::BadRequest(format!("node {id}: {e}"))
-                    })?;
-            nodes.insert(*id, BasicNode::new(address.to_string()));
-        }
-        let raft = self
-            .shared
-            .raft()
-            .ok_or_else(|| ClientError::Unavailable("raft is not running".into()))?;
-        let wanted: BTreeSet<NodeId> = nodes.keys().copied().collect();
-        match raft.initialize(nodes).await {
-            Ok(()) => Ok((ClientOutput::Done, 0)),
-            // Another member of the same list was initialized first and reached this node
-            // (a vote or the log): the cluster is formed as asked.
-            Err(error)
-                if self
-                    .shared
-                    .with_raft_metrics(|m| {
-                        let voters: BTreeSet<NodeId> =
-                            m.membership_config.membership().voter_ids().collect();
-                        // No log yet but a vote request from a trusted peer (members and
-                        // net.peers only) counts too: its log follows.
-                        voters == wanted || (voters.is_empty() && m.vote.leader_id().term > 0)
-                    })
-                    .unwrap_or(false) =>
-            {
-                tracing::info!(%error, "cluster init: already joined by another member");
-                Ok((ClientOutput::Done, 0))
-            }
-            Err(error) => Err(ClientError::Cluster(error.to_string()).into()),
-        }
-    }
-
-    /// Runs a membership change on this node's Raft; only the leader can.
-    async fn change<F, Fut>(&self, change: F) -> Served
-    where
-        F: FnOnce(openraft::Raft<crate::storage::TypeConfig>) -> Fut,
-        Fut: std::future::Future<
-                Output = Result<(), OpenraftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
-            >,
-    {
-        let raft = self.shared.raft().ok_or(Failure::Redirect(None))?;
-        if self.leader() != Some(self.node_id()) {
-            return Err(Failure::Redirect(self.leader()));
-        }
-        match change(raft).await {
-            Ok(()) => Ok((ClientOutput::Done, 0)),
-            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(Failure::Redirect(forward.leader_id))
-            }
-            Err(error) => Err(ClientError::Cluster(error.to_string()).into()),
-        }
-    }
-
-    /// On a leader restored from a backup whose log was never purged: the state holds keys no
-    /// log entry produced, so a learner replaying the log would miss them. Builds a snapshot
-    /// and purges the whole log behind it, so the learner gets the state as a snapshot.
-    async fn snapshot_restored_state(&self) -> Result<(), Failure> {
-        let (Some(raft), Some(store)) = (self.shared.raft(), self.shared.store()) else {
-            return Ok(());
-        };
-        if self.leader() != Some(self.node_id()) {
-            return Ok(());
-        }
-        let fresh_restore = tokio::task::spawn_blocking(move || {
-            let restored = store.read(0)?.restored_from()?;
-            Ok::<_, crate::storage::Error>(restored.is_some() && store.log_state()?.0.is_none())
-        })
-        .await
-        .map_err(|e| ClientError::Storage(e.to_string()))?
-        .map_err(storage_error)?;
-        if fresh_restore {
-            crate::node::snapshot_now(&raft, true, self.request_timeout)
-                .await
-                .map_err(ClientError::Cluster)?;
-        }
-        Ok(())
     }
 
     async fn serve_stream(
@@ -502,7 +251,7 @@ impl ClientService {
     }
 }
 
-impl ProtocolHandler for ClientService {
+impl<P: ClientPort> ProtocolHandler for ClientService<P> {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         while let Ok((send, recv)) = conn.accept_bi().await {
             let service = self.clone();
@@ -512,67 +261,21 @@ impl ProtocolHandler for ClientService {
     }
 }
 
-fn storage_error(error: crate::storage::Error) -> ClientError {
-    ClientError::Storage(error.to_string())
-}
-
-fn read_range(
-    store: &Store,
-    range: KeyRange,
-    limit: u32,
-    keys_only: bool,
-    count_only: bool,
-) -> Result<(ClientOutput, u64), ClientError> {
-    let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
-    if count_only {
-        let count = view.count(&range).map_err(storage_error)?;
-        let output = ClientOutput::Range {
-            kvs: Vec::new(),
-            continuation: None,
-            count,
-        };
-        return Ok((output, view.revision()));
-    }
-    let limit = match limit as usize {
-        0 => SCAN_ENTRIES_MAX,
-        n => n.min(SCAN_ENTRIES_MAX),
-    };
-    let mut page = view
-        .range(&range, ScanOptions { limit, keys_only })
-        .map_err(storage_error)?;
-    let mut bytes = 0;
-    if let Some(cut) = page.kvs.iter().position(|kv| {
-        bytes += kv.key.len() + kv.value.len();
-        bytes > PAGE_BYTES_MAX
-    }) {
-        let cut = cut.max(1);
-        if cut < page.kvs.len() {
-            page.continuation = Some(page.kvs[cut].key.clone());
-            page.kvs.truncate(cut);
-        }
-    }
-    let output = ClientOutput::Range {
-        count: page.kvs.len() as u64,
-        kvs: page.kvs,
-        continuation: page.continuation,
-    };
-    Ok((output, page.revision))
-}
-
 /// The operation's name (a metric label and a log field) and the key it is about, if one.
 fn op_subject(op: &ClientOp) -> (&'static str, Option<&[u8]>) {
     match op {
-        ClientOp::Write(command) => match command {
-            Command::Put(put) => ("put", Some(&put.key)),
-            Command::Delete { key, .. } => ("delete", Some(key)),
-            Command::DeleteRange(range) => ("delete_range", Some(&range.start)),
-            Command::Txn(txn) => ("txn", txn_keys(txn).next()),
-            Command::LeaseGrant { .. } => ("lease_grant", None),
-            Command::LeaseRevoke { .. } => ("lease_revoke", None),
-            Command::LeaseKeepAlive { .. } => ("lease_keepalive", None),
-            Command::Expire { .. } => ("expire", None),
-            Command::SetVaultLimits(_) => ("set_vault_limits", None),
-        },
+        ClientOp::Write(write) => (
+            write.name(),
+            match write {
+                WriteOp::Put(put) => Some(put.key.as_slice()),
+                WriteOp::Delete { key, .. } => Some(key.as_slice()),
+                WriteOp::DeleteRange(range) => Some(range.start.as_slice()),
+                WriteOp::Txn(txn) => txn_keys(txn).next(),
+                WriteOp::LeaseGrant { .. }
+                | WriteOp::LeaseRevoke { .. }
+                | WriteOp::LeaseKeepAlive { .. } => None,
+            },
+        ),
         ClientOp::Range { range, .. } => ("range", Some(&range.start)),
         ClientOp::LeaseList { .. } => ("lease_list", None),
         ClientOp::ClusterInit { .. } => ("cluster_init", None),
@@ -586,8 +289,7 @@ fn op_subject(op: &ClientOp) -> (&'static str, Option<&[u8]>) {
 }
 
 /// Every key a transaction names: compares, then its operations.
-fn txn_keys(txn: &crate::storage::Txn) -> impl Iterator<Item = &[u8]> {
-    use crate::storage::TxnOp;
+fn txn_keys(txn: &Txn) -> impl Iterator<Item = &[u8]> {
     let compares = txn.compares.iter().map(|c| c.key.as_slice());
     let ops = txn.success.iter().chain(&txn.failure).map(|op| match op {
         TxnOp::Put(put) => put.key.as_slice(),
@@ -600,23 +302,7 @@ fn txn_keys(txn: &crate::storage::Txn) -> impl Iterator<Item = &[u8]> {
 /// The vaults a request touches (a range counts for the vault its start is in).
 fn vaults_touched(op: &ClientOp) -> BTreeSet<&[u8]> {
     match op {
-        ClientOp::Write(Command::Txn(txn)) => txn_keys(txn).filter_map(vault_of).collect(),
+        ClientOp::Write(WriteOp::Txn(txn)) => txn_keys(txn).filter_map(vault_of).collect(),
         other => op_subject(other).1.and_then(vault_of).into_iter().collect(),
     }
-}
-
-fn list_leases(store: &Store) -> Result<(ClientOutput, u64), ClientError> {
-    let now_ms = crate::clock::now_ms();
-    let view = store.read(now_ms).map_err(storage_error)?;
-    let leases = view
-        .leases(0, SCAN_ENTRIES_MAX)
-        .map_err(storage_error)?
-        .into_iter()
-        .map(|lease| LeaseSummary {
-            id: lease.id,
-            ttl_ms: lease.record.ttl_ms,
-            remaining_ms: lease.record.deadline_ms.saturating_sub(now_ms),
-        })
-        .collect();
-    Ok((ClientOutput::Leases(leases), view.revision()))
 }

@@ -10,7 +10,7 @@
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator};
 
-use crate::storage::KeyRange;
+use crate::api::KeyRange;
 
 /// Sorted, disjoint, non-empty key ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,9 +35,9 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
+pub use crate::api::{SqlColumn, SqlResult, SqlValue};
 use crate::limits::{SQL_RESULT_BYTES_MAX, SQL_THREAD_STACK_BYTES};
 use crate::storage::{ReadView, Store};
-pub use result::{SqlColumn, SqlResult, SqlValue};
 use tables::{Encoding, KvTable, LeasesTable, ScanStats, VaultsTable};
 
 /// How much one node lets SQL take.

@@ -595,7 +595,7 @@ impl TableProvider for VaultsTable {
         // Bounded by the vault limit: read whole, then served from memory.
         let vaults = self.view.vaults().map_err(external)?;
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let ints = |field: fn(&crate::storage::VaultMeta) -> u64| -> ArrayRef {
+        let ints = |field: fn(&crate::api::VaultMeta) -> u64| -> ArrayRef {
             Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
                 vaults.iter().map(|v| as_i64(field(&v.meta))),
             ))

@@ -10,11 +10,11 @@ use std::path::Path;
 use redb::ReadableTable;
 use serde::Serialize;
 
+use crate::api::vault_of;
 use crate::storage::error::Result;
 use crate::storage::schema::*;
 use crate::storage::state_machine::{decode_kv_entry, decode_lease, decode_vault};
 use crate::storage::store::{DurableMeta, Store, decode_log_entry, read_meta, validate};
-use crate::storage::types::vault_of;
 
 /// Problems listed one by one; past this many only the count grows.
 const PROBLEMS_LISTED_MAX: usize = 20;

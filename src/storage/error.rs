@@ -1,73 +1,7 @@
-//! Storage errors: operating errors of the store (`Error`), refusals of a command that breaks a
-//! rule (`CommandError`, carried in Raft responses, so serializable), and violations of the
-//! cross-storage invariant (`ValidationError`).
+//! Storage errors: operating errors of the store (`Error`) and violations of the
+//! cross-storage invariant (`ValidationError`). A refused command is `crate::api::CommandError`.
 
-use serde::{Deserialize, Serialize};
-
-/// A command the state machine refused. A refused command changes nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum CommandError {
-    #[error("storage: key is empty")]
-    KeyEmpty,
-    #[error("storage: key is {bytes} bytes, more than the limit of {max}")]
-    KeyTooLarge { bytes: u64, max: u64 },
-    #[error("storage: value is {bytes} bytes, more than the limit of {max}")]
-    ValueTooLarge { bytes: u64, max: u64 },
-    #[error(
-        "storage: command carries {bytes} bytes of keys and values, more than the limit of {max}"
-    )]
-    CommandTooLarge { bytes: u64, max: u64 },
-    #[error("storage: transaction has {count} {list} operations, more than the limit of {max}")]
-    TooManyTxnOps { list: TxnList, count: u64, max: u64 },
-    #[error("storage: expire names {count} keys and leases, more than the limit of {max}")]
-    ExpireBatchTooLarge { count: u64, max: u64 },
-    #[error("storage: range end sorts before its start")]
-    RangeReversed,
-    #[error("storage: a put takes a lease or a ttl, not both")]
-    LeaseAndTtl,
-    #[error("storage: ttl of {ttl_ms} ms is out of range (1 ms to {max} ms)")]
-    TtlOutOfRange { ttl_ms: u64, max: u64 },
-    #[error("storage: lease id 0 is reserved (it means no lease)")]
-    LeaseIdZero,
-    #[error("storage: lease {id} not found (never granted, revoked or expired)")]
-    LeaseNotFound { id: u64 },
-    #[error("storage: lease {id} already exists")]
-    LeaseExists { id: u64 },
-    /// The database file reached its quota: the leader refuses what would add data until
-    /// deletes and a compaction bring the file under it.
-    #[error(
-        "quota exceeded: the database file is {bytes} bytes, at or over the quota of {quota}; \
-         delete keys, then run `aspen admin compact`"
-    )]
-    QuotaExceeded { bytes: u64, quota: u64 },
-    #[error("storage: key {key:?} is not a vault key: {reason}")]
-    BadVaultKey { key: String, reason: String },
-    #[error("storage: vault limit reached: {max} vaults exist; vault {vault:?} was not created")]
-    TooManyVaults { vault: String, max: u64 },
-    #[error("storage: vault {vault:?} is full (its limit is {max} keys); the put was refused")]
-    VaultFull { vault: String, max: u64 },
-    #[error("storage: vault limits must be at least 1")]
-    BadVaultLimits,
-}
-
-/// The three lists of a transaction, named in [`CommandError::TooManyTxnOps`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TxnList {
-    Compares,
-    Success,
-    Failure,
-}
-
-impl std::fmt::Display for TxnList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TxnList::Compares => "compare",
-            TxnList::Success => "success",
-            TxnList::Failure => "failure",
-        })
-    }
-}
+use crate::api::CommandError;
 
 /// The durable meta breaks `last_purged <= last_applied <= committed <= last log index`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

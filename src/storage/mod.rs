@@ -26,7 +26,7 @@ pub mod tuple;
 pub mod types;
 
 pub use backup::{BackupSummary, restore_backup, verify_backup};
-pub use error::{CommandError, Error, ValidationError};
+pub use error::{Error, ValidationError};
 pub use reads::{Page, ReadView, ScanOptions};
 pub use snapshot::{SnapshotSummary, verify_snapshot_file};
 pub use store::{Compaction, DurableMeta, StorageMode, Store, StoreOptions, validate};

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use redb::TableDefinition;
 
-use crate::storage::types::{LogId, StoredMembership, VaultLimits, Vote};
+use crate::command::{LogId, StoredMembership, VaultLimits, Vote};
 
 /// Raft log: log index → `LOG_ENTRY_FORMAT` byte + postcard `Entry`.
 pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");

@@ -17,13 +17,15 @@ use std::path::PathBuf;
 use redb::Durability;
 use serde::{Deserialize, Serialize};
 
+use crate::api::VaultMeta;
+use crate::command::{LogId, SnapshotMeta, VaultLimits};
 use crate::limits::SNAPSHOT_RECORD_BYTES_MAX;
 use crate::storage::error::{Error, Result};
 use crate::storage::schema::*;
 use crate::storage::state_machine::FIRST_LEASE_ID;
 use crate::storage::state_machine::Machine;
 use crate::storage::store::{Store, read_meta, read_meta_in, write_meta, write_meta_opt};
-use crate::storage::types::{KvEntry, LeaseRecord, LogId, SnapshotMeta, VaultLimits, VaultMeta};
+use crate::storage::types::{KvEntry, LeaseRecord};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ASPNSNAP";
 const SNAPSHOT_FORMAT: u32 = 1;

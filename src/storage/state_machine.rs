@@ -19,16 +19,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use openraft::EntryPayload;
 use redb::{Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
+use crate::api::{
+    CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put, Txn, TxnOp,
+    VaultMeta, vault_of,
+};
+use crate::command::{Command, Entry, Request, Response, StoredMembership, VaultLimits};
 use crate::limits::DELETE_CHUNK_ENTRIES_MAX;
-use crate::storage::error::{CommandError, Error, Result};
+use crate::storage::error::{Error, Result};
 use crate::storage::reads::lease_keys_in;
 use crate::storage::schema::*;
 use crate::storage::store::{Store, read_meta_in, write_meta};
-use crate::storage::types::{
-    Command, Compare, CompareOp, CompareTarget, Entry, KeyRange, KeyValue, KvEntry, KvEntryRef,
-    LeaseRecord, Output, Put, Request, Response, StoredMembership, Txn, TxnOp, VaultLimits,
-    VaultMeta, vault_of,
-};
+use crate::storage::types::{KvEntry, KvEntryRef, LeaseRecord};
 
 /// Lease ids handed out for `LeaseGrant { id: 0 }` start here.
 pub(crate) const FIRST_LEASE_ID: u64 = 1;
@@ -721,7 +722,7 @@ pub(crate) fn rebuild_vaults(txn: &WriteTransaction) -> Result<u64> {
 
 /// The keys under `vault/`.
 fn vault_prefix_range() -> std::ops::Range<&'static [u8]> {
-    crate::storage::types::VAULT_PREFIX..b"vault0"
+    crate::api::VAULT_PREFIX..b"vault0"
 }
 
 pub(crate) fn decode_vault(name: &[u8], bytes: &[u8]) -> Result<VaultMeta> {

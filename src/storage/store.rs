@@ -20,9 +20,9 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::command::{Entry, LogId, StoredMembership, Vote};
 use crate::storage::error::{Error, IndexText, Result, ValidationError};
 use crate::storage::schema::*;
-use crate::storage::types::{Entry, LogId, StoredMembership, Vote};
 
 /// Name of the database file inside a node's data directory.
 pub const DB_FILE_NAME: &str = "aspen.redb";
@@ -320,6 +320,14 @@ impl Store {
         std::fs::metadata(dir.join(DB_FILE_NAME))
             .ok()
             .map(|m| m.len())
+    }
+
+    /// The quota alarm: `Some((file bytes, quota))` while the file is at or over `quota`
+    /// bytes. Measured now, so it clears by itself once a compaction shrinks the file. Never
+    /// on for the in-memory store (no file).
+    pub fn quota_alarm(&self, quota: u64) -> Option<(u64, u64)> {
+        let bytes = self.file_size()?;
+        (bytes >= quota).then_some((bytes, quota))
     }
 
     /// Where snapshot files live.

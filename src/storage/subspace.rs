@@ -1,8 +1,8 @@
 //! Subspaces: a key prefix made of a packed tuple, under which keys are packed tuples too
 //! (FoundationDB's directory-free subspace). Pure: no I/O.
 
+use crate::api::KeyRange;
 use crate::storage::tuple::{Element, Tuple, TupleError};
-use crate::storage::types::KeyRange;
 
 /// A key prefix; every key built from it sorts inside [`Subspace::range`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -164,14 +164,7 @@ element_from!(
     i128 => Int, f32 => Float, f64 => Double, bool => Bool,
 );
 
-/// The first key after every key that starts with `prefix`: drop trailing 0xff bytes, then add
-/// one to the last byte. `None` when no such key exists (empty or all 0xff).
-pub fn strinc(prefix: &[u8]) -> Option<Vec<u8>> {
-    let keep = prefix.iter().rposition(|&b| b != 0xff)?;
-    let mut out = prefix[..=keep].to_vec();
-    out[keep] += 1;
-    Some(out)
-}
+pub use crate::api::strinc;
 
 fn encode(element: &Element, out: &mut Vec<u8>, nested: bool) {
     match element {

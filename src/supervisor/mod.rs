@@ -3,8 +3,10 @@
 //! restarts a failed child after an exponential backoff (one-for-one; a storage failure
 //! restarts its dependents too), fails the node when the restart budget is spent, refuses to
 //! start storage when the cross-storage validation fails, and restarts a child whose health
-//! check is critical K times in a row. Every supervision decision lives here.
+//! check is critical K times in a row. Every supervision decision lives here, and the health
+//! board (`board`) where its results are published.
 
+pub mod board;
 pub mod policy;
 
 use std::collections::BTreeMap;
@@ -13,31 +15,40 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::actors::health::{HealthActor, HealthArgs};
-use crate::actors::raft::{RaftActor, RaftArgs, RaftMsg};
+use crate::actors::health::{CheckReport, HealthActor, HealthArgs};
+use crate::actors::raft::{RaftActor, RaftArgs, RaftHandle};
 use crate::actors::sql::{SqlActor, SqlArgs};
 use crate::actors::storage::{StorageActor, StorageArgs, StorageWriter};
 use crate::actors::ttl::{TtlActor, TtlArgs};
 use crate::actors::{ActorKind, Faults};
-use crate::config::{Bootstrap, NodeConfig, StorageKind};
+use crate::api::{Check, CheckStatus};
+use crate::command::VaultLimits;
+use crate::config::{Bootstrap, NodeConfig};
 use crate::net::raft::RaftTransport;
-use crate::node::{Check, CheckStatus, NodeShared};
 use crate::sql::SqlLimits;
-use crate::storage::{Store, StoreOptions, VaultLimits};
+use crate::storage::Store;
+pub use board::HealthBoard;
 use policy::{Decision, RestartPolicy};
 
 pub struct NodeSupervisor;
 
 pub struct SupervisorArgs {
     pub config: NodeConfig,
-    pub shared: Arc<NodeShared>,
+    /// The store the node opened, or why it could not (the node then fails, and says why).
+    pub store: Result<Arc<Store>, String>,
+    /// This node's address, recorded in the membership when it initializes a cluster alone.
+    pub address: String,
+    pub board: Arc<HealthBoard>,
+    pub raft: RaftHandle,
     pub faults: Faults,
     pub transport: RaftTransport,
 }
 
 pub struct SupervisorState {
     config: NodeConfig,
-    shared: Arc<NodeShared>,
+    address: String,
+    board: Arc<HealthBoard>,
+    raft: RaftHandle,
     faults: Faults,
     transport: RaftTransport,
     store: Option<Arc<Store>>,
@@ -45,14 +56,6 @@ pub struct SupervisorState {
     policy: RestartPolicy,
     /// Consecutive critical health reports per child.
     critical_streaks: BTreeMap<ActorKind, u32>,
-}
-
-/// One check's result as the HealthActor reports it, with the child it is about (if any).
-#[derive(Debug, Clone)]
-pub struct CheckReport {
-    pub name: &'static str,
-    pub check: Check,
-    pub actor: Option<ActorKind>,
 }
 
 pub enum SupervisorMsg {
@@ -102,7 +105,9 @@ impl Actor for NodeSupervisor {
         let policy = RestartPolicy::new(&args.config.supervisor);
         let mut state = SupervisorState {
             config: args.config,
-            shared: args.shared,
+            address: args.address,
+            board: args.board,
+            raft: args.raft,
             faults: args.faults,
             transport: args.transport,
             store: None,
@@ -110,10 +115,8 @@ impl Actor for NodeSupervisor {
             policy,
             critical_streaks: BTreeMap::new(),
         };
-        match open_store(&state.config) {
+        match args.store {
             Ok(store) => {
-                let store = Arc::new(store);
-                state.shared.set_store(Some(Arc::clone(&store)));
                 state.store = Some(store);
                 myself.cast(SupervisorMsg::Start(ActorKind::Storage))?;
             }
@@ -194,27 +197,17 @@ fn child_kind(state: &SupervisorState, cell: &ActorCell) -> Option<ActorKind> {
         .map(|(kind, _)| *kind)
 }
 
-fn open_store(config: &NodeConfig) -> Result<Store, crate::storage::Error> {
-    let mut options = match config.node.storage {
-        StorageKind::File => StoreOptions::file(&config.node.data_dir),
-        StorageKind::Inmemory => StoreOptions::in_memory(),
-    };
-    options.quick_repair = config.storage.quick_repair;
-    options.cache_bytes = config.storage.cache_bytes as usize;
-    Store::open(&options)
-}
-
 /// Storage may not start: nothing is served from this state, and nothing repairs it.
 fn refuse_storage(state: &SupervisorState, message: String) {
-    tracing::error!(node_id = state.shared.node_id, "{message}");
+    tracing::error!(node_id = state.board.node_id(), "{message}");
     state
-        .shared
+        .board
         .set_check("storage", Check::new(CheckStatus::Failed, message.clone()));
-    state.shared.fail(message);
+    state.board.fail(message);
 }
 
 async fn on_start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, kind: ActorKind) {
-    if state.shared.failure().is_some() || state.children.contains_key(&kind) {
+    if state.board.failure().is_some() || state.children.contains_key(&kind) {
         return;
     }
     let Some(store) = state.store.clone() else {
@@ -245,10 +238,7 @@ async fn on_start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState,
         Ok(cell) => {
             state.children.insert(kind, cell);
             if kind == ActorKind::Storage {
-                state.shared.set_check("storage", Check::ok());
-            }
-            if kind == ActorKind::Raft {
-                publish_raft(state).await;
+                state.board.set_check("storage", Check::ok());
             }
             for next in started_after(kind) {
                 let _ = myself.cast(SupervisorMsg::Start(*next));
@@ -264,7 +254,7 @@ async fn spawn_child(
     kind: ActorKind,
     store: Arc<Store>,
 ) -> Result<ActorCell, String> {
-    let node_id = state.shared.node_id;
+    let node_id = state.board.node_id();
     let name = Some(kind.name(node_id));
     let faults = state.faults.clone();
     let supervisor = myself.get_cell();
@@ -283,17 +273,14 @@ async fn spawn_child(
                 .ok_or("raft: storage is not running")?;
             let args = RaftArgs {
                 node_id,
-                address: state
-                    .shared
-                    .address()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
+                address: state.address.clone(),
                 bootstrap_single: state.config.raft.bootstrap == Bootstrap::Single,
                 transport: state.transport.clone(),
                 config: Arc::new(raft_config(&state.config)?),
                 store,
                 writer,
                 faults,
+                handle: state.raft.clone(),
             };
             Actor::spawn_linked(name, RaftActor, args, supervisor)
                 .await
@@ -307,6 +294,7 @@ async fn spawn_child(
                 batch_max: state.config.ttl.batch_max as usize,
                 vault_limits: VaultLimits::from(&state.config.storage),
                 faults,
+                raft: state.raft.clone(),
             };
             Actor::spawn_linked(name, TtlActor, args, supervisor)
                 .await
@@ -318,7 +306,15 @@ async fn spawn_child(
                 store,
                 config: state.config.clone(),
                 faults,
-                supervisor: myself.clone(),
+                report: {
+                    let supervisor = myself.clone();
+                    Arc::new(move |reports| {
+                        supervisor
+                            .cast(SupervisorMsg::HealthReport(reports))
+                            .map_err(Into::into)
+                    })
+                },
+                raft: state.raft.clone(),
             };
             Actor::spawn_linked(name, HealthActor, args, supervisor)
                 .await
@@ -357,23 +353,10 @@ pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, String> {
     .map_err(|e| format!("raft: invalid config: {e}"))
 }
 
-async fn publish_raft(state: &SupervisorState) {
-    let Some(cell) = state.children.get(&ActorKind::Raft) else {
-        return;
-    };
-    let raft: ActorRef<RaftMsg> = cell.clone().into();
-    match ractor::call_t!(raft, RaftMsg::Handle, 1_000) {
-        Ok(raft) => {
-            state.shared.set_raft(Some(raft));
-        }
-        Err(error) => tracing::warn!(%error, "supervisor: raft handle unavailable"),
-    }
-}
-
 /// Withdraws the published Raft instance and shuts it down, so no stale instance keeps
 /// running on the store once its actor is gone.
 async fn withdraw_raft(state: &SupervisorState) {
-    if let Some(raft) = state.shared.set_raft(None) {
+    if let Some(raft) = state.raft.withdraw() {
         let _ = raft.shutdown().await;
     }
 }
@@ -384,8 +367,8 @@ async fn on_child_failed(
     kind: ActorKind,
     reason: String,
 ) {
-    tracing::warn!(node_id = state.shared.node_id, actor = %kind, %reason, "supervisor: child failed");
-    state.shared.record_restart(kind);
+    tracing::warn!(node_id = state.board.node_id(), actor = %kind, %reason, "supervisor: child failed");
+    state.board.record_restart(kind);
     if kind == ActorKind::Raft {
         withdraw_raft(state).await;
     }
@@ -411,7 +394,7 @@ async fn on_child_failed(
             ] {
                 stop_child(state, child).await;
             }
-            state.shared.fail(reason);
+            state.board.fail(reason);
         }
     }
 }
@@ -438,7 +421,7 @@ fn on_health_report(state: &mut SupervisorState, reports: Vec<CheckReport>) {
     let threshold = state.config.health.critical_restarts_after;
     for report in reports {
         let critical = report.check.status >= CheckStatus::Critical;
-        state.shared.set_check(report.name, report.check);
+        state.board.set_check(report.name, report.check);
         let Some(actor) = report.actor else {
             continue;
         };

@@ -2,9 +2,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use aspen::api::{KeyRange, NodeId};
 use aspen::client::{Client, RangeOptions};
 use aspen::net::endpoint::NodeAddress;
-use aspen::storage::{KeyRange, NodeId};
 use aspen::testing::WAIT_MS;
 use tokio::sync::Mutex;
 

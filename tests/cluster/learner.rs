@@ -27,8 +27,8 @@ async fn learner_catches_up_through_a_snapshot_and_is_promoted() {
     eventually("the leader purged its log", || {
         let purged = cluster.nodes[&leader]
             .node
-            .shared
-            .raft_metrics()
+            .raft
+            .metrics()
             .and_then(|m| m.purged);
         std::future::ready(purged.is_some_and(|p| p.index > 1))
     })
@@ -50,13 +50,13 @@ async fn learner_catches_up_through_a_snapshot_and_is_promoted() {
     eventually("the learner applied as far as the leader", || {
         let applied = learner
             .node
-            .shared
-            .raft_metrics()
+            .raft
+            .metrics()
             .and_then(|m| m.last_applied.map(|l| l.index));
         std::future::ready(applied >= target)
     })
     .await;
-    let metrics = learner.node.shared.raft_metrics().unwrap();
+    let metrics = learner.node.raft.metrics().unwrap();
     assert!(
         metrics.snapshot.is_some(),
         "the learner caught up without a snapshot: {metrics:?}"
@@ -74,7 +74,7 @@ async fn learner_catches_up_through_a_snapshot_and_is_promoted() {
     let own = aspen::client::Client::connect(&[address]).await.unwrap();
     let page = own
         .range(
-            aspen::storage::KeyRange::prefix(b"k/"),
+            aspen::api::KeyRange::prefix(b"k/"),
             &aspen::client::RangeOptions::stale(),
         )
         .await
@@ -95,7 +95,7 @@ async fn learner_of_a_restored_node_gets_the_restored_keys() {
     }
     let files = tempfile::tempdir().unwrap();
     let backup = files.path().join("b.backup");
-    let store = source.node.shared.store().unwrap();
+    let store = source.node.store().unwrap();
     let file = std::fs::File::create(&backup).unwrap();
     store
         .write_backup(std::io::BufWriter::new(file), 0, |_, _| {})
@@ -121,13 +121,9 @@ async fn learner_of_a_restored_node_gets_the_restored_keys() {
     let count = || {
         learner
             .node
-            .shared
             .store()
             .and_then(|s| s.read(0).ok())
-            .and_then(|v| {
-                v.count(&aspen::storage::KeyRange::prefix(b"restored/"))
-                    .ok()
-            })
+            .and_then(|v| v.count(&aspen::api::KeyRange::prefix(b"restored/")).ok())
     };
     eventually("the learner holds the restored keys", || {
         std::future::ready(count() == Some(50))

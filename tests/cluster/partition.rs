@@ -47,7 +47,7 @@ async fn isolated_leader_is_replaced_and_rejoins() {
     let rejoined = cluster.client_of(old).await;
     let stale = aspen::client::RangeOptions::stale();
     let during = rejoined
-        .range(aspen::storage::KeyRange::prefix(b"during/"), &stale)
+        .range(aspen::api::KeyRange::prefix(b"during/"), &stale)
         .await
         .unwrap();
     assert_eq!(during.kvs.len(), 10);

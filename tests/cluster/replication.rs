@@ -28,7 +28,7 @@ async fn writes_through_any_node_are_read_everywhere() {
         eventually("stale read sees every write", || async {
             let kvs = client
                 .range(
-                    aspen::storage::KeyRange::prefix(b"from/"),
+                    aspen::api::KeyRange::prefix(b"from/"),
                     &aspen::client::RangeOptions::stale(),
                 )
                 .await

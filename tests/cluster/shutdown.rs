@@ -1,7 +1,7 @@
 use std::time::Duration;
 
+use aspen::api::KeyRange;
 use aspen::client::RangeOptions;
-use aspen::storage::KeyRange;
 
 use crate::util::Cluster;
 
@@ -25,15 +25,15 @@ async fn leader_shutdown_hands_over_the_whole_log() {
     let node = cluster.nodes.remove(&leader).expect("leader");
     let last = node
         .node
-        .shared
-        .raft_metrics()
+        .raft
+        .metrics()
         .and_then(|m| m.last_log_index)
         .expect("leader log");
     tokio::time::timeout(Duration::from_secs(10), node.shutdown())
         .await
         .expect("shutdown finished");
     for (id, follower) in &cluster.nodes {
-        let store = follower.node.shared.store().expect("store");
+        let store = follower.node.store().expect("store");
         let held = store.log_state().unwrap().1.map(|id| id.index);
         assert!(
             held >= Some(last),

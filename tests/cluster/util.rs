@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use aspen::api::NodeId;
 use aspen::client::Client;
 use aspen::config::NodeConfig;
 use aspen::net::endpoint::{NodeAddress, read_addr_file};
 use aspen::net::faults::NetFaults;
-use aspen::storage::NodeId;
 use aspen::testing::{TestNode, WAIT_MS};
 
 /// Polls `condition` every 10 ms until it holds or `WAIT_MS` passes.
@@ -86,8 +86,8 @@ impl Cluster {
     pub fn leader_seen_by(&self, id: NodeId) -> Option<NodeId> {
         self.nodes[&id]
             .node
-            .shared
-            .raft_metrics()
+            .raft
+            .metrics()
             .and_then(|m| m.current_leader)
     }
 
@@ -106,8 +106,8 @@ impl Cluster {
     pub fn last_applied(&self, id: NodeId) -> Option<u64> {
         self.nodes[&id]
             .node
-            .shared
-            .raft_metrics()
+            .raft
+            .metrics()
             .and_then(|m| m.last_applied.map(|l| l.index))
     }
 

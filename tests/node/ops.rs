@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aspen::admin::AdminClient;
-use aspen::node::{CheckStatus, NodeError, NodeHealth};
-use aspen::storage::{
-    Command, CommandError, KeyRange, Put, Request, ScanOptions, Store, Txn, TxnOp,
-};
+use aspen::api::{CheckStatus, CommandError, KeyRange, NodeHealth, Put, Txn, TxnOp};
+use aspen::command::{Command, Request};
+use aspen::node::NodeError;
+use aspen::storage::{ScanOptions, Store};
 use aspen::testing::TestNode;
 
 const TOKEN: &str = "t0ken-for-tests";
@@ -53,7 +53,7 @@ impl Writer {
         put: impl Fn(u64) -> Put + Send + 'static,
     ) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
-        let (shared, stopped) = (Arc::clone(&node.node.shared), Arc::clone(&stop));
+        let (shared, stopped) = (Arc::clone(&node.node.core), Arc::clone(&stop));
         let task = tokio::spawn(async move {
             let mut n = 0;
             while !stopped.load(Ordering::Relaxed) {
@@ -179,7 +179,7 @@ async fn backup_under_writes_restores_into_a_new_node() {
     aspen::storage::restore_backup(&file, restored_dir.path(), 8 << 20, aspen::clock::now_ms())
         .expect("restore");
     let restored = TestNode::start_in(42, restored_dir, |_| {}).await;
-    let store = restored.node.shared.store().expect("store");
+    let store = restored.node.store().expect("store");
     let actual = contents(&store);
     assert_eq!(actual.len(), expected.len());
     for (key, value) in &expected {
@@ -248,8 +248,8 @@ async fn admin_routes_need_the_token_and_snapshot_purges_the_log() {
 
     let applied = node
         .node
-        .shared
-        .raft_metrics()
+        .raft
+        .metrics()
         .and_then(|m| m.last_applied)
         .expect("applied")
         .index;
@@ -268,7 +268,7 @@ async fn admin_routes_need_the_token_and_snapshot_purges_the_log() {
         wait_purged(&node, snapshot).await,
         "the log was not purged up to the snapshot"
     );
-    let store = node.node.shared.store().unwrap();
+    let store = node.node.store().unwrap();
     assert!(store.log_entries(..=snapshot).unwrap().is_empty());
 
     let backup = client
@@ -289,12 +289,9 @@ async fn admin_routes_need_the_token_and_snapshot_purges_the_log() {
         .await
         .unwrap();
     assert_eq!(shutdown.status(), 202);
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        node.node.shared.shutdown_requested(),
-    )
-    .await
-    .expect("shutdown requested");
+    tokio::time::timeout(Duration::from_secs(5), node.node.core.shutdown_requested())
+        .await
+        .expect("shutdown requested");
     node.shutdown().await;
 }
 
@@ -316,15 +313,16 @@ async fn fill(node: &TestNode, prefix: &str, count: usize, value_bytes: usize) {
 /// Builds a snapshot now and purges the whole log behind it, so the log no longer holds the
 /// deleted values.
 async fn snapshot_and_purge(node: &TestNode) {
-    let raft = node.node.shared.raft().expect("raft");
-    aspen::node::snapshot_now(&raft, true, Duration::from_secs(10))
+    node.node
+        .raft
+        .snapshot(true, Duration::from_secs(10))
         .await
         .expect("snapshot and purge");
 }
 
 /// Whether the node's stored log is purged up to `index` within the harness's wait.
 async fn wait_purged(node: &TestNode, index: u64) -> bool {
-    let store = node.node.shared.store().unwrap();
+    let store = node.node.store().unwrap();
     node.wait_until(|_| {
         store
             .log_state()
@@ -356,7 +354,7 @@ async fn compaction_shrinks_the_file_and_keeps_the_data() {
         .expect("delete");
     }
     snapshot_and_purge(&node).await;
-    let store = node.node.shared.store().unwrap();
+    let store = node.node.store().unwrap();
     let kept = contents(&store);
     assert_eq!(kept.len(), 300);
 
@@ -483,7 +481,7 @@ async fn quota_alarm_refuses_writes_until_compaction() {
     }
     // Reads work.
     node.node.read_barrier().await.expect("read barrier");
-    let store = node.node.shared.store().unwrap();
+    let store = node.node.store().unwrap();
     assert!(
         store
             .read(aspen::clock::now_ms())
@@ -496,14 +494,14 @@ async fn quota_alarm_refuses_writes_until_compaction() {
     assert!(
         node.wait_until(|n| n
             .node
-            .shared
+            .board
             .health()
             .checks
             .get("quota")
             .is_some_and(|c| c.status == CheckStatus::Warning))
             .await
     );
-    let health = node.node.shared.health();
+    let health = node.node.board.health();
     assert_eq!(health.status, NodeHealth::Degraded, "{health:?}");
     let message = health.checks["quota"].message.clone().unwrap();
     assert!(message.starts_with("quota alarm: "), "{message}");
@@ -521,21 +519,21 @@ async fn quota_alarm_refuses_writes_until_compaction() {
         .await
         .expect("revoke under the alarm");
     // The file keeps its size until compaction: the alarm stays on.
-    assert!(node.node.shared.quota_alarm().is_some());
+    assert!(node.node.core.quota_alarm().is_some());
     snapshot_and_purge(&node).await;
     let compaction = store.compact(Duration::from_secs(5)).expect("compact");
     assert!(
         compaction.bytes_after.unwrap() < QUOTA_BYTES,
         "{compaction:?}"
     );
-    assert_eq!(node.node.shared.quota_alarm(), None);
+    assert_eq!(node.node.core.quota_alarm(), None);
     node.put("after", "compaction")
         .await
         .expect("write after the alarm cleared");
     assert!(
         node.wait_until(|n| n
             .node
-            .shared
+            .board
             .health()
             .checks
             .get("quota")
@@ -556,8 +554,8 @@ async fn vault_limits_list_sql_and_metrics() {
         c.storage.vault_keys_max = 3;
     })
     .await;
-    let store = node.node.shared.store().unwrap();
-    let configured = aspen::storage::VaultLimits {
+    let store = node.node.store().unwrap();
+    let configured = aspen::command::VaultLimits {
         vaults_max: 2,
         keys_per_vault_max: 3,
     };

@@ -6,7 +6,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use aspen::storage::{Put, Request};
+use aspen::api::Put;
+use aspen::command::Request;
 use aspen::testing::TestNode;
 
 /// Every metric family the node must expose.
@@ -70,7 +71,7 @@ async fn seed(config: &str, dir: &std::path::Path) {
     for put in puts {
         let request = Request {
             now_ms,
-            command: aspen::storage::Command::Put(put),
+            command: aspen::command::Command::Put(put),
         };
         // The node elects itself within an election timeout; retry (bounded) until it has.
         let mut written = false;
@@ -228,15 +229,15 @@ async fn metric_families_move_after_writes() {
         node.put(&format!("k{i}"), "v").await.unwrap();
     }
     // Lease grant and a TTL key make the ttl counter and every family appear.
-    node.write(aspen::storage::Command::Put(aspen::storage::Put {
+    node.write(aspen::command::Command::Put(aspen::api::Put {
         ttl_ms: Some(1),
-        ..aspen::storage::Put::new("gone", "v")
+        ..aspen::api::Put::new("gone", "v")
     }))
     .await
     .unwrap();
     assert!(
         node.wait_until(|n| {
-            let store = n.node.shared.store().unwrap();
+            let store = n.node.store().unwrap();
             store.read(0).unwrap().get(b"gone").unwrap().is_none()
         })
         .await
@@ -265,7 +266,9 @@ async fn metric_families_move_after_writes() {
 // exit_on_failure) refuse to start storage, log the rule with both numbers, and exit non-zero.
 #[test]
 fn node_process_refuses_corrupt_storage_and_exits() {
-    use aspen::storage::{Command as Cmd, Entry, LogId, Put, Request, Store, StoreOptions};
+    use aspen::api::Put;
+    use aspen::command::{Command as Cmd, Entry, LogId, Request};
+    use aspen::storage::{Store, StoreOptions};
     use openraft::{CommittedLeaderId, EntryPayload};
     let dir = tempfile::tempdir().unwrap();
     {

@@ -3,7 +3,7 @@
 //! stays critical restarts its actor.
 
 use aspen::actors::ActorKind;
-use aspen::node::{CheckStatus, NodeHealth};
+use aspen::api::{CheckStatus, NodeHealth};
 use aspen::testing::TestNode;
 
 /// The id of the running RaftActor: a new id means a new incarnation.
@@ -15,7 +15,7 @@ fn raft_incarnation(node: &TestNode) -> Option<ractor::ActorId> {
 /// Waits until `kind` was restarted `count` times and the node serves writes again.
 async fn assert_recovers(node: &TestNode, kind: ActorKind, count: u64) {
     assert!(
-        node.wait_until(|n| n.node.shared.restarts(kind) >= count)
+        node.wait_until(|n| n.node.board.restarts(kind) >= count)
             .await,
         "{kind} restart not recorded"
     );
@@ -47,11 +47,7 @@ async fn panic_in_each_actor_is_restarted() {
                 "a storage failure restarts raft too"
             );
         }
-        assert_eq!(
-            node.node.shared.restarts(kind),
-            1,
-            "{kind} after {i} others"
-        );
+        assert_eq!(node.node.board.restarts(kind), 1, "{kind} after {i} others");
     }
     let metrics = aspen::metrics::render();
     for kind in ActorKind::ALL {
@@ -91,10 +87,10 @@ async fn restart_budget_spent_fails_the_node() {
             assert_recovers(&node, ActorKind::Ttl, round).await;
         }
     }
-    assert!(node.wait_until(|n| n.node.shared.failure().is_some()).await);
-    let reason = node.node.shared.failure().unwrap();
+    assert!(node.wait_until(|n| n.node.board.failure().is_some()).await);
+    let reason = node.node.board.failure().unwrap();
     assert!(reason.contains("3 restarts within 60000 ms"), "{reason}");
-    assert_eq!(node.node.shared.health().status, NodeHealth::Unhealthy);
+    assert_eq!(node.node.board.health().status, NodeHealth::Unhealthy);
     let url = format!("http://{}/health", node.node.http_address);
     let response = reqwest::get(&url).await.expect("GET /health");
     assert_eq!(response.status(), 503);
@@ -115,8 +111,8 @@ async fn storage_with_applied_beyond_committed_is_refused() {
     node.stop_storage().await;
     let (applied, committed) = node.corrupt_committed_below_applied();
     node.start_storage();
-    assert!(node.wait_until(|n| n.node.shared.failure().is_some()).await);
-    let health = node.node.shared.health();
+    assert!(node.wait_until(|n| n.node.board.failure().is_some()).await);
+    let health = node.node.board.health();
     assert_eq!(health.status, NodeHealth::Unhealthy);
     let storage = &health.checks["storage"];
     assert_eq!(storage.status, CheckStatus::Failed);
@@ -136,13 +132,13 @@ async fn critical_check_restarts_its_actor() {
     let node = TestNode::start(15, |c| c.health.critical_restarts_after = 3).await;
     node.faults().force_critical("ttl_actor", true);
     assert!(
-        node.wait_until(|n| n.node.shared.restarts(ActorKind::Ttl) >= 1)
+        node.wait_until(|n| n.node.board.restarts(ActorKind::Ttl) >= 1)
             .await
     );
     node.faults().force_critical("ttl_actor", false);
     assert!(node.wait_serving().await);
     assert_eq!(
-        node.node.shared.restarts(ActorKind::Raft),
+        node.node.board.restarts(ActorKind::Raft),
         0,
         "only the ttl actor restarts"
     );

@@ -1,10 +1,11 @@
 //! TTL and leases on one node: expiry goes through Raft proposals made by the TtlActor.
 
-use aspen::storage::{Command, Output, Put};
+use aspen::api::{Output, Put};
+use aspen::command::Command;
 use aspen::testing::TestNode;
 
 fn live(node: &TestNode, key: &str) -> bool {
-    let store = node.node.shared.store().expect("store");
+    let store = node.node.store().expect("store");
     let view = store.read(0).expect("read");
     view.get(key.as_bytes()).expect("get").is_some()
 }
@@ -29,7 +30,7 @@ async fn ttl_and_leases_expire_through_raft() {
         node.wait_until(|n| !live(n, "short")).await,
         "ttl key not expired"
     );
-    let store = node.node.shared.store().unwrap();
+    let store = node.node.store().unwrap();
     assert!(
         store.read(0).unwrap().revision() > before,
         "the expiry took a revision"
@@ -96,7 +97,7 @@ async fn read_barrier_then_local_read_sees_acknowledged_write() {
         .read_barrier()
         .await
         .expect("barrier on the leader");
-    let view = node.node.shared.store().unwrap().read(0).unwrap();
+    let view = node.node.store().unwrap().read(0).unwrap();
     assert!(view.revision() >= written.revision);
     assert_eq!(view.get(b"k").unwrap().unwrap().value, b"v1");
     node.shutdown().await;
@@ -111,7 +112,7 @@ async fn clean_restart_keeps_every_write_and_replays_nothing() {
         node.put(&format!("k{i:02}"), "v").await.unwrap();
     }
     let node = node.restart().await;
-    let store = node.node.shared.store().unwrap();
+    let store = node.node.store().unwrap();
     let view = store.read(0).unwrap();
     for i in 0..20 {
         assert!(

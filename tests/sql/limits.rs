@@ -1,7 +1,8 @@
 use std::time::Duration;
 
+use aspen::api::{KeyRange, Put};
+use aspen::command::Command;
 use aspen::sql::SqlError;
-use aspen::storage::{Command, KeyRange, Put};
 use futures::StreamExt;
 
 use crate::util::{Loaded, engine, now_ms};
@@ -88,7 +89,7 @@ async fn timeout_stops_a_slow_query_and_bounds_the_wait_for_a_slot() {
         .query(&loaded.store, "SELECT COUNT(*) FROM kv")
         .await
         .unwrap();
-    assert_eq!(result.rows[0][0], aspen::sql::SqlValue::Int(1_000));
+    assert_eq!(result.rows[0][0], aspen::api::SqlValue::Int(1_000));
 }
 
 // Proves SQL only reads: DDL, DML, COPY, SET and the like are refused with an error that says
@@ -123,7 +124,7 @@ async fn anything_but_a_query_is_refused() {
         .query(&loaded.store, "SELECT COUNT(*) FROM kv")
         .await
         .unwrap();
-    assert_eq!(count.rows[0][0], aspen::sql::SqlValue::Int(10));
+    assert_eq!(count.rows[0][0], aspen::api::SqlValue::Int(10));
     // A bad query is one clear line naming the problem.
     let error = engine
         .query(&loaded.store, "SELECT nope FROM kv")
@@ -171,7 +172,7 @@ async fn a_query_reads_one_snapshot_while_writes_go_on() {
         .query(&loaded.store, "SELECT COUNT(*) FROM kv")
         .await
         .unwrap();
-    assert_eq!(now.rows[0][0], aspen::sql::SqlValue::Int(100));
+    assert_eq!(now.rows[0][0], aspen::api::SqlValue::Int(100));
 }
 
 /// What a hostile query must get back.
@@ -375,13 +376,13 @@ async fn hostile_queries_get_an_answer_or_one_error_line() {
     assert_eq!(
         repeated.rows,
         vec![vec![
-            aspen::sql::SqlValue::Text("ababab".into()),
-            aspen::sql::SqlValue::Text("--x".into())
+            aspen::api::SqlValue::Text("ababab".into()),
+            aspen::api::SqlValue::Text("--x".into())
         ]]
     );
     let count = engine
         .query(&loaded.store, "SELECT COUNT(*) FROM kv")
         .await
         .unwrap();
-    assert_eq!(count.rows[0][0], aspen::sql::SqlValue::Int(100));
+    assert_eq!(count.rows[0][0], aspen::api::SqlValue::Int(100));
 }

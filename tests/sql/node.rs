@@ -1,7 +1,6 @@
 use aspen::actors::ActorKind;
+use aspen::api::{ClientError, Consistency, SqlValue};
 use aspen::client::{Client, Error};
-use aspen::net::proto::{ClientError, Consistency};
-use aspen::sql::SqlValue;
 use aspen::testing::TestNode;
 
 // Proves the SqlActor path of a real node over the client protocol: a linearizable query sees
@@ -55,17 +54,17 @@ async fn queries_through_the_sql_actor_of_a_node() {
     assert!(
         node.wait_until(|n| n
             .node
-            .shared
+            .board
             .checks()
             .get("sql_actor")
-            .is_some_and(|c| c.status == aspen::node::CheckStatus::Ok))
+            .is_some_and(|c| c.status == aspen::api::CheckStatus::Ok))
             .await,
         "sql_actor check reported ok"
     );
-    let restarts = node.node.shared.restarts(ActorKind::Sql);
+    let restarts = node.node.board.restarts(ActorKind::Sql);
     node.panic_actor(ActorKind::Sql);
     assert!(
-        node.wait_until(|n| n.node.shared.restarts(ActorKind::Sql) > restarts)
+        node.wait_until(|n| n.node.board.restarts(ActorKind::Sql) > restarts)
             .await
     );
     assert!(node.wait_serving().await);

@@ -1,4 +1,4 @@
-use aspen::sql::SqlValue;
+use aspen::api::SqlValue;
 
 use crate::util::{dataset, engine};
 

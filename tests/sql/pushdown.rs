@@ -1,4 +1,5 @@
-use aspen::storage::{Command, Put};
+use aspen::api::Put;
+use aspen::command::Command;
 use futures::StreamExt;
 
 use crate::util::{Loaded, engine, now_ms};

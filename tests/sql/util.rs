@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aspen::api::Put;
+use aspen::command::{Command, Entry, LogId, Request};
 use aspen::sql::{SqlEngine, SqlLimits};
-use aspen::storage::{Command, Entry, LogId, Put, Request, Store, StoreOptions};
+use aspen::storage::{Store, StoreOptions};
 use openraft::{CommittedLeaderId, EntryPayload};
 
 /// A store on a temporary directory, fed with commands.

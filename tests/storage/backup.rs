@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use aspen::storage::{
-    Command, KeyRange, Put, Store, StoreOptions, Txn, TxnOp, restore_backup, verify_backup,
-};
+use aspen::api::{KeyRange, Put, Txn, TxnOp};
+use aspen::command::Command;
+use aspen::storage::{Store, StoreOptions, restore_backup, verify_backup};
 
 use crate::util::{Driver, all_keys, small};
 

@@ -4,9 +4,11 @@
 use std::process::Command as Process;
 use std::sync::Arc;
 
+use aspen::api::Put;
+use aspen::command::Command;
 use aspen::storage::check::check_data_dir;
 use aspen::storage::schema::{KV, RAFT_LOG};
-use aspen::storage::{Command, Put, Store, StoreOptions};
+use aspen::storage::{Store, StoreOptions};
 use redb::ReadableTable;
 
 use crate::util::{Driver, log_id, small};

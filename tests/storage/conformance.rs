@@ -1,11 +1,12 @@
 //! KV conformance: the semantics users rely on, run on the file store and on the in-memory
 //! store alike (the `both_stores!` macro makes one test per store kind).
 
-use aspen::limits::{KEY_BYTES_MAX, SCAN_ENTRIES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
-use aspen::storage::{
-    Command, CommandError, Compare, CompareOp, CompareTarget, Error, KeyRange, Output, Put,
-    ScanOptions, Store, Txn, TxnOp, ValidationError, verify_snapshot_file,
+use aspen::api::{
+    CommandError, Compare, CompareOp, CompareTarget, KeyRange, Output, Put, Txn, TxnOp,
 };
+use aspen::command::Command;
+use aspen::limits::{KEY_BYTES_MAX, SCAN_ENTRIES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
+use aspen::storage::{Error, ScanOptions, Store, ValidationError, verify_snapshot_file};
 
 use crate::util::{Driver, Kind, all_keys, open};
 
@@ -46,7 +47,7 @@ fn put_prev(key: &str, value: &str) -> Command {
     })
 }
 
-fn get(store: &Store, key: &str, now_ms: u64) -> Option<aspen::storage::KeyValue> {
+fn get(store: &Store, key: &str, now_ms: u64) -> Option<aspen::api::KeyValue> {
     store.read(now_ms).unwrap().get(key.as_bytes()).unwrap()
 }
 
@@ -379,7 +380,7 @@ fn refused_commands_change_nothing(kind: Kind) {
                 failure: vec![],
             }),
             CommandError::TooManyTxnOps {
-                list: aspen::storage::error::TxnList::Success,
+                list: aspen::api::TxnList::Success,
                 count: TXN_OPS_MAX as u64 + 1,
                 max: TXN_OPS_MAX as u64,
             },

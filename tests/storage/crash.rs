@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aspen::storage::{Command, KeyRange, Put, Store, StoreOptions};
+use aspen::api::{KeyRange, Put};
+use aspen::command::Command;
+use aspen::storage::{Store, StoreOptions};
 
 use crate::util::{entry, small};
 

@@ -2,9 +2,8 @@
 //! `crate::reference` must agree on every response (values, versions, revisions, errors) and
 //! on the whole state after each command, expiry index included.
 
-use aspen::storage::{
-    Command, Compare, CompareOp, CompareTarget, KeyRange, Put, Txn, TxnOp, VaultLimits,
-};
+use aspen::api::{Compare, CompareOp, CompareTarget, KeyRange, Put, Txn, TxnOp};
+use aspen::command::{Command, VaultLimits};
 use proptest::prelude::*;
 
 use crate::reference::{KEYS, VALUES, check_steps};

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use aspen::storage::{
-    Command, CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, KvEntry,
-    LeaseRecord, Output, Put, Response, Txn, TxnOp, VaultLimits, VaultMeta, vault_of,
+use aspen::api::{
+    CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put, Txn, TxnOp,
+    VaultMeta, vault_of,
 };
+use aspen::command::{Command, Response, VaultLimits};
+use aspen::storage::{KvEntry, LeaseRecord};
 
 use crate::util::{Driver, Kind, all_keys, open};
 

@@ -3,7 +3,7 @@
 
 use aspen::actors::raft_storage::{LogStore, StateMachineStore};
 use aspen::actors::storage::{StorageActor, StorageArgs, StorageMsg, StorageWriter};
-use aspen::storage::{RaftStorageError, TypeConfig};
+use aspen::command::{RaftStorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 use ractor::{Actor, ActorRef};
 

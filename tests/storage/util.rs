@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use aspen::storage::{
-    Command, Entry, KeyRange, KeyValue, LogId, Request, Response, ScanOptions, Store, StoreOptions,
-};
+use aspen::api::{KeyRange, KeyValue};
+use aspen::command::{Command, Entry, LogId, Request, Response};
+use aspen::storage::{ScanOptions, Store, StoreOptions};
 use openraft::{CommittedLeaderId, EntryPayload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

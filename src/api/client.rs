@@ -1,5 +1,5 @@
 //! The client protocol on ALPN `aspen/client/1`: one [`ClientRequest`] frame and one
-//! [`ClientResponse`] frame per stream (framing in `net::frame`). Requests carry
+//! [`ClientResponse`] frame per stream (framing in `crate::net::frame`). Requests carry
 //! [`PROTOCOL_VERSION`]; a node refuses other versions with [`ClientError::Version`].
 //!
 //! Compatibility: postcard encodes enum variants by position; add variants and fields at the
@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::error::CommandError;
+use crate::api::kv::{KeyRange, KeyValue, NodeId, Output, VaultInfo};
+use crate::api::sql::SqlResult;
+use crate::api::write::WriteOp;
 use crate::limits::SQL_TIMEOUT_MS_MAX;
-use crate::sql::SqlResult;
-use crate::storage::{Command, CommandError, KeyRange, KeyValue, NodeId, Output, VaultInfo};
 
 pub const CLIENT_ALPN: &[u8] = b"aspen/client/1";
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -47,10 +49,9 @@ impl ClientRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientOp {
-    /// A state machine command (put, delete, delete range, txn, lease grant, revoke and
-    /// keepalive), proposed by the leader with its clock. `Command::Expire` is the leader's
-    /// own housekeeping and is refused from clients.
-    Write(Command),
+    /// A write (put, delete, delete range, txn, lease grant, revoke and keepalive), proposed
+    /// by the leader with its clock. The leader's housekeeping commands cannot be sent.
+    Write(WriteOp),
     /// Keys in `range`, in key order, at most `limit` per page (0: the server's page limit).
     Range {
         range: KeyRange,

@@ -1,0 +1,370 @@
+//! The key-value data a client sends and gets back: keys and ranges, puts, transactions,
+//! stored entries as returned, the outputs of writes, vault names and metadata, and the
+//! checks every write must pass before it is proposed. Plain data with serde derives.
+//!
+//! Wire and disk compatibility: postcard encodes enum variants by position. Add new variants
+//! and fields only at the end.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::{CommandError, TxnList};
+use crate::limits::{
+    COMMAND_BYTES_MAX, KEY_BYTES_MAX, TTL_MS_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX,
+    VAULT_NAME_BYTES_MAX,
+};
+
+/// A node's id in the Raft cluster.
+pub type NodeId = u64;
+
+/// A half-open key range `[start, end)`; `end: None` reaches past the last key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRange {
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Every key that starts with `prefix` (all keys for an empty prefix).
+    pub fn prefix(prefix: &[u8]) -> Self {
+        KeyRange {
+            start: prefix.to_vec(),
+            end: strinc(prefix),
+        }
+    }
+
+    /// Exactly one key.
+    pub fn single(key: &[u8]) -> Self {
+        let mut end = key.to_vec();
+        end.push(0);
+        KeyRange {
+            start: key.to_vec(),
+            end: Some(end),
+        }
+    }
+
+    /// Whether `key` falls inside the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), CommandError> {
+        check_key_len(&self.start, true)?;
+        if let Some(end) = &self.end {
+            check_key_len(end, true)?;
+            if end.as_slice() < self.start.as_slice() {
+                return Err(CommandError::RangeReversed);
+            }
+        }
+        Ok(())
+    }
+
+    fn payload_bytes(&self) -> usize {
+        self.start.len() + self.end.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// Write `value` at `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Put {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Attach the key to this lease: it is deleted when the lease is revoked or expires.
+    pub lease: Option<u64>,
+    /// Expire the key this many milliseconds after the command's `now_ms`.
+    pub ttl_ms: Option<u64>,
+    /// Return the entry this put replaced.
+    pub prev_kv: bool,
+}
+
+impl Put {
+    /// A plain put: no lease, no TTL, no previous entry returned.
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Put {
+            key: key.into(),
+            value: value.into(),
+            lease: None,
+            ttl_ms: None,
+            prev_kv: false,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), CommandError> {
+        check_key_len(&self.key, false)?;
+        check_vault_key(&self.key)?;
+        if self.value.len() > VALUE_BYTES_MAX {
+            return Err(CommandError::ValueTooLarge {
+                bytes: self.value.len() as u64,
+                max: VALUE_BYTES_MAX as u64,
+            });
+        }
+        if self.lease.is_some() && self.ttl_ms.is_some() {
+            return Err(CommandError::LeaseAndTtl);
+        }
+        if let Some(ttl_ms) = self.ttl_ms {
+            check_ttl(ttl_ms)?;
+        }
+        if self.lease == Some(0) {
+            return Err(CommandError::LeaseIdZero);
+        }
+        Ok(())
+    }
+}
+
+/// What a [`Compare`] looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    /// The value; a missing key never matches.
+    Value(Vec<u8>),
+    /// Number of writes since the key was created; 0 when missing.
+    Version(u64),
+    /// Revision of the key's creation; 0 when missing.
+    CreateRevision(u64),
+    /// Revision of the key's last write; 0 when missing.
+    ModRevision(u64),
+    /// Whether the key exists (and has not expired).
+    Exists(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Less,
+    Greater,
+}
+
+/// A condition of a transaction: `actual(key) op target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+/// One operation of a transaction branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put(Put),
+    Delete { key: Vec<u8>, prev_kv: bool },
+    DeleteRange(KeyRange),
+    Get { key: Vec<u8> },
+}
+
+impl TxnOp {
+    pub(crate) fn validate(&self) -> Result<(), CommandError> {
+        match self {
+            TxnOp::Put(put) => put.validate(),
+            TxnOp::Delete { key, .. } | TxnOp::Get { key } => check_key_len(key, false),
+            TxnOp::DeleteRange(range) => range.validate(),
+        }
+    }
+
+    pub(crate) fn payload_bytes(&self) -> usize {
+        match self {
+            TxnOp::Put(put) => put.key.len() + put.value.len(),
+            TxnOp::Delete { key, .. } | TxnOp::Get { key } => key.len(),
+            TxnOp::DeleteRange(range) => range.payload_bytes(),
+        }
+    }
+}
+
+/// If every compare holds, run `success`, else `failure`; atomically, as one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+pub(crate) fn validate_txn(txn: &Txn) -> Result<(), CommandError> {
+    for (list, count) in [
+        (TxnList::Compares, txn.compares.len()),
+        (TxnList::Success, txn.success.len()),
+        (TxnList::Failure, txn.failure.len()),
+    ] {
+        if count > TXN_OPS_MAX {
+            return Err(CommandError::TooManyTxnOps {
+                list,
+                count: count as u64,
+                max: TXN_OPS_MAX as u64,
+            });
+        }
+    }
+    let mut bytes = 0usize;
+    for compare in &txn.compares {
+        check_key_len(&compare.key, false)?;
+        bytes += compare.key.len();
+        if let CompareTarget::Value(value) = &compare.target {
+            bytes += value.len();
+        }
+    }
+    for op in txn.success.iter().chain(&txn.failure) {
+        op.validate()?;
+        bytes += op.payload_bytes();
+    }
+    if bytes > COMMAND_BYTES_MAX {
+        return Err(CommandError::CommandTooLarge {
+            bytes: bytes as u64,
+            max: COMMAND_BYTES_MAX as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Lease id 0 means "no lease": refused where a lease is named.
+pub(crate) fn check_lease_id(id: u64) -> Result<(), CommandError> {
+    if id == 0 {
+        return Err(CommandError::LeaseIdZero);
+    }
+    Ok(())
+}
+
+/// Whether a branch of the transaction puts a key.
+pub(crate) fn txn_puts(txn: &Txn) -> bool {
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .any(|op| matches!(op, TxnOp::Put(_)))
+}
+
+/// Keys under this prefix belong to a vault: `vault/NAME/REST`.
+pub const VAULT_PREFIX: &[u8] = b"vault/";
+
+/// The vault `key` belongs to: NAME for `vault/NAME/...` (NAME not empty, no `/`).
+pub fn vault_of(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(VAULT_PREFIX)?;
+    let end = rest.iter().position(|b| *b == b'/')?;
+    (end > 0).then(|| &rest[..end])
+}
+
+/// A key written under `vault/` must name a vault: `vault/NAME/...` with NAME of 1 to
+/// `VAULT_NAME_BYTES_MAX` bytes of `[A-Za-z0-9_.-]`.
+fn check_vault_key(key: &[u8]) -> Result<(), CommandError> {
+    let Some(rest) = key.strip_prefix(VAULT_PREFIX) else {
+        return Ok(());
+    };
+    let refuse = |reason: &str| {
+        Err(CommandError::BadVaultKey {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: reason.to_string(),
+        })
+    };
+    let Some(end) = rest.iter().position(|b| *b == b'/') else {
+        return refuse("keys under vault/ are vault/NAME/...");
+    };
+    let name = &rest[..end];
+    if name.is_empty() || name.len() > VAULT_NAME_BYTES_MAX {
+        return refuse(&format!(
+            "a vault name is 1 to {VAULT_NAME_BYTES_MAX} bytes"
+        ));
+    }
+    if !name
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return refuse("a vault name uses only letters, digits, '_', '.' and '-'");
+    }
+    Ok(())
+}
+
+/// What a vault holds, kept in the `vaults` table in the same transaction as its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VaultMeta {
+    /// Stored keys (a key whose TTL passed counts until the TTL actor deletes it).
+    pub key_count: u64,
+    /// Bytes of those keys and their values.
+    pub total_bytes: u64,
+    /// The revision at which the vault got its first key (since it was last empty).
+    pub created_revision: u64,
+    /// The revision of the last change to its keys.
+    pub updated_revision: u64,
+}
+
+/// A vault and its metadata, as listed to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultInfo {
+    pub name: String,
+    pub meta: VaultMeta,
+}
+
+pub(crate) fn check_key_len(key: &[u8], empty_allowed: bool) -> Result<(), CommandError> {
+    if key.is_empty() && !empty_allowed {
+        return Err(CommandError::KeyEmpty);
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(CommandError::KeyTooLarge {
+            bytes: key.len() as u64,
+            max: KEY_BYTES_MAX as u64,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_ttl(ttl_ms: u64) -> Result<(), CommandError> {
+    if ttl_ms == 0 || ttl_ms > TTL_MS_MAX {
+        return Err(CommandError::TtlOutOfRange {
+            ttl_ms,
+            max: TTL_MS_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// A key and its record, as returned to readers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub version: u64,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub lease: Option<u64>,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// What a successful command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    /// A blank or membership entry.
+    None,
+    Put {
+        prev: Option<KeyValue>,
+    },
+    Delete {
+        deleted: u64,
+        prev: Option<KeyValue>,
+    },
+    DeleteRange {
+        deleted: u64,
+    },
+    /// `results` holds one output per operation of the branch that ran, in order.
+    Txn {
+        succeeded: bool,
+        results: Vec<Output>,
+    },
+    /// A get inside a transaction.
+    Get {
+        kv: Option<KeyValue>,
+    },
+    Lease {
+        id: u64,
+        ttl_ms: u64,
+        deadline_ms: u64,
+    },
+    LeaseRevoke {
+        keys_deleted: u64,
+    },
+    Expire {
+        keys_deleted: u64,
+        leases_revoked: u64,
+    },
+}
+
+/// The first key after every key that starts with `prefix`: drop trailing 0xff bytes, then add
+/// one to the last byte. `None` when no such key exists (empty or all 0xff).
+pub fn strinc(prefix: &[u8]) -> Option<Vec<u8>> {
+    let keep = prefix.iter().rposition(|&b| b != 0xff)?;
+    let mut out = prefix[..=keep].to_vec();
+    out[keep] += 1;
+    Some(out)
+}

@@ -1,0 +1,365 @@
+//! The node's side of the client protocol: `net::service` declares [`ClientPort`] and this
+//! implements it with the node's parts: writes through the [`RaftHandle`](crate::actors::raft::RaftHandle),
+//! reads from a fresh read transaction of the store (pages cut to fit a frame), queries on
+//! the SqlActor, status and membership changes from Raft.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::error::{ClientWriteError, RaftError as OpenraftError};
+use openraft::{BasicNode, ChangeMembers};
+
+use crate::actors::raft::RaftError;
+use crate::actors::sql::SqlMsg;
+use crate::actors::{ActorKind, lookup};
+use crate::api::*;
+use crate::command::Request;
+use crate::limits::{FRAME_BYTES_MAX, SCAN_ENTRIES_MAX};
+use crate::net::service::{ClientPort, Failure, Served};
+use crate::node::{NodeCore, NodeError};
+use crate::storage::{ScanOptions, Store};
+
+/// A page of a range stops growing past this many bytes of keys and values (it always holds
+/// at least one entry), so a response frame stays under `FRAME_BYTES_MAX`.
+pub const PAGE_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
+
+impl From<NodeError> for Failure {
+    fn from(error: NodeError) -> Self {
+        match error {
+            NodeError::Raft(RaftError::NotLeader { leader }) => Failure::Redirect(leader),
+            NodeError::Raft(RaftError::NotRunning) => Failure::Redirect(None),
+            NodeError::Command(error) => Failure::Error(ClientError::Command(error)),
+            other => Failure::Error(ClientError::Unavailable(other.to_string())),
+        }
+    }
+}
+
+impl ClientPort for NodeCore {
+    fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.raft.leader()
+    }
+
+    fn member_address(&self, id: NodeId) -> Option<NodeAddress> {
+        self.raft
+            .with_metrics(|m| {
+                let node = m.membership_config.membership().get_node(&id)?;
+                node.addr.parse().ok()
+            })
+            .flatten()
+    }
+
+    fn is_stopping(&self) -> bool {
+        NodeCore::is_stopping(self)
+    }
+
+    async fn execute(&self, op: &ClientOp) -> Served {
+        self.run(op).await
+    }
+}
+
+impl NodeCore {
+    async fn run(&self, op: &ClientOp) -> Served {
+        match op {
+            ClientOp::Write(op) => self.write_op(op.clone()).await,
+            ClientOp::Range {
+                range,
+                limit,
+                keys_only,
+                count_only,
+                consistency,
+            } => {
+                self.barrier(*consistency).await?;
+                let (range, limit, keys_only, count_only) =
+                    (range.clone(), *limit, *keys_only, *count_only);
+                self.read(move |store| read_range(store, range, limit, keys_only, count_only))
+                    .await
+            }
+            ClientOp::LeaseList { consistency } => {
+                self.barrier(*consistency).await?;
+                self.read(list_leases).await
+            }
+            ClientOp::VaultList { consistency } => {
+                self.barrier(*consistency).await?;
+                self.read(|store| {
+                    let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
+                    let vaults = view.vaults().map_err(storage_error)?;
+                    Ok((ClientOutput::Vaults(vaults), view.revision()))
+                })
+                .await
+            }
+            ClientOp::Status => Ok((ClientOutput::Status(self.cluster_status()?), 0)),
+            ClientOp::Sql { query, consistency } => {
+                self.barrier(*consistency).await?;
+                self.sql(query.clone()).await
+            }
+            ClientOp::ClusterInit { members } => self.cluster_init(members).await,
+            ClientOp::AddLearner { id, address } => {
+                let address: NodeAddress =
+                    address.parse().map_err(|e: crate::api::AddressError| {
+                        ClientError::BadRequest(e.to_string())
+                    })?;
+                let node = BasicNode::new(address.to_string());
+                self.snapshot_restored_state().await?;
+                self.change(
+                    |raft| async move { raft.add_learner(*id, node, true).await.map(|_| ()) },
+                )
+                .await
+            }
+            ClientOp::Promote { id } => {
+                let change = ChangeMembers::AddVoterIds(BTreeSet::from([*id]));
+                self.change(|raft| async move {
+                    raft.change_membership(change, false).await.map(|_| ())
+                })
+                .await
+            }
+            ClientOp::Remove { id } => {
+                let voter = self
+                    .raft
+                    .with_metrics(|m| {
+                        m.membership_config
+                            .membership()
+                            .voter_ids()
+                            .any(|v| v == *id)
+                    })
+                    .unwrap_or(false);
+                let change = if voter {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([*id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([*id]))
+                };
+                self.change(|raft| async move {
+                    raft.change_membership(change, false).await.map(|_| ())
+                })
+                .await
+            }
+        }
+    }
+
+    async fn write_op(&self, op: WriteOp) -> Served {
+        op.validate().map_err(ClientError::Command)?;
+        let response = self
+            .write(Request {
+                now_ms: crate::clock::now_ms(),
+                command: op.into(),
+            })
+            .await?;
+        match response.result {
+            Ok(output) => Ok((ClientOutput::Write(output), response.revision)),
+            Err(error) => Err(ClientError::Command(error).into()),
+        }
+    }
+
+    async fn barrier(&self, consistency: Consistency) -> Result<(), Failure> {
+        match consistency {
+            Consistency::Stale => Ok(()),
+            Consistency::Linearizable => Ok(self.read_barrier().await?),
+        }
+    }
+
+    /// Runs a read on the blocking pool against a fresh snapshot of the local store.
+    async fn read(
+        &self,
+        read: impl FnOnce(&Store) -> Result<(ClientOutput, u64), ClientError> + Send + 'static,
+    ) -> Served {
+        let store = self
+            .store
+            .clone()
+            .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| ClientError::Storage(format!("read task: {e}")))?
+            .map_err(Failure::Error)
+    }
+
+    /// Runs a query on the SqlActor (it answers within the SQL timeout).
+    async fn sql(&self, sql: String) -> Served {
+        let actor = lookup::<SqlMsg>(ActorKind::Sql, self.node_id)
+            .ok_or_else(|| ClientError::Unavailable("the sql actor is not running".into()))?;
+        let answer = ractor::call!(actor, |reply| SqlMsg::Query { sql, reply })
+            .map_err(|e| ClientError::Unavailable(format!("sql actor: {e}")))?;
+        let result = answer.map_err(|e| ClientError::Sql(e.to_string()))?;
+        let revision = result.revision;
+        Ok((ClientOutput::Sql(result), revision))
+    }
+
+    fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        let metrics = self
+            .raft
+            .metrics()
+            .ok_or_else(|| ClientError::Unavailable("raft is not running".into()))?;
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        Ok(ClusterStatus {
+            node_id: self.node_id,
+            address: self.address.to_string(),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied: metrics.last_applied.map(|id| id.index),
+            members: membership
+                .nodes()
+                .map(|(id, node)| Member {
+                    id: *id,
+                    address: node.addr.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect(),
+        })
+    }
+
+    async fn cluster_init(&self, members: &BTreeMap<NodeId, String>) -> Served {
+        if !members.contains_key(&self.node_id) {
+            return Err(ClientError::BadRequest(format!(
+                "the member list does not include this node (node {})",
+                self.node_id
+            ))
+            .into());
+        }
+        let mut nodes = BTreeMap::new();
+        for (id, address) in members {
+            let address: NodeAddress = address.parse().map_err(|e: crate::api::AddressError| {
+                ClientError::BadRequest(format!("node {id}: {e}"))
+            })?;
+            nodes.insert(*id, BasicNode::new(address.to_string()));
+        }
+        let raft = self
+            .raft
+            .raft()
+            .ok_or_else(|| ClientError::Unavailable("raft is not running".into()))?;
+        let wanted: BTreeSet<NodeId> = nodes.keys().copied().collect();
+        match raft.initialize(nodes).await {
+            Ok(()) => Ok((ClientOutput::Done, 0)),
+            // Another member of the same list was initialized first and reached this node
+            // (a vote or the log): the cluster is formed as asked.
+            Err(error)
+                if self
+                    .raft
+                    .with_metrics(|m| {
+                        let voters: BTreeSet<NodeId> =
+                            m.membership_config.membership().voter_ids().collect();
+                        // No log yet but a vote request from a trusted peer (members and
+                        // net.peers only) counts too: its log follows.
+                        voters == wanted || (voters.is_empty() && m.vote.leader_id().term > 0)
+                    })
+                    .unwrap_or(false) =>
+            {
+                tracing::info!(%error, "cluster init: already joined by another member");
+                Ok((ClientOutput::Done, 0))
+            }
+            Err(error) => Err(ClientError::Cluster(error.to_string()).into()),
+        }
+    }
+
+    /// Runs a membership change on this node's Raft; only the leader can.
+    async fn change<F, Fut>(&self, change: F) -> Served
+    where
+        F: FnOnce(openraft::Raft<crate::command::TypeConfig>) -> Fut,
+        Fut: std::future::Future<
+                Output = Result<(), OpenraftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
+            >,
+    {
+        let raft = self.raft.raft().ok_or(Failure::Redirect(None))?;
+        if self.leader() != Some(self.node_id) {
+            return Err(Failure::Redirect(self.leader()));
+        }
+        match change(raft).await {
+            Ok(()) => Ok((ClientOutput::Done, 0)),
+            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(Failure::Redirect(forward.leader_id))
+            }
+            Err(error) => Err(ClientError::Cluster(error.to_string()).into()),
+        }
+    }
+
+    /// On a leader restored from a backup whose log was never purged: the state holds keys no
+    /// log entry produced, so a learner replaying the log would miss them. Builds a snapshot
+    /// and purges the whole log behind it, so the learner gets the state as a snapshot.
+    async fn snapshot_restored_state(&self) -> Result<(), Failure> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        if self.leader() != Some(self.node_id) {
+            return Ok(());
+        }
+        let fresh_restore = tokio::task::spawn_blocking(move || {
+            let restored = store.read(0)?.restored_from()?;
+            Ok::<_, crate::storage::Error>(restored.is_some() && store.log_state()?.0.is_none())
+        })
+        .await
+        .map_err(|e| ClientError::Storage(e.to_string()))?
+        .map_err(storage_error)?;
+        if fresh_restore {
+            self.raft
+                .snapshot(true, self.request_timeout)
+                .await
+                .map_err(|e| ClientError::Cluster(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+fn storage_error(error: crate::storage::Error) -> ClientError {
+    ClientError::Storage(error.to_string())
+}
+
+fn read_range(
+    store: &Store,
+    range: KeyRange,
+    limit: u32,
+    keys_only: bool,
+    count_only: bool,
+) -> Result<(ClientOutput, u64), ClientError> {
+    let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
+    if count_only {
+        let count = view.count(&range).map_err(storage_error)?;
+        let output = ClientOutput::Range {
+            kvs: Vec::new(),
+            continuation: None,
+            count,
+        };
+        return Ok((output, view.revision()));
+    }
+    let limit = match limit as usize {
+        0 => SCAN_ENTRIES_MAX,
+        n => n.min(SCAN_ENTRIES_MAX),
+    };
+    let mut page = view
+        .range(&range, ScanOptions { limit, keys_only })
+        .map_err(storage_error)?;
+    let mut bytes = 0;
+    if let Some(cut) = page.kvs.iter().position(|kv| {
+        bytes += kv.key.len() + kv.value.len();
+        bytes > PAGE_BYTES_MAX
+    }) {
+        let cut = cut.max(1);
+        if cut < page.kvs.len() {
+            page.continuation = Some(page.kvs[cut].key.clone());
+            page.kvs.truncate(cut);
+        }
+    }
+    let output = ClientOutput::Range {
+        count: page.kvs.len() as u64,
+        kvs: page.kvs,
+        continuation: page.continuation,
+    };
+    Ok((output, page.revision))
+}
+
+fn list_leases(store: &Store) -> Result<(ClientOutput, u64), ClientError> {
+    let now_ms = crate::clock::now_ms();
+    let view = store.read(now_ms).map_err(storage_error)?;
+    let leases = view
+        .leases(0, SCAN_ENTRIES_MAX)
+        .map_err(storage_error)?
+        .into_iter()
+        .map(|lease| LeaseSummary {
+            id: lease.id,
+            ttl_ms: lease.record.ttl_ms,
+            remaining_ms: lease.record.deadline_ms.saturating_sub(now_ms),
+        })
+        .collect();
+    Ok((ClientOutput::Leases(leases), view.revision()))
+}

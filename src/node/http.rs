@@ -1,0 +1,118 @@
+//! The node's side of the HTTP endpoints and of the Raft transport: `net::http` declares
+//! [`HttpPort`] and `net::raft` declares [`RaftPort`]; this implements both with the node's
+//! parts (the health board, the Raft handle, the store).
+
+use std::time::Duration;
+
+use openraft::Raft;
+
+use crate::api::{HealthReport, KeyRange, NodeId};
+use crate::command::TypeConfig;
+use crate::net::admin::AdminError;
+use crate::net::http::{BackupDone, BackupJob, CompactDone, HttpPort, SnapshotDone, Status};
+use crate::net::raft_service::RaftPort;
+use crate::node::NodeCore;
+
+impl HttpPort for NodeCore {
+    fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn health(&self) -> HealthReport {
+        self.board.health()
+    }
+
+    fn status(&self) -> Status {
+        let raft = self.raft.metrics();
+        let store = self.store.as_ref();
+        let view = store.and_then(|s| s.read(crate::clock::now_ms()).ok());
+        Status {
+            node_id: self.node_id,
+            failure: self.board.failure(),
+            term: raft.as_ref().map(|r| r.current_term),
+            leader: raft.as_ref().and_then(|r| r.current_leader),
+            last_log_index: raft.as_ref().and_then(|r| r.last_log_index),
+            applied_index: raft
+                .as_ref()
+                .and_then(|r| r.last_applied.map(|id| id.index)),
+            membership: raft
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r.membership_config.membership()).ok()),
+            revision: view.as_ref().map(|v| v.revision()),
+            keys: view
+                .as_ref()
+                .and_then(|v| v.count(&KeyRange::prefix(b"")).ok()),
+            db_size_bytes: store.and_then(|s| s.file_size()),
+        }
+    }
+
+    fn backup(&self) -> Result<BackupJob, AdminError> {
+        let store = self.store_or(AdminError::Unavailable)?;
+        Ok(Box::new(move |out: &mut dyn std::io::Write| {
+            let (summary, _) = store
+                .write_backup(out, crate::clock::now_ms(), |_, _| {})
+                .map_err(|e| AdminError::Failed(e.to_string()))?;
+            Ok(BackupDone {
+                keys: summary.keys,
+                revision: summary.revision,
+            })
+        }))
+    }
+
+    async fn snapshot(&self, timeout: Duration) -> Result<SnapshotDone, AdminError> {
+        use crate::actors::raft::RaftError;
+        let metrics = self
+            .raft
+            .snapshot(false, timeout)
+            .await
+            .map_err(|e| match e {
+                RaftError::NotRunning => AdminError::Unavailable("raft is not running".into()),
+                other => AdminError::Timeout(other.to_string()),
+            })?;
+        Ok(SnapshotDone {
+            snapshot_index: metrics.snapshot.map(|id| id.index),
+            purged_index: metrics.purged.map(|id| id.index),
+            last_log_index: metrics.last_log_index,
+        })
+    }
+
+    fn compact(&self, wait_for_open: Duration) -> Result<CompactDone, AdminError> {
+        let store = self.store_or(AdminError::Unavailable)?;
+        match store.compact(wait_for_open) {
+            Ok(done) => Ok(CompactDone {
+                bytes_before: done.bytes_before,
+                bytes_after: done.bytes_after,
+                stalled: done.stalled,
+                passes: done.passes,
+            }),
+            Err(e @ crate::storage::Error::Refused(_)) => Err(AdminError::Refused(e.to_string())),
+            Err(e) => Err(AdminError::Failed(e.to_string())),
+        }
+    }
+
+    fn request_shutdown(&self) {
+        NodeCore::request_shutdown(self);
+    }
+}
+
+impl RaftPort for NodeCore {
+    fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn raft(&self) -> Option<Raft<TypeConfig>> {
+        self.raft.raft()
+    }
+}
+
+impl NodeCore {
+    /// The store, or `error` saying it is not open.
+    fn store_or(
+        &self,
+        error: fn(String) -> AdminError,
+    ) -> Result<std::sync::Arc<crate::storage::Store>, AdminError> {
+        self.store
+            .clone()
+            .ok_or_else(|| error("storage is not open".into()))
+    }
+}
