@@ -1,6 +1,7 @@
-//! openraft 0.9 storage-v2 traits over the [`Store`]: thin handles. Every write is a job for the
-//! StorageActor (the only writer, in order); reads open redb read transactions on a blocking
-//! thread, so neither a commit waiting on fsync nor a read stalls a tokio worker.
+//! openraft 0.9 storage-v2 traits over the [`Store`]: thin handles. Every write is a typed
+//! message to the StorageActor (the only writer, in order, through its `StorageWriter`); reads
+//! open redb read transactions on a blocking thread, so neither a commit waiting on fsync nor
+//! a read stalls a tokio worker.
 //!
 //! `append()` commits once with fsync and only then signals openraft's flush callback; it never
 //! applies anything (applying uncommitted entries would expose writes a new leader may
@@ -16,7 +17,7 @@ use openraft::{
 };
 
 use crate::actors::storage::StorageWriter;
-use crate::storage::types::{
+use crate::command::{
     Entry, LogId, RaftStorageError, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
     Vote,
 };
@@ -41,19 +42,13 @@ where
     }
 }
 
-/// Runs a write through the StorageActor and maps errors for openraft.
-async fn write<T, F>(
-    writer: &StorageWriter,
+/// Awaits a write sent to the StorageActor and maps its error for openraft.
+async fn write<T>(
     subject: ErrorSubject<u64>,
     verb: ErrorVerb,
-    call: F,
-) -> Result<T, RaftStorageError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
-{
-    writer
-        .run(call)
+    written: impl Future<Output = Result<T, Error>>,
+) -> Result<T, RaftStorageError> {
+    written
         .await
         .map_err(|error| StorageIOError::new(subject, verb, &error).into())
 }
@@ -119,12 +114,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
-        let vote = *vote;
         write(
-            &self.writer,
             ErrorSubject::Vote,
             ErrorVerb::Write,
-            move |s| s.save_vote(&vote),
+            self.writer.save_vote(*vote),
         )
         .await
     }
@@ -138,10 +131,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
         write(
-            &self.writer,
             ErrorSubject::Store,
             ErrorVerb::Write,
-            move |s| s.save_committed(committed.as_ref()),
+            self.writer.save_committed(committed),
         )
         .await
     }
@@ -167,10 +159,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             crate::metrics::STORAGE_FSYNC_SECONDS,
             &self.node_id,
             write(
-                &self.writer,
                 ErrorSubject::Logs,
                 ErrorVerb::Write,
-                move |s| s.append(&entries),
+                self.writer.append(entries),
             ),
         )
         .await;
@@ -184,20 +175,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         write(
-            &self.writer,
             ErrorSubject::Logs,
             ErrorVerb::Delete,
-            move |s| s.truncate(log_id.index),
+            self.writer.truncate(log_id.index),
         )
         .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         write(
-            &self.writer,
             ErrorSubject::Logs,
             ErrorVerb::Delete,
-            move |s| s.purge(&log_id),
+            self.writer.purge(log_id),
         )
         .await
     }
@@ -263,10 +252,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             crate::metrics::STORAGE_APPLY_SECONDS,
             &self.node_id,
             write(
-                &self.writer,
                 ErrorSubject::StateMachine,
                 ErrorVerb::Write,
-                move |s| s.apply(&entries),
+                self.writer.apply(entries),
             ),
         )
         .await
@@ -292,13 +280,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), RaftStorageError> {
-        let mut file = snapshot.into_std().await;
-        let meta_owned = meta.clone();
+        let file = snapshot.into_std().await;
         write(
-            &self.writer,
             ErrorSubject::Snapshot(Some(meta.signature())),
             ErrorVerb::Write,
-            move |s| s.install_snapshot(&meta_owned, &mut file),
+            self.writer.install_snapshot(meta.clone(), file),
         )
         .await
         .map(|_summary| ())

@@ -1,7 +1,9 @@
-//! StorageActor: the only writer of the node's redb file. Every write transaction (log
-//! appends, vote, committed, truncate, purge, apply, snapshot install) arrives as a job in its
-//! mailbox and runs on the blocking pool, one at a time, in order. Reads do not come here: they
-//! open redb read transactions on the shared store.
+//! StorageActor: the only writer of the node's redb file. Every write transaction arrives as a
+//! typed message ([`StorageMsg`]: append, apply, vote, committed, truncate, purge, install a
+//! snapshot) and runs on the blocking pool, one at a time, in mailbox order; its result goes
+//! back on the message's own channel. Reads do not come here: they open redb read
+//! transactions on the shared store. [`StorageWriter`] is the typed handle the rest of the
+//! node uses to send them.
 
 use std::sync::Arc;
 
@@ -9,7 +11,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
 
 use crate::actors::{ActorKind, Faults};
-use crate::storage::{Error, Store};
+use crate::command::{Entry, LogId, Response, SnapshotMeta, Vote};
+use crate::storage::{Error, SnapshotSummary, Store};
 
 pub struct StorageActor;
 
@@ -22,11 +25,25 @@ pub struct StorageState {
     store: Arc<Store>,
 }
 
-/// A write transaction to run against the store; it answers through its own channel.
-pub type WriteJob = Box<dyn FnOnce(&Store) + Send>;
+/// Where a write's result goes.
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+/// Every write the store accepts. Each commits one transaction: `Append`, `SaveVote`,
+/// `Truncate`, `Purge` and `InstallSnapshot` with fsync, `Apply` and `SaveCommitted` without
+/// (durable with the next fsync'd commit).
 pub enum StorageMsg {
-    Write(WriteJob),
+    /// Append Raft log entries.
+    Append(Vec<Entry>, Reply<()>),
+    /// Apply committed entries to the state machine; one response per entry.
+    Apply(Vec<Entry>, Reply<Vec<Response>>),
+    SaveVote(Vote, Reply<()>),
+    SaveCommitted(Option<LogId>, Reply<()>),
+    /// Delete the log from this index on (a conflicting suffix).
+    Truncate(u64, Reply<()>),
+    /// Delete the log up to and including this id (covered by a snapshot).
+    Purge(LogId, Reply<()>),
+    /// Replace the state machine with the snapshot in the file.
+    InstallSnapshot(SnapshotMeta, std::fs::File, Reply<SnapshotSummary>),
     Ping(RpcReplyPort<()>),
     /// Fault injection: panic inside the handler.
     Panic(String),
@@ -53,26 +70,57 @@ impl Actor for StorageActor {
         state: &mut StorageState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            StorageMsg::Write(job) => on_write(state, job).await,
             StorageMsg::Ping(reply) => {
                 let _ = reply.send(());
                 Ok(())
             }
             StorageMsg::Panic(reason) => panic!("storage: injected panic: {reason}"),
+            write => on_write(state, write).await,
         }
     }
 }
 
-/// Runs one job on the blocking pool: redb commits wait on fsync and must not hold a tokio
-/// worker. A job that panics fails the actor, and the supervisor restarts storage.
-async fn on_write(state: &StorageState, job: WriteJob) -> Result<(), ActorProcessingErr> {
+/// Runs one write on the blocking pool: redb commits wait on fsync and must not hold a tokio
+/// worker. A write that panics fails the actor, and the supervisor restarts storage.
+async fn on_write(state: &StorageState, write: StorageMsg) -> Result<(), ActorProcessingErr> {
     let store = Arc::clone(&state.store);
-    tokio::task::spawn_blocking(move || job(&store))
+    tokio::task::spawn_blocking(move || run(&store, write))
         .await
-        .map_err(|e| format!("storage: write job failed: {e}").into())
+        .map_err(|e| format!("storage: write failed: {e}").into())
 }
 
-/// A cheap, cloneable way to run writes through the StorageActor and await their result.
+/// Commits `write` and sends its result (a caller that went away does not stop the commit).
+fn run(store: &Store, write: StorageMsg) {
+    match write {
+        StorageMsg::Append(entries, reply) => {
+            let _ = reply.send(store.append(&entries));
+        }
+        StorageMsg::Apply(entries, reply) => {
+            let _ = reply.send(store.apply(&entries));
+        }
+        StorageMsg::SaveVote(vote, reply) => {
+            let _ = reply.send(store.save_vote(&vote));
+        }
+        StorageMsg::SaveCommitted(committed, reply) => {
+            let _ = reply.send(store.save_committed(committed.as_ref()));
+        }
+        StorageMsg::Truncate(index, reply) => {
+            let _ = reply.send(store.truncate(index));
+        }
+        StorageMsg::Purge(log_id, reply) => {
+            let _ = reply.send(store.purge(&log_id));
+        }
+        StorageMsg::InstallSnapshot(meta, mut file, reply) => {
+            let _ = reply.send(store.install_snapshot(&meta, &mut file));
+        }
+        StorageMsg::Ping(_) | StorageMsg::Panic(_) => {
+            unreachable!("answered in the handler")
+        }
+    }
+}
+
+/// The typed way to the StorageActor: each method queues its write behind every earlier one
+/// and returns its result. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct StorageWriter {
     actor: ActorRef<StorageMsg>,
@@ -83,19 +131,43 @@ impl StorageWriter {
         StorageWriter { actor }
     }
 
-    /// Queues `write` behind every earlier write and returns its result.
-    pub async fn run<T, F>(&self, write: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
-    {
+    pub async fn append(&self, entries: Vec<Entry>) -> Result<(), Error> {
+        self.send(|reply| StorageMsg::Append(entries, reply)).await
+    }
+
+    pub async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Response>, Error> {
+        self.send(|reply| StorageMsg::Apply(entries, reply)).await
+    }
+
+    pub async fn save_vote(&self, vote: Vote) -> Result<(), Error> {
+        self.send(|reply| StorageMsg::SaveVote(vote, reply)).await
+    }
+
+    pub async fn save_committed(&self, committed: Option<LogId>) -> Result<(), Error> {
+        self.send(|reply| StorageMsg::SaveCommitted(committed, reply))
+            .await
+    }
+
+    pub async fn truncate(&self, index: u64) -> Result<(), Error> {
+        self.send(|reply| StorageMsg::Truncate(index, reply)).await
+    }
+
+    pub async fn purge(&self, log_id: LogId) -> Result<(), Error> {
+        self.send(|reply| StorageMsg::Purge(log_id, reply)).await
+    }
+
+    pub async fn install_snapshot(
+        &self,
+        meta: SnapshotMeta,
+        file: std::fs::File,
+    ) -> Result<SnapshotSummary, Error> {
+        self.send(|reply| StorageMsg::InstallSnapshot(meta, file, reply))
+            .await
+    }
+
+    async fn send<T>(&self, message: impl FnOnce(Reply<T>) -> StorageMsg) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        let job: WriteJob = Box::new(move |store| {
-            let _ = tx.send(write(store));
-        });
-        self.actor
-            .cast(StorageMsg::Write(job))
-            .map_err(|_| stopped())?;
+        self.actor.cast(message(tx)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
