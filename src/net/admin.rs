@@ -12,7 +12,7 @@
 //!   requests); `{"isolate": false}` heals.
 //!
 //! Errors come back as JSON `{"error": "..."}` with a status naming the kind of failure
-//! ([`AdminError`]). The work is the node's, behind `crate::net::http::HttpPort`.
+//! ([`AdminError`]). The work is the node's, behind the [`AdminPort`] this module declares.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +27,54 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+use crate::api::NodeId;
 use crate::net::faults::NetFaults;
-use crate::net::http::HttpPort;
+
+/// What the admin routes need from the node. Declared here, implemented by the node.
+pub trait AdminPort: Send + Sync + 'static {
+    fn node_id(&self) -> NodeId;
+    /// A backup ready to run: refused now when it cannot start (storage not open); the job
+    /// writes the backup file to its `out` (blocking; `out` failing stops it).
+    fn backup(&self) -> Result<BackupJob, AdminError>;
+    /// Builds a Raft snapshot now (the log behind it is purged as configured).
+    fn snapshot(
+        &self,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<SnapshotDone, AdminError>> + Send;
+    /// Reclaims the free space in the database file. Blocking.
+    fn compact(&self, wait_for_open: std::time::Duration) -> Result<CompactDone, AdminError>;
+    /// Asks the process running this node to stop it gracefully.
+    fn request_shutdown(&self);
+}
+
+/// Writes a backup file to its argument and says what it held.
+pub type BackupJob =
+    Box<dyn FnOnce(&mut dyn std::io::Write) -> Result<BackupDone, AdminError> + Send>;
+
+/// A backup that was sent whole.
+#[derive(Debug, Clone, Copy)]
+pub struct BackupDone {
+    pub keys: u64,
+    pub revision: u64,
+}
+
+/// Where the log stands after `/admin/snapshot`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct SnapshotDone {
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+}
+
+/// What `/admin/compact` did.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactDone {
+    /// File sizes (`None` for the in-memory store).
+    pub bytes_before: Option<u64>,
+    pub bytes_after: Option<u64>,
+    pub stalled: std::time::Duration,
+    pub passes: u32,
+}
 
 /// Why an admin request failed, as the node's port reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,7 +131,7 @@ impl<P> Clone for AdminState<P> {
 }
 
 /// The `/admin/*` routes.
-pub fn router<P: HttpPort>(
+pub fn router<P: AdminPort>(
     port: Arc<P>,
     admin_token: &str,
     fault_injection: Option<NetFaults>,
@@ -115,7 +161,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-async fn require_token<P: HttpPort>(
+async fn require_token<P: AdminPort>(
     State(state): State<AdminState<P>>,
     request: Request,
     next: Next,
@@ -151,7 +197,7 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
             == 0
 }
 
-async fn backup<P: HttpPort>(State(state): State<AdminState<P>>) -> Response {
+async fn backup<P: AdminPort>(State(state): State<AdminState<P>>) -> Response {
     let job = match state.port.backup() {
         Ok(job) => job,
         Err(e) => return error(e.status(), format!("admin: {e}")),
@@ -226,14 +272,14 @@ impl std::io::Write for ChunkSender {
     }
 }
 
-async fn snapshot<P: HttpPort>(State(state): State<AdminState<P>>) -> Response {
+async fn snapshot<P: AdminPort>(State(state): State<AdminState<P>>) -> Response {
     match state.port.snapshot(SNAPSHOT_WAIT).await {
         Ok(done) => Json(done).into_response(),
         Err(e) => error(e.status(), format!("admin: {e}")),
     }
 }
 
-async fn compact<P: HttpPort>(State(state): State<AdminState<P>>) -> Response {
+async fn compact<P: AdminPort>(State(state): State<AdminState<P>>) -> Response {
     let node_id = state.port.node_id();
     let port = Arc::clone(&state.port);
     let done = tokio::task::spawn_blocking(move || port.compact(COMPACTION_WAIT_FOR_OPEN)).await;
@@ -266,7 +312,7 @@ struct FaultsRequest {
     isolate: bool,
 }
 
-async fn faults<P: HttpPort>(
+async fn faults<P: AdminPort>(
     State(state): State<AdminState<P>>,
     Json(request): Json<FaultsRequest>,
 ) -> Response {
@@ -281,7 +327,7 @@ async fn faults<P: HttpPort>(
     Json(json!({ "node_id": node_id, "isolated": request.isolate })).into_response()
 }
 
-async fn shutdown<P: HttpPort>(State(state): State<AdminState<P>>) -> Response {
+async fn shutdown<P: AdminPort>(State(state): State<AdminState<P>>) -> Response {
     state.port.request_shutdown();
     (
         StatusCode::ACCEPTED,

@@ -15,56 +15,15 @@ use serde::Serialize;
 
 use crate::api::{HealthReport, NodeHealth, NodeId};
 use crate::metrics as m;
-use crate::net::admin::AdminError;
+use crate::net::admin::AdminPort;
 
-/// What the HTTP endpoints need from the node. Declared here, implemented by the node.
-pub trait HttpPort: Send + Sync + 'static {
-    fn node_id(&self) -> NodeId;
+/// What the HTTP endpoints need from the node, on top of the admin routes' port. Declared
+/// here, implemented by the node.
+pub trait HttpPort: AdminPort {
     /// The body of `GET /health`.
     fn health(&self) -> HealthReport;
     /// The figures of `GET /status`. Blocking: opens a read transaction and counts keys.
     fn status(&self) -> Status;
-    /// A backup ready to run: refused now when it cannot start (storage not open); the job
-    /// writes the backup file to its `out` (blocking; `out` failing stops it).
-    fn backup(&self) -> Result<BackupJob, AdminError>;
-    /// Builds a Raft snapshot now (the log behind it is purged as configured).
-    fn snapshot(
-        &self,
-        timeout: std::time::Duration,
-    ) -> impl Future<Output = Result<SnapshotDone, AdminError>> + Send;
-    /// Reclaims the free space in the database file. Blocking.
-    fn compact(&self, wait_for_open: std::time::Duration) -> Result<CompactDone, AdminError>;
-    /// Asks the process running this node to stop it gracefully.
-    fn request_shutdown(&self);
-}
-
-/// Writes a backup file to its argument and says what it held.
-pub type BackupJob =
-    Box<dyn FnOnce(&mut dyn std::io::Write) -> Result<BackupDone, AdminError> + Send>;
-
-/// A backup that was sent whole.
-#[derive(Debug, Clone, Copy)]
-pub struct BackupDone {
-    pub keys: u64,
-    pub revision: u64,
-}
-
-/// Where the log stands after `/admin/snapshot`.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct SnapshotDone {
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    pub last_log_index: Option<u64>,
-}
-
-/// What `/admin/compact` did.
-#[derive(Debug, Clone, Copy)]
-pub struct CompactDone {
-    /// File sizes (`None` for the in-memory store).
-    pub bytes_before: Option<u64>,
-    pub bytes_after: Option<u64>,
-    pub stalled: std::time::Duration,
-    pub passes: u32,
 }
 
 /// Serves the endpoints on `listener` until the task is aborted.

@@ -1,5 +1,5 @@
 //! The node's side of the HTTP endpoints and of the Raft transport: `net::http` declares
-//! [`HttpPort`] and `net::raft` declares [`RaftPort`]; this implements both with the node's
+//! [`HttpPort`], `net::admin` [`AdminPort`] and `net::raft_service` [`RaftPort`]; this implements them with the node's
 //! parts (the health board, the Raft handle, the store).
 
 use std::time::Duration;
@@ -8,16 +8,12 @@ use openraft::Raft;
 
 use crate::api::{HealthReport, KeyRange, NodeId};
 use crate::command::TypeConfig;
-use crate::net::admin::AdminError;
-use crate::net::http::{BackupDone, BackupJob, CompactDone, HttpPort, SnapshotDone, Status};
+use crate::net::admin::{AdminError, AdminPort, BackupDone, BackupJob, CompactDone, SnapshotDone};
+use crate::net::http::{HttpPort, Status};
 use crate::net::raft_service::RaftPort;
 use crate::node::NodeCore;
 
 impl HttpPort for NodeCore {
-    fn node_id(&self) -> NodeId {
-        self.node_id
-    }
-
     fn health(&self) -> HealthReport {
         self.board.health()
     }
@@ -44,6 +40,12 @@ impl HttpPort for NodeCore {
                 .and_then(|v| v.count(&KeyRange::prefix(b"")).ok()),
             db_size_bytes: store.and_then(|s| s.file_size()),
         }
+    }
+}
+
+impl AdminPort for NodeCore {
+    fn node_id(&self) -> NodeId {
+        self.node_id
     }
 
     fn backup(&self) -> Result<BackupJob, AdminError> {

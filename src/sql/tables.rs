@@ -35,8 +35,8 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use tokio::sync::mpsc::Sender;
 
 use crate::sql::keys::{KeySet, key_filter};
+use crate::storage::codec::{decode_kv_entry_ref, decode_lease};
 use crate::storage::schema::{IDX_LEASE, LEASES};
-use crate::storage::state_machine::{decode_kv_entry_ref, decode_lease};
 use crate::storage::{KvEntryRef, ReadView};
 
 /// Batches a scan may produce ahead of the query.

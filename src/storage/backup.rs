@@ -18,11 +18,12 @@ use std::path::Path;
 use redb::{Durability, ReadableTableMetadata};
 use serde::Serialize;
 
+use crate::storage::codec::{read_meta, write_meta};
 use crate::storage::error::{Error, Result};
 use crate::storage::schema::*;
 use crate::storage::snapshot::{BackupHeader, Record, RecordReader, RecordWriter, load_body};
 use crate::storage::state_machine::{FIRST_LEASE_ID, Machine};
-use crate::storage::store::{DB_FILE_NAME, SNAPSHOT_DIR_NAME, Store, StoreOptions, read_meta};
+use crate::storage::store::{DB_FILE_NAME, SNAPSHOT_DIR_NAME, Store, StoreOptions};
 
 const BACKUP_MAGIC: &[u8; 8] = b"ASPNBKUP";
 /// Version of the backup format this build writes and reads.
@@ -207,7 +208,7 @@ fn write_restored<R: Read>(
     machine.set_counters(header.revision, header.next_lease_id);
     machine.save_meta(&txn)?;
     drop(machine);
-    crate::storage::store::write_meta(&txn, RESTORED_FROM, &header.revision)?;
+    write_meta(&txn, RESTORED_FROM, &header.revision)?;
     txn.commit()?;
     store.close()?;
     Ok(BackupSummary::of(&header))

@@ -11,10 +11,12 @@ use redb::ReadableTable;
 use serde::Serialize;
 
 use crate::api::vault_of;
+use crate::storage::codec::{
+    decode_kv_entry, decode_lease, decode_log_entry, decode_vault, read_meta,
+};
 use crate::storage::error::Result;
 use crate::storage::schema::*;
-use crate::storage::state_machine::{decode_kv_entry, decode_lease, decode_vault};
-use crate::storage::store::{DurableMeta, Store, decode_log_entry, read_meta, validate};
+use crate::storage::store::{DurableMeta, Store, validate};
 
 /// Problems listed one by one; past this many only the count grows.
 const PROBLEMS_LISTED_MAX: usize = 20;
@@ -210,8 +212,7 @@ fn check_state(store: &Store, report: &mut CheckReport) -> Result<()> {
 
 /// The value length of a stored kv record (0 when it does not decode: reported elsewhere).
 fn value_len(bytes: &[u8]) -> usize {
-    crate::storage::state_machine::decode_kv_entry_ref(b"", bytes)
-        .map_or(0, |entry| entry.value.len())
+    crate::storage::codec::decode_kv_entry_ref(b"", bytes).map_or(0, |entry| entry.value.len())
 }
 
 fn check_snapshot(store: &Store, report: &mut CheckReport) {

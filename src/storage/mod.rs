@@ -15,6 +15,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod codec;
 pub mod error;
 pub mod reads;
 pub mod schema;
@@ -24,6 +25,7 @@ pub mod store;
 pub mod subspace;
 pub mod tuple;
 pub mod types;
+pub mod upgrade;
 
 pub use backup::{BackupSummary, restore_backup, verify_backup};
 pub use error::{Error, ValidationError};

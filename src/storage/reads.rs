@@ -10,10 +10,10 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 use crate::api::{KeyRange, KeyValue, VaultInfo, VaultMeta};
 use crate::command::{LogId, VaultLimits};
 use crate::limits::SCAN_ENTRIES_MAX;
+use crate::storage::codec::{decode_kv_entry, decode_lease, decode_vault, read_meta};
 use crate::storage::error::Result;
 use crate::storage::schema::*;
-use crate::storage::state_machine::{decode_kv_entry, decode_lease, decode_vault};
-use crate::storage::store::{Store, read_meta};
+use crate::storage::store::Store;
 use crate::storage::types::{KvEntry, LeaseRecord};
 
 /// One page of a range scan.

@@ -20,11 +20,12 @@ use serde::{Deserialize, Serialize};
 use crate::api::VaultMeta;
 use crate::command::{LogId, SnapshotMeta, VaultLimits};
 use crate::limits::SNAPSHOT_RECORD_BYTES_MAX;
+use crate::storage::codec::{read_meta, read_meta_in, write_meta, write_meta_opt};
 use crate::storage::error::{Error, Result};
 use crate::storage::schema::*;
 use crate::storage::state_machine::FIRST_LEASE_ID;
 use crate::storage::state_machine::Machine;
-use crate::storage::store::{Store, read_meta, read_meta_in, write_meta, write_meta_opt};
+use crate::storage::store::Store;
 use crate::storage::types::{KvEntry, LeaseRecord};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ASPNSNAP";

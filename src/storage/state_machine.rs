@@ -25,11 +25,14 @@ use crate::api::{
 };
 use crate::command::{Command, Entry, Request, Response, StoredMembership, VaultLimits};
 use crate::limits::DELETE_CHUNK_ENTRIES_MAX;
+use crate::storage::codec::{
+    decode_kv_entry, decode_lease, decode_vault, read_meta_in, write_meta,
+};
 use crate::storage::error::{Error, Result};
 use crate::storage::reads::lease_keys_in;
 use crate::storage::schema::*;
-use crate::storage::store::{Store, read_meta_in, write_meta};
-use crate::storage::types::{KvEntry, KvEntryRef, LeaseRecord};
+use crate::storage::store::Store;
+use crate::storage::types::{KvEntry, LeaseRecord};
 
 /// Lease ids handed out for `LeaseGrant { id: 0 }` start here.
 pub(crate) const FIRST_LEASE_ID: u64 = 1;
@@ -665,71 +668,4 @@ pub fn compare_entry(entry: Option<&KvEntry>, op: CompareOp, target: &CompareTar
         CompareOp::Less => ordering == Ordering::Less,
         CompareOp::Greater => ordering == Ordering::Greater,
     }
-}
-
-pub(crate) fn decode_kv_entry(key: &[u8], bytes: &[u8]) -> Result<KvEntry> {
-    postcard::from_bytes(bytes).map_err(|e| {
-        Error::corrupt(
-            format!("kv entry of key {:?}", String::from_utf8_lossy(key)),
-            e,
-        )
-    })
-}
-
-/// A kv record decoded without copying its value.
-pub(crate) fn decode_kv_entry_ref<'a>(key: &[u8], bytes: &'a [u8]) -> Result<KvEntryRef<'a>> {
-    postcard::from_bytes(bytes).map_err(|e| {
-        Error::corrupt(
-            format!("kv entry of key {:?}", String::from_utf8_lossy(key)),
-            e,
-        )
-    })
-}
-
-/// Computes every vault's metadata from a full scan of the keys and writes it (replacing the
-/// `vaults` table): the upgrade of a file written before vaults existed. A vault's created and
-/// updated revisions become the lowest create and highest mod revision of its keys. Returns
-/// the number of vaults.
-pub(crate) fn rebuild_vaults(txn: &WriteTransaction) -> Result<u64> {
-    let mut vaults: BTreeMap<Vec<u8>, VaultMeta> = BTreeMap::new();
-    {
-        let kv = txn.open_table(KV)?;
-        for item in kv.range::<&[u8]>(vault_prefix_range())? {
-            let (key, bytes) = item?;
-            let key = key.value();
-            let Some(name) = vault_of(key) else {
-                continue;
-            };
-            let entry = decode_kv_entry_ref(key, bytes.value())?;
-            let meta = vaults.entry(name.to_vec()).or_insert(VaultMeta {
-                created_revision: u64::MAX,
-                ..VaultMeta::default()
-            });
-            meta.key_count += 1;
-            meta.total_bytes += (key.len() + entry.value.len()) as u64;
-            meta.created_revision = meta.created_revision.min(entry.create_revision);
-            meta.updated_revision = meta.updated_revision.max(entry.mod_revision);
-        }
-    }
-    txn.delete_table(VAULTS)?;
-    let mut table = txn.open_table(VAULTS)?;
-    for (name, meta) in &vaults {
-        let bytes = postcard::to_allocvec(meta).map_err(|e| Error::corrupt("vault", e))?;
-        table.insert(name.as_slice(), bytes.as_slice())?;
-    }
-    Ok(vaults.len() as u64)
-}
-
-/// The keys under `vault/`.
-fn vault_prefix_range() -> std::ops::Range<&'static [u8]> {
-    crate::api::VAULT_PREFIX..b"vault0"
-}
-
-pub(crate) fn decode_vault(name: &[u8], bytes: &[u8]) -> Result<VaultMeta> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| Error::corrupt(format!("vault {:?}", String::from_utf8_lossy(name)), e))
-}
-
-pub(crate) fn decode_lease(id: u64, bytes: &[u8]) -> Result<LeaseRecord> {
-    postcard::from_bytes(bytes).map_err(|e| Error::corrupt(format!("lease {id}"), e))
 }

@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::command::{Entry, LogId, StoredMembership, Vote};
+use crate::storage::codec::{decode_log_entry, read_meta, write_meta, write_meta_opt};
 use crate::storage::error::{Error, IndexText, Result, ValidationError};
 use crate::storage::schema::*;
 
@@ -239,7 +238,7 @@ impl Store {
                 }
                 Some(bytes) if bytes == FORMAT_VERSION.to_le_bytes() => {}
                 Some(bytes) if bytes == FORMAT_VERSION_BEFORE_VAULTS.to_le_bytes() => {
-                    let vaults = crate::storage::state_machine::rebuild_vaults(&txn)?;
+                    let vaults = crate::storage::upgrade::rebuild_vaults(&txn)?;
                     tracing::info!(
                         vaults,
                         "storage: upgraded the file to format {FORMAT_VERSION} (vault metadata computed from the keys)"
@@ -491,79 +490,4 @@ impl Store {
         validate(&meta)?;
         Ok(meta)
     }
-}
-
-/// Decodes one stored log entry and checks it sits at its own index.
-pub fn decode_log_entry(index: u64, bytes: &[u8]) -> Result<Entry> {
-    let what = || format!("raft_log entry {index}");
-    let (format, rest) = bytes
-        .split_first()
-        .ok_or_else(|| Error::corrupt(what(), "empty record"))?;
-    if *format != LOG_ENTRY_FORMAT {
-        return Err(Error::corrupt(
-            what(),
-            format!("unknown format byte {format}"),
-        ));
-    }
-    let entry: Entry = postcard::from_bytes(rest).map_err(|e| Error::corrupt(what(), e))?;
-    if entry.log_id.index != index {
-        return Err(Error::corrupt(
-            what(),
-            format!("holds the entry of index {}", entry.log_id.index),
-        ));
-    }
-    Ok(entry)
-}
-
-/// Writes a meta value. Takes `&WriteTransaction`: it must run inside one.
-pub(crate) fn write_meta<T: Serialize>(
-    txn: &WriteTransaction,
-    meta: Meta<T>,
-    value: &T,
-) -> Result<()> {
-    let bytes = postcard::to_allocvec(value).map_err(|e| Error::corrupt(meta.key, e))?;
-    txn.open_table(meta.table)?
-        .insert(meta.key, bytes.as_slice())?;
-    Ok(())
-}
-
-/// Writes `Some` values and removes the key for `None`.
-pub(crate) fn write_meta_opt<T: Serialize>(
-    txn: &WriteTransaction,
-    meta: Meta<T>,
-    value: Option<&T>,
-) -> Result<()> {
-    match value {
-        Some(value) => write_meta(txn, meta, value),
-        None => {
-            txn.open_table(meta.table)?.remove(meta.key)?;
-            Ok(())
-        }
-    }
-}
-
-/// Reads a meta value in a read transaction.
-pub(crate) fn read_meta<T: DeserializeOwned>(
-    txn: &ReadTransaction,
-    meta: Meta<T>,
-) -> Result<Option<T>> {
-    decode_meta(meta, txn.open_table(meta.table)?.get(meta.key)?)
-}
-
-/// Reads a meta value inside a write transaction (sees the transaction's own writes).
-pub(crate) fn read_meta_in<T: DeserializeOwned>(
-    txn: &WriteTransaction,
-    meta: Meta<T>,
-) -> Result<Option<T>> {
-    decode_meta(meta, txn.open_table(meta.table)?.get(meta.key)?)
-}
-
-fn decode_meta<T: DeserializeOwned>(
-    meta: Meta<T>,
-    bytes: Option<redb::AccessGuard<'_, &'static [u8]>>,
-) -> Result<Option<T>> {
-    bytes
-        .map(|bytes| postcard::from_bytes(bytes.value()))
-        .transpose()
-        .map_err(|e| Error::corrupt(format!("meta {}", meta.key), e))
 }
