@@ -2,7 +2,8 @@
 //! what the state machine answers ([`Response`]), and openraft's type configuration. Built
 //! from `api` types; the housekeeping commands (`Expire`, `SetVaultLimits`) exist only here,
 //! so a client request cannot express them ([`crate::api::WriteOp`] has no such variant).
-//! Plain data: no redb, no network.
+//! Also owns `VaultLimits` (replicated state) and openraft's type aliases (`LogId`, `Entry`,
+//! ...). Plain data: no redb, no network.
 //!
 //! Disk compatibility: log entries are postcard, which encodes enum variants by position. Add
 //! new variants and fields only at the end.

@@ -1,6 +1,6 @@
 //! The offline commands of `aspen-node`, run on a data directory with no node running:
 //! `restore` (a new data directory from a backup file) and `check` (integrity check).
-//! Each prints its answer on stdout, or one line naming the problem on stderr, and returns
+//! Each prints its answer on stdout and, on failure, one line per problem on stderr, and returns
 //! the exit code: 0 done and sound, 1 a problem found or the command failed.
 
 use std::path::Path;

@@ -10,10 +10,11 @@ use crate::actors::raft::RaftMsg;
 use crate::actors::sql::SqlMsg;
 use crate::actors::storage::StorageMsg;
 use crate::actors::ttl::TtlMsg;
-use crate::actors::{ActorKind, Faults, lookup};
+use crate::actors::{ActorKind, lookup};
 use crate::api::Put;
 use crate::command::{Command, LogId, Request, Response};
 use crate::config::NodeConfig;
+use crate::fault::Faults;
 use crate::node::{Node, NodeError, start_node};
 use crate::supervisor::SupervisorMsg;
 
@@ -79,7 +80,7 @@ impl TestNode {
     /// `net` shared with its peers for link faults; returns once every child runs.
     pub async fn start_member(
         node_id: u64,
-        net: crate::net::faults::NetFaults,
+        net: crate::fault::NetFaults,
         configure: impl FnOnce(&mut NodeConfig),
     ) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");

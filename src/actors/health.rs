@@ -16,9 +16,10 @@ use crate::actors::raft::{Metrics, RaftHandle, RaftMsg};
 use crate::actors::sql::SqlMsg;
 use crate::actors::storage::StorageMsg;
 use crate::actors::ttl::TtlMsg;
-use crate::actors::{ActorKind, Faults, lookup};
+use crate::actors::{ActorKind, lookup};
 use crate::api::{Check, CheckStatus, NodeId};
 use crate::config::{HealthSection, NodeConfig, StorageKind};
+use crate::fault::Faults;
 use crate::storage::Store;
 
 pub struct HealthActor;

@@ -1,9 +1,11 @@
-//! The node's actors (ractor), one per file: `storage` (the only redb writer), `raft` (owns
-//! `openraft::Raft`), `ttl` (leader-only expiry through Raft), `health` (periodic checks),
-//! `sql` (read-only queries);
-//! and `raft_storage`, openraft's storage traits as handles that message the StorageActor.
-//! Actors talk to each other only through messages; supervision decisions live in
-//! `crate::supervisor`, not here.
+//! The node's actors (ractor), one per file: `storage` (every write transaction Raft drives),
+//! `raft` (owns `openraft::Raft`, reached through its `RaftHandle`), `ttl` (leader-only expiry
+//! through Raft), `health` (periodic checks), `sql` (read-only queries); and `raft_storage`,
+//! openraft's storage traits as handles that send typed messages to the StorageActor
+//! (`StorageWriter`). This file owns `ActorKind` (the children and their registered names)
+//! and `lookup`. Actors talk through messages and those typed handles; they never name the
+//! node, the supervisor or the net servers, and supervision decisions live in
+//! `crate::supervisor`.
 
 pub mod health;
 pub mod raft;
@@ -11,9 +13,6 @@ pub mod raft_storage;
 pub mod sql;
 pub mod storage;
 pub mod ttl;
-
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -54,6 +53,12 @@ impl ActorKind {
     }
 }
 
+impl AsRef<str> for ActorKind {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl std::fmt::Display for ActorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -64,63 +69,4 @@ impl std::fmt::Display for ActorKind {
 /// always reach the current incarnation after a restart).
 pub fn lookup<M: ractor::Message>(kind: ActorKind, node_id: u64) -> Option<ractor::ActorRef<M>> {
     ractor::registry::where_is(kind.name(node_id)).map(ractor::ActorRef::from)
-}
-
-/// Faults armed by an operator or a test (`crate::testing`): the next start of an actor fails
-/// in `pre_start`, or a health check reports critical. Empty in normal operation.
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    inner: Arc<Mutex<FaultSet>>,
-    /// Link cuts between nodes, shared by every node of an in-process test cluster.
-    pub net: crate::net::faults::NetFaults,
-}
-
-#[derive(Debug, Default)]
-struct FaultSet {
-    fail_next_start: HashSet<ActorKind>,
-    critical_checks: HashSet<String>,
-}
-
-impl Faults {
-    /// Faults of one node whose network faults are `net` (shared with its peers).
-    pub fn with_net(net: crate::net::faults::NetFaults) -> Self {
-        Faults {
-            inner: Arc::default(),
-            net,
-        }
-    }
-
-    /// The next `pre_start` of `actor` returns an error (once).
-    pub fn fail_next_start(&self, actor: ActorKind) {
-        self.lock().fail_next_start.insert(actor);
-    }
-
-    /// Called by each actor's `pre_start`: consumes an armed start failure.
-    pub fn take_start_failure(&self, actor: ActorKind) -> Result<(), ractor::ActorProcessingErr> {
-        if self.lock().fail_next_start.remove(&actor) {
-            return Err(format!("{actor}: start failure injected").into());
-        }
-        Ok(())
-    }
-
-    /// Health check `check` reports critical until cleared.
-    pub fn force_critical(&self, check: &str, on: bool) {
-        let mut set = self.lock();
-        if on {
-            set.critical_checks.insert(check.to_string());
-        } else {
-            set.critical_checks.remove(check);
-        }
-    }
-
-    pub fn is_forced_critical(&self, check: &str) -> bool {
-        self.lock().critical_checks.contains(check)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, FaultSet> {
-        // A panic while holding this lock cannot leave the sets half-updated.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }

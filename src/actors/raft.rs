@@ -12,11 +12,12 @@ use openraft::{BasicNode, Raft, RaftMetrics};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 
+use crate::actors::ActorKind;
 use crate::actors::raft_storage::{LogStore, StateMachineStore};
 use crate::actors::storage::StorageWriter;
-use crate::actors::{ActorKind, Faults};
 use crate::api::NodeId;
 use crate::command::{Request, Response, TypeConfig};
+use crate::fault::Faults;
 use crate::net::raft::RaftTransport;
 use crate::storage::Store;
 

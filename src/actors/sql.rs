@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::actors::{ActorKind, Faults};
+use crate::actors::ActorKind;
 use crate::api::{NodeId, SqlResult};
+use crate::fault::Faults;
 use crate::sql::{SqlEngine, SqlError, SqlLimits};
 use crate::storage::Store;
 

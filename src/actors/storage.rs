@@ -10,8 +10,9 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
 
-use crate::actors::{ActorKind, Faults};
+use crate::actors::ActorKind;
 use crate::command::{Entry, LogId, Response, SnapshotMeta, Vote};
+use crate::fault::Faults;
 use crate::storage::{Error, SnapshotSummary, Store};
 
 pub struct StorageActor;

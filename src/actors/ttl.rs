@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::actors::ActorKind;
 use crate::actors::raft::RaftHandle;
-use crate::actors::{ActorKind, Faults};
 use crate::api::{NodeId, Output};
 use crate::command::{Command, Request, VaultLimits};
+use crate::fault::Faults;
 use crate::storage::Store;
 
 pub struct TtlActor;

@@ -125,18 +125,16 @@ impl SqlResult {
 
     /// RFC 4180 CSV with a header row. A truncated result has no marker inside the CSV; the
     /// CLI says so on stderr.
-    pub fn to_csv(&self) -> Result<String, String> {
+    pub fn to_csv(&self) -> Result<String, csv::Error> {
         let mut writer = csv::Writer::from_writer(Vec::new());
-        let e = |e: csv::Error| e.to_string();
-        writer
-            .write_record(self.columns.iter().map(|c| c.name.as_str()))
-            .map_err(e)?;
+        writer.write_record(self.columns.iter().map(|c| c.name.as_str()))?;
         for row in &self.rows {
-            writer
-                .write_record(row.iter().map(SqlValue::to_text))
-                .map_err(e)?;
+            writer.write_record(row.iter().map(SqlValue::to_text))?;
         }
-        let bytes = writer.into_inner().map_err(|e| e.to_string())?;
-        String::from_utf8(bytes).map_err(|e| e.to_string())
+        let bytes = writer
+            .into_inner()
+            .map_err(|e| csv::Error::from(e.into_error()))?;
+        // Every field is a Rust string: the output is UTF-8.
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }

@@ -1,5 +1,7 @@
-//! What the fuzz targets in `fuzz/` run, one function per target, kept in the library so the
-//! tests run the same code on every saved input (`fuzz/regressions/`, `fuzz/seeds/`). Each
+//! What the fuzz targets `client_frame`, `raft_frame`, `tuple` and `sql` (`fuzzing::sql`) in
+//! `fuzz/` run, and their seeds (`seeds()`), kept in the library (behind the `testing`
+//! feature) so the tests run the same code on every saved input (`fuzz/regressions/`,
+//! `fuzz/seeds/`); the `apply` target runs `tests/storage/reference.rs`. Each
 //! function panics only on a bug: input that is refused must come back as an error.
 
 pub mod sql;

@@ -28,7 +28,7 @@ use axum::routing::post;
 use serde_json::json;
 
 use crate::api::NodeId;
-use crate::net::faults::NetFaults;
+use crate::fault::NetFaults;
 
 /// What the admin routes need from the node. Declared here, implemented by the node.
 pub trait AdminPort: Send + Sync + 'static {

@@ -71,12 +71,27 @@ pub fn write_text_file(dir: &Path, name: &str, line: &str) -> std::io::Result<()
     std::fs::rename(&tmp, dir.join(name))
 }
 
+/// Why `node.addr` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AddrFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Address(#[from] AddressError),
+}
+
 /// Reads a node's address from `dir/node.addr`.
-pub fn read_addr_file(dir: &Path) -> Result<NodeAddress, String> {
+pub fn read_addr_file(dir: &Path) -> Result<NodeAddress, AddrFileError> {
     let path = addr_file(dir);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    text.parse().map_err(|e: AddressError| e.to_string())
+    let text = std::fs::read_to_string(&path).map_err(|source| AddrFileError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(text.parse()?)
 }
 
 /// Binds an offline endpoint on `address` with `secret`, accepting `alpns`.

@@ -31,7 +31,7 @@ pub async fn serve<P: HttpPort>(
     listener: tokio::net::TcpListener,
     port: Arc<P>,
     admin_token: String,
-    fault_injection: Option<crate::net::faults::NetFaults>,
+    fault_injection: Option<crate::fault::NetFaults>,
 ) {
     let app = Router::new()
         .route("/health", get(health::<P>))

@@ -2,7 +2,7 @@
 //! protocols (`frame`, the only codec), pooled outgoing connections (`connections`), the Raft
 //! transport on ALPN `aspen/raft/1` (`raft` sends, `raft_service` serves), the client
 //! protocol's server on ALPN `aspen/client/1` (`service`; its messages are `crate::api`),
-//! link faults for tests (`faults`) and the HTTP endpoints (`http`, with the `/admin/*` routes
+//! and the HTTP endpoints (`http`, with the `/admin/*` routes
 //! in `admin`).
 //!
 //! Never names storage, the actors or the node: each server declares the port it needs
@@ -12,7 +12,6 @@
 pub mod admin;
 pub mod connections;
 pub mod endpoint;
-pub mod faults;
 pub mod frame;
 pub mod http;
 pub mod raft;

@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::NodeId;
 use crate::command::TypeConfig;
+use crate::fault::NetFaults;
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::{Connections, RequestError};
-use crate::net::endpoint::NodeAddress;
-use crate::net::faults::NetFaults;
+use crate::net::endpoint::{AddressError, NodeAddress};
 
 pub const RAFT_ALPN: &[u8] = b"aspen/raft/1";
 
@@ -59,10 +59,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftTransport {
         RaftPeer {
             transport: self.clone(),
             target,
-            address: node
-                .addr
-                .parse()
-                .map_err(|e: crate::net::endpoint::AddressError| e.to_string()),
+            address: node.addr.parse(),
         }
     }
 }
@@ -72,7 +69,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftTransport {
 pub struct RaftPeer {
     transport: RaftTransport,
     target: NodeId,
-    address: Result<NodeAddress, String>,
+    address: Result<NodeAddress, AddressError>,
 }
 
 impl RaftPeer {

@@ -14,9 +14,9 @@ use openraft::Raft;
 
 use crate::api::NodeId;
 use crate::command::TypeConfig;
+use crate::fault::NetFaults;
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::endpoint::NodeAddress;
-use crate::net::faults::NetFaults;
 use crate::net::frame::{read_frame, write_frame};
 use crate::net::raft::{RaftReply, RaftRpc};
 

@@ -15,9 +15,9 @@ use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 
 use crate::api::*;
+use crate::fault::NetFaults;
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::Connections;
-use crate::net::faults::NetFaults;
 use crate::net::frame::{FrameError, read_frame, write_frame};
 
 /// Keys in slow-request log lines are cut to this many bytes.

@@ -1,7 +1,9 @@
 //! The node: the only wiring. `start_node` opens the store, binds the endpoint, starts the
 //! supervision tree and the servers, and hands the servers the [`NodeCore`], which implements
 //! the ports `net` declares (`client`: the client protocol; `http`: the HTTP endpoints and the
-//! Raft transport's receiving side) with the actors' handles. Never runs a redb write itself.
+//! Raft transport's receiving side) with the Raft handle, the SqlActor, read views of the
+//! store and the health board. Its only redb writes are opening the store and `/admin/compact`;
+//! every write Raft drives goes through the RaftHandle to the StorageActor.
 
 mod client;
 mod http;
@@ -17,11 +19,12 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
 
+use crate::actors::ActorKind;
 use crate::actors::raft::{RaftError, RaftHandle};
-use crate::actors::{ActorKind, Faults};
 use crate::api::{CommandError, NodeAddress, NodeId};
 use crate::command::{Request, Response};
 use crate::config::{NodeConfig, StorageKind};
+use crate::fault::Faults;
 use crate::storage::{Store, StoreOptions};
 use crate::supervisor::{HealthBoard, NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
@@ -300,9 +303,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
     let ep = endpoint::bind(key, config.net.address, alpns).await?;
     let address = endpoint::local_address(&ep)?;
-    let store = open_store(&config)
-        .map(Arc::new)
-        .map_err(|error| error.to_string());
+    let store = open_store(&config).map(Arc::new);
     let core = Arc::new(NodeCore {
         node_id,
         board: Arc::clone(&board),

@@ -1,12 +1,12 @@
 //! Read-only SQL over the live key-value state, with DataFusion.
 //!
 //! Every query reads one redb snapshot ([`ReadView`]) through the tables in [`tables`]
-//! (`kv`, `kv_bytes`, `leases`); filters on `key` become range scans ([`keys`]). The engine
+//! (`kv`, `kv_bytes`, `leases`, `vaults`); filters on `key` become range scans ([`keys`]). The engine
 //! refuses anything but a query (DDL, DML, COPY, SET, ...), runs at most
 //! `max_concurrent` queries at once, gives each a deadline (waiting for a slot included), caps
 //! the rows returned (and their bytes, so an answer fits one frame) and the memory of
 //! DataFusion's operators. Consistency (a read barrier first) is the caller's: see
-//! `net::service`.
+//! `node::client`.
 
 mod functions;
 mod guard;
@@ -107,7 +107,7 @@ impl From<DataFusionError> for SqlError {
 /// Plans and runs queries; one per node, shared by every query.
 ///
 /// Queries run on a runtime of their own, one worker thread per slot: a query that computes
-/// for long stretches without yielding (see [`YieldBetweenBatches`]) takes a SQL thread, never
+/// for long stretches without yielding (see `YieldBetweenBatches`) takes a SQL thread, never
 /// one of the threads that serve Raft and clients.
 pub struct SqlEngine {
     state: SessionState,
@@ -319,7 +319,7 @@ async fn collect(
     let mut bytes = 0usize;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        for row in result::batch_rows(&batch).map_err(SqlError::Query)? {
+        for row in result::batch_rows(&batch).map_err(|e| SqlError::Query(e.to_string()))? {
             if rows.len() == row_limit {
                 return Ok((
                     columns,

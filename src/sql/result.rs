@@ -3,12 +3,13 @@
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::api::SqlValue;
 
 /// The rows of `batch` as plain values.
-pub fn batch_rows(batch: &RecordBatch) -> Result<Vec<Vec<SqlValue>>, String> {
+pub fn batch_rows(batch: &RecordBatch) -> Result<Vec<Vec<SqlValue>>, ArrowError> {
     let columns = batch
         .columns()
         .iter()
@@ -20,9 +21,9 @@ pub fn batch_rows(batch: &RecordBatch) -> Result<Vec<Vec<SqlValue>>, String> {
 }
 
 /// One column's values, through the widest Arrow type of its kind.
-fn column_values(array: &dyn Array) -> Result<Vec<SqlValue>, String> {
+fn column_values(array: &dyn Array) -> Result<Vec<SqlValue>, ArrowError> {
     let n = array.len();
-    let wide = |to: &DataType| cast(array, to).map_err(|e| e.to_string());
+    let wide = |to: &DataType| cast(array, to);
     let values: Vec<SqlValue> = match array.data_type() {
         DataType::Null => vec![SqlValue::Null; n],
         DataType::Boolean => array
@@ -76,7 +77,7 @@ fn column_values(array: &dyn Array) -> Result<Vec<SqlValue>, String> {
         }
         _ => {
             let options = FormatOptions::default();
-            let formatter = ArrayFormatter::try_new(array, &options).map_err(|e| e.to_string())?;
+            let formatter = ArrayFormatter::try_new(array, &options)?;
             (0..n)
                 .map(|i| {
                     if array.is_null(i) {

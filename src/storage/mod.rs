@@ -1,11 +1,14 @@
 //! Storage: one redb database per node holding the Raft log, the Raft meta and the key-value
 //! state machine with its indexes; one fsync per appended batch and none in apply.
 //!
-//! Owns: the file format (`schema`), the durability rules (`store`), command semantics
-//! (`state_machine`), consistent reads (`reads`), snapshot files (`snapshot`), the tuple layer
+//! Owns: the file format (`schema`), how records are encoded (`codec`), the durability rules
+//! (`store`), command semantics (`state_machine`), consistent reads (`reads`), snapshot files
+//! (`snapshot`), backups and restore (`backup`), the offline check (`check`), upgrades of old
+//! files (`upgrade`), the on-disk records (`types`), errors (`error`) and the tuple layer
 //! (`tuple`, `subspace`). openraft's storage traits are thin handles in
 //! `actors::raft_storage` that send writes to the StorageActor.
-//! Does not touch: the network, actors, or any clock (time arrives in the commands).
+//! Does not touch: the network, actors, or the clock for any state (time arrives in the
+//! commands; only snapshot file ids read it).
 //!
 //! Invariants, asserted where they are written and checked by `Store::validate` on start:
 //! 1. `last_purged <= last_applied <= committed <= last log index` in the durable state.

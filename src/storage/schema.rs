@@ -1,8 +1,8 @@
 //! Every redb table and meta key of an Aspen data file, in one place.
 //!
 //! CHANGING A NAME BREAKS EXISTING DATA FILES: redb finds tables by name, and meta values by
-//! key. Add new tables and keys; never rename or reuse one. Values are postcard-encoded types
-//! from `types.rs` unless noted.
+//! key. Add new tables and keys; never rename or reuse one. Values are postcard: the records
+//! of `types.rs`, `api::VaultMeta` in `vaults`, and the type named in each `Meta<T>`.
 
 use std::marker::PhantomData;
 
@@ -75,7 +75,7 @@ pub const REVISION: Meta<u64> = Meta::new(SM_META, "revision");
 /// The vault limits in force (`VaultLimits`); the defaults until the leader sets its own.
 pub const VAULT_LIMITS: Meta<VaultLimits> = Meta::new(SM_META, "vault_limits");
 /// Set by a restore from a backup: the backup's revision. The state then holds keys no log
-/// entry produced, so the first learner must get it as a snapshot (see `net::service`).
+/// entry produced, so the first learner must get it as a snapshot (see `node::client`).
 pub const RESTORED_FROM: Meta<u64> = Meta::new(SM_META, "restored_from_revision");
 /// The id `LeaseGrant { id: 0 }` tries first.
 pub const NEXT_LEASE_ID: Meta<u64> = Meta::new(SM_META, "next_lease_id");

@@ -2,9 +2,9 @@
 //! from one. Memory stays bounded: one record at a time, whatever the size of the state.
 //!
 //! Format (all integers little endian):
-//! `MAGIC`, then records, each a `u32` length and a postcard [`Record`]: one `Header`, the
-//! `Key`s in key order, the `Lease`s in id order, and one `End` carrying the counts and the
-//! CRC-32 of every byte before it. Indexes are not stored: installing rebuilds them.
+//! `SNAPSHOT_MAGIC`, then records, each a `u32` length and a postcard `Record`: one `Header`,
+//! the `Key`s in key order, the `Lease`s in id order, one `VaultLimits`, the `Vault`s, and one
+//! `End` carrying the counts and the CRC-32 of every byte before it. Indexes are not stored: installing rebuilds them.
 //!
 //! The current snapshot is `snapshots/current.snap`, replaced by an atomic rename. Installing
 //! commits the state with fsync before the rename: a crash between the two leaves the previous

@@ -1,7 +1,7 @@
 //! The `Store`: one redb database per node (a file, or redb's in-memory backend: the same code)
 //! holding the Raft log, the Raft meta and the key-value state machine.
 //!
-//! Durability rules (DESIGN.md, "Storage"):
+//! Durability rules (`docs/storage.md`):
 //! - log appends, vote, truncate, purge and snapshot installs commit with fsync
 //!   (`Durability::Immediate`); appends are the only fsync on the write path;
 //! - `save_committed` and `apply` commit without fsync (`Durability::None`) and become durable

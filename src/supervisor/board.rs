@@ -1,7 +1,7 @@
 //! The health board: what the supervision tree knows about this node, published for
 //! `/health`, `/status` and tests: each check's latest result, restart counts per child, and
-//! the failed state (the node stops serving and says why). Written by the supervisor (and by
-//! the node when a fatal error reaches it); read by anyone.
+//! the failed state (the node stops serving and says why). Written only by the supervisor;
+//! read by the node, `/health`, `/status` and tests.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

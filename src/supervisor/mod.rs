@@ -3,8 +3,9 @@
 //! restarts a failed child after an exponential backoff (one-for-one; a storage failure
 //! restarts its dependents too), fails the node when the restart budget is spent, refuses to
 //! start storage when the cross-storage validation fails, and restarts a child whose health
-//! check is critical K times in a row. Every supervision decision lives here, and the health
-//! board (`board`) where its results are published.
+//! check is critical K times in a row; on stop, closes the store with one fsync'd commit.
+//! Every supervision decision lives here, and the health board (`board`) where its results
+//! are published. Never names the node or the net servers.
 
 pub mod board;
 pub mod policy;
@@ -15,15 +16,16 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::actors::ActorKind;
 use crate::actors::health::{CheckReport, HealthActor, HealthArgs};
 use crate::actors::raft::{RaftActor, RaftArgs, RaftHandle};
 use crate::actors::sql::{SqlActor, SqlArgs};
 use crate::actors::storage::{StorageActor, StorageArgs, StorageWriter};
 use crate::actors::ttl::{TtlActor, TtlArgs};
-use crate::actors::{ActorKind, Faults};
 use crate::api::{Check, CheckStatus};
 use crate::command::VaultLimits;
 use crate::config::{Bootstrap, NodeConfig};
+use crate::fault::Faults;
 use crate::net::raft::RaftTransport;
 use crate::sql::SqlLimits;
 use crate::storage::Store;
@@ -35,7 +37,7 @@ pub struct NodeSupervisor;
 pub struct SupervisorArgs {
     pub config: NodeConfig,
     /// The store the node opened, or why it could not (the node then fails, and says why).
-    pub store: Result<Arc<Store>, String>,
+    pub store: Result<Arc<Store>, crate::storage::Error>,
     /// This node's address, recorded in the membership when it initializes a cluster alone.
     pub address: String,
     pub board: Arc<HealthBoard>,
@@ -244,7 +246,7 @@ async fn on_start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState,
                 let _ = myself.cast(SupervisorMsg::Start(*next));
             }
         }
-        Err(reason) => on_child_failed(myself, state, kind, reason).await,
+        Err(error) => on_child_failed(myself, state, kind, error.to_string()).await,
     }
 }
 
@@ -253,7 +255,7 @@ async fn spawn_child(
     state: &SupervisorState,
     kind: ActorKind,
     store: Arc<Store>,
-) -> Result<ActorCell, String> {
+) -> Result<ActorCell, StartError> {
     let node_id = state.board.node_id();
     let name = Some(kind.name(node_id));
     let faults = state.faults.clone();
@@ -270,7 +272,7 @@ async fn spawn_child(
                 .children
                 .get(&ActorKind::Storage)
                 .map(|cell| StorageWriter::new(cell.clone().into()))
-                .ok_or("raft: storage is not running")?;
+                .ok_or(StartError::StorageNotRunning)?;
             let args = RaftArgs {
                 node_id,
                 address: state.address.clone(),
@@ -332,11 +334,25 @@ async fn spawn_child(
                 .map(|(actor, _)| actor.get_cell())
         }
     };
-    spawned.map_err(|e| format!("{kind}: failed to start: {e}"))
+    spawned.map_err(|e| StartError::Spawn {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+/// Why a child did not start (its reason in logs and on the health board).
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("raft: storage is not running")]
+    StorageNotRunning,
+    #[error("raft: invalid config: {0}")]
+    RaftConfig(#[from] Box<openraft::ConfigError>),
+    #[error("{kind}: failed to start: {reason}")]
+    Spawn { kind: ActorKind, reason: String },
 }
 
 /// openraft's config from the node's `[raft]` section.
-pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, String> {
+pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, Box<openraft::ConfigError>> {
     openraft::Config {
         cluster_name: "aspen".into(),
         heartbeat_interval: config.raft.heartbeat_interval_ms,
@@ -350,7 +366,7 @@ pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, String> {
         ..Default::default()
     }
     .validate()
-    .map_err(|e| format!("raft: invalid config: {e}"))
+    .map_err(Box::new)
 }
 
 /// Withdraws the published Raft instance and shuts it down, so no stale instance keeps

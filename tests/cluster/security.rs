@@ -3,9 +3,9 @@ use std::time::Duration;
 use aspen::api::{
     CLIENT_ALPN, ClientError, ClientOp, ClientRequest, ClientResponse, PROTOCOL_VERSION,
 };
+use aspen::fault::NetFaults;
 use aspen::limits::FRAME_BYTES_MAX;
 use aspen::net::connections::Connections;
-use aspen::net::faults::NetFaults;
 use aspen::net::frame::read_frame;
 use aspen::net::raft::RaftTransport;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};

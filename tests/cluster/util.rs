@@ -9,8 +9,8 @@ use std::time::Duration;
 use aspen::api::NodeId;
 use aspen::client::Client;
 use aspen::config::NodeConfig;
+use aspen::fault::NetFaults;
 use aspen::net::endpoint::{NodeAddress, read_addr_file};
-use aspen::net::faults::NetFaults;
 use aspen::testing::{TestNode, WAIT_MS};
 
 /// Polls `condition` every 10 ms until it holds or `WAIT_MS` passes.

@@ -1,6 +1,6 @@
-//! Network fault injection for tests: cut the links between nodes (one direction or both),
-//! isolate a node from every other, heal. The Raft transport and request forwarding consult
-//! it before sending, so a cut link behaves like an unreachable peer on the real transport.
+//! Network fault injection for tests: cut the link between two nodes (both directions),
+//! isolate a node from every other, heal. The Raft transport (both sides) and request
+//! forwarding consult it, so a cut link behaves like an unreachable peer on the real transport.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

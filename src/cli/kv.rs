@@ -1,0 +1,213 @@
+//! `aspen put`, `get`, `del`, `txn`, `vault list` and `sql`: the key-value commands.
+
+use serde_json::{Value, json};
+
+use crate::api::{KeyRange, Output, Put};
+use crate::cli::output::{Answer, kv_json, kv_text};
+use crate::cli::txn::{parse_txn, txn_from_file};
+use crate::cli::{CliCommand, ReadConsistency};
+use crate::client::{Client, RangeOptions};
+
+fn e(error: crate::client::Error) -> String {
+    error.to_string()
+}
+
+pub(super) async fn put(
+    client: &Client,
+    key: &str,
+    value: &str,
+    ttl: Option<std::time::Duration>,
+    lease: Option<u64>,
+    prev_kv: bool,
+) -> Result<Answer, String> {
+    let put = Put {
+        ttl_ms: ttl.map(|t| t.as_millis().max(1) as u64),
+        lease,
+        prev_kv,
+        ..Put::new(key, value)
+    };
+    let written = client.put_with(put).await.map_err(e)?;
+    let prev = match &written.output {
+        Output::Put { prev } => prev.clone(),
+        _ => None,
+    };
+    let mut text = "OK".to_string();
+    if let Some(prev) = &prev {
+        text.push_str(&format!("\n{}", kv_text(prev, false)));
+    }
+    Ok(Answer::new(
+        text,
+        json!({"revision": written.revision, "prev_kv": prev.as_ref().map(kv_json)}),
+    ))
+}
+
+/// `aspen get`'s arguments.
+pub(super) struct GetArgs<'a> {
+    pub key: &'a str,
+    pub prefix: bool,
+    pub range_end: Option<&'a str>,
+    pub limit: u64,
+    pub keys_only: bool,
+    pub count_only: bool,
+    pub consistency: ReadConsistency,
+}
+
+pub(super) async fn get(client: &Client, args: GetArgs<'_>) -> Result<Answer, String> {
+    let GetArgs {
+        key,
+        prefix,
+        range_end,
+        limit,
+        keys_only,
+        count_only,
+        consistency,
+    } = args;
+    let options = RangeOptions {
+        limit,
+        keys_only,
+        count_only,
+        consistency: consistency.into(),
+    };
+    let range = key_range(key, prefix, range_end);
+    let page = if count_only {
+        client.range_page(range, &options).await
+    } else {
+        client.range(range, &options).await
+    }
+    .map_err(e)?;
+    let text = if count_only {
+        page.count.to_string()
+    } else {
+        page.kvs
+            .iter()
+            .map(|kv| kv_text(kv, keys_only))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(Answer::new(
+        text,
+        json!({
+            "revision": page.revision,
+            "count": page.count,
+            "more": page.continuation.is_some(),
+            "kvs": page.kvs.iter().map(kv_json).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+pub(super) async fn del(
+    client: &Client,
+    key: &str,
+    prefix: bool,
+    range_end: Option<&str>,
+) -> Result<Answer, String> {
+    let written = if prefix || range_end.is_some() {
+        client.delete_range(key_range(key, prefix, range_end)).await
+    } else {
+        client.delete(key).await
+    }
+    .map_err(e)?;
+    let deleted = match written.output {
+        Output::Delete { deleted, .. } | Output::DeleteRange { deleted } => deleted,
+        other => return Err(format!("unexpected answer: {other:?}")),
+    };
+    Ok(Answer::new(
+        deleted.to_string(),
+        json!({"revision": written.revision, "deleted": deleted}),
+    ))
+}
+
+pub(super) async fn txn(client: &Client, command: &CliCommand) -> Result<Answer, String> {
+    let CliCommand::Txn {
+        compares,
+        success,
+        failure,
+        file,
+    } = command
+    else {
+        unreachable!("called for `aspen txn` only");
+    };
+    let txn = match file {
+        Some(path) => txn_from_file(path)?,
+        None => parse_txn(compares, success, failure)?,
+    };
+    let written = client.txn(txn).await.map_err(e)?;
+    let Output::Txn { succeeded, results } = written.output else {
+        return Err(format!("unexpected answer: {:?}", written.output));
+    };
+    let mut lines = vec![if succeeded { "SUCCESS" } else { "FAILURE" }.to_string()];
+    let mut gets = Vec::new();
+    for result in &results {
+        if let Output::Get { kv } = result {
+            if let Some(kv) = kv {
+                lines.push(kv_text(kv, false));
+            }
+            gets.push(kv.as_ref().map(kv_json));
+        }
+    }
+    Ok(Answer::new(
+        lines.join("\n"),
+        json!({"revision": written.revision, "succeeded": succeeded, "gets": gets}),
+    ))
+}
+
+pub(super) async fn vault_list(client: &Client) -> Result<Answer, String> {
+    let vaults = client.vault_list().await.map_err(e)?;
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    table.set_header(["vault", "keys", "bytes", "created", "updated"]);
+    for vault in &vaults {
+        let m = &vault.meta;
+        table.add_row([
+            vault.name.clone(),
+            m.key_count.to_string(),
+            m.total_bytes.to_string(),
+            m.created_revision.to_string(),
+            m.updated_revision.to_string(),
+        ]);
+    }
+    let json: Vec<Value> = vaults
+        .iter()
+        .map(|v| {
+            json!({
+                "name": v.name,
+                "keys": v.meta.key_count,
+                "bytes": v.meta.total_bytes,
+                "created_revision": v.meta.created_revision,
+                "updated_revision": v.meta.updated_revision,
+            })
+        })
+        .collect();
+    Ok(Answer::new(table.to_string(), Value::Array(json)))
+}
+
+pub(super) async fn sql(
+    client: &Client,
+    query: &str,
+    consistency: ReadConsistency,
+) -> Result<Answer, String> {
+    let result = client
+        .sql_with(query, consistency.into())
+        .await
+        .map_err(e)?;
+    Ok(Answer {
+        text: result.to_table(),
+        json: result.to_json(),
+        csv: Some(result.to_csv().map_err(|e| format!("csv: {e}"))?),
+        note: result
+            .truncated
+            .as_ref()
+            .map(|reason| format!("note: result truncated: {reason}")),
+    })
+}
+
+fn key_range(key: &str, prefix: bool, range_end: Option<&str>) -> KeyRange {
+    match (prefix, range_end) {
+        (true, _) => KeyRange::prefix(key.as_bytes()),
+        (false, Some(end)) => KeyRange {
+            start: key.as_bytes().to_vec(),
+            end: Some(end.as_bytes().to_vec()),
+        },
+        (false, None) => KeyRange::single(key.as_bytes()),
+    }
+}
