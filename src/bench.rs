@@ -1,7 +1,9 @@
-//! `aspen bench`: a load generator in the manner of etcd's `benchmark` tool. Clients (tasks)
-//! share connections (one QUIC endpoint each, spread over the given nodes) and issue one
-//! request at a time until the run reaches `--total` operations or `--duration`; latencies of
-//! successful operations go into an HdrHistogram, failures are counted by kind.
+//! `aspen bench`: a load generator in the manner of etcd's `benchmark` tool. Clients (tasks) share
+//! connections (one QUIC endpoint each, spread over the given nodes) and issue one request at a
+//! time until the run reaches `--total` operations or `--duration`; latencies of successful
+//! operations go into an HdrHistogram, failures are counted by kind.
+//!
+//! Long because the workloads, the closed loop and the report (text and JSON) form one tool.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,8 +1,12 @@
 //! The Rust client: talks to any node of a cluster over the client protocol (iroh QUIC, ALPN
-//! `aspen/client/1`). Nodes forward writes and linearizable reads to the leader themselves;
-//! the client retries only where that is safe: every read, a write never sent (the connection
-//! failed), and a write the cluster answered with "not leader" (it was never proposed). A write whose outcome is unknown (a timeout, a
-//! broken stream) is returned as an error, never silently sent twice.
+//! `aspen/client/1`). Nodes forward writes and linearizable reads to the leader themselves; the
+//! client retries only where that is safe: every read, a write never sent (the connection failed),
+//! and a write the cluster answered with "not leader" (it was never proposed). A write whose
+//! outcome is unknown (a timeout, a broken stream) is returned as an error, never silently sent
+//! twice.
+//!
+//! Long because every operation a client can ask is one short method on `Client`, over one retry
+//! loop.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -41,27 +41,20 @@ pub(super) async fn put(
     ))
 }
 
-/// `aspen get`'s arguments.
-pub(super) struct GetArgs<'a> {
-    pub key: &'a str,
-    pub prefix: bool,
-    pub range_end: Option<&'a str>,
-    pub limit: u64,
-    pub keys_only: bool,
-    pub count_only: bool,
-    pub consistency: ReadConsistency,
-}
-
-pub(super) async fn get(client: &Client, args: GetArgs<'_>) -> Result<Answer, String> {
-    let GetArgs {
-        key,
+pub(super) async fn get(client: &Client, command: &CliCommand) -> Result<Answer, String> {
+    let &CliCommand::Get {
+        ref key,
         prefix,
-        range_end,
+        ref range_end,
         limit,
         keys_only,
         count_only,
         consistency,
-    } = args;
+    } = command
+    else {
+        unreachable!("called for `aspen get` only");
+    };
+    let range_end = range_end.as_deref();
     let options = RangeOptions {
         limit,
         keys_only,

@@ -1,8 +1,10 @@
 //! The `aspen` command line (etcdctl-like): the argument definitions and the dispatch here,
 //! one file per command family (`kv`, `lease`, `cluster`, `admin`), the `txn` syntax and the
-//! `output` forms. `src/bin/aspen.rs` only parses and calls [`run`]. Every command prints its answer on
-//! stdout (text, JSON with `--output json`, CSV with `--output csv` for `aspen sql`) and exits 0; on error it prints one line on
-//! stderr and exits 1 (2 for unusable arguments).
+//! `output` forms. `src/bin/aspen.rs` only parses and calls [`run`]. Every command prints its
+//! answer on stdout (text, JSON with `--output json`, CSV with `--output csv` for `aspen sql`)
+//! and exits 0; on error it prints one line on stderr and exits 1 (2 for unusable arguments).
+//! Never names storage, sql, the actors or the Raft log payload: it speaks `api` through the
+//! client.
 
 mod admin;
 mod cluster;
@@ -266,26 +268,7 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             lease,
             prev_kv,
         } => kv::put(&client, key, value, *ttl, *lease, *prev_kv).await,
-        CliCommand::Get {
-            key,
-            prefix,
-            range_end,
-            limit,
-            keys_only,
-            count_only,
-            consistency,
-        } => {
-            let args = kv::GetArgs {
-                key,
-                prefix: *prefix,
-                range_end: range_end.as_deref(),
-                limit: *limit,
-                keys_only: *keys_only,
-                count_only: *count_only,
-                consistency: *consistency,
-            };
-            kv::get(&client, args).await
-        }
+        command @ CliCommand::Get { .. } => kv::get(&client, command).await,
         CliCommand::Del {
             key,
             prefix,

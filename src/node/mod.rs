@@ -1,9 +1,12 @@
 //! The node: the only wiring. `start_node` opens the store, binds the endpoint, starts the
-//! supervision tree and the servers, and hands the servers the [`NodeCore`], which implements
-//! the ports `net` declares (`client`: the client protocol; `http`: the HTTP endpoints and the
-//! Raft transport's receiving side) with the Raft handle, the SqlActor, read views of the
-//! store and the health board. Its only redb writes are opening the store and `/admin/compact`;
-//! every write Raft drives goes through the RaftHandle to the StorageActor.
+//! supervision tree and the servers, and hands the servers the [`NodeCore`], which implements the
+//! ports `net` declares (`client`: the client protocol; `http`: the HTTP endpoints and the Raft
+//! transport's receiving side) with the Raft handle, the SqlActor, read views of the store and the
+//! health board. Its only redb writes are opening the store and `/admin/compact`; every write Raft
+//! drives goes through the RaftHandle to the StorageActor.
+//!
+//! Long because starting, running and stopping a node (with the leader handover) is one sequence of
+//! wiring.
 
 mod client;
 mod http;

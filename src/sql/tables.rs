@@ -6,12 +6,14 @@
 //! - `vaults` (name, key_count, total_bytes, created_revision, updated_revision): the vault
 //!   metadata (at most `storage.vaults_max` rows, read whole when the query is planned).
 //!
-//! Rows are produced on the blocking pool in batches of the session's batch size and handed
-//! to DataFusion through a bounded channel, so a scan never holds the table in memory. Filters
-//! on `key` become range scans ([`super::keys`]), `LIMIT` stops the scan, and only the
-//! projected columns are built: a query that does not select `value` copies no value, and
-//! `COUNT(*)` builds no column at all. Expired keys and leases are invisible, as in ordinary
-//! reads.
+//! Rows are produced on the blocking pool in batches of the session's batch size and handed to
+//! DataFusion through a bounded channel, so a scan never holds the table in memory. Filters on
+//! `key` become range scans ([`super::keys`]), `LIMIT` stops the scan, and only the projected
+//! columns are built: a query that does not select `value` copies no value, and `COUNT(*)` builds
+//! no column at all. Expired keys and leases are invisible, as in ordinary reads.
+//!
+//! Long because the four tables share one scan machinery (projection, batching, the blocking scan
+//! thread and its cancellation); split per table they would repeat it.
 
 use std::fmt;
 use std::sync::Arc;

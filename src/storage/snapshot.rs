@@ -1,14 +1,17 @@
-//! Snapshot files: built by streaming one read transaction to a file, installed atomically
-//! from one. Memory stays bounded: one record at a time, whatever the size of the state.
+//! Snapshot files: built by streaming one read transaction to a file, installed atomically from
+//! one. Memory stays bounded: one record at a time, whatever the size of the state.
 //!
-//! Format (all integers little endian):
-//! `SNAPSHOT_MAGIC`, then records, each a `u32` length and a postcard `Record`: one `Header`,
-//! the `Key`s in key order, the `Lease`s in id order, one `VaultLimits`, the `Vault`s, and one
-//! `End` carrying the counts and the CRC-32 of every byte before it. Indexes are not stored: installing rebuilds them.
+//! Format (all integers little endian): `SNAPSHOT_MAGIC`, then records, each a `u32` length and a
+//! postcard `Record`: one `Header`, the `Key`s in key order, the `Lease`s in id order, one
+//! `VaultLimits`, the `Vault`s, and one `End` carrying the counts and the CRC-32 of every byte
+//! before it. Indexes are not stored: installing rebuilds them.
 //!
 //! The current snapshot is `snapshots/current.snap`, replaced by an atomic rename. Installing
 //! commits the state with fsync before the rename: a crash between the two leaves the previous
 //! current snapshot, older than the state but still a valid committed state to send.
+//!
+//! Long because building, verifying and installing must agree on one record format, kept in the
+//! same file.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};

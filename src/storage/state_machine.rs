@@ -13,6 +13,10 @@
 //! - every vault (`vault/NAME/...` keys) with stored keys has one `vaults` row whose key count
 //!   and bytes are those of its stored keys, changed in the same transaction (a full scan
 //!   gives the same figures: `storage::check` compares them).
+//!
+//! Long because every command's semantics (put, delete, ranges, transactions, leases, expiry,
+//! vaults) must run inside one transaction through one `Machine`; split by command they would share
+//! its private state through a wide interface.
 
 use std::collections::{BTreeMap, BTreeSet};
 

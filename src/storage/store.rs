@@ -9,6 +9,9 @@
 //! - a clean close ends with one fsync'd commit, so a restart replays nothing.
 //!
 //! Every method here blocks on redb; async callers run them on a blocking thread.
+//!
+//! Long because every durability rule of the Raft log and meta is stated next to the write that
+//! keeps it.
 
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};

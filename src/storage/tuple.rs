@@ -1,10 +1,10 @@
 //! FoundationDB-compatible tuple encoding: typed, order-preserving keys. The bytes of two packed
-//! tuples compare exactly as the tuples do (type first, in FoundationDB's type order, then
-//! value), so ranges over a tuple prefix are key ranges.
+//! tuples compare exactly as the tuples do (type first, in FoundationDB's type order, then value),
+//! so ranges over a tuple prefix are key ranges.
 //!
-//! Supported element types and their type codes: null (0x00), bytes (0x01), string (0x02),
-//! nested tuple (0x05), integers of any sign up to 128 bits (0x0b..=0x1d), float (0x20),
-//! double (0x21), false (0x26), true (0x27). This module is pure: no I/O.
+//! Supported element types and their type codes: null (0x00), bytes (0x01), string (0x02), nested
+//! tuple (0x05), integers of any sign up to 128 bits (0x0b..=0x1d), float (0x20), double (0x21),
+//! false (0x26), true (0x27). This module is pure: no I/O.
 //!
 //! ```
 //! use aspen::storage::tuple::{Tuple, strinc};
@@ -18,6 +18,9 @@
 //! assert!(start <= name && name < end);
 //! assert_eq!(strinc(b"users/"), Some(b"users0".to_vec()));
 //! ```
+//!
+//! Long because the tuple encoding is one format whose encoder and decoder must mirror each other
+//! (about 115 of its lines are tests).
 
 use std::cmp::Ordering;
 

@@ -1,11 +1,13 @@
-//! NodeSupervisor: starts the children in dependency order (storage → raft → ttl, health;
-//! storage → sql),
-//! restarts a failed child after an exponential backoff (one-for-one; a storage failure
-//! restarts its dependents too), fails the node when the restart budget is spent, refuses to
-//! start storage when the cross-storage validation fails, and restarts a child whose health
-//! check is critical K times in a row; on stop, closes the store with one fsync'd commit.
-//! Every supervision decision lives here, and the health board (`board`) where its results
-//! are published. Never names the node or the net servers.
+//! NodeSupervisor: starts the children in dependency order (storage → raft → ttl, health; storage →
+//! sql), restarts a failed child after an exponential backoff (one-for-one; a storage failure
+//! restarts its dependents too), fails the node when the restart budget is spent, refuses to start
+//! storage when the cross-storage validation fails, and restarts a child whose health check is
+//! critical K times in a row; on stop, closes the store with one fsync'd commit. Every supervision
+//! decision lives here, and the health board (`board`) where its results are published. Never names
+//! the node or the net servers.
+//!
+//! Long because every supervision decision (start order, validation gate, restarts, escalation,
+//! health enforcement) lives here on purpose.
 
 pub mod board;
 pub mod policy;
