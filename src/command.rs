@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::api::WriteOp;
 use crate::api::error::CommandError;
 use crate::api::kv::{
-    KeyRange, NodeId, Output, Put, Txn, check_key_len, check_lease_id, check_ttl, txn_puts,
-    validate_txn,
+    KeyRange, NodeId, Output, Put, Txn, check_key_len, check_lease_id, check_ttl,
+    txn_payload_bytes, txn_puts, validate_txn,
 };
-use crate::limits::EXPIRE_BATCH_MAX;
+use crate::limits::{EXPIRE_BATCH_MAX, PROPOSAL_BATCH_MAX};
 
 openraft::declare_raft_types!(
     /// Aspen's openraft type configuration: the log carries [`Request`]s, the state machine
@@ -79,6 +79,10 @@ pub enum Command {
     /// Set the vault limits every node enforces (the leader proposes its configured ones).
     /// Housekeeping like `Expire`: refused from clients.
     SetVaultLimits(VaultLimits),
+    /// Group commit: requests proposed together in one log entry (so they share one append and
+    /// one fsync). Applied in order in one transaction, each with its own revision and its own
+    /// response ([`Response::batch`]); the entry commits or fails whole. Never nested.
+    Batch(Vec<Request>),
 }
 
 impl Command {
@@ -95,6 +99,7 @@ impl Command {
             | Command::LeaseKeepAlive { .. }
             | Command::Expire { .. }
             | Command::SetVaultLimits(_) => false,
+            Command::Batch(requests) => requests.iter().any(|r| r.command.adds_data()),
         }
     }
 
@@ -121,6 +126,21 @@ impl Command {
             Command::SetVaultLimits(limits) => {
                 if limits.vaults_max == 0 || limits.keys_per_vault_max == 0 {
                     return Err(CommandError::BadVaultLimits);
+                }
+                Ok(())
+            }
+            // Each request of a batch is checked on its own when it is applied (one refused
+            // request does not refuse the others); here only the batch's shape.
+            Command::Batch(requests) => {
+                if requests.len() > PROPOSAL_BATCH_MAX
+                    || requests
+                        .iter()
+                        .any(|r| matches!(r.command, Command::Batch(_)))
+                {
+                    return Err(CommandError::BadBatch {
+                        count: requests.len() as u64,
+                        max: PROPOSAL_BATCH_MAX as u64,
+                    });
                 }
                 Ok(())
             }
@@ -176,4 +196,26 @@ pub struct Response {
     /// The cluster revision after this entry was applied.
     pub revision: u64,
     pub result: Result<Output, CommandError>,
+    /// For a `Command::Batch`: one response per request, in order (empty otherwise).
+    pub batch: Vec<Response>,
+}
+
+impl Request {
+    /// Bytes of keys and values the request carries, roughly: what bounds a batch.
+    pub fn payload_bytes(&self) -> usize {
+        match &self.command {
+            Command::Put(put) => put.key.len() + put.value.len(),
+            Command::Delete { key, .. } => key.len(),
+            Command::DeleteRange(range) => {
+                range.start.len() + range.end.as_ref().map_or(0, Vec::len)
+            }
+            Command::Txn(txn) => txn_payload_bytes(txn),
+            Command::Expire { keys, .. } => keys.iter().map(Vec::len).sum(),
+            Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::LeaseKeepAlive { .. }
+            | Command::SetVaultLimits(_) => 0,
+            Command::Batch(requests) => requests.iter().map(Request::payload_bytes).sum(),
+        }
+    }
 }

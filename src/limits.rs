@@ -14,6 +14,11 @@ pub const COMMAND_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const SCAN_ENTRIES_MAX: usize = 1_000;
 /// Keys plus leases named by one `Expire` command (the TTL actor's batch).
 pub const EXPIRE_BATCH_MAX: usize = 1_000;
+/// At most this many client requests share one Raft log entry (`Command::Batch`: group commit).
+pub const PROPOSAL_BATCH_MAX: usize = 256;
+/// A batch stops growing once its requests carry this many bytes of keys and values (a request
+/// bigger than that is proposed alone), so one entry stays well inside a replication frame.
+pub const PROPOSAL_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Longest TTL for a key or a lease: one year, so `now + ttl` never overflows.
 pub const TTL_MS_MAX: u64 = 365 * 24 * 60 * 60 * 1000;
 /// Keys removed per redb range pass while deleting a range: bounds memory, not the range.

@@ -14,6 +14,8 @@ pub const RAFT_LAST_LOG_INDEX: &str = "aspen_raft_last_log_index";
 pub const RAFT_APPLIED_INDEX: &str = "aspen_raft_applied_index";
 pub const RAFT_PROPOSALS_COMMITTED: &str = "aspen_raft_proposals_committed_total";
 pub const RAFT_PROPOSALS_FAILED: &str = "aspen_raft_proposals_failed_total";
+/// Requests per Raft log entry the leader proposed (group commit; 1 when proposed alone).
+pub const RAFT_BATCH_REQUESTS: &str = "aspen_raft_batch_requests";
 pub const STORAGE_FSYNC_SECONDS: &str = "aspen_storage_fsync_duration_seconds";
 pub const STORAGE_APPLY_SECONDS: &str = "aspen_storage_apply_duration_seconds";
 pub const STORAGE_DB_SIZE_BYTES: &str = "aspen_storage_db_size_bytes";
@@ -35,6 +37,9 @@ pub const STORAGE_COMPACTION_SECONDS: &str = "aspen_storage_compaction_duration_
 /// Buckets (seconds) for compactions: 1 ms to 2 minutes.
 const COMPACTION_BUCKETS: [f64; 10] = [0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 120.0];
 
+/// Requests per proposed log entry: 1 to `limits::PROPOSAL_BATCH_MAX`.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// Latency buckets (seconds) for fsync and apply: 50 µs to 1 s.
 const DURATION_BUCKETS: [f64; 12] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0,
@@ -53,6 +58,12 @@ pub fn handle() -> &'static PrometheusHandle {
                 b.set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(STORAGE_COMPACTION_SECONDS.into()),
                     &COMPACTION_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(RAFT_BATCH_REQUESTS.into()),
+                    &BATCH_BUCKETS,
                 )
             })
             .expect("bucket lists are not empty");

@@ -10,14 +10,15 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, Raft, RaftMetrics};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::actors::ActorKind;
 use crate::actors::raft_storage::{LogStore, StateMachineStore};
 use crate::actors::storage::StorageWriter;
 use crate::api::NodeId;
-use crate::command::{Request, Response, TypeConfig};
+use crate::command::{Command, Request, Response, TypeConfig};
 use crate::fault::Faults;
+use crate::limits::{PROPOSAL_BATCH_BYTES_MAX, PROPOSAL_BATCH_MAX};
 use crate::net::raft::RaftTransport;
 use crate::storage::Store;
 
@@ -131,14 +132,29 @@ impl Actor for RaftActor {
 /// it receives. Cheap to clone; always reaches the current incarnation (the RaftActor
 /// publishes its instance when it starts; the actor or the supervisor withdraws it when it
 /// stops or fails).
+///
+/// Writes go through a proposer (group commit): while one log entry is in flight, the writes
+/// that arrive queue up, and the next entry carries all of them (`Command::Batch`, bounded by
+/// `PROPOSAL_BATCH_MAX` requests and `PROPOSAL_BATCH_BYTES_MAX` bytes), so they share one
+/// append and one fsync on every node. A write alone in the queue is proposed as itself.
 #[derive(Clone)]
 pub struct RaftHandle {
     node_id: NodeId,
-    /// The `node_id` metric label.
-    node_label: Arc<str>,
-    raft: Arc<Mutex<Option<Raft<TypeConfig>>>>,
+    published: Arc<Mutex<Option<Published>>>,
     /// How long a write or a read barrier waits for its answer.
     timeout: Duration,
+}
+
+/// The running instance and the queue of its proposer.
+struct Published {
+    raft: Raft<TypeConfig>,
+    proposals: mpsc::UnboundedSender<Proposal>,
+}
+
+/// A write waiting for the proposer, and where its answer goes.
+struct Proposal {
+    request: Request,
+    reply: oneshot::Sender<Result<Response, RaftError>>,
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -155,8 +171,7 @@ impl RaftHandle {
     pub fn new(node_id: NodeId, timeout: Duration) -> Self {
         RaftHandle {
             node_id,
-            node_label: Arc::from(node_id.to_string()),
-            raft: Arc::default(),
+            published: Arc::default(),
             timeout,
         }
     }
@@ -165,22 +180,28 @@ impl RaftHandle {
         self.node_id
     }
 
+    /// Publishes `raft` and starts its proposer (which ends once the instance is withdrawn
+    /// and its queue is empty).
     fn publish(&self, raft: Raft<TypeConfig>) {
-        *lock(&self.raft) = Some(raft);
+        let (proposals, queue) = mpsc::unbounded_channel();
+        tokio::spawn(propose(raft.clone(), queue, self.node_id.to_string()));
+        *lock(&self.published) = Some(Published { raft, proposals });
     }
 
-    /// Withdraws the published instance and returns it (to be shut down).
+    /// Withdraws the published instance and returns it (to be shut down). Writes still queued
+    /// are answered `NotRunning` (never proposed); a batch already proposed gets the answer
+    /// Raft gives it.
     pub fn withdraw(&self) -> Option<Raft<TypeConfig>> {
-        lock(&self.raft).take()
+        lock(&self.published).take().map(|published| published.raft)
     }
 
     /// The running instance: for the transport's RPCs and membership changes.
     pub fn raft(&self) -> Option<Raft<TypeConfig>> {
-        lock(&self.raft).clone()
+        lock(&self.published).as_ref().map(|p| p.raft.clone())
     }
 
     pub fn is_running(&self) -> bool {
-        lock(&self.raft).is_some()
+        lock(&self.published).is_some()
     }
 
     /// A copy of the current metrics.
@@ -190,9 +211,9 @@ impl RaftHandle {
 
     /// Reads the current metrics in place (no copy of the membership): for per-request paths.
     pub fn with_metrics<R>(&self, read: impl FnOnce(&Metrics) -> R) -> Option<R> {
-        lock(&self.raft)
+        lock(&self.published)
             .as_ref()
-            .map(|raft| read(&raft.metrics().borrow()))
+            .map(|p| read(&p.raft.metrics().borrow()))
     }
 
     /// The leader as this node knows it.
@@ -200,21 +221,23 @@ impl RaftHandle {
         self.with_metrics(|m| m.current_leader).flatten()
     }
 
-    /// Proposes `request` and returns the state machine's response once it is applied here.
+    /// Proposes `request` (through the proposer, batched with the writes queued with it) and
+    /// returns the state machine's response once it is applied here.
     pub async fn write(&self, request: Request) -> Result<Response, RaftError> {
-        let raft = self.raft().ok_or(RaftError::NotRunning)?;
-        let result = match tokio::time::timeout(self.timeout, raft.client_write(request)).await {
-            Ok(Ok(written)) => Ok(written.data),
-            Ok(Err(error)) => Err(write_error(error)),
+        let proposals = lock(&self.published)
+            .as_ref()
+            .map(|p| p.proposals.clone())
+            .ok_or(RaftError::NotRunning)?;
+        let (reply, answer) = oneshot::channel();
+        proposals
+            .send(Proposal { request, reply })
+            .map_err(|_| RaftError::NotRunning)?;
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(result)) => result,
+            // The proposer ended before proposing it.
+            Ok(Err(_)) => Err(RaftError::NotRunning),
             Err(_) => Err(RaftError::Timeout(self.timeout.as_millis() as u64)),
-        };
-        let counter = if result.is_ok() {
-            crate::metrics::RAFT_PROPOSALS_COMMITTED
-        } else {
-            crate::metrics::RAFT_PROPOSALS_FAILED
-        };
-        metrics::counter!(counter, "node_id" => self.node_label.to_string()).increment(1);
-        result
+        }
     }
 
     /// Confirms leadership with a quorum and waits until the state machine caught up: a read
@@ -268,6 +291,110 @@ impl RaftHandle {
             .await
             .map_err(|e| unavailable("log not purged", &e))
     }
+}
+
+/// The proposer of one Raft instance: takes the first queued write and every write queued
+/// behind it (up to the batch bounds), proposes them as one log entry, answers each, and
+/// repeats; one entry in flight at a time, so writes arriving meanwhile form the next batch.
+async fn propose(
+    raft: Raft<TypeConfig>,
+    mut queue: mpsc::UnboundedReceiver<Proposal>,
+    node_label: String,
+) {
+    let mut carried: Option<Proposal> = None;
+    loop {
+        let first = match carried.take() {
+            Some(proposal) => proposal,
+            None => match queue.recv().await {
+                Some(proposal) => proposal,
+                None => return,
+            },
+        };
+        let mut bytes = first.request.payload_bytes();
+        let mut batch = vec![first];
+        while batch.len() < PROPOSAL_BATCH_MAX {
+            let Ok(next) = queue.try_recv() else {
+                break;
+            };
+            let next_bytes = next.request.payload_bytes();
+            if bytes + next_bytes > PROPOSAL_BATCH_BYTES_MAX {
+                carried = Some(next);
+                break;
+            }
+            bytes += next_bytes;
+            batch.push(next);
+        }
+        if queue.is_closed() {
+            // Withdrawn (stopping or failed): what is still queued was never proposed.
+            for proposal in batch.into_iter().chain(carried.take()) {
+                let _ = proposal.reply.send(Err(RaftError::NotRunning));
+            }
+            continue;
+        }
+        metrics::histogram!(crate::metrics::RAFT_BATCH_REQUESTS, "node_id" => node_label.clone())
+            .record(batch.len() as f64);
+        let answers = propose_batch(&raft, batch).await;
+        let committed = answers.iter().filter(|(_, a)| a.is_ok()).count() as u64;
+        let failed = answers.len() as u64 - committed;
+        metrics::counter!(crate::metrics::RAFT_PROPOSALS_COMMITTED, "node_id" => node_label.clone())
+            .increment(committed);
+        metrics::counter!(crate::metrics::RAFT_PROPOSALS_FAILED, "node_id" => node_label.clone())
+            .increment(failed);
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Proposes `batch` as one log entry (a lone request as itself) and pairs each reply with its
+/// answer. A refused or failed entry fails every request in it alike (none was applied).
+async fn propose_batch(
+    raft: &Raft<TypeConfig>,
+    batch: Vec<Proposal>,
+) -> Vec<(
+    oneshot::Sender<Result<Response, RaftError>>,
+    Result<Response, RaftError>,
+)> {
+    let (requests, replies): (Vec<Request>, Vec<_>) =
+        batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let alone = requests.len() == 1;
+    let request = if alone {
+        requests.into_iter().next().expect("one request")
+    } else {
+        Request {
+            now_ms: crate::clock::now_ms(),
+            command: Command::Batch(requests),
+        }
+    };
+    let count = replies.len();
+    let answers: Vec<Result<Response, RaftError>> = match raft.client_write(request).await {
+        Ok(written) if alone => vec![Ok(written.data)],
+        Ok(written) => {
+            let response = written.data;
+            match response.result {
+                Ok(_) if response.batch.len() == count => {
+                    response.batch.into_iter().map(Ok).collect()
+                }
+                Ok(_) => vec![
+                    Err(RaftError::Unavailable(format!(
+                        "raft: a batch of {count} requests got {} answers",
+                        response.batch.len()
+                    )));
+                    count
+                ],
+                Err(refused) => vec![
+                    Ok(Response {
+                        revision: response.revision,
+                        result: Err(refused),
+                        batch: Vec::new(),
+                    });
+                    count
+                ],
+            }
+        }
+        Err(error) => vec![Err(write_error(error)); count],
+    };
+    replies.into_iter().zip(answers).collect()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -190,18 +190,13 @@ pub(crate) fn validate_txn(txn: &Txn) -> Result<(), CommandError> {
             });
         }
     }
-    let mut bytes = 0usize;
     for compare in &txn.compares {
         check_key_len(&compare.key, false)?;
-        bytes += compare.key.len();
-        if let CompareTarget::Value(value) = &compare.target {
-            bytes += value.len();
-        }
     }
     for op in txn.success.iter().chain(&txn.failure) {
         op.validate()?;
-        bytes += op.payload_bytes();
     }
+    let bytes = txn_payload_bytes(txn);
     if bytes > COMMAND_BYTES_MAX {
         return Err(CommandError::CommandTooLarge {
             bytes: bytes as u64,
@@ -209,6 +204,28 @@ pub(crate) fn validate_txn(txn: &Txn) -> Result<(), CommandError> {
         });
     }
     Ok(())
+}
+
+/// Bytes of keys and values a transaction carries (compares and both branches).
+pub(crate) fn txn_payload_bytes(txn: &Txn) -> usize {
+    let compares: usize = txn
+        .compares
+        .iter()
+        .map(|compare| {
+            compare.key.len()
+                + match &compare.target {
+                    CompareTarget::Value(value) => value.len(),
+                    _ => 0,
+                }
+        })
+        .sum();
+    let ops: usize = txn
+        .success
+        .iter()
+        .chain(&txn.failure)
+        .map(TxnOp::payload_bytes)
+        .sum();
+    compares + ops
 }
 
 /// Lease id 0 means "no lease": refused where a lease is named.

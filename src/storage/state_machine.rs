@@ -138,12 +138,37 @@ impl<'txn> Machine<'txn> {
         Response {
             revision: self.revision,
             result: Ok(Output::None),
+            batch: Vec::new(),
         }
     }
 
-    /// Applies one request. `Err` is a storage failure; a refused command is an `Ok` response
-    /// carrying the `CommandError`.
+    /// Applies one request (a batch: each of its requests in order, each answered on its
+    /// own). `Err` is a storage failure; a refused command is an `Ok` response carrying the
+    /// `CommandError`.
     pub(crate) fn apply_request(&mut self, request: &Request) -> Result<Response> {
+        if let Command::Batch(requests) = &request.command {
+            if let Err(refused) = request.command.validate() {
+                return Ok(Response {
+                    revision: self.revision,
+                    result: Err(refused),
+                    batch: Vec::new(),
+                });
+            }
+            let batch = requests
+                .iter()
+                .map(|request| self.apply_one(request))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Response {
+                revision: self.revision,
+                result: Ok(Output::None),
+                batch,
+            });
+        }
+        self.apply_one(request)
+    }
+
+    /// Applies one request that is not a batch.
+    fn apply_one(&mut self, request: &Request) -> Result<Response> {
         let mut ctx = Ctx {
             now_ms: request.now_ms,
             stamp: self.revision + 1,
@@ -168,6 +193,7 @@ impl<'txn> Machine<'txn> {
         Ok(Response {
             revision: self.revision,
             result,
+            batch: Vec::new(),
         })
     }
 
@@ -199,6 +225,13 @@ impl<'txn> Machine<'txn> {
             Command::SetVaultLimits(limits) => {
                 self.vault_limits = *limits;
                 Output::None
+            }
+            // `apply_request` takes batches apart; a batch inside a batch is refused there.
+            Command::Batch(requests) => {
+                return Ok(Err(CommandError::BadBatch {
+                    count: requests.len() as u64,
+                    max: crate::limits::PROPOSAL_BATCH_MAX as u64,
+                }));
             }
         }))
     }

@@ -817,3 +817,61 @@ async fn admin_commands_shutdown_check_and_restore_as_processes() {
         assert!(line.contains(field), "{field} missing: {line}");
     }
 }
+
+// Proves group commit on a node: 64 writes submitted at once are each answered with their own
+// revision and their own key's previous value, every revision from 65 to 128 once, and they
+// took fewer log entries than writes (the ones queued behind an entry in flight shared the
+// next one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries_and_get_their_own_answers() {
+    const WRITES: u64 = 64;
+    let node = TestNode::start(47, |_| {}).await;
+    for i in 0..WRITES {
+        node.put(&format!("k{i}"), &format!("old{i}"))
+            .await
+            .expect("seed");
+    }
+    let before = node.node.raft.metrics().unwrap().last_log_index.unwrap();
+    let tasks: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let core = Arc::clone(&node.node.core);
+            tokio::spawn(async move {
+                let put = Put {
+                    prev_kv: true,
+                    ..Put::new(format!("k{i}"), format!("v{i}"))
+                };
+                let response = core.write(request(Command::Put(put))).await;
+                (i, response)
+            })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for task in tasks {
+        let (i, response) = task.await.unwrap();
+        let response = response.expect("a concurrent write failed");
+        let Ok(aspen::api::Output::Put { prev: Some(prev) }) = &response.result else {
+            panic!("write {i}: {response:?}");
+        };
+        assert_eq!(
+            (prev.key.as_slice(), prev.value.as_slice()),
+            (format!("k{i}").as_bytes(), format!("old{i}").as_bytes()),
+            "write {i} got another write's answer"
+        );
+        revisions.push(response.revision);
+    }
+    revisions.sort();
+    assert_eq!(revisions, (WRITES + 1..=2 * WRITES).collect::<Vec<_>>());
+    let after = node.node.raft.metrics().unwrap().last_log_index.unwrap();
+    assert!(
+        after - before < WRITES,
+        "{WRITES} writes took {} log entries",
+        after - before
+    );
+    let store = node.node.store().unwrap();
+    let stored = contents(&store);
+    for i in 0..WRITES {
+        let (value, _) = &stored[format!("k{i}").as_bytes()];
+        assert_eq!(value, format!("v{i}").as_bytes());
+    }
+    node.shutdown().await;
+}

@@ -32,6 +32,7 @@ both_stores!(
     snapshot_restores_the_same_state_into_a_fresh_store,
     corrupt_snapshot_is_refused_and_changes_nothing,
     validation_names_applied_and_committed,
+    a_batch_applies_each_request_with_its_own_revision_and_answer,
 );
 
 const NOW: u64 = 1_000_000;
@@ -786,4 +787,66 @@ fn validation_names_applied_and_committed(kind: Kind) {
         .unwrap();
         check(&reopened);
     }
+}
+
+// Proves group commit's state machine side: a `Command::Batch` entry applies its requests in
+// order, each with its own revision and its own answer (a refused one changes nothing and does
+// not stop the others), in one entry; a batch inside a batch is refused whole.
+fn a_batch_applies_each_request_with_its_own_revision_and_answer(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    assert_eq!(d.run(NOW, put("a", "0")).revision, 1);
+    let request = |command: Command| aspen::command::Request {
+        now_ms: NOW,
+        command,
+    };
+    let batch = Command::Batch(vec![
+        request(put_prev("a", "1")),
+        request(Command::LeaseRevoke { id: 77 }),
+        request(put("b", "2")),
+        request(Command::Delete {
+            key: b"a".to_vec(),
+            prev_kv: false,
+        }),
+    ]);
+    let response = d.run(NOW, batch);
+    assert_eq!(response.result, Ok(Output::None));
+    assert_eq!(response.revision, 4, "three writes changed the state");
+    let answers: Vec<_> = response
+        .batch
+        .iter()
+        .map(|r| (r.revision, r.result.clone()))
+        .collect();
+    let Ok(Output::Put { prev: Some(prev) }) = &answers[0].1 else {
+        panic!("the first put sees the value before the batch: {answers:?}");
+    };
+    assert_eq!((answers[0].0, prev.value.as_slice()), (2, b"0".as_slice()));
+    assert_eq!(
+        answers[1],
+        (2, Err(CommandError::LeaseNotFound { id: 77 })),
+        "a refused request keeps the revision and the others go on"
+    );
+    assert_eq!(answers[2].0, 3);
+    assert_eq!(
+        answers[3],
+        (
+            4,
+            Ok(Output::Delete {
+                deleted: 1,
+                prev: None
+            })
+        )
+    );
+    assert!(get(&t.store, "a", NOW).is_none());
+    assert_eq!(get(&t.store, "b", NOW).unwrap().mod_revision, 3);
+
+    let nested = Command::Batch(vec![request(Command::Batch(vec![request(put("c", "3"))]))]);
+    let response = d.run(NOW, nested);
+    assert!(
+        matches!(response.result, Err(CommandError::BadBatch { .. })),
+        "{response:?}"
+    );
+    assert_eq!(response.revision, 4);
+    assert!(response.batch.is_empty());
+    assert!(get(&t.store, "c", NOW).is_none());
 }

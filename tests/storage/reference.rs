@@ -50,6 +50,25 @@ impl Model {
     }
 
     pub fn apply(&mut self, now: u64, command: &Command) -> Response {
+        if let Command::Batch(requests) = command {
+            // Group commit: each request applied on its own, in order, at its own clock.
+            if let Err(e) = command.validate() {
+                return Response {
+                    revision: self.revision,
+                    result: Err(e),
+                    batch: Vec::new(),
+                };
+            }
+            let batch = requests
+                .iter()
+                .map(|r| self.apply(r.now_ms, &r.command))
+                .collect();
+            return Response {
+                revision: self.revision,
+                result: Ok(Output::None),
+                batch,
+            };
+        }
         let mut step = Step {
             now,
             stamp: self.revision + 1,
@@ -67,6 +86,7 @@ impl Model {
         Response {
             revision: self.revision,
             result,
+            batch: Vec::new(),
         }
     }
 
@@ -173,6 +193,11 @@ impl Model {
                 self.vault_limits = *limits;
                 Ok(Output::None)
             }
+            // `apply` takes batches apart; one inside a batch is refused.
+            Command::Batch(requests) => Err(CommandError::BadBatch {
+                count: requests.len() as u64,
+                max: aspen::limits::PROPOSAL_BATCH_MAX as u64,
+            }),
         }
     }
 
@@ -408,8 +433,14 @@ pub fn check_steps(steps: &[(u64, Command)]) -> Result<(), String> {
     let mut driver = Driver::new(t.store.clone());
     let mut model = Model::new();
     let mut now = 1_000u64;
-    for (advance, command) in steps.iter().cloned() {
+    for (advance, mut command) in steps.iter().cloned() {
         now += advance;
+        // A batch's requests carry the clock of the step that proposes them.
+        if let Command::Batch(requests) = &mut command {
+            for request in requests {
+                request.now_ms = now;
+            }
+        }
         let expected = model.apply(now, &command);
         let actual = driver.run(now, command.clone());
         ensure_eq!(&actual, &expected, "command {:?} at {}", command, now);
@@ -563,7 +594,21 @@ impl Choices<'_> {
         (0..n).map(|_| item(self)).collect()
     }
 
+    /// A command, a batch of up to three commands one time in ten.
     fn command(&mut self) -> Option<Command> {
+        if self.below(10)? == 9 {
+            let requests = self.list(3, |c| {
+                Some(aspen::command::Request {
+                    now_ms: 0,
+                    command: c.single_command()?,
+                })
+            })?;
+            return Some(Command::Batch(requests));
+        }
+        self.single_command()
+    }
+
+    fn single_command(&mut self) -> Option<Command> {
         Some(match self.below(9)? {
             0 => Command::Put(self.put()?),
             1 => Command::Delete {
