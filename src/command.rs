@@ -79,10 +79,38 @@ pub enum Command {
     /// Set the vault limits every node enforces (the leader proposes its configured ones).
     /// Housekeeping like `Expire`: refused from clients.
     SetVaultLimits(VaultLimits),
-    /// Group commit: requests proposed together in one log entry (so they share one append and
-    /// one fsync). Applied in order in one transaction, each with its own revision and its own
-    /// response ([`Response::batch`]); the entry commits or fails whole. Never nested.
-    Batch(Vec<Request>),
+    /// Group commit: clients' writes proposed together in one log entry (so they share one
+    /// append and one fsync). Applied in order in one transaction, each with its own revision
+    /// and its own response ([`Response::batch`]); the entry commits or fails whole. Holds
+    /// client writes only, so a batch cannot nest (nor a decoder recurse).
+    Batch(Vec<BatchItem>),
+}
+
+/// One write of a [`Command::Batch`]: a client's write and the leader's clock for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    pub now_ms: u64,
+    pub op: WriteOp,
+}
+
+impl TryFrom<Command> for WriteOp {
+    /// The command back when it is not a client's write (housekeeping, a batch).
+    type Error = Command;
+
+    fn try_from(command: Command) -> Result<Self, Command> {
+        Ok(match command {
+            Command::Put(put) => WriteOp::Put(put),
+            Command::Delete { key, prev_kv } => WriteOp::Delete { key, prev_kv },
+            Command::DeleteRange(range) => WriteOp::DeleteRange(range),
+            Command::Txn(txn) => WriteOp::Txn(txn),
+            Command::LeaseGrant { id, ttl_ms } => WriteOp::LeaseGrant { id, ttl_ms },
+            Command::LeaseRevoke { id } => WriteOp::LeaseRevoke { id },
+            Command::LeaseKeepAlive { id } => WriteOp::LeaseKeepAlive { id },
+            other @ (Command::Expire { .. } | Command::SetVaultLimits(_) | Command::Batch(_)) => {
+                return Err(other);
+            }
+        })
+    }
 }
 
 impl Command {
@@ -99,7 +127,7 @@ impl Command {
             | Command::LeaseKeepAlive { .. }
             | Command::Expire { .. }
             | Command::SetVaultLimits(_) => false,
-            Command::Batch(requests) => requests.iter().any(|r| r.command.adds_data()),
+            Command::Batch(items) => items.iter().any(|item| item.op.adds_data()),
         }
     }
 
@@ -129,16 +157,12 @@ impl Command {
                 }
                 Ok(())
             }
-            // Each request of a batch is checked on its own when it is applied (one refused
-            // request does not refuse the others); here only the batch's shape.
-            Command::Batch(requests) => {
-                if requests.len() > PROPOSAL_BATCH_MAX
-                    || requests
-                        .iter()
-                        .any(|r| matches!(r.command, Command::Batch(_)))
-                {
+            // Each write of a batch is checked on its own when it is applied (one refused write
+            // does not refuse the others); here only the batch's size.
+            Command::Batch(items) => {
+                if items.len() > PROPOSAL_BATCH_MAX {
                     return Err(CommandError::BadBatch {
-                        count: requests.len() as u64,
+                        count: items.len() as u64,
                         max: PROPOSAL_BATCH_MAX as u64,
                     });
                 }
@@ -206,16 +230,14 @@ impl Request {
         match &self.command {
             Command::Put(put) => put.key.len() + put.value.len(),
             Command::Delete { key, .. } => key.len(),
-            Command::DeleteRange(range) => {
-                range.start.len() + range.end.as_ref().map_or(0, Vec::len)
-            }
+            Command::DeleteRange(range) => range.payload_bytes(),
             Command::Txn(txn) => txn_payload_bytes(txn),
             Command::Expire { keys, .. } => keys.iter().map(Vec::len).sum(),
             Command::LeaseGrant { .. }
             | Command::LeaseRevoke { .. }
             | Command::LeaseKeepAlive { .. }
             | Command::SetVaultLimits(_) => 0,
-            Command::Batch(requests) => requests.iter().map(Request::payload_bytes).sum(),
+            Command::Batch(items) => items.iter().map(|item| item.op.payload_bytes()).sum(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! snapshots. Never names the node, the supervisor or the net servers.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use crate::actors::ActorKind;
 use crate::actors::raft_storage::{LogStore, StateMachineStore};
 use crate::actors::storage::StorageWriter;
 use crate::api::NodeId;
-use crate::command::{Command, Request, Response, TypeConfig};
+use crate::api::WriteOp;
+use crate::command::{BatchItem, Command, Request, Response, TypeConfig};
 use crate::fault::Faults;
 use crate::limits::{PROPOSAL_BATCH_BYTES_MAX, PROPOSAL_BATCH_MAX};
 use crate::net::raft::RaftTransport;
@@ -149,12 +151,30 @@ pub struct RaftHandle {
 struct Published {
     raft: Raft<TypeConfig>,
     proposals: mpsc::UnboundedSender<Proposal>,
+    /// Set when the instance is withdrawn: the proposer answers what is still queued
+    /// `NotRunning` instead of proposing it.
+    withdrawn: Arc<AtomicBool>,
 }
 
 /// A write waiting for the proposer, and where its answer goes.
 struct Proposal {
-    request: Request,
+    write: Queued,
     reply: oneshot::Sender<Result<Response, RaftError>>,
+}
+
+/// What the proposer may put in a batch (a client's write) and what it proposes alone.
+enum Queued {
+    Write(BatchItem),
+    Alone(Request),
+}
+
+impl Queued {
+    fn payload_bytes(&self) -> usize {
+        match self {
+            Queued::Write(item) => item.op.payload_bytes(),
+            Queued::Alone(request) => request.payload_bytes(),
+        }
+    }
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -184,15 +204,27 @@ impl RaftHandle {
     /// and its queue is empty).
     fn publish(&self, raft: Raft<TypeConfig>) {
         let (proposals, queue) = mpsc::unbounded_channel();
-        tokio::spawn(propose(raft.clone(), queue, self.node_id.to_string()));
-        *lock(&self.published) = Some(Published { raft, proposals });
+        let withdrawn = Arc::new(AtomicBool::new(false));
+        let proposer = Proposer {
+            raft: raft.clone(),
+            withdrawn: Arc::clone(&withdrawn),
+            node_label: self.node_id.to_string(),
+        };
+        tokio::spawn(proposer.run(queue));
+        *lock(&self.published) = Some(Published {
+            raft,
+            proposals,
+            withdrawn,
+        });
     }
 
     /// Withdraws the published instance and returns it (to be shut down). Writes still queued
-    /// are answered `NotRunning` (never proposed); a batch already proposed gets the answer
+    /// are answered `NotRunning` (never proposed); an entry already proposed gets the answer
     /// Raft gives it.
     pub fn withdraw(&self) -> Option<Raft<TypeConfig>> {
-        lock(&self.published).take().map(|published| published.raft)
+        let published = lock(&self.published).take()?;
+        published.withdrawn.store(true, Ordering::SeqCst);
+        Some(published.raft)
     }
 
     /// The running instance: for the transport's RPCs and membership changes.
@@ -224,18 +256,30 @@ impl RaftHandle {
     /// Proposes `request` (through the proposer, batched with the writes queued with it) and
     /// returns the state machine's response once it is applied here.
     pub async fn write(&self, request: Request) -> Result<Response, RaftError> {
-        let proposals = lock(&self.published)
-            .as_ref()
-            .map(|p| p.proposals.clone())
-            .ok_or(RaftError::NotRunning)?;
+        let write = match WriteOp::try_from(request.command) {
+            Ok(op) => Queued::Write(BatchItem {
+                now_ms: request.now_ms,
+                op,
+            }),
+            Err(command) => Queued::Alone(Request {
+                now_ms: request.now_ms,
+                command,
+            }),
+        };
         let (reply, answer) = oneshot::channel();
-        proposals
-            .send(Proposal { request, reply })
-            .map_err(|_| RaftError::NotRunning)?;
+        let queued = match lock(&self.published).as_ref() {
+            Some(published) => published.proposals.send(Proposal { write, reply }).is_ok(),
+            None => false,
+        };
+        if !queued {
+            return Err(RaftError::NotRunning);
+        }
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(result)) => result,
-            // The proposer ended before proposing it.
-            Ok(Err(_)) => Err(RaftError::NotRunning),
+            // The proposer ended before it answered: it stops only once withdrawn.
+            Ok(Err(_)) => Err(RaftError::Unavailable(
+                "raft: the proposer stopped before answering".into(),
+            )),
             Err(_) => Err(RaftError::Timeout(self.timeout.as_millis() as u64)),
         }
     }
@@ -293,108 +337,136 @@ impl RaftHandle {
     }
 }
 
-/// The proposer of one Raft instance: takes the first queued write and every write queued
-/// behind it (up to the batch bounds), proposes them as one log entry, answers each, and
-/// repeats; one entry in flight at a time, so writes arriving meanwhile form the next batch.
-async fn propose(
+/// The proposer of one Raft instance: takes the first queued write and every client write
+/// queued behind it (up to the batch bounds), proposes them as one log entry, answers each,
+/// and repeats; one entry in flight at a time, so writes arriving meanwhile form the next
+/// batch. Housekeeping commands are proposed alone. A write whose caller stopped waiting (it
+/// was told the outcome is unknown) is dropped unproposed, so a retry cannot apply it twice.
+struct Proposer {
     raft: Raft<TypeConfig>,
-    mut queue: mpsc::UnboundedReceiver<Proposal>,
+    withdrawn: Arc<AtomicBool>,
     node_label: String,
-) {
-    let mut carried: Option<Proposal> = None;
-    loop {
-        let first = match carried.take() {
-            Some(proposal) => proposal,
-            None => match queue.recv().await {
+}
+
+/// Each reply with its answer.
+type Answers = Vec<(
+    oneshot::Sender<Result<Response, RaftError>>,
+    Result<Response, RaftError>,
+)>;
+
+impl Proposer {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Proposal>) {
+        let mut carried: Option<Proposal> = None;
+        loop {
+            let first = match carried.take() {
                 Some(proposal) => proposal,
-                None => return,
-            },
-        };
-        let mut bytes = first.request.payload_bytes();
-        let mut batch = vec![first];
-        while batch.len() < PROPOSAL_BATCH_MAX {
-            let Ok(next) = queue.try_recv() else {
-                break;
+                None => match queue.recv().await {
+                    Some(proposal) => proposal,
+                    None => return,
+                },
             };
-            let next_bytes = next.request.payload_bytes();
-            if bytes + next_bytes > PROPOSAL_BATCH_BYTES_MAX {
-                carried = Some(next);
-                break;
+            let mut batch = vec![first];
+            if matches!(batch[0].write, Queued::Write(_)) {
+                let mut bytes = batch[0].write.payload_bytes();
+                while batch.len() < PROPOSAL_BATCH_MAX {
+                    let Ok(next) = queue.try_recv() else {
+                        break;
+                    };
+                    let next_bytes = next.write.payload_bytes();
+                    if matches!(next.write, Queued::Alone(_))
+                        || bytes + next_bytes > PROPOSAL_BATCH_BYTES_MAX
+                    {
+                        carried = Some(next);
+                        break;
+                    }
+                    bytes += next_bytes;
+                    batch.push(next);
+                }
             }
-            bytes += next_bytes;
-            batch.push(next);
-        }
-        if queue.is_closed() {
-            // Withdrawn (stopping or failed): what is still queued was never proposed.
-            for proposal in batch.into_iter().chain(carried.take()) {
-                let _ = proposal.reply.send(Err(RaftError::NotRunning));
+            batch.retain(|proposal| !proposal.reply.is_closed());
+            if batch.is_empty() {
+                continue;
             }
-            continue;
+            if self.withdrawn.load(Ordering::SeqCst) {
+                // Stopping or failed: what is still queued was never proposed.
+                for proposal in batch.into_iter().chain(carried.take()) {
+                    let _ = proposal.reply.send(Err(RaftError::NotRunning));
+                }
+                continue;
+            }
+            metrics::histogram!(crate::metrics::RAFT_BATCH_REQUESTS, "node_id" => self.node_label.clone())
+                .record(batch.len() as f64);
+            let answers = self.propose(batch).await;
+            let committed = answers.iter().filter(|(_, a)| a.is_ok()).count() as u64;
+            let failed = answers.len() as u64 - committed;
+            metrics::counter!(crate::metrics::RAFT_PROPOSALS_COMMITTED, "node_id" => self.node_label.clone())
+                .increment(committed);
+            metrics::counter!(crate::metrics::RAFT_PROPOSALS_FAILED, "node_id" => self.node_label.clone())
+                .increment(failed);
+            for (reply, answer) in answers {
+                let _ = reply.send(answer);
+            }
         }
-        metrics::histogram!(crate::metrics::RAFT_BATCH_REQUESTS, "node_id" => node_label.clone())
-            .record(batch.len() as f64);
-        let answers = propose_batch(&raft, batch).await;
-        let committed = answers.iter().filter(|(_, a)| a.is_ok()).count() as u64;
-        let failed = answers.len() as u64 - committed;
-        metrics::counter!(crate::metrics::RAFT_PROPOSALS_COMMITTED, "node_id" => node_label.clone())
-            .increment(committed);
-        metrics::counter!(crate::metrics::RAFT_PROPOSALS_FAILED, "node_id" => node_label.clone())
-            .increment(failed);
-        for (reply, answer) in answers {
-            let _ = reply.send(answer);
-        }
+    }
+
+    /// Proposes `batch` as one log entry (a lone write as itself) and pairs each reply with
+    /// its answer. An entry Raft refuses or fails fails every write in it alike (none was
+    /// applied).
+    async fn propose(&self, batch: Vec<Proposal>) -> Answers {
+        let count = batch.len();
+        let (writes, replies): (Vec<Queued>, Vec<_>) =
+            batch.into_iter().map(|p| (p.write, p.reply)).unzip();
+        let request = if count == 1 {
+            match writes.into_iter().next().expect("one write") {
+                Queued::Write(item) => Request {
+                    now_ms: item.now_ms,
+                    command: item.op.into(),
+                },
+                Queued::Alone(request) => request,
+            }
+        } else {
+            let items = writes
+                .into_iter()
+                .filter_map(|write| match write {
+                    Queued::Write(item) => Some(item),
+                    Queued::Alone(_) => None,
+                })
+                .collect();
+            Request {
+                now_ms: crate::clock::now_ms(),
+                command: Command::Batch(items),
+            }
+        };
+        let answers: Vec<Result<Response, RaftError>> = match self.raft.client_write(request).await
+        {
+            Ok(written) if count == 1 => vec![Ok(written.data)],
+            Ok(written) => batch_answers(written.data, count),
+            Err(error) => vec![Err(write_error(error)); count],
+        };
+        replies.into_iter().zip(answers).collect()
     }
 }
 
-/// Proposes `batch` as one log entry (a lone request as itself) and pairs each reply with its
-/// answer. A refused or failed entry fails every request in it alike (none was applied).
-async fn propose_batch(
-    raft: &Raft<TypeConfig>,
-    batch: Vec<Proposal>,
-) -> Vec<(
-    oneshot::Sender<Result<Response, RaftError>>,
-    Result<Response, RaftError>,
-)> {
-    let (requests, replies): (Vec<Request>, Vec<_>) =
-        batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-    let alone = requests.len() == 1;
-    let request = if alone {
-        requests.into_iter().next().expect("one request")
-    } else {
-        Request {
-            now_ms: crate::clock::now_ms(),
-            command: Command::Batch(requests),
-        }
-    };
-    let count = replies.len();
-    let answers: Vec<Result<Response, RaftError>> = match raft.client_write(request).await {
-        Ok(written) if alone => vec![Ok(written.data)],
-        Ok(written) => {
-            let response = written.data;
-            match response.result {
-                Ok(_) if response.batch.len() == count => {
-                    response.batch.into_iter().map(Ok).collect()
-                }
-                Ok(_) => vec![
-                    Err(RaftError::Unavailable(format!(
-                        "raft: a batch of {count} requests got {} answers",
-                        response.batch.len()
-                    )));
-                    count
-                ],
-                Err(refused) => vec![
-                    Ok(Response {
-                        revision: response.revision,
-                        result: Err(refused),
-                        batch: Vec::new(),
-                    });
-                    count
-                ],
-            }
-        }
-        Err(error) => vec![Err(write_error(error)); count],
-    };
-    replies.into_iter().zip(answers).collect()
+/// The answers of a batch entry's writes, in order.
+fn batch_answers(response: Response, count: usize) -> Vec<Result<Response, RaftError>> {
+    match response.result {
+        Ok(_) if response.batch.len() == count => response.batch.into_iter().map(Ok).collect(),
+        Ok(_) => vec![
+            Err(RaftError::Unavailable(format!(
+                "raft: a batch of {count} writes got {} answers",
+                response.batch.len()
+            )));
+            count
+        ],
+        Err(refused) => vec![
+            Ok(Response {
+                revision: response.revision,
+                result: Err(refused),
+                batch: Vec::new(),
+            });
+            count
+        ],
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

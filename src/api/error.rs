@@ -49,9 +49,8 @@ pub enum CommandError {
     VaultFull { vault: String, max: u64 },
     #[error("storage: vault limits must be at least 1")]
     BadVaultLimits,
-    /// A group-commit entry that is nested or larger than the limit (only a faulty or foreign
-    /// leader proposes one).
-    #[error("storage: batch of {count} requests is nested or over the limit of {max}")]
+    /// A group-commit entry over the limit (only a faulty or foreign leader proposes one).
+    #[error("storage: batch of {count} writes is over the limit of {max}")]
     BadBatch { count: u64, max: u64 },
 }
 

@@ -58,7 +58,7 @@ impl KeyRange {
         Ok(())
     }
 
-    fn payload_bytes(&self) -> usize {
+    pub(crate) fn payload_bytes(&self) -> usize {
         self.start.len() + self.end.as_ref().map_or(0, Vec::len)
     }
 }

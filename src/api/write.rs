@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::error::CommandError;
 use crate::api::kv::{
-    KeyRange, Put, Txn, check_key_len, check_lease_id, check_ttl, txn_puts, validate_txn,
+    KeyRange, Put, Txn, check_key_len, check_lease_id, check_ttl, txn_payload_bytes, txn_puts,
+    validate_txn,
 };
 
 /// One write a client sends (`ClientOp::Write`).
@@ -60,6 +61,19 @@ impl WriteOp {
             WriteOp::Txn(txn) => validate_txn(txn),
             WriteOp::LeaseGrant { ttl_ms, .. } => check_ttl(*ttl_ms),
             WriteOp::LeaseRevoke { id } | WriteOp::LeaseKeepAlive { id } => check_lease_id(*id),
+        }
+    }
+
+    /// Bytes of keys and values the write carries, roughly: what bounds a batch.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            WriteOp::Put(put) => put.key.len() + put.value.len(),
+            WriteOp::Delete { key, .. } => key.len(),
+            WriteOp::DeleteRange(range) => range.payload_bytes(),
+            WriteOp::Txn(txn) => txn_payload_bytes(txn),
+            WriteOp::LeaseGrant { .. }
+            | WriteOp::LeaseRevoke { .. }
+            | WriteOp::LeaseKeepAlive { .. } => 0,
         }
     }
 

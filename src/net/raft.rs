@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -22,6 +23,7 @@ use crate::fault::NetFaults;
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::{Connections, RequestError};
 use crate::net::endpoint::{AddressError, NodeAddress};
+use crate::net::frame::FrameError;
 
 pub const RAFT_ALPN: &[u8] = b"aspen/raft/1";
 
@@ -73,9 +75,13 @@ pub struct RaftPeer {
 }
 
 impl RaftPeer {
+    /// Sends `rpc` and reads its reply. `entries` is the number of log entries an
+    /// AppendEntries carries: one that does not fit a frame is reported as `PayloadTooLarge`
+    /// with half as many entries as the hint, so openraft retries with fewer.
     async fn call<E: std::error::Error>(
         &self,
         rpc: RaftRpc,
+        entries: usize,
         timeout: Duration,
     ) -> Result<RaftReply, RPCError<NodeId, BasicNode, E>> {
         let unreachable = |reason: String| {
@@ -109,6 +115,12 @@ impl RaftPeer {
             ))),
             Ok(reply) => Ok(reply),
             Err(error @ RequestError::Connect { .. }) => Err(unreachable(error.to_string())),
+            Err(RequestError::Frame(FrameError::TooLarge { .. })) if entries > 1 => {
+                let hint = (entries / 2) as u64;
+                Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(hint),
+                ))
+            }
             Err(error) => Err(RPCError::Network(NetworkError::new(&error))),
         }
     }
@@ -127,8 +139,9 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let entries = rpc.entries.len();
         match self
-            .call(RaftRpc::AppendEntries(rpc), option.hard_ttl())
+            .call(RaftRpc::AppendEntries(rpc), entries, option.hard_ttl())
             .await?
         {
             RaftReply::AppendEntries(reply) => {
@@ -147,7 +160,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         match self
-            .call(RaftRpc::InstallSnapshot(rpc), option.hard_ttl())
+            .call(RaftRpc::InstallSnapshot(rpc), 0, option.hard_ttl())
             .await?
         {
             RaftReply::InstallSnapshot(reply) => {
@@ -162,7 +175,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.call(RaftRpc::Vote(rpc), option.hard_ttl()).await? {
+        match self.call(RaftRpc::Vote(rpc), 0, option.hard_ttl()).await? {
             RaftReply::Vote(reply) => {
                 reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

@@ -146,7 +146,7 @@ impl<'txn> Machine<'txn> {
     /// own). `Err` is a storage failure; a refused command is an `Ok` response carrying the
     /// `CommandError`.
     pub(crate) fn apply_request(&mut self, request: &Request) -> Result<Response> {
-        if let Command::Batch(requests) = &request.command {
+        if let Command::Batch(items) = &request.command {
             if let Err(refused) = request.command.validate() {
                 return Ok(Response {
                     revision: self.revision,
@@ -154,9 +154,14 @@ impl<'txn> Machine<'txn> {
                     batch: Vec::new(),
                 });
             }
-            let batch = requests
+            let batch = items
                 .iter()
-                .map(|request| self.apply_one(request))
+                .map(|item| {
+                    self.apply_one(&Request {
+                        now_ms: item.now_ms,
+                        command: Command::from(item.op.clone()),
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             return Ok(Response {
                 revision: self.revision,
@@ -167,7 +172,7 @@ impl<'txn> Machine<'txn> {
         self.apply_one(request)
     }
 
-    /// Applies one request that is not a batch.
+    /// Applies one request that is not a batch (a batch holds client writes only).
     fn apply_one(&mut self, request: &Request) -> Result<Response> {
         let mut ctx = Ctx {
             now_ms: request.now_ms,
@@ -226,13 +231,7 @@ impl<'txn> Machine<'txn> {
                 self.vault_limits = *limits;
                 Output::None
             }
-            // `apply_request` takes batches apart; a batch inside a batch is refused there.
-            Command::Batch(requests) => {
-                return Ok(Err(CommandError::BadBatch {
-                    count: requests.len() as u64,
-                    max: crate::limits::PROPOSAL_BATCH_MAX as u64,
-                }));
-            }
+            Command::Batch(_) => unreachable!("apply_request takes batches apart"),
         }))
     }
 

@@ -2,7 +2,7 @@
 //! store alike (the `both_stores!` macro makes one test per store kind).
 
 use aspen::api::{
-    CommandError, Compare, CompareOp, CompareTarget, KeyRange, Output, Put, Txn, TxnOp,
+    CommandError, Compare, CompareOp, CompareTarget, KeyRange, Output, Put, Txn, TxnOp, WriteOp,
 };
 use aspen::command::Command;
 use aspen::limits::{KEY_BYTES_MAX, SCAN_ENTRIES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
@@ -33,6 +33,7 @@ both_stores!(
     corrupt_snapshot_is_refused_and_changes_nothing,
     validation_names_applied_and_committed,
     a_batch_applies_each_request_with_its_own_revision_and_answer,
+    a_truncated_batch_entry_is_never_applied,
 );
 
 const NOW: u64 = 1_000_000;
@@ -789,22 +790,21 @@ fn validation_names_applied_and_committed(kind: Kind) {
     }
 }
 
-// Proves group commit's state machine side: a `Command::Batch` entry applies its requests in
+// Proves group commit's state machine side: a `Command::Batch` entry applies its writes in
 // order, each with its own revision and its own answer (a refused one changes nothing and does
-// not stop the others), in one entry; a batch inside a batch is refused whole.
+// not stop the others), in one entry; a batch over the limit is refused whole.
 fn a_batch_applies_each_request_with_its_own_revision_and_answer(kind: Kind) {
     let t = open(kind);
     let mut d = Driver::new(t.store.clone());
     assert_eq!(d.run(NOW, put("a", "0")).revision, 1);
-    let request = |command: Command| aspen::command::Request {
-        now_ms: NOW,
-        command,
-    };
     let batch = Command::Batch(vec![
-        request(put_prev("a", "1")),
-        request(Command::LeaseRevoke { id: 77 }),
-        request(put("b", "2")),
-        request(Command::Delete {
+        item(WriteOp::Put(Put {
+            prev_kv: true,
+            ..Put::new("a", "1")
+        })),
+        item(WriteOp::LeaseRevoke { id: 77 }),
+        item(WriteOp::Put(Put::new("b", "2"))),
+        item(WriteOp::Delete {
             key: b"a".to_vec(),
             prev_kv: false,
         }),
@@ -824,7 +824,7 @@ fn a_batch_applies_each_request_with_its_own_revision_and_answer(kind: Kind) {
     assert_eq!(
         answers[1],
         (2, Err(CommandError::LeaseNotFound { id: 77 })),
-        "a refused request keeps the revision and the others go on"
+        "a refused write keeps the revision and the others go on"
     );
     assert_eq!(answers[2].0, 3);
     assert_eq!(
@@ -840,13 +840,48 @@ fn a_batch_applies_each_request_with_its_own_revision_and_answer(kind: Kind) {
     assert!(get(&t.store, "a", NOW).is_none());
     assert_eq!(get(&t.store, "b", NOW).unwrap().mod_revision, 3);
 
-    let nested = Command::Batch(vec![request(Command::Batch(vec![request(put("c", "3"))]))]);
-    let response = d.run(NOW, nested);
+    let too_many = aspen::limits::PROPOSAL_BATCH_MAX + 1;
+    let over = Command::Batch(
+        (0..too_many)
+            .map(|i| item(WriteOp::Put(Put::new(format!("c{i}"), "3"))))
+            .collect(),
+    );
+    let response = d.run(NOW, over);
     assert!(
         matches!(response.result, Err(CommandError::BadBatch { .. })),
         "{response:?}"
     );
     assert_eq!(response.revision, 4);
     assert!(response.batch.is_empty());
-    assert!(get(&t.store, "c", NOW).is_none());
+    assert!(get(&t.store, "c0", NOW).is_none());
+}
+
+fn item(op: WriteOp) -> aspen::command::BatchItem {
+    aspen::command::BatchItem { now_ms: NOW, op }
+}
+
+// Proves a batched entry follows the log's rules like any other: appended but truncated (a new
+// leader's log disagrees), it is gone from the log, none of its writes reaches the state, and
+// the entry that replaces it applies at the same index.
+fn a_truncated_batch_entry_is_never_applied(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    d.run(NOW, put("a", "0"));
+    let batch = Command::Batch(vec![
+        item(WriteOp::Put(Put::new("a", "1"))),
+        item(WriteOp::Put(Put::new("b", "1"))),
+    ]);
+    let appended = crate::util::entry(2, NOW, batch);
+    t.store.append(&[appended]).unwrap();
+    t.store.truncate(2).unwrap();
+    assert_eq!(t.store.log_state().unwrap().1.map(|id| id.index), Some(1));
+    assert!(t.store.log_entries(2..).unwrap().is_empty());
+    let response = Driver::new(t.store.clone()).run(NOW, put("c", "2"));
+    assert_eq!(response.revision, 2);
+    assert_eq!(get(&t.store, "a", NOW).unwrap().value, b"0");
+    assert!(get(&t.store, "b", NOW).is_none());
+    assert_eq!(
+        t.store.applied_state().unwrap().0.map(|id| id.index),
+        Some(2)
+    );
 }

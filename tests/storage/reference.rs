@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use aspen::api::{
     CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put, Txn, TxnOp,
-    VaultMeta, vault_of,
+    VaultMeta, WriteOp, vault_of,
 };
 use aspen::command::{Command, Response, VaultLimits};
 use aspen::storage::{KvEntry, LeaseRecord};
@@ -50,8 +50,8 @@ impl Model {
     }
 
     pub fn apply(&mut self, now: u64, command: &Command) -> Response {
-        if let Command::Batch(requests) = command {
-            // Group commit: each request applied on its own, in order, at its own clock.
+        if let Command::Batch(items) = command {
+            // Group commit: each write applied on its own, in order, at its own clock.
             if let Err(e) = command.validate() {
                 return Response {
                     revision: self.revision,
@@ -59,9 +59,9 @@ impl Model {
                     batch: Vec::new(),
                 };
             }
-            let batch = requests
+            let batch = items
                 .iter()
-                .map(|r| self.apply(r.now_ms, &r.command))
+                .map(|item| self.apply(item.now_ms, &Command::from(item.op.clone())))
                 .collect();
             return Response {
                 revision: self.revision,
@@ -193,11 +193,7 @@ impl Model {
                 self.vault_limits = *limits;
                 Ok(Output::None)
             }
-            // `apply` takes batches apart; one inside a batch is refused.
-            Command::Batch(requests) => Err(CommandError::BadBatch {
-                count: requests.len() as u64,
-                max: aspen::limits::PROPOSAL_BATCH_MAX as u64,
-            }),
+            Command::Batch(_) => unreachable!("apply takes batches apart"),
         }
     }
 
@@ -435,10 +431,10 @@ pub fn check_steps(steps: &[(u64, Command)]) -> Result<(), String> {
     let mut now = 1_000u64;
     for (advance, mut command) in steps.iter().cloned() {
         now += advance;
-        // A batch's requests carry the clock of the step that proposes them.
-        if let Command::Batch(requests) = &mut command {
-            for request in requests {
-                request.now_ms = now;
+        // A batch's writes carry the clock of the step that proposes them.
+        if let Command::Batch(items) = &mut command {
+            for item in items {
+                item.now_ms = now;
             }
         }
         let expected = model.apply(now, &command);
@@ -594,43 +590,17 @@ impl Choices<'_> {
         (0..n).map(|_| item(self)).collect()
     }
 
-    /// A command, a batch of up to three commands one time in ten.
+    /// A command; one time in ten a batch of up to three client writes.
     fn command(&mut self) -> Option<Command> {
-        if self.below(10)? == 9 {
-            let requests = self.list(3, |c| {
-                Some(aspen::command::Request {
+        Some(match self.below(10)? {
+            n @ 0..=6 => Command::from(self.write_op(n)?),
+            9 => Command::Batch(self.list(3, |c| {
+                let n = c.below(7)?;
+                Some(aspen::command::BatchItem {
                     now_ms: 0,
-                    command: c.single_command()?,
+                    op: c.write_op(n)?,
                 })
-            })?;
-            return Some(Command::Batch(requests));
-        }
-        self.single_command()
-    }
-
-    fn single_command(&mut self) -> Option<Command> {
-        Some(match self.below(9)? {
-            0 => Command::Put(self.put()?),
-            1 => Command::Delete {
-                key: self.key()?,
-                prev_kv: self.flag()?,
-            },
-            2 => Command::DeleteRange(self.range()?),
-            3 => Command::Txn(Txn {
-                compares: self.list(2, Self::compare)?,
-                success: self.list(3, Self::txn_op)?,
-                failure: self.list(2, Self::txn_op)?,
-            }),
-            4 => Command::LeaseGrant {
-                id: u64::from(self.below(5)?),
-                ttl_ms: u64::from(self.byte()?) * 3 + 1,
-            },
-            5 => Command::LeaseRevoke {
-                id: u64::from(self.below(5)?),
-            },
-            6 => Command::LeaseKeepAlive {
-                id: u64::from(self.below(4)?) + 1,
-            },
+            })?),
             7 => Command::Expire {
                 keys: self.list(3, Self::key)?,
                 leases: self.list(2, |c| Some(u64::from(c.below(4)?) + 1))?,
@@ -639,6 +609,33 @@ impl Choices<'_> {
                 vaults_max: u64::from(self.below(3)?) + 1,
                 keys_per_vault_max: u64::from(self.below(3)?) + 1,
             }),
+        })
+    }
+
+    /// Client write number `n` (0 to 6) of the command list.
+    fn write_op(&mut self, n: u8) -> Option<WriteOp> {
+        Some(match n {
+            0 => WriteOp::Put(self.put()?),
+            1 => WriteOp::Delete {
+                key: self.key()?,
+                prev_kv: self.flag()?,
+            },
+            2 => WriteOp::DeleteRange(self.range()?),
+            3 => WriteOp::Txn(Txn {
+                compares: self.list(2, Self::compare)?,
+                success: self.list(3, Self::txn_op)?,
+                failure: self.list(2, Self::txn_op)?,
+            }),
+            4 => WriteOp::LeaseGrant {
+                id: u64::from(self.below(5)?),
+                ttl_ms: u64::from(self.byte()?) * 3 + 1,
+            },
+            5 => WriteOp::LeaseRevoke {
+                id: u64::from(self.below(5)?),
+            },
+            _ => WriteOp::LeaseKeepAlive {
+                id: u64::from(self.below(4)?) + 1,
+            },
         })
     }
 }
