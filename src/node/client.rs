@@ -1,7 +1,8 @@
 //! The node's side of the client protocol: `net::service` declares [`ClientPort`] and this
-//! implements it with the node's parts: writes through the [`RaftHandle`](crate::actors::raft::RaftHandle),
-//! reads from a fresh read transaction of the store (pages cut to fit a frame), queries on
-//! the SqlActor, status and membership changes from Raft.
+//! implements it with the node's parts: writes through the Raft handle
+//! (`crate::actors::raft::RaftHandle`), reads from a fresh read transaction of the store
+//! (pages cut to fit a frame), queries on the SqlActor, status and membership changes from
+//! Raft.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -280,7 +280,7 @@ fn node_key(config: &NodeConfig) -> std::io::Result<iroh::SecretKey> {
 /// (replaying a long log can take a while; the address is still written).
 const RAFT_START_WAIT_MS: u64 = 30_000;
 
-/// Waits until the supervisor has published Raft, the node has failed (it then says why on
+/// Waits until the RaftActor has published Raft, the node has failed (it then says why on
 /// `/health`), or [`RAFT_START_WAIT_MS`] passed.
 async fn wait_for_raft(raft: &RaftHandle, board: &HealthBoard) {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(RAFT_START_WAIT_MS);
