@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use aspen::api::Put;
 use aspen::command::{Command, Entry, LogId, Request};
+use aspen::storage::StoreWrite;
 use aspen::storage::{Store, StoreOptions};
 use openraft::{CommittedLeaderId, EntryPayload};
 

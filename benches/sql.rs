@@ -11,6 +11,7 @@ use std::time::Duration;
 use aspen::api::Put;
 use aspen::command::{Command, Entry, LogId, Request};
 use aspen::sql::{SqlEngine, SqlLimits};
+use aspen::storage::StoreWrite;
 use aspen::storage::schema::KV;
 use aspen::storage::{KvEntryRef, Store, StoreOptions};
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aspen::api::{KeyRange, Put};
 use aspen::command::{Command, Entry, LogId, Request};
+use aspen::storage::StoreWrite;
 use aspen::storage::{ScanOptions, Store, StoreOptions};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use openraft::{CommittedLeaderId, EntryPayload};

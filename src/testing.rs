@@ -16,6 +16,7 @@ use crate::command::{Command, LogId, Request, Response};
 use crate::config::NodeConfig;
 use crate::fault::Faults;
 use crate::node::{Node, NodeError, start_node};
+use crate::storage::StoreWrite;
 use crate::supervisor::SupervisorMsg;
 
 /// Default bound of every wait in the harness.

@@ -87,6 +87,17 @@ const KNOWN_CIRCLES: &[&str] = &[];
 /// Files that name each other in a circle today, each circle sorted.
 const KNOWN_FILE_CIRCLES: &[&str] = &[];
 
+/// The only files outside `storage` that may write the store (name `storage::StoreWrite`):
+/// the StorageActor (every write Raft drives), the node (`/admin/compact`), the supervisor
+/// (the closing commit), and the test harness and fuzz glue.
+const STORE_WRITERS: &[&str] = &[
+    "src/actors/storage.rs",
+    "src/fuzzing/sql.rs",
+    "src/node/http.rs",
+    "src/supervisor/mod.rs",
+    "src/testing.rs",
+];
+
 fn layer(module: &str) -> Option<u8> {
     LAYERS
         .iter()
@@ -550,6 +561,42 @@ fn no_files_name_each_other_in_a_circle() {
     assert_eq!(
         found, known,
         "files naming each other in a circle (left: now, right: KNOWN_FILE_CIRCLES)"
+    );
+}
+
+// Proves the store's writes are reached only where the design says: outside `storage`, only
+// the files of STORE_WRITERS name `storage::StoreWrite` (the store's write methods are private
+// to `storage` without it), and each of them still does.
+#[test]
+fn only_the_listed_files_write_the_store() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    sources(&src, &mut paths);
+    let mut writers = BTreeSet::new();
+    for path in paths {
+        let module = module_of(&path, &src);
+        if within(&module, "storage") {
+            continue;
+        }
+        let code = std::fs::read_to_string(&path).expect("read source");
+        // A glob import of `storage` brings the trait in too.
+        let glob = code.contains("crate::storage::*");
+        let writes = glob
+            || crate_full_paths(&code).iter().any(|segments| {
+                segments.first().is_some_and(|s| s == "storage")
+                    && segments
+                        .get(1)
+                        .is_some_and(|s| s == "StoreWrite" || s == "write")
+            });
+        if writes {
+            let file = path.strip_prefix(src.parent().unwrap()).unwrap();
+            writers.insert(file.display().to_string());
+        }
+    }
+    let listed: BTreeSet<String> = STORE_WRITERS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        writers, listed,
+        "files naming storage::StoreWrite (left) and STORE_WRITERS (right)"
     );
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::actors::ActorKind;
 use crate::command::{Entry, LogId, Response, SnapshotMeta, Vote};
 use crate::fault::Faults;
-use crate::storage::{Error, SnapshotSummary, Store};
+use crate::storage::{Error, SnapshotSummary, Store, StoreWrite};
 
 pub struct StorageActor;
 

@@ -13,7 +13,7 @@ use crate::api::Put;
 use crate::command::{Command, Entry, LogId, Request};
 use crate::limits::SQL_TEXT_BYTES_MAX;
 use crate::sql::{SqlEngine, SqlLimits};
-use crate::storage::{Store, StoreOptions};
+use crate::storage::{Store, StoreOptions, StoreWrite};
 
 /// Text past this is refused whatever follows, so the grammar stops growing a statement here.
 const STATEMENT_BYTES_MAX: usize = 2 * SQL_TEXT_BYTES_MAX;

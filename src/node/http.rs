@@ -12,6 +12,7 @@ use crate::net::admin::{AdminError, AdminPort, BackupDone, BackupJob, CompactDon
 use crate::net::http::{HttpPort, Status};
 use crate::net::raft_service::RaftPort;
 use crate::node::NodeCore;
+use crate::storage::StoreWrite;
 
 impl HttpPort for NodeCore {
     fn health(&self) -> HealthReport {

@@ -4,8 +4,9 @@
 //! Owns: the file format (`schema`), how records are encoded (`codec`), the durability rules
 //! (`store`), command semantics (`state_machine`), consistent reads (`reads`), snapshot files
 //! (`snapshot`), backups and restore (`backup`), the offline check (`check`), upgrades of old
-//! files (`upgrade`), the on-disk records (`types`), errors (`error`) and the tuple layer
-//! (`tuple`, `subspace`). openraft's storage traits are thin handles in
+//! files (`upgrade`), the on-disk records (`types`), errors (`error`), the tuple layer
+//! (`tuple`, `subspace`) and `StoreWrite` (`write`), the trait outside code must import to
+//! write: the write methods themselves are private to `storage`. openraft's storage traits are thin handles in
 //! `actors::raft_storage` that send writes to the StorageActor.
 //! Does not touch: the network, actors, or the clock for any state (time arrives in the
 //! commands; only snapshot file ids read it).
@@ -29,6 +30,7 @@ pub mod subspace;
 pub mod tuple;
 pub mod types;
 pub mod upgrade;
+pub mod write;
 
 pub use backup::{BackupSummary, restore_backup, verify_backup};
 pub use error::{Error, ValidationError};
@@ -36,3 +38,4 @@ pub use reads::{Page, ReadView, ScanOptions};
 pub use snapshot::{SnapshotSummary, verify_snapshot_file};
 pub use store::{Compaction, DurableMeta, StorageMode, Store, StoreOptions, validate};
 pub use types::*;
+pub use write::StoreWrite;

@@ -179,7 +179,7 @@ impl Store {
     /// with fsync: state tables, `last_applied`, membership, counters, and
     /// `committed := max(committed, snapshot)`. A file that does not check out (bad magic,
     /// truncated, wrong checksum, meta other than `meta`) is refused and nothing changes.
-    pub fn install_snapshot(
+    pub(in crate::storage) fn install_snapshot(
         &self,
         meta: &SnapshotMeta,
         file: &mut File,

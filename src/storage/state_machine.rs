@@ -44,7 +44,7 @@ pub(crate) const FIRST_LEASE_ID: u64 = 1;
 impl Store {
     /// Applies committed entries in one transaction committed without fsync; returns one
     /// response per entry (blank and membership entries included).
-    pub fn apply(&self, entries: &[Entry]) -> Result<Vec<Response>> {
+    pub(in crate::storage) fn apply(&self, entries: &[Entry]) -> Result<Vec<Response>> {
         let txn = self.begin_write(Durability::None)?;
         let responses = apply_in(&txn, entries)?;
         txn.commit()?;

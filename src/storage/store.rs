@@ -271,7 +271,7 @@ impl Store {
     /// more to move). No transaction can begin while it runs, so reads and writes stall for
     /// its duration (reported as `stalled`); it first waits, at most `wait_for_open`, for the
     /// transactions already open (a long SQL query, a backup) to end.
-    pub fn compact(&self, wait_for_open: Duration) -> Result<Compaction> {
+    pub(in crate::storage) fn compact(&self, wait_for_open: Duration) -> Result<Compaction> {
         let bytes_before = self.file_size();
         let started = Instant::now();
         self.compacting
@@ -338,7 +338,10 @@ impl Store {
     }
 
     /// Starts a write transaction with the given durability (and quick repair if configured).
-    pub fn begin_write(&self, durability: Durability) -> Result<WriteTransaction> {
+    pub(in crate::storage) fn begin_write(
+        &self,
+        durability: Durability,
+    ) -> Result<WriteTransaction> {
         let mut txn = self.database().begin_write()?;
         txn.set_durability(durability)?;
         txn.set_quick_repair(self.quick_repair);
@@ -351,7 +354,7 @@ impl Store {
 
     /// Ends with one fsync'd commit: every earlier non-durable commit (applies, `committed`)
     /// becomes durable, so a restart replays nothing.
-    pub fn close(&self) -> Result<()> {
+    pub(in crate::storage) fn close(&self) -> Result<()> {
         self.begin_write(Durability::Immediate)?.commit()?;
         Ok(())
     }
@@ -360,7 +363,7 @@ impl Store {
 
     /// Appends entries in one transaction committed with fsync. When this returns, every entry
     /// is durable.
-    pub fn append(&self, entries: &[Entry]) -> Result<()> {
+    pub(in crate::storage) fn append(&self, entries: &[Entry]) -> Result<()> {
         let txn = self.begin_write(Durability::Immediate)?;
         {
             let mut log = txn.open_table(RAFT_LOG)?;
@@ -404,7 +407,7 @@ impl Store {
     }
 
     /// Deletes log entries from `index` on (conflicting, uncommitted entries). Fsync'd.
-    pub fn truncate(&self, index: u64) -> Result<()> {
+    pub(in crate::storage) fn truncate(&self, index: u64) -> Result<()> {
         let txn = self.begin_write(Durability::Immediate)?;
         txn.open_table(RAFT_LOG)?.retain_in(index.., |_, _| false)?;
         txn.commit()?;
@@ -412,7 +415,7 @@ impl Store {
     }
 
     /// Deletes log entries up to and including `log_id` and records it as purged. Fsync'd.
-    pub fn purge(&self, log_id: &LogId) -> Result<()> {
+    pub(in crate::storage) fn purge(&self, log_id: &LogId) -> Result<()> {
         let txn = self.begin_write(Durability::Immediate)?;
         txn.open_table(RAFT_LOG)?
             .retain_in(..=log_id.index, |_, _| false)?;
@@ -421,7 +424,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn save_vote(&self, vote: &Vote) -> Result<()> {
+    pub(in crate::storage) fn save_vote(&self, vote: &Vote) -> Result<()> {
         let txn = self.begin_write(Durability::Immediate)?;
         write_meta(&txn, VOTE, vote)?;
         txn.commit()?;
@@ -434,7 +437,7 @@ impl Store {
 
     /// Records the committed log id without fsync: losing it in a crash only means replaying
     /// less, and the next fsync'd commit makes it durable.
-    pub fn save_committed(&self, committed: Option<&LogId>) -> Result<()> {
+    pub(in crate::storage) fn save_committed(&self, committed: Option<&LogId>) -> Result<()> {
         let txn = self.begin_write(Durability::None)?;
         write_meta_opt(&txn, COMMITTED, committed)?;
         txn.commit()?;

@@ -30,7 +30,7 @@ use crate::config::{Bootstrap, NodeConfig};
 use crate::fault::Faults;
 use crate::net::raft::RaftTransport;
 use crate::sql::SqlLimits;
-use crate::storage::Store;
+use crate::storage::{Store, StoreWrite};
 pub use board::HealthBoard;
 use policy::{Decision, RestartPolicy};
 

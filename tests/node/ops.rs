@@ -14,6 +14,7 @@ use aspen::admin::AdminClient;
 use aspen::api::{CheckStatus, CommandError, KeyRange, NodeHealth, Put, Txn, TxnOp};
 use aspen::command::{Command, Request};
 use aspen::node::NodeError;
+use aspen::storage::StoreWrite;
 use aspen::storage::{ScanOptions, Store};
 use aspen::testing::TestNode;
 

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use aspen::api::Put;
 use aspen::command::Request;
+use aspen::storage::StoreWrite;
 use aspen::testing::TestNode;
 
 /// Every metric family the node must expose.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use aspen::api::Put;
 use aspen::command::{Command, Entry, LogId, Request};
 use aspen::sql::{SqlEngine, SqlLimits};
+use aspen::storage::StoreWrite;
 use aspen::storage::{Store, StoreOptions};
 use openraft::{CommittedLeaderId, EntryPayload};
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use aspen::api::Put;
 use aspen::command::Command;
+use aspen::storage::StoreWrite;
 use aspen::storage::check::check_data_dir;
 use aspen::storage::schema::{KV, RAFT_LOG};
 use aspen::storage::{Store, StoreOptions};

@@ -6,6 +6,7 @@ use aspen::api::{
 };
 use aspen::command::Command;
 use aspen::limits::{KEY_BYTES_MAX, SCAN_ENTRIES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
+use aspen::storage::StoreWrite;
 use aspen::storage::{Error, ScanOptions, Store, ValidationError, verify_snapshot_file};
 
 use crate::util::{Driver, Kind, all_keys, open};

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aspen::api::{KeyRange, Put};
 use aspen::command::Command;
+use aspen::storage::StoreWrite;
 use aspen::storage::{Store, StoreOptions};
 
 use crate::util::{entry, small};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use aspen::api::{KeyRange, KeyValue};
 use aspen::command::{Command, Entry, LogId, Request, Response};
+use aspen::storage::StoreWrite;
 use aspen::storage::{ScanOptions, Store, StoreOptions};
 use openraft::{CommittedLeaderId, EntryPayload};
 

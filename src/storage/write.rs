@@ -1,0 +1,79 @@
+//! [`StoreWrite`]: every write the store accepts, in one trait. The methods behind it are
+//! private to `storage`; outside it, writing means importing this trait, and
+//! `tests/architecture.rs` lists the only files that may: the StorageActor (every write Raft
+//! drives), the node (`/admin/compact`), the supervisor (the closing commit) and the test
+//! harness. Everyone else reads: `Store::read` and the log and meta readers.
+
+use std::fs::File;
+use std::time::Duration;
+
+use redb::{Durability, WriteTransaction};
+
+use crate::command::{Entry, LogId, Response, SnapshotMeta, Vote};
+use crate::storage::error::Result;
+use crate::storage::{Compaction, SnapshotSummary, Store};
+
+/// The store's writes (durability of each: `crate::storage::store`).
+pub trait StoreWrite {
+    /// Appends Raft log entries in one transaction committed with fsync.
+    fn append(&self, entries: &[Entry]) -> Result<()>;
+    /// Applies committed entries in one transaction committed without fsync.
+    fn apply(&self, entries: &[Entry]) -> Result<Vec<Response>>;
+    fn save_vote(&self, vote: &Vote) -> Result<()>;
+    fn save_committed(&self, committed: Option<&LogId>) -> Result<()>;
+    /// Deletes the log from `index` on.
+    fn truncate(&self, index: u64) -> Result<()>;
+    /// Deletes the log up to and including `log_id`.
+    fn purge(&self, log_id: &LogId) -> Result<()>;
+    /// Replaces the state machine with the snapshot in `file`.
+    fn install_snapshot(&self, meta: &SnapshotMeta, file: &mut File) -> Result<SnapshotSummary>;
+    /// Reclaims the free space of the file.
+    fn compact(&self, wait_for_open: Duration) -> Result<Compaction>;
+    /// The clean stop's one fsync'd commit.
+    fn close(&self) -> Result<()>;
+    /// A raw write transaction (tests that write around the rules, as a foreign process
+    /// would).
+    fn begin_write(&self, durability: Durability) -> Result<WriteTransaction>;
+}
+
+impl StoreWrite for Store {
+    fn append(&self, entries: &[Entry]) -> Result<()> {
+        Store::append(self, entries)
+    }
+
+    fn apply(&self, entries: &[Entry]) -> Result<Vec<Response>> {
+        Store::apply(self, entries)
+    }
+
+    fn save_vote(&self, vote: &Vote) -> Result<()> {
+        Store::save_vote(self, vote)
+    }
+
+    fn save_committed(&self, committed: Option<&LogId>) -> Result<()> {
+        Store::save_committed(self, committed)
+    }
+
+    fn truncate(&self, index: u64) -> Result<()> {
+        Store::truncate(self, index)
+    }
+
+    fn purge(&self, log_id: &LogId) -> Result<()> {
+        Store::purge(self, log_id)
+    }
+
+    fn install_snapshot(&self, meta: &SnapshotMeta, file: &mut File) -> Result<SnapshotSummary> {
+        Store::install_snapshot(self, meta, file)
+    }
+
+    fn compact(&self, wait_for_open: Duration) -> Result<Compaction> {
+        Store::compact(self, wait_for_open)
+    }
+
+    fn close(&self) -> Result<()> {
+        Store::close(self)
+    }
+
+    fn begin_write(&self, durability: Durability) -> Result<WriteTransaction> {
+        Store::begin_write(self, durability)
+    }
+}
