@@ -1,9 +1,9 @@
 //! SqlActor: owns the node's SQL engine and runs each query as its own task, so the mailbox
 //! stays free (a ping answers while queries run) and a failing query cannot take the actor
 //! down. The engine bounds concurrency, time, rows and memory (`crate::sql`). The caller
-//! does the read barrier first for linearizable queries.
+//! does the read barrier first for linearizable queries. Reached through its [`SqlHandle`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -20,9 +20,12 @@ pub struct SqlArgs {
     pub store: Arc<Store>,
     pub limits: SqlLimits,
     pub faults: Faults,
+    /// Where the actor publishes itself once it runs.
+    pub handle: SqlHandle,
 }
 
 pub struct SqlState {
+    handle: SqlHandle,
     node_id: NodeId,
     store: Arc<Store>,
     engine: Arc<SqlEngine>,
@@ -46,16 +49,27 @@ impl Actor for SqlActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SqlMsg>,
+        myself: ActorRef<SqlMsg>,
         args: SqlArgs,
     ) -> Result<SqlState, ActorProcessingErr> {
         args.faults.take_start_failure(ActorKind::Sql)?;
         let engine = SqlEngine::new(args.limits)?;
+        *lock(&args.handle.actor) = Some(myself);
         Ok(SqlState {
+            handle: args.handle,
             node_id: args.node_id,
             store: args.store,
             engine: Arc::new(engine),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SqlMsg>,
+        state: &mut SqlState,
+    ) -> Result<(), ActorProcessingErr> {
+        lock(&state.handle.actor).take();
+        Ok(())
     }
 
     async fn handle(
@@ -99,4 +113,39 @@ fn record(node: String, started: std::time::Instant, answer: &Result<SqlResult, 
     metrics::histogram!(SQL_QUERY_SECONDS, "node_id" => node.clone())
         .record(started.elapsed().as_secs_f64());
     metrics::counter!(SQL_QUERIES, "node_id" => node, "outcome" => outcome).increment(1);
+}
+
+/// The way to the SqlActor: cheap to clone, reaching the current incarnation (the actor
+/// publishes itself when it starts and withdraws when it stops; an actor that failed answers
+/// nothing until its restart publishes the new one).
+#[derive(Debug, Clone, Default)]
+pub struct SqlHandle {
+    actor: Arc<Mutex<Option<ActorRef<SqlMsg>>>>,
+}
+
+/// Why a query got no answer from the engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqlUnavailable {
+    #[error("the sql actor is not running")]
+    NotRunning,
+    #[error("sql actor: {0}")]
+    Call(String),
+}
+
+impl SqlHandle {
+    /// Runs `sql` on the SqlActor; the outer error says the actor did not answer.
+    pub async fn query(&self, sql: String) -> Result<Result<SqlResult, SqlError>, SqlUnavailable> {
+        let actor = lock(&self.actor)
+            .clone()
+            .ok_or(SqlUnavailable::NotRunning)?;
+        ractor::call!(actor, |reply| SqlMsg::Query { sql, reply })
+            .map_err(|e| SqlUnavailable::Call(e.to_string()))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a plain read or assignment: a poisoned lock holds whole data.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -10,8 +10,6 @@ use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, ChangeMembers};
 
 use crate::actors::raft::RaftError;
-use crate::actors::sql::SqlMsg;
-use crate::actors::{ActorKind, lookup};
 use crate::api::*;
 use crate::command::Request;
 use crate::limits::{FRAME_BYTES_MAX, SCAN_ENTRIES_MAX};
@@ -177,10 +175,11 @@ impl NodeCore {
 
     /// Runs a query on the SqlActor (it answers within the SQL timeout).
     async fn sql(&self, sql: String) -> Served {
-        let actor = lookup::<SqlMsg>(ActorKind::Sql, self.node_id)
-            .ok_or_else(|| ClientError::Unavailable("the sql actor is not running".into()))?;
-        let answer = ractor::call!(actor, |reply| SqlMsg::Query { sql, reply })
-            .map_err(|e| ClientError::Unavailable(format!("sql actor: {e}")))?;
+        let answer = self
+            .sql
+            .query(sql)
+            .await
+            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
         let result = answer.map_err(|e| ClientError::Sql(e.to_string()))?;
         let revision = result.revision;
         Ok((ClientOutput::Sql(result), revision))

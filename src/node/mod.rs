@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::actors::ActorKind;
 use crate::actors::raft::{RaftError, RaftHandle};
+use crate::actors::sql::SqlHandle;
 use crate::api::{CommandError, NodeAddress, NodeId};
 use crate::command::{Request, Response};
 use crate::config::{NodeConfig, StorageKind};
@@ -44,6 +45,7 @@ pub struct NodeCore {
     pub node_id: NodeId,
     pub board: Arc<HealthBoard>,
     pub raft: RaftHandle,
+    sql: SqlHandle,
     /// `None` when the file could not be opened (the node then fails and says why).
     store: Option<Arc<Store>>,
     address: NodeAddress,
@@ -302,6 +304,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let board = Arc::new(HealthBoard::new(node_id));
     let request_timeout = Duration::from_millis(config.net.request_timeout_ms);
     let raft = RaftHandle::new(node_id, Duration::from_millis(RAFT_WAIT_MS));
+    let sql = SqlHandle::default();
     let key = node_key(&config)?;
     let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
     let ep = endpoint::bind(key, config.net.address, alpns).await?;
@@ -311,6 +314,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         node_id,
         board: Arc::clone(&board),
         raft: raft.clone(),
+        sql: sql.clone(),
         store: store.as_ref().ok().cloned(),
         address,
         quota_bytes: config.storage.quota_bytes,
@@ -364,6 +368,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         address: address.to_string(),
         board: Arc::clone(&board),
         raft: raft.clone(),
+        sql,
         faults: faults.clone(),
         transport,
     };

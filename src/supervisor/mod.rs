@@ -21,7 +21,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use crate::actors::ActorKind;
 use crate::actors::health::{CheckReport, HealthActor, HealthArgs};
 use crate::actors::raft::{RaftActor, RaftArgs, RaftHandle};
-use crate::actors::sql::{SqlActor, SqlArgs};
+use crate::actors::sql::{SqlActor, SqlArgs, SqlHandle};
 use crate::actors::storage::{StorageActor, StorageArgs, StorageWriter};
 use crate::actors::ttl::{TtlActor, TtlArgs};
 use crate::api::{Check, CheckStatus};
@@ -44,6 +44,7 @@ pub struct SupervisorArgs {
     pub address: String,
     pub board: Arc<HealthBoard>,
     pub raft: RaftHandle,
+    pub sql: SqlHandle,
     pub faults: Faults,
     pub transport: RaftTransport,
 }
@@ -53,6 +54,7 @@ pub struct SupervisorState {
     address: String,
     board: Arc<HealthBoard>,
     raft: RaftHandle,
+    sql: SqlHandle,
     faults: Faults,
     transport: RaftTransport,
     store: Option<Arc<Store>>,
@@ -112,6 +114,7 @@ impl Actor for NodeSupervisor {
             address: args.address,
             board: args.board,
             raft: args.raft,
+            sql: args.sql,
             faults: args.faults,
             transport: args.transport,
             store: None,
@@ -330,6 +333,7 @@ async fn spawn_child(
                 store,
                 limits: SqlLimits::from(&state.config.sql),
                 faults,
+                handle: state.sql.clone(),
             };
             Actor::spawn_linked(name, SqlActor, args, supervisor)
                 .await
