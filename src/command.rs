@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::api::WriteOp;
 use crate::api::error::CommandError;
 use crate::api::kv::{
-    KeyRange, NodeId, Output, Put, Txn, check_key_len, check_lease_id, check_ttl,
-    txn_payload_bytes, txn_puts, validate_txn,
+    KeyRange, NodeId, Output, Put, Txn, check_key_len, check_lease_id, check_ttl, txn_puts,
+    validate_txn,
 };
 use crate::limits::{EXPIRE_BATCH_MAX, PROPOSAL_BATCH_MAX};
 
@@ -222,22 +222,4 @@ pub struct Response {
     pub result: Result<Output, CommandError>,
     /// For a `Command::Batch`: one response per request, in order (empty otherwise).
     pub batch: Vec<Response>,
-}
-
-impl Request {
-    /// Bytes of keys and values the request carries, roughly: what bounds a batch.
-    pub fn payload_bytes(&self) -> usize {
-        match &self.command {
-            Command::Put(put) => put.key.len() + put.value.len(),
-            Command::Delete { key, .. } => key.len(),
-            Command::DeleteRange(range) => range.payload_bytes(),
-            Command::Txn(txn) => txn_payload_bytes(txn),
-            Command::Expire { keys, .. } => keys.iter().map(Vec::len).sum(),
-            Command::LeaseGrant { .. }
-            | Command::LeaseRevoke { .. }
-            | Command::LeaseKeepAlive { .. }
-            | Command::SetVaultLimits(_) => 0,
-            Command::Batch(items) => items.iter().map(|item| item.op.payload_bytes()).sum(),
-        }
-    }
 }

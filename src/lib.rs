@@ -36,6 +36,7 @@
 //!   the fuzz targets run, with their seeds.
 //! - [`clock`]: the wall clock: stamps proposals, judges expiry on reads, dates backups.
 //! - [`config`]: the node's TOML configuration, environment overrides and validation.
+//! - `sync`: one lock helper for short critical sections.
 //! - [`limits`]: the limits shared across layers (key and value sizes, batches, frame, SQL
 //!   bounds, storage defaults); a limit used by one module stays in it.
 //! - [`storage`]: the redb file: Raft log, vote, committed, KV state machine, indexes,
@@ -63,5 +64,6 @@ pub mod offline;
 pub mod sql;
 pub mod storage;
 pub mod supervisor;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 0),
     ("metrics", 0),
     ("fault", 0),
+    ("sync", 0),
     ("command", 1),
     ("storage", 2),
     ("net::frame", 2),

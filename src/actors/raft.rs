@@ -23,6 +23,7 @@ use crate::fault::Faults;
 use crate::limits::{PROPOSAL_BATCH_BYTES_MAX, PROPOSAL_BATCH_MAX};
 use crate::net::raft::RaftTransport;
 use crate::storage::Store;
+use crate::sync::lock;
 
 pub struct RaftActor;
 
@@ -166,15 +167,6 @@ struct Proposal {
 enum Queued {
     Write(BatchItem),
     Alone(Request),
-}
-
-impl Queued {
-    fn payload_bytes(&self) -> usize {
-        match self {
-            Queued::Write(item) => item.op.payload_bytes(),
-            Queued::Alone(request) => request.payload_bytes(),
-        }
-    }
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -365,22 +357,30 @@ impl Proposer {
                     None => return,
                 },
             };
+            let mut bytes = match &first.write {
+                Queued::Write(item) => Some(item.op.payload_bytes()),
+                Queued::Alone(_) => None,
+            };
             let mut batch = vec![first];
-            if matches!(batch[0].write, Queued::Write(_)) {
-                let mut bytes = batch[0].write.payload_bytes();
-                while batch.len() < PROPOSAL_BATCH_MAX {
-                    let Ok(next) = queue.try_recv() else {
-                        break;
-                    };
-                    let next_bytes = next.write.payload_bytes();
-                    if matches!(next.write, Queued::Alone(_))
-                        || bytes + next_bytes > PROPOSAL_BATCH_BYTES_MAX
-                    {
+            // A client write takes the client writes queued behind it, within the bounds.
+            while let Some(batch_bytes) = bytes.filter(|_| batch.len() < PROPOSAL_BATCH_MAX) {
+                let Ok(next) = queue.try_recv() else {
+                    break;
+                };
+                let fits = match &next.write {
+                    Queued::Write(item) => Some(batch_bytes + item.op.payload_bytes())
+                        .filter(|total| *total <= PROPOSAL_BATCH_BYTES_MAX),
+                    Queued::Alone(_) => None,
+                };
+                match fits {
+                    Some(total) => {
+                        bytes = Some(total);
+                        batch.push(next);
+                    }
+                    None => {
                         carried = Some(next);
                         break;
                     }
-                    bytes += next_bytes;
-                    batch.push(next);
                 }
             }
             batch.retain(|proposal| !proposal.reply.is_closed());
@@ -467,13 +467,6 @@ fn batch_answers(response: Response, count: usize) -> Vec<Result<Response, RaftE
             count
         ],
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is a plain read or assignment: a poisoned lock holds whole data.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn write_error(error: OpenraftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> RaftError {

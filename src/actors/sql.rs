@@ -12,6 +12,7 @@ use crate::api::{NodeId, SqlResult};
 use crate::fault::Faults;
 use crate::sql::{SqlEngine, SqlError, SqlLimits};
 use crate::storage::Store;
+use crate::sync::lock;
 
 pub struct SqlActor;
 
@@ -141,11 +142,4 @@ impl SqlHandle {
         ractor::call!(actor, |reply| SqlMsg::Query { sql, reply })
             .map_err(|e| SqlUnavailable::Call(e.to_string()))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is a plain read or assignment: a poisoned lock holds whole data.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

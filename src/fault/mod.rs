@@ -73,8 +73,6 @@ impl Faults {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultSet> {
         // A panic while holding this lock cannot leave the sets half-updated.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner)
     }
 }

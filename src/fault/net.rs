@@ -54,9 +54,7 @@ impl NetFaults {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Links> {
         // Set insertions and clears cannot leave the sets half-updated.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner)
     }
 }
 

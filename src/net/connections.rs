@@ -154,8 +154,6 @@ impl Connections {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
         // Map inserts and removes cannot leave it half-updated.
-        self.live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.live)
     }
 }

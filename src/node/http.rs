@@ -50,7 +50,7 @@ impl AdminPort for NodeCore {
     }
 
     fn backup(&self) -> Result<BackupJob, AdminError> {
-        let store = self.store_or(AdminError::Unavailable)?;
+        let store = self.open_store()?;
         Ok(Box::new(move |out: &mut dyn std::io::Write| {
             let (summary, _) = store
                 .write_backup(out, crate::clock::now_ms(), |_, _| {})
@@ -80,7 +80,7 @@ impl AdminPort for NodeCore {
     }
 
     fn compact(&self, wait_for_open: Duration) -> Result<CompactDone, AdminError> {
-        let store = self.store_or(AdminError::Unavailable)?;
+        let store = self.open_store()?;
         match store.compact(wait_for_open) {
             Ok(done) => Ok(CompactDone {
                 bytes_before: done.bytes_before,
@@ -109,13 +109,9 @@ impl RaftPort for NodeCore {
 }
 
 impl NodeCore {
-    /// The store, or `error` saying it is not open.
-    fn store_or(
-        &self,
-        error: fn(String) -> AdminError,
-    ) -> Result<std::sync::Arc<crate::storage::Store>, AdminError> {
-        self.store
-            .clone()
-            .ok_or_else(|| error("storage is not open".into()))
+    /// The store, or `Unavailable` saying it is not open.
+    fn open_store(&self) -> Result<std::sync::Arc<crate::storage::Store>, AdminError> {
+        self.store()
+            .ok_or_else(|| AdminError::Unavailable("storage is not open".into()))
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::actors::ActorKind;
 use crate::api::{Check, CheckStatus, HealthReport, NodeHealth, NodeId};
+use crate::sync::lock;
 
 #[derive(Debug)]
 pub struct HealthBoard {
@@ -98,11 +99,4 @@ impl HealthBoard {
             failure,
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here is a plain read or assignment: a poisoned lock holds whole data.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
