@@ -1,6 +1,7 @@
 //! The node's actors (ractor), one per file: `storage` (every write transaction Raft drives),
-//! `raft` (owns `openraft::Raft`, reached through its `RaftHandle`), `ttl` (leader-only expiry
-//! through Raft), `health` (periodic checks), `sql` (read-only queries); and `raft_storage`,
+//! `raft` (owns `openraft::Raft`, reached through its `RaftHandle`, whose group-commit
+//! proposer is `proposer`), `ttl` (leader-only expiry through Raft), `health` (periodic
+//! checks), `sql` (read-only queries); and `raft_storage`,
 //! openraft's storage traits as handles that send typed messages to the StorageActor
 //! (`StorageWriter`). This file owns `ActorKind` (the children and their registered names)
 //! and `lookup`. Actors talk through messages and those typed handles; they never name the
@@ -8,7 +9,9 @@
 //! `crate::supervisor`.
 
 pub mod health;
+mod proposer;
 pub mod raft;
+mod raft_error;
 pub mod raft_storage;
 pub mod sql;
 pub mod storage;

@@ -8,19 +8,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError as OpenraftError};
+use openraft::error::RaftError as OpenraftError;
 use openraft::{BasicNode, Raft, RaftMetrics};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::actors::ActorKind;
+use crate::actors::proposer::{Proposal, Proposer, Queued};
+pub use crate::actors::raft_error::RaftError;
 use crate::actors::raft_storage::{LogStore, StateMachineStore};
 use crate::actors::storage::StorageWriter;
 use crate::api::NodeId;
 use crate::api::WriteOp;
-use crate::command::{BatchItem, Command, Request, Response, TypeConfig};
+use crate::command::{BatchItem, Request, Response, TypeConfig};
 use crate::fault::Faults;
-use crate::limits::{PROPOSAL_BATCH_BYTES_MAX, PROPOSAL_BATCH_MAX};
 use crate::net::raft::RaftTransport;
 use crate::storage::Store;
 use crate::sync::lock;
@@ -45,22 +46,6 @@ pub struct RaftArgs {
 pub struct RaftState {
     raft: Raft<TypeConfig>,
     handle: RaftHandle,
-}
-
-/// Why a write, a read barrier or a snapshot failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RaftError {
-    #[error("raft: not leader (leader is {})", leader.map_or("unknown".to_string(), |id| format!("node {id}")))]
-    NotLeader { leader: Option<NodeId> },
-    /// Raft is starting or restarting: nothing was proposed.
-    #[error("raft: not running (it is starting or restarting)")]
-    NotRunning,
-    /// The outcome is unknown: the proposal may still commit.
-    #[error("raft: no answer within {0} ms")]
-    Timeout(u64),
-    #[error("raft: {0}")]
-    Unavailable(String),
 }
 
 pub type Metrics = RaftMetrics<NodeId, BasicNode>;
@@ -155,18 +140,6 @@ struct Published {
     /// Set when the instance is withdrawn: the proposer answers what is still queued
     /// `NotRunning` instead of proposing it.
     withdrawn: Arc<AtomicBool>,
-}
-
-/// A write waiting for the proposer, and where its answer goes.
-struct Proposal {
-    write: Queued,
-    reply: oneshot::Sender<Result<Response, RaftError>>,
-}
-
-/// What the proposer may put in a batch (a client's write) and what it proposes alone.
-enum Queued {
-    Write(BatchItem),
-    Alone(Request),
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -326,157 +299,6 @@ impl RaftHandle {
             )
             .await
             .map_err(|e| unavailable("log not purged", &e))
-    }
-}
-
-/// The proposer of one Raft instance: takes the first queued write and every client write
-/// queued behind it (up to the batch bounds), proposes them as one log entry, answers each,
-/// and repeats; one entry in flight at a time, so writes arriving meanwhile form the next
-/// batch. Housekeeping commands are proposed alone. A write whose caller stopped waiting (it
-/// was told the outcome is unknown) is dropped unproposed, so a retry cannot apply it twice.
-struct Proposer {
-    raft: Raft<TypeConfig>,
-    withdrawn: Arc<AtomicBool>,
-    node_label: String,
-}
-
-/// Each reply with its answer.
-type Answers = Vec<(
-    oneshot::Sender<Result<Response, RaftError>>,
-    Result<Response, RaftError>,
-)>;
-
-impl Proposer {
-    async fn run(self, mut queue: mpsc::UnboundedReceiver<Proposal>) {
-        let mut carried: Option<Proposal> = None;
-        loop {
-            let first = match carried.take() {
-                Some(proposal) => proposal,
-                None => match queue.recv().await {
-                    Some(proposal) => proposal,
-                    None => return,
-                },
-            };
-            let mut bytes = match &first.write {
-                Queued::Write(item) => Some(item.op.payload_bytes()),
-                Queued::Alone(_) => None,
-            };
-            let mut batch = vec![first];
-            // A client write takes the client writes queued behind it, within the bounds.
-            while let Some(batch_bytes) = bytes.filter(|_| batch.len() < PROPOSAL_BATCH_MAX) {
-                let Ok(next) = queue.try_recv() else {
-                    break;
-                };
-                let fits = match &next.write {
-                    Queued::Write(item) => Some(batch_bytes + item.op.payload_bytes())
-                        .filter(|total| *total <= PROPOSAL_BATCH_BYTES_MAX),
-                    Queued::Alone(_) => None,
-                };
-                match fits {
-                    Some(total) => {
-                        bytes = Some(total);
-                        batch.push(next);
-                    }
-                    None => {
-                        carried = Some(next);
-                        break;
-                    }
-                }
-            }
-            batch.retain(|proposal| !proposal.reply.is_closed());
-            if batch.is_empty() {
-                continue;
-            }
-            if self.withdrawn.load(Ordering::SeqCst) {
-                // Stopping or failed: what is still queued was never proposed.
-                for proposal in batch.into_iter().chain(carried.take()) {
-                    let _ = proposal.reply.send(Err(RaftError::NotRunning));
-                }
-                continue;
-            }
-            metrics::histogram!(crate::metrics::RAFT_BATCH_REQUESTS, "node_id" => self.node_label.clone())
-                .record(batch.len() as f64);
-            let answers = self.propose(batch).await;
-            let committed = answers.iter().filter(|(_, a)| a.is_ok()).count() as u64;
-            let failed = answers.len() as u64 - committed;
-            metrics::counter!(crate::metrics::RAFT_PROPOSALS_COMMITTED, "node_id" => self.node_label.clone())
-                .increment(committed);
-            metrics::counter!(crate::metrics::RAFT_PROPOSALS_FAILED, "node_id" => self.node_label.clone())
-                .increment(failed);
-            for (reply, answer) in answers {
-                let _ = reply.send(answer);
-            }
-        }
-    }
-
-    /// Proposes `batch` as one log entry (a lone write as itself) and pairs each reply with
-    /// its answer. An entry Raft refuses or fails fails every write in it alike (none was
-    /// applied).
-    async fn propose(&self, batch: Vec<Proposal>) -> Answers {
-        let count = batch.len();
-        let (writes, replies): (Vec<Queued>, Vec<_>) =
-            batch.into_iter().map(|p| (p.write, p.reply)).unzip();
-        let request = if count == 1 {
-            match writes.into_iter().next().expect("one write") {
-                Queued::Write(item) => Request {
-                    now_ms: item.now_ms,
-                    command: item.op.into(),
-                },
-                Queued::Alone(request) => request,
-            }
-        } else {
-            let items = writes
-                .into_iter()
-                .filter_map(|write| match write {
-                    Queued::Write(item) => Some(item),
-                    Queued::Alone(_) => None,
-                })
-                .collect();
-            Request {
-                now_ms: crate::clock::now_ms(),
-                command: Command::Batch(items),
-            }
-        };
-        let answers: Vec<Result<Response, RaftError>> = match self.raft.client_write(request).await
-        {
-            Ok(written) if count == 1 => vec![Ok(written.data)],
-            Ok(written) => batch_answers(written.data, count),
-            Err(error) => vec![Err(write_error(error)); count],
-        };
-        replies.into_iter().zip(answers).collect()
-    }
-}
-
-/// The answers of a batch entry's writes, in order.
-fn batch_answers(response: Response, count: usize) -> Vec<Result<Response, RaftError>> {
-    match response.result {
-        Ok(_) if response.batch.len() == count => response.batch.into_iter().map(Ok).collect(),
-        Ok(_) => vec![
-            Err(RaftError::Unavailable(format!(
-                "raft: a batch of {count} writes got {} answers",
-                response.batch.len()
-            )));
-            count
-        ],
-        Err(refused) => vec![
-            Ok(Response {
-                revision: response.revision,
-                result: Err(refused),
-                batch: Vec::new(),
-            });
-            count
-        ],
-    }
-}
-
-fn write_error(error: OpenraftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> RaftError {
-    match error {
-        OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-            RaftError::NotLeader {
-                leader: forward.leader_id,
-            }
-        }
-        other => RaftError::Unavailable(other.to_string()),
     }
 }
 
