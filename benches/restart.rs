@@ -6,6 +6,7 @@
 //! and applying through the store until the parent SIGKILLs it; the parent then times the
 //! reopen. Prints one line per run and the median per mode.
 
+use aspen::api::WriteOp;
 use std::io::{BufRead, BufReader};
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ fn entry(index: u64, key: String) -> Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
         payload: EntryPayload::Normal(Request {
             now_ms: 0,
-            command: Command::Put(Put::new(key, vec![b'v'; 256])),
+            command: Command::Write(WriteOp::Put(Put::new(key, vec![b'v'; 256]))),
         }),
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo bench --bench sql`. Ratios are medians of the two lines of a group.
 
+use aspen::api::WriteOp;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ fn load(store: &Store) {
             log_id: LogId::new(CommittedLeaderId::new(1, 0), i + 1),
             payload: EntryPayload::Normal(Request {
                 now_ms: NOW_MS,
-                command: Command::Put(Put::new(format!("k{i:07}"), value)),
+                command: Command::Write(WriteOp::Put(Put::new(format!("k{i:07}"), value))),
             }),
         });
         if batch.len() == 10_000 {

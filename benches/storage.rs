@@ -2,6 +2,7 @@
 //! (the baseline every durable append pays), batched appends, apply throughput, point gets and
 //! prefix scans. Run: `cargo bench --bench storage`.
 
+use aspen::api::WriteOp;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -24,7 +25,7 @@ fn entry(index: u64, key: String) -> Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
         payload: EntryPayload::Normal(Request {
             now_ms: NOW_MS,
-            command: Command::Put(Put::new(key, vec![b'v'; VALUE_BYTES])),
+            command: Command::Write(WriteOp::Put(Put::new(key, vec![b'v'; VALUE_BYTES]))),
         }),
     }
 }

@@ -6,16 +6,15 @@
 //! ...). Plain data: no redb, no network.
 //!
 //! Disk compatibility: log entries are postcard, which encodes enum variants by position. Add
-//! new variants and fields only at the end.
+//! new variants and fields only at the end. Entries written before `Command::Write` wrapped a
+//! client's write (log entry format 1, when the seven client writes were `Command`'s own first
+//! variants) are translated when read: `storage::codec::decode_log_entry`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::WriteOp;
 use crate::api::error::CommandError;
-use crate::api::kv::{
-    KeyRange, NodeId, Output, Put, Txn, check_key_len, check_lease_id, check_ttl, txn_puts,
-    validate_txn,
-};
+use crate::api::kv::{NodeId, Output, check_key_len};
 use crate::limits::{EXPIRE_BATCH_MAX, PROPOSAL_BATCH_MAX};
 
 openraft::declare_raft_types!(
@@ -49,27 +48,8 @@ pub struct Request {
 /// A state machine command: the payload of one Raft log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Put(Put),
-    Delete {
-        key: Vec<u8>,
-        prev_kv: bool,
-    },
-    /// Delete every key in the range (a prefix is a range: [`KeyRange::prefix`]).
-    DeleteRange(KeyRange),
-    Txn(Txn),
-    /// Grant a lease; `id: 0` lets the state machine pick the next free id.
-    LeaseGrant {
-        id: u64,
-        ttl_ms: u64,
-    },
-    /// Revoke a lease and delete every key attached to it.
-    LeaseRevoke {
-        id: u64,
-    },
-    /// Push a lease's deadline to `now_ms + ttl`.
-    LeaseKeepAlive {
-        id: u64,
-    },
+    /// One client's write.
+    Write(WriteOp),
     /// Delete these keys and revoke these leases if they have expired at the request's `now_ms`
     /// (re-checked on apply: a key refreshed since the proposal survives).
     Expire {
@@ -77,7 +57,7 @@ pub enum Command {
         leases: Vec<u64>,
     },
     /// Set the vault limits every node enforces (the leader proposes its configured ones).
-    /// Housekeeping like `Expire`: refused from clients.
+    /// Housekeeping like `Expire`: a client cannot send it.
     SetVaultLimits(VaultLimits),
     /// Group commit: clients' writes proposed together in one log entry (so they share one
     /// append and one fsync). Applied in order in one transaction, each with its own revision
@@ -93,40 +73,14 @@ pub struct BatchItem {
     pub op: WriteOp,
 }
 
-impl TryFrom<Command> for WriteOp {
-    /// The command back when it is not a client's write (housekeeping, a batch).
-    type Error = Command;
-
-    fn try_from(command: Command) -> Result<Self, Command> {
-        Ok(match command {
-            Command::Put(put) => WriteOp::Put(put),
-            Command::Delete { key, prev_kv } => WriteOp::Delete { key, prev_kv },
-            Command::DeleteRange(range) => WriteOp::DeleteRange(range),
-            Command::Txn(txn) => WriteOp::Txn(txn),
-            Command::LeaseGrant { id, ttl_ms } => WriteOp::LeaseGrant { id, ttl_ms },
-            Command::LeaseRevoke { id } => WriteOp::LeaseRevoke { id },
-            Command::LeaseKeepAlive { id } => WriteOp::LeaseKeepAlive { id },
-            other @ (Command::Expire { .. } | Command::SetVaultLimits(_) | Command::Batch(_)) => {
-                return Err(other);
-            }
-        })
-    }
-}
-
 impl Command {
     /// Whether the command can make the database bigger: refused while the quota alarm is on
     /// (as etcd refuses puts, transactions that put and lease grants). Deletes, revokes,
     /// keepalives and expiry always pass: they are how usage comes down.
     pub fn adds_data(&self) -> bool {
         match self {
-            Command::Put(_) | Command::LeaseGrant { .. } => true,
-            Command::Txn(txn) => txn_puts(txn),
-            Command::Delete { .. }
-            | Command::DeleteRange(_)
-            | Command::LeaseRevoke { .. }
-            | Command::LeaseKeepAlive { .. }
-            | Command::Expire { .. }
-            | Command::SetVaultLimits(_) => false,
+            Command::Write(op) => op.adds_data(),
+            Command::Expire { .. } | Command::SetVaultLimits(_) => false,
             Command::Batch(items) => items.iter().any(|item| item.op.adds_data()),
         }
     }
@@ -135,12 +89,7 @@ impl Command {
     /// again on apply, so an invalid command in the log is refused there and changes nothing.
     pub fn validate(&self) -> Result<(), CommandError> {
         match self {
-            Command::Put(put) => put.validate(),
-            Command::Delete { key, .. } => check_key_len(key, false),
-            Command::DeleteRange(range) => range.validate(),
-            Command::Txn(txn) => validate_txn(txn),
-            Command::LeaseGrant { ttl_ms, .. } => check_ttl(*ttl_ms),
-            Command::LeaseRevoke { id } | Command::LeaseKeepAlive { id } => check_lease_id(*id),
+            Command::Write(op) => op.validate(),
             Command::Expire { keys, leases } => {
                 let count = keys.len() + leases.len();
                 if count > EXPIRE_BATCH_MAX {
@@ -173,17 +122,8 @@ impl Command {
 }
 
 impl From<WriteOp> for Command {
-    /// The log payload of a client's write (same variant, same shape).
     fn from(op: WriteOp) -> Self {
-        match op {
-            WriteOp::Put(put) => Command::Put(put),
-            WriteOp::Delete { key, prev_kv } => Command::Delete { key, prev_kv },
-            WriteOp::DeleteRange(range) => Command::DeleteRange(range),
-            WriteOp::Txn(txn) => Command::Txn(txn),
-            WriteOp::LeaseGrant { id, ttl_ms } => Command::LeaseGrant { id, ttl_ms },
-            WriteOp::LeaseRevoke { id } => Command::LeaseRevoke { id },
-            WriteOp::LeaseKeepAlive { id } => Command::LeaseKeepAlive { id },
-        }
+        Command::Write(op)
     }
 }
 

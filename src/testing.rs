@@ -3,6 +3,7 @@
 //! injection (panic, kill or fail the start of a named actor; force a health check critical;
 //! stop and start storage; corrupt the durable meta) and bounded waits on observable state.
 
+use crate::api::WriteOp;
 use std::time::Duration;
 
 use crate::actors::health::HealthMsg;
@@ -215,7 +216,8 @@ impl TestNode {
     }
 
     pub async fn put(&self, key: &str, value: &str) -> Result<Response, NodeError> {
-        self.write(Command::Put(Put::new(key, value))).await
+        self.write(Command::Write(WriteOp::Put(Put::new(key, value))))
+            .await
     }
 
     pub async fn write(&self, command: Command) -> Result<Response, NodeError> {

@@ -19,8 +19,7 @@ pub use crate::actors::raft_error::RaftError;
 use crate::actors::raft_storage::{LogStore, StateMachineStore};
 use crate::actors::storage::StorageWriter;
 use crate::api::NodeId;
-use crate::api::WriteOp;
-use crate::command::{BatchItem, Request, Response, TypeConfig};
+use crate::command::{BatchItem, Command, Request, Response, TypeConfig};
 use crate::fault::Faults;
 use crate::net::raft::RaftTransport;
 use crate::storage::Store;
@@ -221,12 +220,12 @@ impl RaftHandle {
     /// Proposes `request` (through the proposer, batched with the writes queued with it) and
     /// returns the state machine's response once it is applied here.
     pub async fn write(&self, request: Request) -> Result<Response, RaftError> {
-        let write = match WriteOp::try_from(request.command) {
-            Ok(op) => Queued::Write(BatchItem {
+        let write = match request.command {
+            Command::Write(op) => Queued::Write(BatchItem {
                 now_ms: request.now_ms,
                 op,
             }),
-            Err(command) => Queued::Alone(Request {
+            command => Queued::Alone(Request {
                 now_ms: request.now_ms,
                 command,
             }),

@@ -1,11 +1,12 @@
 //! StorageActor: the only writer of the node's redb file. Every write transaction arrives as a
 //! typed message ([`StorageMsg`]: append, apply, vote, committed, truncate, purge, install a
-//! snapshot) and runs on the blocking pool, one at a time, in mailbox order; its result goes
-//! back on the message's own channel. Reads do not come here: they open redb read
+//! snapshot, compact) and runs on the blocking pool, one at a time, in mailbox order; its
+//! result goes back on the message's own channel. Reads do not come here: they open redb read
 //! transactions on the shared store. [`StorageWriter`] is the typed handle the rest of the
-//! node uses to send them.
+//! node uses to send them: the actor publishes itself in it when it starts.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
@@ -13,17 +14,21 @@ use tokio::sync::oneshot;
 use crate::actors::ActorKind;
 use crate::command::{Entry, LogId, Response, SnapshotMeta, Vote};
 use crate::fault::Faults;
-use crate::storage::{Error, SnapshotSummary, Store, StoreWrite};
+use crate::storage::{Compaction, Error, SnapshotSummary, Store, StoreWrite};
+use crate::sync::lock;
 
 pub struct StorageActor;
 
 pub struct StorageArgs {
     pub store: Arc<Store>,
     pub faults: Faults,
+    /// Where the actor publishes itself once it runs.
+    pub writer: StorageWriter,
 }
 
 pub struct StorageState {
     store: Arc<Store>,
+    writer: StorageWriter,
 }
 
 /// Where a write's result goes.
@@ -31,7 +36,7 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 /// Every write the store accepts. Each commits one transaction: `Append`, `SaveVote`,
 /// `Truncate`, `Purge` and `InstallSnapshot` with fsync, `Apply` and `SaveCommitted` without
-/// (durable with the next fsync'd commit).
+/// (durable with the next fsync'd commit); `Compact` rewrites the file in place.
 pub enum StorageMsg {
     /// Append Raft log entries.
     Append(Vec<Entry>, Reply<()>),
@@ -45,6 +50,8 @@ pub enum StorageMsg {
     Purge(LogId, Reply<()>),
     /// Replace the state machine with the snapshot in the file.
     InstallSnapshot(SnapshotMeta, std::fs::File, Reply<SnapshotSummary>),
+    /// Reclaim the file's free space, waiting at most this long for open transactions.
+    Compact(Duration, Reply<Compaction>),
     Ping(RpcReplyPort<()>),
     /// Fault injection: panic inside the handler.
     Panic(String),
@@ -57,11 +64,24 @@ impl Actor for StorageActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<StorageMsg>,
+        myself: ActorRef<StorageMsg>,
         args: StorageArgs,
     ) -> Result<StorageState, ActorProcessingErr> {
         args.faults.take_start_failure(ActorKind::Storage)?;
-        Ok(StorageState { store: args.store })
+        *lock(&args.writer.actor) = Some(myself);
+        Ok(StorageState {
+            store: args.store,
+            writer: args.writer,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<StorageMsg>,
+        state: &mut StorageState,
+    ) -> Result<(), ActorProcessingErr> {
+        lock(&state.writer.actor).take();
+        Ok(())
     }
 
     async fn handle(
@@ -114,6 +134,9 @@ fn run(store: &Store, write: StorageMsg) {
         StorageMsg::InstallSnapshot(meta, mut file, reply) => {
             let _ = reply.send(store.install_snapshot(&meta, &mut file));
         }
+        StorageMsg::Compact(wait_for_open, reply) => {
+            let _ = reply.send(store.compact(wait_for_open));
+        }
         StorageMsg::Ping(_) | StorageMsg::Panic(_) => {
             unreachable!("answered in the handler")
         }
@@ -121,17 +144,15 @@ fn run(store: &Store, write: StorageMsg) {
 }
 
 /// The typed way to the StorageActor: each method queues its write behind every earlier one
-/// and returns its result. Cheap to clone.
-#[derive(Debug, Clone)]
+/// and returns its result. Cheap to clone; reaches the current incarnation (the actor
+/// publishes itself when it starts and withdraws when it stops; a failed one answers nothing,
+/// so its writes fail, until its restart publishes the new one).
+#[derive(Debug, Clone, Default)]
 pub struct StorageWriter {
-    actor: ActorRef<StorageMsg>,
+    actor: Arc<Mutex<Option<ActorRef<StorageMsg>>>>,
 }
 
 impl StorageWriter {
-    pub fn new(actor: ActorRef<StorageMsg>) -> Self {
-        StorageWriter { actor }
-    }
-
     pub async fn append(&self, entries: Vec<Entry>) -> Result<(), Error> {
         self.send(|reply| StorageMsg::Append(entries, reply)).await
     }
@@ -166,9 +187,17 @@ impl StorageWriter {
             .await
     }
 
+    /// Reclaims the file's free space (see `Store`'s compaction); reads and writes stall
+    /// while it runs.
+    pub async fn compact(&self, wait_for_open: Duration) -> Result<Compaction, Error> {
+        self.send(|reply| StorageMsg::Compact(wait_for_open, reply))
+            .await
+    }
+
     async fn send<T>(&self, message: impl FnOnce(Reply<T>) -> StorageMsg) -> Result<T, Error> {
+        let actor = lock(&self.actor).clone().ok_or_else(stopped)?;
         let (tx, rx) = oneshot::channel();
-        self.actor.cast(message(tx)).map_err(|_| stopped())?;
+        actor.cast(message(tx)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }

@@ -1,8 +1,8 @@
 //! A client's write: the operations a client may ask the leader to propose. The leader's own
 //! housekeeping (expiry, vault limits) is not among them, so a request cannot carry it.
 //!
-//! Wire compatibility: the variants are the first seven of `crate::command::Command`, in the
-//! same order and shape, and postcard encodes by position: keep them in step.
+//! Wire and disk compatibility: postcard encodes variants by position, and both client frames
+//! and log entries (`Command::Write`) carry this enum: add variants only at the end.
 
 use serde::{Deserialize, Serialize};
 

@@ -59,7 +59,9 @@ fn sample_rpc_frames() -> Vec<(&'static str, Vec<u8>)> {
         log_id: log_id(8),
         payload: EntryPayload::Normal(crate::command::Request {
             now_ms: 1_700_000_000_000,
-            command: crate::command::Command::Put(crate::api::Put::new("key", "value")),
+            command: crate::command::Command::Write(crate::api::WriteOp::Put(
+                crate::api::Put::new("key", "value"),
+            )),
         }),
     };
     let rpcs = [

@@ -4,6 +4,7 @@
 //! which then runs on a node's SQL engine over a small store. Any answer is fine, and so is
 //! one `sql:` error line; a panic, an abort (stack overflow) or a hang is the finding.
 
+use crate::api::WriteOp;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -73,7 +74,10 @@ fn target() -> &'static (SqlEngine, Arc<Store>, tokio::runtime::Runtime) {
                 log_id: LogId::new(CommittedLeaderId::new(1, 0), i),
                 payload: EntryPayload::Normal(Request {
                     now_ms: 1,
-                    command: Command::Put(Put::new(format!("k/{i}"), format!("value {i}"))),
+                    command: Command::Write(WriteOp::Put(Put::new(
+                        format!("k/{i}"),
+                        format!("value {i}"),
+                    ))),
                 }),
             })
             .collect();

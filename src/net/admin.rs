@@ -41,8 +41,11 @@ pub trait AdminPort: Send + Sync + 'static {
         &self,
         timeout: std::time::Duration,
     ) -> impl Future<Output = Result<SnapshotDone, AdminError>> + Send;
-    /// Reclaims the free space in the database file. Blocking.
-    fn compact(&self, wait_for_open: std::time::Duration) -> Result<CompactDone, AdminError>;
+    /// Reclaims the free space in the database file (through the store's writer).
+    fn compact(
+        &self,
+        wait_for_open: std::time::Duration,
+    ) -> impl Future<Output = Result<CompactDone, AdminError>> + Send;
     /// Asks the process running this node to stop it gracefully.
     fn request_shutdown(&self);
 }
@@ -281,10 +284,8 @@ async fn snapshot<P: AdminPort>(State(state): State<AdminState<P>>) -> Response 
 
 async fn compact<P: AdminPort>(State(state): State<AdminState<P>>) -> Response {
     let node_id = state.port.node_id();
-    let port = Arc::clone(&state.port);
-    let done = tokio::task::spawn_blocking(move || port.compact(COMPACTION_WAIT_FOR_OPEN)).await;
-    match done {
-        Ok(Ok(compaction)) => {
+    match state.port.compact(COMPACTION_WAIT_FOR_OPEN).await {
+        Ok(compaction) => {
             metrics::histogram!(crate::metrics::STORAGE_COMPACTION_SECONDS, "node_id" => node_id.to_string())
                 .record(compaction.stalled.as_secs_f64());
             tracing::info!(
@@ -302,8 +303,7 @@ async fn compact<P: AdminPort>(State(state): State<AdminState<P>>) -> Response {
             }))
             .into_response()
         }
-        Ok(Err(e)) => error(e.status(), format!("admin: {e}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("admin: {e}")),
+        Err(e) => error(e.status(), format!("admin: {e}")),
     }
 }
 

@@ -12,7 +12,6 @@ use crate::net::admin::{AdminError, AdminPort, BackupDone, BackupJob, CompactDon
 use crate::net::http::{HttpPort, Status};
 use crate::net::raft_service::RaftPort;
 use crate::node::NodeCore;
-use crate::storage::StoreWrite;
 
 impl HttpPort for NodeCore {
     fn health(&self) -> HealthReport {
@@ -79,9 +78,9 @@ impl AdminPort for NodeCore {
         })
     }
 
-    fn compact(&self, wait_for_open: Duration) -> Result<CompactDone, AdminError> {
-        let store = self.open_store()?;
-        match store.compact(wait_for_open) {
+    async fn compact(&self, wait_for_open: Duration) -> Result<CompactDone, AdminError> {
+        self.open_store()?;
+        match self.storage.compact(wait_for_open).await {
             Ok(done) => Ok(CompactDone {
                 bytes_before: done.bytes_before,
                 bytes_after: done.bytes_after,

@@ -2,8 +2,8 @@
 //! supervision tree and the servers, and hands the servers the [`NodeCore`], which implements the
 //! ports `net` declares (`client`: the client protocol; `http`: the HTTP endpoints and the Raft
 //! transport's receiving side) with the Raft handle, the SqlActor, read views of the store and the
-//! health board. Its only redb writes are opening the store and `/admin/compact`; every write Raft
-//! drives goes through the RaftHandle to the StorageActor.
+//! health board. Its only redb write is opening the store; every other write goes to the
+//! StorageActor (Raft's through the RaftHandle, `/admin/compact` through the `StorageWriter`).
 //!
 //! Long because starting, running and stopping a node (with the leader handover) is one sequence of
 //! wiring.
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use crate::actors::ActorKind;
 use crate::actors::raft::{RaftError, RaftHandle};
 use crate::actors::sql::SqlHandle;
+use crate::actors::storage::StorageWriter;
 use crate::api::{CommandError, NodeAddress, NodeId};
 use crate::command::{Request, Response};
 use crate::config::{NodeConfig, StorageKind};
@@ -46,6 +47,8 @@ pub struct NodeCore {
     pub board: Arc<HealthBoard>,
     pub raft: RaftHandle,
     sql: SqlHandle,
+    /// The StorageActor, for `/admin/compact`.
+    storage: StorageWriter,
     /// `None` when the file could not be opened (the node then fails and says why).
     store: Option<Arc<Store>>,
     address: NodeAddress,
@@ -305,6 +308,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let request_timeout = Duration::from_millis(config.net.request_timeout_ms);
     let raft = RaftHandle::new(node_id, Duration::from_millis(RAFT_WAIT_MS));
     let sql = SqlHandle::default();
+    let storage = StorageWriter::default();
     let key = node_key(&config)?;
     let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
     let ep = endpoint::bind(key, config.net.address, alpns).await?;
@@ -315,6 +319,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         board: Arc::clone(&board),
         raft: raft.clone(),
         sql: sql.clone(),
+        storage: storage.clone(),
         store: store.as_ref().ok().cloned(),
         address,
         quota_bytes: config.storage.quota_bytes,
@@ -369,6 +374,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         board: Arc::clone(&board),
         raft: raft.clone(),
         sql,
+        storage,
         faults: faults.clone(),
         transport,
     };

@@ -87,5 +87,9 @@ pub const META_FORMAT: &str = "format";
 pub const FORMAT_VERSION: u32 = 2;
 /// The format before vaults.
 pub const FORMAT_VERSION_BEFORE_VAULTS: u32 = 1;
-/// First byte of every stored log entry: the encoding of the rest.
-pub const LOG_ENTRY_FORMAT: u8 = 1;
+/// First byte of every stored log entry: the encoding of the rest. 2 wraps a client's write in
+/// `Command::Write`; format-1 entries (the client writes were `Command`'s first seven variants)
+/// are still read, translated by `codec::decode_log_entry`.
+pub const LOG_ENTRY_FORMAT: u8 = 2;
+/// The log entry format before `Command::Write`.
+pub const LOG_ENTRY_FORMAT_FLAT_COMMANDS: u8 = 1;

@@ -25,7 +25,7 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransac
 
 use crate::api::{
     CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put, Txn, TxnOp,
-    VaultMeta, vault_of,
+    VaultMeta, WriteOp, vault_of,
 };
 use crate::command::{Command, Entry, Request, Response, StoredMembership, VaultLimits};
 use crate::limits::DELETE_CHUNK_ENTRIES_MAX;
@@ -142,45 +142,52 @@ impl<'txn> Machine<'txn> {
         }
     }
 
-    /// Applies one request (a batch: each of its requests in order, each answered on its
-    /// own). `Err` is a storage failure; a refused command is an `Ok` response carrying the
+    /// Applies one request (a batch: each of its writes in order, each answered on its own).
+    /// `Err` is a storage failure; a refused command is an `Ok` response carrying the
     /// `CommandError`.
     pub(crate) fn apply_request(&mut self, request: &Request) -> Result<Response> {
-        if let Command::Batch(items) = &request.command {
-            if let Err(refused) = request.command.validate() {
-                return Ok(Response {
-                    revision: self.revision,
-                    result: Err(refused),
-                    batch: Vec::new(),
-                });
-            }
-            let batch = items
-                .iter()
-                .map(|item| {
-                    self.apply_one(&Request {
-                        now_ms: item.now_ms,
-                        command: Command::from(item.op.clone()),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+        let Command::Batch(items) = &request.command else {
+            return self.apply_one(request.now_ms, request.command.validate(), |sm, ctx| {
+                sm.execute(ctx, &request.command)
+            });
+        };
+        if let Err(refused) = request.command.validate() {
             return Ok(Response {
                 revision: self.revision,
-                result: Ok(Output::None),
-                batch,
+                result: Err(refused),
+                batch: Vec::new(),
             });
         }
-        self.apply_one(request)
+        let batch = items
+            .iter()
+            .map(|item| {
+                self.apply_one(item.now_ms, item.op.validate(), |sm, ctx| {
+                    sm.execute_write(ctx, &item.op)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Response {
+            revision: self.revision,
+            result: Ok(Output::None),
+            batch,
+        })
     }
 
-    /// Applies one request that is not a batch (a batch holds client writes only).
-    fn apply_one(&mut self, request: &Request) -> Result<Response> {
+    /// Applies one command that is not a batch (a batch holds client writes only): `run`
+    /// executes it once `checked` (its validation) passed.
+    fn apply_one(
+        &mut self,
+        now_ms: u64,
+        checked: std::result::Result<(), CommandError>,
+        run: impl FnOnce(&mut Self, &mut Ctx) -> Result<Result<Output, CommandError>>,
+    ) -> Result<Response> {
         let mut ctx = Ctx {
-            now_ms: request.now_ms,
+            now_ms,
             stamp: self.revision + 1,
             changed: false,
         };
-        let result = match request.command.validate() {
-            Ok(()) => self.execute(&mut ctx, &request.command)?,
+        let result = match checked {
+            Ok(()) => run(self, &mut ctx)?,
             Err(refused) => Err(refused),
         };
         for name in std::mem::take(&mut self.emptied_vaults) {
@@ -208,7 +215,23 @@ impl<'txn> Machine<'txn> {
         command: &Command,
     ) -> Result<Result<Output, CommandError>> {
         Ok(Ok(match command {
-            Command::Put(put) => {
+            Command::Write(op) => return self.execute_write(ctx, op),
+            Command::Expire { keys, leases } => self.expire(ctx, keys, leases)?,
+            Command::SetVaultLimits(limits) => {
+                self.vault_limits = *limits;
+                Output::None
+            }
+            Command::Batch(_) => unreachable!("apply_request takes batches apart"),
+        }))
+    }
+
+    fn execute_write(
+        &mut self,
+        ctx: &mut Ctx,
+        op: &WriteOp,
+    ) -> Result<Result<Output, CommandError>> {
+        Ok(Ok(match op {
+            WriteOp::Put(put) => {
                 if let Err(refused) = self.check_put_lease(ctx, put)? {
                     return Ok(Err(refused));
                 }
@@ -217,21 +240,15 @@ impl<'txn> Machine<'txn> {
                 }
                 self.put_op(ctx, put)?
             }
-            Command::Delete { key, prev_kv } => self.delete_op(ctx, key, *prev_kv)?,
-            Command::DeleteRange(range) => self.delete_range_op(ctx, range)?,
-            Command::Txn(txn) => return self.txn(ctx, txn),
-            Command::LeaseGrant { id, ttl_ms } => return self.lease_grant(ctx, *id, *ttl_ms),
-            Command::LeaseRevoke { id } => match self.lease_revoke(ctx, *id)? {
+            WriteOp::Delete { key, prev_kv } => self.delete_op(ctx, key, *prev_kv)?,
+            WriteOp::DeleteRange(range) => self.delete_range_op(ctx, range)?,
+            WriteOp::Txn(txn) => return self.txn(ctx, txn),
+            WriteOp::LeaseGrant { id, ttl_ms } => return self.lease_grant(ctx, *id, *ttl_ms),
+            WriteOp::LeaseRevoke { id } => match self.lease_revoke(ctx, *id)? {
                 Some(keys_deleted) => Output::LeaseRevoke { keys_deleted },
                 None => return Ok(Err(CommandError::LeaseNotFound { id: *id })),
             },
-            Command::LeaseKeepAlive { id } => return self.lease_keep_alive(ctx, *id),
-            Command::Expire { keys, leases } => self.expire(ctx, keys, leases)?,
-            Command::SetVaultLimits(limits) => {
-                self.vault_limits = *limits;
-                Output::None
-            }
-            Command::Batch(_) => unreachable!("apply_request takes batches apart"),
+            WriteOp::LeaseKeepAlive { id } => return self.lease_keep_alive(ctx, *id),
         }))
     }
 

@@ -45,6 +45,7 @@ pub struct SupervisorArgs {
     pub board: Arc<HealthBoard>,
     pub raft: RaftHandle,
     pub sql: SqlHandle,
+    pub storage: StorageWriter,
     pub faults: Faults,
     pub transport: RaftTransport,
 }
@@ -55,6 +56,7 @@ pub struct SupervisorState {
     board: Arc<HealthBoard>,
     raft: RaftHandle,
     sql: SqlHandle,
+    storage: StorageWriter,
     faults: Faults,
     transport: RaftTransport,
     store: Option<Arc<Store>>,
@@ -115,6 +117,7 @@ impl Actor for NodeSupervisor {
             board: args.board,
             raft: args.raft,
             sql: args.sql,
+            storage: args.storage,
             faults: args.faults,
             transport: args.transport,
             store: None,
@@ -267,17 +270,20 @@ async fn spawn_child(
     let supervisor = myself.get_cell();
     let spawned = match kind {
         ActorKind::Storage => {
-            let args = StorageArgs { store, faults };
+            let args = StorageArgs {
+                store,
+                faults,
+                writer: state.storage.clone(),
+            };
             Actor::spawn_linked(name, StorageActor, args, supervisor)
                 .await
                 .map(|(actor, _)| actor.get_cell())
         }
         ActorKind::Raft => {
-            let writer = state
-                .children
-                .get(&ActorKind::Storage)
-                .map(|cell| StorageWriter::new(cell.clone().into()))
-                .ok_or(StartError::StorageNotRunning)?;
+            if !state.children.contains_key(&ActorKind::Storage) {
+                return Err(StartError::StorageNotRunning);
+            }
+            let writer = state.storage.clone();
             let args = RaftArgs {
                 node_id,
                 address: state.address.clone(),

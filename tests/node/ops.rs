@@ -4,6 +4,7 @@
 //! `aspen-node check` and `aspen-node restore`. In-process nodes use ids 41-49: actors are
 //! registered by node id, so tests running side by side need distinct ones.
 
+use aspen::api::WriteOp;
 use std::collections::BTreeMap;
 use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
@@ -60,7 +61,7 @@ impl Writer {
             while !stopped.load(Ordering::Relaxed) {
                 let put = put(n);
                 let response = shared
-                    .write(request(Command::Put(put.clone())))
+                    .write(request(Command::Write(WriteOp::Put(put.clone()))))
                     .await
                     .expect("a write under load failed");
                 acked
@@ -98,20 +99,20 @@ async fn backup_under_writes_restores_into_a_new_node() {
         let puts: Vec<Put> = (0..100)
             .map(|i| Put::new(format!("pre/{batch}/{i:03}"), format!("value {batch} {i}")))
             .collect();
-        let command = Command::Txn(Txn {
+        let command = Command::Write(WriteOp::Txn(Txn {
             compares: vec![],
             success: puts.iter().cloned().map(TxnOp::Put).collect(),
             failure: vec![],
-        });
+        }));
         let revision = source.write(command).await.expect("preload").revision;
         let mut history = history.lock().unwrap();
         history.extend(puts.into_iter().map(|p| (p.key, p.value, revision)));
     }
     source
-        .write(Command::LeaseGrant {
+        .write(Command::Write(WriteOp::LeaseGrant {
             id: 7,
             ttl_ms: 60_000,
-        })
+        }))
         .await
         .expect("grant");
     let leased = Put {
@@ -119,7 +120,7 @@ async fn backup_under_writes_restores_into_a_new_node() {
         ..Put::new("leased", "held")
     };
     let revision = source
-        .write(Command::Put(leased))
+        .write(Command::Write(WriteOp::Put(leased)))
         .await
         .expect("put")
         .revision;
@@ -307,7 +308,9 @@ async fn fill(node: &TestNode, prefix: &str, count: usize, value_bytes: usize) {
             success,
             failure: vec![],
         };
-        node.write(Command::Txn(txn)).await.expect("fill");
+        node.write(Command::Write(WriteOp::Txn(txn)))
+            .await
+            .expect("fill");
     }
 }
 
@@ -348,9 +351,9 @@ async fn compaction_shrinks_the_file_and_keeps_the_data() {
         fill(&node, &format!("c/{part}/"), 300, 1024).await;
     }
     for part in 1..10 {
-        node.write(Command::DeleteRange(KeyRange::prefix(
+        node.write(Command::Write(WriteOp::DeleteRange(KeyRange::prefix(
             format!("c/{part}/").as_bytes(),
-        )))
+        ))))
         .await
         .expect("delete");
     }
@@ -427,20 +430,20 @@ async fn quota_alarm_refuses_writes_until_compaction() {
         c.raft.log_entries_kept = 0;
     })
     .await;
-    node.write(Command::LeaseGrant {
+    node.write(Command::Write(WriteOp::LeaseGrant {
         id: 9,
         ttl_ms: 600_000,
-    })
+    }))
     .await
     .expect("grant");
     let big = 64 << 10;
     let mut refused = None;
     for i in 0..200 {
         match node
-            .write(Command::Put(Put::new(
+            .write(Command::Write(WriteOp::Put(Put::new(
                 format!("big/{i:03}"),
                 vec![b'x'; big],
-            )))
+            ))))
             .await
         {
             Ok(_) => {}
@@ -463,17 +466,17 @@ async fn quota_alarm_refuses_writes_until_compaction() {
         refused.to_string().starts_with("quota exceeded: "),
         "{refused}"
     );
-    let txn = Command::Txn(Txn {
+    let txn = Command::Write(WriteOp::Txn(Txn {
         compares: vec![],
         success: vec![TxnOp::Put(Put::new("t", "v"))],
         failure: vec![],
-    });
+    }));
     for command in [
         txn,
-        Command::LeaseGrant {
+        Command::Write(WriteOp::LeaseGrant {
             id: 10,
             ttl_ms: 1_000,
-        },
+        }),
     ] {
         assert!(matches!(
             node.write(command).await,
@@ -513,10 +516,12 @@ async fn quota_alarm_refuses_writes_until_compaction() {
     );
 
     // Deletes and revokes work under the alarm.
-    node.write(Command::DeleteRange(KeyRange::prefix(b"big/".as_slice())))
-        .await
-        .expect("delete under the alarm");
-    node.write(Command::LeaseRevoke { id: 9 })
+    node.write(Command::Write(WriteOp::DeleteRange(KeyRange::prefix(
+        b"big/".as_slice(),
+    ))))
+    .await
+    .expect("delete under the alarm");
+    node.write(Command::Write(WriteOp::LeaseRevoke { id: 9 }))
         .await
         .expect("revoke under the alarm");
     // The file keeps its size until compaction: the alarm stays on.
@@ -841,7 +846,7 @@ async fn concurrent_writes_share_log_entries_and_get_their_own_answers() {
                     prev_kv: true,
                     ..Put::new(format!("k{i}"), format!("v{i}"))
                 };
-                let response = core.write(request(Command::Put(put))).await;
+                let response = core.write(request(Command::Write(WriteOp::Put(put)))).await;
                 (i, response)
             })
         })

@@ -3,6 +3,7 @@
 //! (the client protocol that would let a test write to the process arrives with the cluster
 //! issue).
 
+use aspen::api::WriteOp;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -72,7 +73,7 @@ async fn seed(config: &str, dir: &std::path::Path) {
     for put in puts {
         let request = Request {
             now_ms,
-            command: aspen::command::Command::Put(put),
+            command: aspen::command::Command::Write(WriteOp::Put(put)),
         };
         // The node elects itself within an election timeout; retry (bounded) until it has.
         let mut written = false;
@@ -230,10 +231,12 @@ async fn metric_families_move_after_writes() {
         node.put(&format!("k{i}"), "v").await.unwrap();
     }
     // Lease grant and a TTL key make the ttl counter and every family appear.
-    node.write(aspen::command::Command::Put(aspen::api::Put {
-        ttl_ms: Some(1),
-        ..aspen::api::Put::new("gone", "v")
-    }))
+    node.write(aspen::command::Command::Write(WriteOp::Put(
+        aspen::api::Put {
+            ttl_ms: Some(1),
+            ..aspen::api::Put::new("gone", "v")
+        },
+    )))
     .await
     .unwrap();
     assert!(
@@ -279,7 +282,7 @@ fn node_process_refuses_corrupt_storage_and_exits() {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
                 payload: EntryPayload::Normal(Request {
                     now_ms: 0,
-                    command: Cmd::Put(Put::new(format!("k{i}"), "v")),
+                    command: Cmd::Write(WriteOp::Put(Put::new(format!("k{i}"), "v"))),
                 }),
             })
             .collect();

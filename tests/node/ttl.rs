@@ -1,5 +1,6 @@
 //! TTL and leases on one node: expiry goes through Raft proposals made by the TtlActor.
 
+use aspen::api::WriteOp;
 use aspen::api::{Output, Put};
 use aspen::command::Command;
 use aspen::testing::TestNode;
@@ -17,10 +18,10 @@ fn live(node: &TestNode, key: &str) -> bool {
 async fn ttl_and_leases_expire_through_raft() {
     let node = TestNode::start(21, |_| {}).await;
     let put = node
-        .write(Command::Put(Put {
+        .write(Command::Write(WriteOp::Put(Put {
             ttl_ms: Some(100),
             ..Put::new("short", "v")
-        }))
+        })))
         .await
         .unwrap();
     node.put("stays", "v").await.unwrap();
@@ -47,38 +48,41 @@ async fn ttl_and_leases_expire_through_raft() {
     );
 
     let grant = node
-        .write(Command::LeaseGrant {
+        .write(Command::Write(WriteOp::LeaseGrant {
             id: 0,
             ttl_ms: 60_000,
-        })
+        }))
         .await
         .unwrap();
     let Ok(Output::Lease { id, .. }) = grant.result else {
         panic!("{grant:?}")
     };
     for key in ["l/a", "l/b"] {
-        node.write(Command::Put(Put {
+        node.write(Command::Write(WriteOp::Put(Put {
             lease: Some(id),
             ..Put::new(key, "v")
-        }))
+        })))
         .await
         .unwrap();
     }
-    let revoked = node.write(Command::LeaseRevoke { id }).await.unwrap();
+    let revoked = node
+        .write(Command::Write(WriteOp::LeaseRevoke { id }))
+        .await
+        .unwrap();
     assert_eq!(revoked.result, Ok(Output::LeaseRevoke { keys_deleted: 2 }));
     assert!(!live(&node, "l/a") && !live(&node, "l/b"));
 
     let grant = node
-        .write(Command::LeaseGrant { id: 0, ttl_ms: 100 })
+        .write(Command::Write(WriteOp::LeaseGrant { id: 0, ttl_ms: 100 }))
         .await
         .unwrap();
     let Ok(Output::Lease { id, .. }) = grant.result else {
         panic!("{grant:?}")
     };
-    node.write(Command::Put(Put {
+    node.write(Command::Write(WriteOp::Put(Put {
         lease: Some(id),
         ..Put::new("l/short", "v")
-    }))
+    })))
     .await
     .unwrap();
     assert!(

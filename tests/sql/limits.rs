@@ -1,3 +1,4 @@
+use aspen::api::WriteOp;
 use std::time::Duration;
 
 use aspen::api::{KeyRange, Put};
@@ -13,7 +14,7 @@ fn load(keys: u64) -> Loaded {
     for i in 0..keys {
         loaded.run(
             now,
-            Command::Put(Put::new(format!("k/{i:06}"), format!("v{i}"))),
+            Command::Write(WriteOp::Put(Put::new(format!("k/{i:06}"), format!("v{i}")))),
         );
     }
     loaded.flush();
@@ -151,9 +152,15 @@ async fn a_query_reads_one_snapshot_while_writes_go_on() {
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.num_rows() < 30_000, "the scan is still running");
     let now = now_ms();
-    loaded.run(now, Command::DeleteRange(KeyRange::prefix(b"k/")));
+    loaded.run(
+        now,
+        Command::Write(WriteOp::DeleteRange(KeyRange::prefix(b"k/"))),
+    );
     for i in 0..100 {
-        loaded.run(now, Command::Put(Put::new(format!("new/{i}"), "later")));
+        loaded.run(
+            now,
+            Command::Write(WriteOp::Put(Put::new(format!("new/{i}"), "later"))),
+        );
     }
     loaded.flush();
     let mut rows = first.num_rows();

@@ -1,4 +1,5 @@
 use aspen::api::Put;
+use aspen::api::WriteOp;
 use aspen::command::Command;
 use futures::StreamExt;
 
@@ -31,7 +32,7 @@ async fn key_filters_limit_and_projection_reach_the_scan() {
         };
         for i in 0..1_000u64 {
             let put = Put::new(format!("{name}/{i:06}"), format!("value {i}"));
-            loaded.run(now, Command::Put(put));
+            loaded.run(now, Command::Write(WriteOp::Put(put)));
         }
     }
     loaded.flush();

@@ -2,6 +2,7 @@
 //! does (no Raft needed to hold data), an independent model of what readers must see, and
 //! SQLite loaded from that model.
 
+use aspen::api::WriteOp;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,7 +115,7 @@ pub fn dataset() -> Dataset {
         let mut p = Put::new(key.clone(), value.clone());
         p.lease = lease;
         p.ttl_ms = ttl;
-        d.loaded.run(at, Command::Put(p));
+        d.loaded.run(at, Command::Write(WriteOp::Put(p)));
         let previous = d.model.get(&key).cloned();
         d.model.insert(
             key,
@@ -188,10 +189,10 @@ pub fn dataset() -> Dataset {
     for lease in 101..=105u64 {
         d.loaded.run(
             now,
-            Command::LeaseGrant {
+            Command::Write(WriteOp::LeaseGrant {
                 id: lease,
                 ttl_ms: hour * lease / 100,
-            },
+            }),
         );
         d.leases.insert(lease as i64, (hour * lease / 100) as i64);
     }
@@ -231,10 +232,10 @@ pub fn dataset() -> Dataset {
         let key = format!("users/{i:04}").into_bytes();
         d.loaded.run(
             now,
-            Command::Delete {
+            Command::Write(WriteOp::Delete {
                 key: key.clone(),
                 prev_kv: false,
-            },
+            }),
         );
         d.model.remove(&key);
     }

@@ -2,6 +2,7 @@
 //! versions, lease and TTL, the leases and the counters; a damaged or truncated file, or a
 //! target that already holds a store, is refused before anything is written.
 
+use aspen::api::WriteOp;
 use std::sync::Arc;
 
 use aspen::api::{KeyRange, Put, Txn, TxnOp};
@@ -29,45 +30,51 @@ fn populated() -> (tempfile::TempDir, Arc<Store>) {
             .collect();
         driver.run(
             NOW_MS,
-            Command::Txn(Txn {
+            Command::Write(WriteOp::Txn(Txn {
                 compares: vec![],
                 success,
                 failure: vec![],
-            }),
+            })),
         );
     }
     for i in 0..50 {
         driver.run(
             NOW_MS,
-            Command::Put(Put::new(format!("key/{:05}", i * 7), "again")),
+            Command::Write(WriteOp::Put(Put::new(format!("key/{:05}", i * 7), "again"))),
         );
     }
-    driver.run(NOW_MS, Command::DeleteRange(KeyRange::prefix(b"key/0019")));
     driver.run(
         NOW_MS,
-        Command::Put(Put::new(vec![0xff, 0x00, 0xfe], vec![0x80, 0x81])),
+        Command::Write(WriteOp::DeleteRange(KeyRange::prefix(b"key/0019"))),
     );
     driver.run(
         NOW_MS,
-        Command::Put(Put {
+        Command::Write(WriteOp::Put(Put::new(
+            vec![0xff, 0x00, 0xfe],
+            vec![0x80, 0x81],
+        ))),
+    );
+    driver.run(
+        NOW_MS,
+        Command::Write(WriteOp::Put(Put {
             ttl_ms: Some(3_600_000),
             ..Put::new("ttl/one", "x")
-        }),
+        })),
     );
     driver.run(
         NOW_MS,
-        Command::LeaseGrant {
+        Command::Write(WriteOp::LeaseGrant {
             id: 42,
             ttl_ms: 60_000,
-        },
+        }),
     );
     for key in ["lease/a", "lease/b"] {
         driver.run(
             NOW_MS,
-            Command::Put(Put {
+            Command::Write(WriteOp::Put(Put {
                 lease: Some(42),
                 ..Put::new(key, "held")
-            }),
+            })),
         );
     }
     (dir, store)
@@ -127,7 +134,10 @@ fn restore_gives_back_the_same_state() {
     assert_eq!(membership, Default::default());
 
     let mut driver = Driver::new(Arc::clone(&restored));
-    let response = driver.run(NOW_MS, Command::Put(Put::new("after", "restore")));
+    let response = driver.run(
+        NOW_MS,
+        Command::Write(WriteOp::Put(Put::new("after", "restore"))),
+    );
     assert_eq!(response.revision, source.revision() + 1);
 }
 

@@ -1,6 +1,7 @@
 //! `aspen-node check` and `storage::check::check_data_dir`: a sound data dir passes with the
 //! right figures; a corrupted meta, a damaged log entry and a damaged key are each named.
 
+use aspen::api::WriteOp;
 use std::process::Command as Process;
 use std::sync::Arc;
 
@@ -20,7 +21,10 @@ fn healthy_dir() -> tempfile::TempDir {
     let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
     let mut driver = Driver::new(Arc::clone(&store));
     for i in 0..20 {
-        driver.run(1_000, Command::Put(Put::new(format!("k{i:02}"), "v")));
+        driver.run(
+            1_000,
+            Command::Write(WriteOp::Put(Put::new(format!("k{i:02}"), "v"))),
+        );
     }
     store.close().expect("close");
     dir
@@ -168,7 +172,7 @@ fn format_1_file_is_upgraded_with_vault_metadata() {
         let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
         let mut driver = Driver::new(Arc::clone(&store));
         for key in ["vault/a/1", "vault/a/2", "vault/b/1", "plain"] {
-            driver.run(1_000, Command::Put(Put::new(key, "value")));
+            driver.run(1_000, Command::Write(WriteOp::Put(Put::new(key, "value"))));
         }
         store.close().expect("close");
     }
@@ -210,10 +214,10 @@ fn format_1_file_is_upgraded_with_vault_metadata() {
     let mut driver = Driver::new(Arc::clone(&store));
     driver.run(
         1_000,
-        Command::Delete {
+        Command::Write(WriteOp::Delete {
             key: b"vault/a/1".to_vec(),
             prev_kv: false,
-        },
+        }),
     );
     store.close().expect("close");
     drop(driver);

@@ -40,14 +40,14 @@ both_stores!(
 const NOW: u64 = 1_000_000;
 
 fn put(key: &str, value: &str) -> Command {
-    Command::Put(Put::new(key, value))
+    Command::Write(WriteOp::Put(Put::new(key, value)))
 }
 
 fn put_prev(key: &str, value: &str) -> Command {
-    Command::Put(Put {
+    Command::Write(WriteOp::Put(Put {
         prev_kv: true,
         ..Put::new(key, value)
-    })
+    }))
 }
 
 fn get(store: &Store, key: &str, now_ms: u64) -> Option<aspen::api::KeyValue> {
@@ -75,10 +75,10 @@ fn put_get_delete_follow_etcd_revisions(kind: Kind) {
 
     let response = d.run(
         NOW,
-        Command::Delete {
+        Command::Write(WriteOp::Delete {
             key: b"a".to_vec(),
             prev_kv: true,
-        },
+        }),
     );
     assert_eq!(response.revision, 3);
     assert!(
@@ -88,10 +88,10 @@ fn put_get_delete_follow_etcd_revisions(kind: Kind) {
 
     let response = d.run(
         NOW,
-        Command::Delete {
+        Command::Write(WriteOp::Delete {
             key: b"a".to_vec(),
             prev_kv: false,
-        },
+        }),
     );
     assert_eq!(response.revision, 3, "deleting nothing is not a revision");
     assert_eq!(
@@ -180,15 +180,18 @@ fn delete_range_and_prefix_count_live_keys(kind: Kind) {
         d.run(NOW, put(key, "v"));
     }
     let before = t.store.read(NOW).unwrap().revision();
-    let response = d.run(NOW, Command::DeleteRange(KeyRange::prefix(b"x/")));
+    let response = d.run(
+        NOW,
+        Command::Write(WriteOp::DeleteRange(KeyRange::prefix(b"x/"))),
+    );
     assert_eq!(response.result, Ok(Output::DeleteRange { deleted: 1_500 }));
     assert_eq!(response.revision, before + 1);
     let response = d.run(
         NOW,
-        Command::DeleteRange(KeyRange {
+        Command::Write(WriteOp::DeleteRange(KeyRange {
             start: b"b".to_vec(),
             end: Some(b"d".to_vec()),
-        }),
+        })),
     );
     assert_eq!(response.result, Ok(Output::DeleteRange { deleted: 2 }));
     let left: Vec<_> = all_keys(&t.store, NOW)
@@ -240,11 +243,11 @@ fn txn_compares_choose_a_branch_atomically(kind: Kind) {
     for c in holds {
         let response = d.run(
             NOW,
-            Command::Txn(Txn {
+            Command::Write(WriteOp::Txn(Txn {
                 compares: vec![c.clone()],
                 success: vec![],
                 failure: vec![],
-            }),
+            })),
         );
         assert!(
             matches!(
@@ -259,7 +262,7 @@ fn txn_compares_choose_a_branch_atomically(kind: Kind) {
     }
     let fails = d.run(
         NOW,
-        Command::Txn(Txn {
+        Command::Write(WriteOp::Txn(Txn {
             compares: vec![compare(
                 "missing",
                 CompareOp::NotEqual,
@@ -267,7 +270,7 @@ fn txn_compares_choose_a_branch_atomically(kind: Kind) {
             )],
             success: vec![],
             failure: vec![],
-        }),
+        })),
     );
     assert!(
         matches!(
@@ -285,7 +288,7 @@ fn txn_compares_choose_a_branch_atomically(kind: Kind) {
     );
 
     let cas = |expected: &str, new: &str| {
-        Command::Txn(Txn {
+        Command::Write(WriteOp::Txn(Txn {
             compares: vec![compare(
                 "k",
                 CompareOp::Equal,
@@ -299,7 +302,7 @@ fn txn_compares_choose_a_branch_atomically(kind: Kind) {
                 },
             ],
             failure: vec![TxnOp::Get { key: b"k".to_vec() }],
-        })
+        }))
     };
     let response = d.run(NOW, cas("v2", "v3"));
     assert_eq!(response.revision, 3, "a multi-key batch is one revision");
@@ -338,50 +341,50 @@ fn refused_commands_change_nothing(kind: Kind) {
     let cases: Vec<(Command, CommandError)> = vec![
         (put("", "v"), CommandError::KeyEmpty),
         (
-            Command::Put(Put::new(vec![b'k'; KEY_BYTES_MAX + 1], "v")),
+            Command::Write(WriteOp::Put(Put::new(vec![b'k'; KEY_BYTES_MAX + 1], "v"))),
             CommandError::KeyTooLarge {
                 bytes: KEY_BYTES_MAX as u64 + 1,
                 max: KEY_BYTES_MAX as u64,
             },
         ),
         (
-            Command::Put(Put::new("k", vec![0u8; VALUE_BYTES_MAX + 1])),
+            Command::Write(WriteOp::Put(Put::new("k", vec![0u8; VALUE_BYTES_MAX + 1]))),
             CommandError::ValueTooLarge {
                 bytes: VALUE_BYTES_MAX as u64 + 1,
                 max: VALUE_BYTES_MAX as u64,
             },
         ),
         (
-            Command::Put(Put {
+            Command::Write(WriteOp::Put(Put {
                 lease: Some(7),
                 ttl_ms: Some(10),
                 ..Put::new("k", "v")
-            }),
+            })),
             CommandError::LeaseAndTtl,
         ),
         (
-            Command::Put(Put {
+            Command::Write(WriteOp::Put(Put {
                 ttl_ms: Some(0),
                 ..Put::new("k", "v")
-            }),
+            })),
             CommandError::TtlOutOfRange {
                 ttl_ms: 0,
                 max: aspen::limits::TTL_MS_MAX,
             },
         ),
         (
-            Command::Put(Put {
+            Command::Write(WriteOp::Put(Put {
                 lease: Some(7),
                 ..Put::new("k", "v")
-            }),
+            })),
             CommandError::LeaseNotFound { id: 7 },
         ),
         (
-            Command::Txn(Txn {
+            Command::Write(WriteOp::Txn(Txn {
                 compares: vec![],
                 success: too_many,
                 failure: vec![],
-            }),
+            })),
             CommandError::TooManyTxnOps {
                 list: aspen::api::TxnList::Success,
                 count: TXN_OPS_MAX as u64 + 1,
@@ -389,7 +392,7 @@ fn refused_commands_change_nothing(kind: Kind) {
             },
         ),
         (
-            Command::Txn(Txn {
+            Command::Write(WriteOp::Txn(Txn {
                 compares: vec![compare(
                     "keep",
                     CompareOp::Equal,
@@ -403,25 +406,28 @@ fn refused_commands_change_nothing(kind: Kind) {
                     }),
                 ],
                 failure: vec![],
-            }),
+            })),
             CommandError::LeaseNotFound { id: 9 },
         ),
         (
-            Command::DeleteRange(KeyRange {
+            Command::Write(WriteOp::DeleteRange(KeyRange {
                 start: b"z".to_vec(),
                 end: Some(b"a".to_vec()),
-            }),
+            })),
             CommandError::RangeReversed,
         ),
         (
-            Command::LeaseRevoke { id: 5 },
+            Command::Write(WriteOp::LeaseRevoke { id: 5 }),
             CommandError::LeaseNotFound { id: 5 },
         ),
         (
-            Command::LeaseKeepAlive { id: 5 },
+            Command::Write(WriteOp::LeaseKeepAlive { id: 5 }),
             CommandError::LeaseNotFound { id: 5 },
         ),
-        (Command::LeaseRevoke { id: 0 }, CommandError::LeaseIdZero),
+        (
+            Command::Write(WriteOp::LeaseRevoke { id: 0 }),
+            CommandError::LeaseIdZero,
+        ),
     ];
     for (command, expected) in cases {
         let response = d.run(NOW, command);
@@ -443,10 +449,10 @@ fn ttl_hides_keys_and_expire_deletes_them(kind: Kind) {
     let mut d = Driver::new(t.store.clone());
     d.run(
         NOW,
-        Command::Put(Put {
+        Command::Write(WriteOp::Put(Put {
             ttl_ms: Some(500),
             ..Put::new("t", "v")
-        }),
+        })),
     );
     d.run(NOW, put("plain", "v"));
     assert!(get(&t.store, "t", NOW + 499).is_some());
@@ -507,10 +513,10 @@ fn ttl_hides_keys_and_expire_deletes_them(kind: Kind) {
 
     d.run(
         NOW,
-        Command::Put(Put {
+        Command::Write(WriteOp::Put(Put {
             ttl_ms: Some(10),
             ..Put::new("t", "v")
-        }),
+        })),
     );
     d.run(NOW + 20, put("t", "again"));
     let kv = get(&t.store, "t", NOW + 20).unwrap();
@@ -532,10 +538,10 @@ fn leases_attach_extend_and_revoke_keys(kind: Kind) {
     let mut d = Driver::new(t.store.clone());
     let granted = d.run(
         NOW,
-        Command::LeaseGrant {
+        Command::Write(WriteOp::LeaseGrant {
             id: 0,
             ttl_ms: 1_000,
-        },
+        }),
     );
     assert_eq!(
         granted.result,
@@ -546,27 +552,34 @@ fn leases_attach_extend_and_revoke_keys(kind: Kind) {
         })
     );
     assert_eq!(granted.revision, 0, "granting a lease is not a revision");
-    let second = d.run(NOW, Command::LeaseGrant { id: 0, ttl_ms: 50 });
+    let second = d.run(
+        NOW,
+        Command::Write(WriteOp::LeaseGrant { id: 0, ttl_ms: 50 }),
+    );
     assert!(matches!(second.result, Ok(Output::Lease { id: 2, .. })));
     assert_eq!(
-        d.run(NOW, Command::LeaseGrant { id: 2, ttl_ms: 5 }).result,
+        d.run(
+            NOW,
+            Command::Write(WriteOp::LeaseGrant { id: 2, ttl_ms: 5 })
+        )
+        .result,
         Err(CommandError::LeaseExists { id: 2 })
     );
     for key in ["l/a", "l/b", "l/c"] {
         d.run(
             NOW,
-            Command::Put(Put {
+            Command::Write(WriteOp::Put(Put {
                 lease: Some(1),
                 ..Put::new(key, "v")
-            }),
+            })),
         );
     }
     d.run(
         NOW,
-        Command::Put(Put {
+        Command::Write(WriteOp::Put(Put {
             lease: Some(2),
             ..Put::new("short", "v")
-        }),
+        })),
     );
     d.run(NOW, put("l/b", "detached by a put without lease"));
     let view = t.store.read(NOW).unwrap();
@@ -576,7 +589,7 @@ fn leases_attach_extend_and_revoke_keys(kind: Kind) {
     );
     assert_eq!(view.expired_leases(NOW + 50, 10).unwrap(), vec![2]);
 
-    let kept = d.run(NOW + 900, Command::LeaseKeepAlive { id: 1 });
+    let kept = d.run(NOW + 900, Command::Write(WriteOp::LeaseKeepAlive { id: 1 }));
     assert_eq!(
         kept.result,
         Ok(Output::Lease {
@@ -608,7 +621,7 @@ fn leases_attach_extend_and_revoke_keys(kind: Kind) {
     assert_eq!(expired.revision, before + 1);
     assert!(get(&t.store, "short", NOW + 1_000).is_none());
 
-    let revoked = d.run(NOW + 1_000, Command::LeaseRevoke { id: 1 });
+    let revoked = d.run(NOW + 1_000, Command::Write(WriteOp::LeaseRevoke { id: 1 }));
     assert_eq!(revoked.result, Ok(Output::LeaseRevoke { keys_deleted: 2 }));
     assert_eq!(revoked.revision, before + 2);
     let left: Vec<_> = all_keys(&t.store, NOW)
@@ -626,34 +639,37 @@ fn populate(d: &mut Driver) {
     }
     d.run(
         NOW,
-        Command::LeaseGrant {
+        Command::Write(WriteOp::LeaseGrant {
             id: 0,
             ttl_ms: 10_000,
-        },
+        }),
     );
-    d.run(NOW, Command::LeaseGrant { id: 40, ttl_ms: 20 });
+    d.run(
+        NOW,
+        Command::Write(WriteOp::LeaseGrant { id: 40, ttl_ms: 20 }),
+    );
     for i in 0..20 {
         d.run(
             NOW,
-            Command::Put(Put {
+            Command::Write(WriteOp::Put(Put {
                 lease: Some(1 + (i % 2) * 39),
                 ..Put::new(format!("lease/{i:02}"), "v")
-            }),
+            })),
         );
         d.run(
             NOW,
-            Command::Put(Put {
+            Command::Write(WriteOp::Put(Put {
                 ttl_ms: Some(10 + i),
                 ..Put::new(format!("ttl/{i:02}"), "v")
-            }),
+            })),
         );
     }
     d.run(
         NOW,
-        Command::Delete {
+        Command::Write(WriteOp::Delete {
             key: b"k/007".to_vec(),
             prev_kv: false,
-        },
+        }),
     );
 }
 
@@ -703,7 +719,10 @@ fn snapshot_restores_the_same_state_into_a_fresh_store(kind: Kind) {
         .expect("current snapshot");
     assert_eq!(current.last_log_id, meta.last_log_id);
     let mut next = Driver::new(target.store.clone());
-    let response = next.run(NOW, Command::LeaseGrant { id: 0, ttl_ms: 5 });
+    let response = next.run(
+        NOW,
+        Command::Write(WriteOp::LeaseGrant { id: 0, ttl_ms: 5 }),
+    );
     assert!(matches!(response.result, Ok(Output::Lease { id: 41, .. })));
 }
 

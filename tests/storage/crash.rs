@@ -3,6 +3,7 @@
 //! parent SIGKILLs it at random moments. After every kill the reopened file must hold every
 //! acknowledged entry, pass the cross-storage validation and redb's integrity check.
 
+use aspen::api::WriteOp;
 use std::io::{BufRead, BufReader};
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,7 +140,7 @@ fn crash_child_writer() {
         let batch: Vec<_> = (next..next + batch_size)
             .map(|i| {
                 let put = Put::new(format!("crash/{i:08}"), vec![b'v'; 256]);
-                entry(i, 0, Command::Put(put))
+                entry(i, 0, Command::Write(WriteOp::Put(put)))
             })
             .collect();
         store.append(&batch).expect("append");

@@ -2,6 +2,7 @@
 //! `crate::reference` must agree on every response (values, versions, revisions, errors) and
 //! on the whole state after each command, expiry index included.
 
+use aspen::api::WriteOp;
 use aspen::api::{Compare, CompareOp, CompareTarget, KeyRange, Put, Txn, TxnOp};
 use aspen::command::{Command, VaultLimits};
 use proptest::prelude::*;
@@ -66,18 +67,18 @@ fn txn_op() -> impl Strategy<Value = TxnOp> {
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        4 => put_strategy().prop_map(Command::Put),
-        2 => (key(), any::<bool>()).prop_map(|(key, prev_kv)| Command::Delete { key, prev_kv }),
-        1 => range_strategy().prop_map(Command::DeleteRange),
+        4 => put_strategy().prop_map(|put| Command::Write(WriteOp::Put(put))),
+        2 => (key(), any::<bool>()).prop_map(|(key, prev_kv)| Command::Write(WriteOp::Delete { key, prev_kv })),
+        1 => range_strategy().prop_map(|range| Command::Write(WriteOp::DeleteRange(range))),
         3 => (
             prop::collection::vec(compare_strategy(), 0..3),
             prop::collection::vec(txn_op(), 0..4),
             prop::collection::vec(txn_op(), 0..3),
         )
-            .prop_map(|(compares, success, failure)| Command::Txn(Txn { compares, success, failure })),
-        2 => (0u64..5, 1u64..600).prop_map(|(id, ttl_ms)| Command::LeaseGrant { id, ttl_ms }),
-        1 => (0u64..5).prop_map(|id| Command::LeaseRevoke { id }),
-        1 => (1u64..5).prop_map(|id| Command::LeaseKeepAlive { id }),
+            .prop_map(|(compares, success, failure)| Command::Write(WriteOp::Txn(Txn { compares, success, failure }))),
+        2 => (0u64..5, 1u64..600).prop_map(|(id, ttl_ms)| Command::Write(WriteOp::LeaseGrant { id, ttl_ms })),
+        1 => (0u64..5).prop_map(|id| Command::Write(WriteOp::LeaseRevoke { id })),
+        1 => (1u64..5).prop_map(|id| Command::Write(WriteOp::LeaseKeepAlive { id })),
         2 => (prop::collection::vec(key(), 0..4), prop::collection::vec(1u64..5, 0..3))
             .prop_map(|(keys, leases)| Command::Expire { keys, leases }),
         1 => (1u64..4, 1u64..4).prop_map(|(vaults_max, keys_per_vault_max)| {

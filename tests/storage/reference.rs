@@ -104,25 +104,25 @@ impl Model {
 
     fn execute(&mut self, step: &mut Step, command: &Command) -> Result<Output, CommandError> {
         match command {
-            Command::Put(put) => {
+            Command::Write(WriteOp::Put(put)) => {
                 self.check_lease(step, put)?;
                 self.check_vault_room([put])?;
                 Ok(Output::Put {
                     prev: self.put(step, put),
                 })
             }
-            Command::Delete { key, prev_kv } => {
+            Command::Write(WriteOp::Delete { key, prev_kv }) => {
                 let prev = self.delete(step, key);
                 Ok(Output::Delete {
                     deleted: prev.is_some() as u64,
                     prev: prev.filter(|_| *prev_kv),
                 })
             }
-            Command::DeleteRange(range) => Ok(Output::DeleteRange {
+            Command::Write(WriteOp::DeleteRange(range)) => Ok(Output::DeleteRange {
                 deleted: self.delete_range(step, range),
             }),
-            Command::Txn(txn) => self.txn(step, txn),
-            Command::LeaseGrant { id, ttl_ms } => {
+            Command::Write(WriteOp::Txn(txn)) => self.txn(step, txn),
+            Command::Write(WriteOp::LeaseGrant { id, ttl_ms }) => {
                 let id = if *id == 0 {
                     while self.leases.contains_key(&self.next_lease_id) {
                         self.next_lease_id += 1;
@@ -147,11 +147,11 @@ impl Model {
                     deadline_ms: record.deadline_ms,
                 })
             }
-            Command::LeaseRevoke { id } => match self.revoke(step, *id) {
+            Command::Write(WriteOp::LeaseRevoke { id }) => match self.revoke(step, *id) {
                 Some(keys_deleted) => Ok(Output::LeaseRevoke { keys_deleted }),
                 None => Err(CommandError::LeaseNotFound { id: *id }),
             },
-            Command::LeaseKeepAlive { id } => {
+            Command::Write(WriteOp::LeaseKeepAlive { id }) => {
                 if !self.lease_live(step, *id) {
                     return Err(CommandError::LeaseNotFound { id: *id });
                 }

@@ -26,14 +26,15 @@ impl Drop for Guard {
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Guard> for Builder {
     async fn build(&self) -> Result<(Guard, LogStore, StateMachineStore), RaftStorageError> {
         let test_store = open(self.0);
+        let writer = StorageWriter::default();
         let args = StorageArgs {
             store: test_store.store.clone(),
             faults: Default::default(),
+            writer: writer.clone(),
         };
         let (actor, _) = Actor::spawn(None, StorageActor, args)
             .await
             .expect("storage actor");
-        let writer = StorageWriter::new(actor.clone());
         let log = LogStore::new(test_store.store.clone(), writer.clone(), 1);
         let sm = StateMachineStore::new(test_store.store.clone(), writer, 1);
         let guard = Guard {
