@@ -1,63 +1,46 @@
 #!/usr/bin/env bash
-# The figures of docs/performance.md: `aspen bench` against a local 3-node cluster and a
-# single node (`aspen-node cluster`, release build, loopback, temporary data dirs), 256-byte
-# values, 16-byte keys, keyspace 10,000: put with 1, 16, 64 and 256 clients, then linearizable
-# get with 64 clients (after one put of every key). Each line runs REPS times (default 3) for
-# DURATION each (default 8s); the summary prints the median run by throughput, as JSON lines
-# in bench-results.jsonl and as a table.
-# Usage: scripts/bench.sh [REPS] [DURATION]
+# Aspen against etcd 3.4 in one run, and the ratio table of docs/performance.md. Runs the
+# shared driver (../shared/bench/compare.sh: for each round Aspen on 3 nodes and on 1, then
+# etcd the same; put with 1/16/64/256 clients and linearizable get with 64 on 3 nodes, put
+# with 1 and 64 on 1 node; 256-byte values; release build), then prints its table with the
+# Aspen/etcd column and, from the same Aspen runs, each node's CPU seconds per 1,000
+# operations and resident memory. The driver installs etcd-server and protobuf-compiler with
+# apt when missing; ports 2379-2380, 22379-22380 and 32379-32380 must be free.
+# Usage: scripts/bench.sh [ROUNDS] [SECONDS]   (default 2 rounds, 8 s per scenario)
+# Writes the raw lines to bench-etcd.jsonl and the Aspen reports to bench-aspen.jsonl.
 set -euo pipefail
-reps=${1:-3}
-duration=${2:-8s}
+rounds=${1:-2}
+seconds=${2:-8}
 cd "$(dirname "$0")/.."
+shared=${ASPEN_SHARED:-../shared}
+[ -x "$shared/bench/compare.sh" ] || { echo "bench: $shared/bench/compare.sh not found (set ASPEN_SHARED)" >&2; exit 2; }
 cargo build --release --bins
-bin=target/release
-out=bench-results.jsonl
-: > "$out"
 work=$(mktemp -d)
-cluster_pid=
-stop_cluster() {
-    if [ -n "$cluster_pid" ]; then kill -INT "$cluster_pid" 2>/dev/null || true; wait "$cluster_pid" 2>/dev/null || true; fi
-    cluster_pid=
-}
-trap 'stop_cluster; rm -rf "$work"' EXIT
-
-run() { # topology, then aspen bench arguments
-    local topology=$1; shift
-    local runs=()
-    for _ in $(seq 1 "$reps"); do
-        runs+=("$("$bin/aspen" --output json bench "$@")")
-    done
-    printf '%s\n' "${runs[@]}" | python3 -c '
+trap 'rm -rf "$work"' EXIT
+# compare.sh drives `aspen` from a directory: this one's `aspen` also keeps each bench report.
+ln -s "$PWD/target/release/aspen-node" "$work/aspen-node"
+cat > "$work/aspen" <<EOF
+#!/usr/bin/env bash
+out=\$("$PWD/target/release/aspen" "\$@")
+status=\$?
+case " \$* " in *" json bench "*) printf '%s\n' "\$out" >> "$PWD/bench-aspen.jsonl" ;; esac
+printf '%s\n' "\$out"
+exit \$status
+EOF
+chmod +x "$work/aspen"
+: > bench-aspen.jsonl
+"$shared/bench/compare.sh" "$work" "$rounds" "$seconds" | tee bench-etcd.jsonl
+echo
+python3 "$shared/bench/table.py" bench-etcd.jsonl
+echo
+python3 - bench-aspen.jsonl <<'PY'
 import json, sys
-runs = sorted((json.loads(l) for l in sys.stdin), key=lambda r: r["throughput_ops_s"])
-median = runs[len(runs) // 2]
-median["topology"] = sys.argv[1]
-median["runs_throughput"] = [round(r["throughput_ops_s"]) for r in runs]
-print(json.dumps(median))' "$topology" | tee -a "$out"
-}
-
-for nodes in 3 1; do
-    rm -rf "$work/data"
-    "$bin/aspen-node" cluster --nodes "$nodes" --data-dir "$work/data" > "$work/cluster.out" 2>&1 &
-    cluster_pid=$!
-    for _ in $(seq 1 300); do grep -q "ASPEN_NODE=" "$work/cluster.out" && break; sleep 0.1; done
-    export "$(grep -o 'ASPEN_NODE=.*' "$work/cluster.out" | head -1)"
-    topology="$nodes-node"
-    for clients in 1 16 64 256; do
-        connections=$(( clients < 16 ? clients : 16 ))
-        run "$topology" put --clients "$clients" --connections "$connections" --duration "$duration"
-    done
-    "$bin/aspen" bench put --clients 64 --connections 16 --total 10000 > /dev/null
-    run "$topology" get --clients 64 --connections 16 --duration "$duration"
-    stop_cluster
-done
-
-python3 - "$out" <<'PY'
-import json, sys
-print(f"{'topology':9} {'workload':8} {'clients':>7} {'ops/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  runs (ops/s)")
+print("| Aspen run | clients | ops/s | CPU s per 1,000 ops, by node | sum | RSS MB, by node |")
+print("|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    print(f"{r['topology']:9} {r['workload']:8} {r['clients']:7} {r['throughput_ops_s']:8.0f} "
-          f"{r['latency_ms']['p50']:8.2f} {r['latency_ms']['p99']:8.2f} {r['errors']:6}  {r['runs_throughput']}")
+    cpu, rss = r.get("cpu_s_per_1000_ops", {}), r.get("rss_mb", {})
+    print(f"| {r['nodes']} node(s) {r['workload']} | {r['clients']} | {r['throughput_ops_s']:.0f} | "
+          f"{' / '.join(f'{v:.3f}' for v in cpu.values())} | {sum(cpu.values()):.3f} | "
+          f"{' / '.join(str(v) for v in rss.values())} |")
 PY

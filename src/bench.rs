@@ -1,7 +1,9 @@
 //! `aspen bench`: a load generator in the manner of etcd's `benchmark` tool. Clients (tasks) share
 //! connections (one QUIC endpoint each, spread over the given nodes) and issue one request at a
 //! time until the run reaches `--total` operations or `--duration`; latencies of successful
-//! operations go into an HdrHistogram, failures are counted by kind.
+//! operations go into an HdrHistogram, failures are counted by kind. Each node reports (in its
+//! status, read before and after the run) the CPU time its process spent, as seconds per 1,000
+//! operations, and its resident memory.
 //!
 //! Long because the workloads, the closed loop and the report (text and JSON) form one tool.
 
@@ -16,7 +18,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::api::{Compare, CompareOp, CompareTarget, Consistency, Output, Put, Txn, TxnOp};
+use crate::api::{
+    Compare, CompareOp, CompareTarget, Consistency, NodeId, Output, ProcessUsage, Put, Txn, TxnOp,
+};
 use crate::client::{Client, Error as ClientError};
 use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::net::endpoint::NodeAddress;
@@ -102,6 +106,25 @@ pub struct Report {
     pub hits: u64,
     /// txn-cas: swaps refused because the key changed (a conflict, not an error).
     pub conflicts: u64,
+    /// Each node's process during the run (nodes that did not report it are left out).
+    pub processes: Vec<NodeProcess>,
+}
+
+/// What one node's process spent during a run, from its status before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeProcess {
+    pub node_id: NodeId,
+    /// CPU time used during the run.
+    pub cpu_ms: u64,
+    /// Resident memory at the end.
+    pub rss_bytes: u64,
+}
+
+impl NodeProcess {
+    /// CPU seconds per 1,000 successful operations of the run.
+    fn cpu_s_per_1000(&self, ops: u64) -> f64 {
+        self.cpu_ms as f64 / ops.max(1) as f64
+    }
 }
 
 impl Report {
@@ -135,6 +158,16 @@ impl Report {
             "errors_by_kind": self.errors,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "throughput_ops_s": self.throughput(),
+            "cpu_s_per_1000_ops": self
+                .processes
+                .iter()
+                .map(|p| (p.node_id.to_string(), json!(p.cpu_s_per_1000(self.ok()))))
+                .collect::<serde_json::Map<_, _>>(),
+            "rss_mb": self
+                .processes
+                .iter()
+                .map(|p| (p.node_id.to_string(), json!(p.rss_bytes / 1_000_000)))
+                .collect::<serde_json::Map<_, _>>(),
             "latency_ms": {
                 "mean": self.histogram.mean() / 1000.0,
                 "p50": self.percentile_ms(0.5),
@@ -197,6 +230,21 @@ impl Report {
             self.histogram.max() as f64 / 1000.0,
             self.histogram.mean() / 1000.0,
         ));
+        if !self.processes.is_empty() {
+            let per_node: Vec<String> = self
+                .processes
+                .iter()
+                .map(|p| {
+                    format!(
+                        "node {} {:.3} s ({} MB RSS)",
+                        p.node_id,
+                        p.cpu_s_per_1000(self.ok()),
+                        p.rss_bytes / 1_000_000
+                    )
+                })
+                .collect();
+            text.push_str(&format!("cpu/1000 ops {}\n", per_node.join(", ")));
+        }
         match self.workload {
             Workload::Get => text.push_str(&format!("found        {}\n", self.hits)),
             Workload::TxnCas => text.push_str(&format!(
@@ -328,6 +376,7 @@ pub async fn run(
             .prefer(i % nodes.len());
         connections.push(Arc::new(client));
     }
+    let cpu_before = process_usage(&connections[0], nodes).await;
     let start = Instant::now();
     let budget = Arc::new(Budget {
         issued: AtomicU64::new(0),
@@ -375,7 +424,20 @@ pub async fn run(
         hits += tally.hits;
         conflicts += tally.conflicts;
     }
+    let cpu_after = process_usage(&connections[0], nodes).await;
+    let processes = cpu_after
+        .iter()
+        .filter_map(|(node_id, after)| {
+            let before = cpu_before.get(node_id)?;
+            Some(NodeProcess {
+                node_id: *node_id,
+                cpu_ms: after.cpu_ms.saturating_sub(before.cpu_ms),
+                rss_bytes: after.rss_bytes,
+            })
+        })
+        .collect();
     Ok(Report {
+        processes,
         workload,
         options: Arc::unwrap_or_clone(options),
         nodes: nodes.len(),
@@ -385,6 +447,19 @@ pub async fn run(
         hits,
         conflicts,
     })
+}
+
+/// Each node's process usage from its status (nodes that do not answer are left out).
+async fn process_usage(client: &Client, nodes: &[NodeAddress]) -> BTreeMap<NodeId, ProcessUsage> {
+    let mut usage = BTreeMap::new();
+    for node in nodes {
+        if let Ok(status) = client.status_of(node).await
+            && let Some(process) = status.process
+        {
+            usage.insert(status.node_id, process);
+        }
+    }
+    usage
 }
 
 fn new_histogram() -> Histogram<u64> {

@@ -3,14 +3,19 @@
 //! client retries only where that is safe: every read, a write never sent (the connection failed),
 //! and a write the cluster answered with "not leader" (it was never proposed). A write whose
 //! outcome is unknown (a timeout, a broken stream) is returned as an error, never silently sent
-//! twice.
+//! twice. Requests the leader serves (writes, linearizable reads) go to the leader the last
+//! answer named, when it is among the given nodes (learned from one status answer), so they
+//! are not forwarded. With no live connection to the node it would try, the client dials every
+//! given node at once and goes to the first that answers, so a dead node early in the list
+//! costs nothing.
 //!
 //! Long because every operation a client can ask is one short method on `Client`, over one retry
 //! loop.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::api::*;
 use crate::limits::FRAME_BYTES_MAX;
@@ -19,6 +24,8 @@ use crate::net::endpoint::{AddressError, NodeAddress};
 
 /// How long one request waits for its response, by default.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a connection attempt to one node may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a request keeps being retried (leader elections take a few election timeouts).
 pub const RETRY_BUDGET: Duration = Duration::from_secs(10);
 
@@ -102,11 +109,24 @@ pub struct Lease {
 pub struct Client {
     connections: Connections,
     nodes: Vec<NodeAddress>,
-    /// The node tried first: the last one that answered.
+    /// The node tried first: the last one that answered, or the leader it named.
     preferred: AtomicUsize,
+    /// Which of `nodes` each member is, from a status answer.
+    members: Mutex<Members>,
     retry_budget: Duration,
     request_timeout: Duration,
 }
+
+/// Raft node id → index in `Client::nodes`, and when it was last learned.
+#[derive(Debug, Default)]
+struct Members {
+    index_of: BTreeMap<NodeId, usize>,
+    learned: Option<Instant>,
+}
+
+/// A leader the client cannot place is looked up again (one status request) at most this
+/// often: membership changes are rare, and a leader outside the given nodes stays unplaced.
+const MEMBERS_RELEARN: Duration = Duration::from_secs(1);
 
 impl Client {
     /// A client for the nodes at `nodes` (any subset of the cluster). Binds a local endpoint
@@ -124,9 +144,10 @@ impl Client {
             .await
             .map_err(|e| Error::Setup(e.to_string()))?;
         Ok(Client {
-            connections: Connections::new(endpoint, Duration::from_secs(3)),
+            connections: Connections::new(endpoint, CONNECT_TIMEOUT),
             nodes: nodes.to_vec(),
             preferred: AtomicUsize::new(0),
+            members: Mutex::default(),
             retry_budget: RETRY_BUDGET,
             request_timeout: REQUEST_TIMEOUT,
         })
@@ -147,10 +168,21 @@ impl Client {
         self
     }
 
+    /// The node the next request goes to first: the last that answered, or the leader it named.
+    pub fn preferred_node(&self) -> NodeAddress {
+        self.nodes[self.preferred.load(Ordering::Relaxed) % self.nodes.len()]
+    }
+
     /// Wait at most this long for each response (SQL queries get their timeout's ceiling on
     /// top). A request to a node that died unnoticed fails after it, its outcome unknown.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Wait at most this long for a connection to one node (default `CONNECT_TIMEOUT`).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connections = self.connections.with_connect_timeout(timeout);
         self
     }
 
@@ -181,9 +213,21 @@ impl Client {
         let deadline = tokio::time::Instant::now() + self.retry_budget;
         let mut delay = Duration::from_millis(20);
         loop {
-            let index = self.preferred.load(Ordering::Relaxed) % self.nodes.len();
+            let mut index = self.preferred.load(Ordering::Relaxed) % self.nodes.len();
+            if !self.connections.is_live(&self.nodes[index], CLIENT_ALPN)
+                && let Some(reachable) = self.first_reachable().await
+            {
+                index = reachable;
+                self.preferred.store(index, Ordering::Relaxed);
+            }
             let node = self.nodes[index];
-            let error = match self.request_to(&node, op.clone()).await {
+            let answer = self.request_to(&node, op.clone()).await;
+            if let Ok(response) = &answer
+                && op.wants_leader()
+            {
+                self.follow_leader(response.leader, index).await;
+            }
+            let error = match answer {
                 Ok(response) => match response.result {
                     Err(error @ ClientError::NotLeader { .. }) => Error::Server(error),
                     Err(error @ ClientError::Unavailable(_)) if op.is_read() => {
@@ -211,6 +255,68 @@ impl Client {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// Dials every given node at once and returns the first that answers (its connection is
+    /// pooled; the slower attempts are dropped). `None` when none answers.
+    async fn first_reachable(&self) -> Option<usize> {
+        let attempts = self.nodes.iter().enumerate().map(|(index, node)| {
+            Box::pin(async move {
+                self.connections
+                    .connection(node, CLIENT_ALPN)
+                    .await
+                    .map(|_| index)
+            })
+        });
+        futures::future::select_ok(attempts)
+            .await
+            .ok()
+            .map(|(index, _)| index)
+    }
+
+    /// Makes `leader` the preferred node when it is one of the given nodes (`asked` just
+    /// answered). Learns which node is which from `asked`'s status the first time.
+    async fn follow_leader(&self, leader: Option<NodeId>, asked: usize) {
+        let Some(leader) = leader else { return };
+        let (known, stale) = {
+            let members = crate::sync::lock(&self.members);
+            let stale = members
+                .learned
+                .is_none_or(|at| at.elapsed() >= MEMBERS_RELEARN);
+            (members.index_of.get(&leader).copied(), stale)
+        };
+        let index = match known {
+            Some(index) => Some(index),
+            None if stale => self.learn_members(asked).await.get(&leader).copied(),
+            None => None,
+        };
+        if let Some(index) = index {
+            self.preferred.store(index, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks node `asked` for the membership and records which given node each member is.
+    async fn learn_members(&self, asked: usize) -> BTreeMap<NodeId, usize> {
+        let status = self.request_to(&self.nodes[asked], ClientOp::Status).await;
+        let mut index_of = BTreeMap::new();
+        if let Ok(ClientResponse {
+            result: Ok(ClientOutput::Status(status)),
+            ..
+        }) = status
+        {
+            for member in &status.members {
+                let Ok(address) = member.address.parse::<NodeAddress>() else {
+                    continue;
+                };
+                if let Some(index) = self.nodes.iter().position(|n| n.id == address.id) {
+                    index_of.insert(member.id, index);
+                }
+            }
+        }
+        let mut members = crate::sync::lock(&self.members);
+        members.index_of = index_of.clone();
+        members.learned = Some(Instant::now());
+        index_of
     }
 
     async fn write(&self, op: WriteOp) -> Result<Written> {
@@ -308,7 +414,9 @@ impl Client {
             all.kvs.extend(page.kvs);
             all.continuation = page.continuation;
         }
-        all.count = all.kvs.len() as u64;
+        if !options.count_only {
+            all.count = all.kvs.len() as u64;
+        }
         Ok(all)
     }
 

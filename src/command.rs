@@ -121,6 +121,18 @@ impl Command {
     }
 }
 
+impl Request {
+    /// Bytes of keys and values the request carries, roughly: what bounds a replication step.
+    pub fn payload_bytes(&self) -> usize {
+        match &self.command {
+            Command::Write(op) => op.payload_bytes(),
+            Command::Expire { keys, .. } => keys.iter().map(Vec::len).sum(),
+            Command::SetVaultLimits(_) => 0,
+            Command::Batch(items) => items.iter().map(|item| item.op.payload_bytes()).sum(),
+        }
+    }
+}
+
 impl From<WriteOp> for Command {
     fn from(op: WriteOp) -> Self {
         Command::Write(op)

@@ -19,6 +19,11 @@ pub const PROPOSAL_BATCH_MAX: usize = 256;
 /// A batch stops growing once its requests carry this many bytes of keys and values (a request
 /// bigger than that is proposed alone), so one entry stays well inside a replication frame.
 pub const PROPOSAL_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// One AppendEntries carries at most this many bytes of keys and values (and always at least
+/// one entry): openraft 0.9 gives each AppendEntries one heartbeat interval to be sent,
+/// written and answered, and drops it as timed out after that, so a follower far behind
+/// catches up in steps that each fit the interval.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// Longest TTL for a key or a lease: one year, so `now + ttl` never overflows.
 pub const TTL_MS_MAX: u64 = 365 * 24 * 60 * 60 * 1000;
 /// Keys removed per redb range pass while deleting a range: bounds memory, not the range.

@@ -16,6 +16,9 @@ pub const RAFT_PROPOSALS_COMMITTED: &str = "aspen_raft_proposals_committed_total
 pub const RAFT_PROPOSALS_FAILED: &str = "aspen_raft_proposals_failed_total";
 /// Requests per Raft log entry the leader proposed (group commit; 1 when proposed alone).
 pub const RAFT_BATCH_REQUESTS: &str = "aspen_raft_batch_requests";
+/// Quorum rounds run for linearizable reads, and the reads each answered.
+pub const READ_BARRIER_ROUNDS: &str = "aspen_read_barrier_rounds_total";
+pub const READ_BARRIER_READS: &str = "aspen_read_barrier_reads";
 pub const STORAGE_FSYNC_SECONDS: &str = "aspen_storage_fsync_duration_seconds";
 pub const STORAGE_APPLY_SECONDS: &str = "aspen_storage_apply_duration_seconds";
 pub const STORAGE_DB_SIZE_BYTES: &str = "aspen_storage_db_size_bytes";
@@ -37,7 +40,8 @@ pub const STORAGE_COMPACTION_SECONDS: &str = "aspen_storage_compaction_duration_
 /// Buckets (seconds) for compactions: 1 ms to 2 minutes.
 const COMPACTION_BUCKETS: [f64; 10] = [0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 120.0];
 
-/// Requests per proposed log entry: 1 to `limits::PROPOSAL_BATCH_MAX`.
+/// Requests per proposed log entry (1 to `limits::PROPOSAL_BATCH_MAX`), and reads per read
+/// barrier round.
 const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// Latency buckets (seconds) for fsync and apply: 50 µs to 1 s.
@@ -63,6 +67,12 @@ pub fn handle() -> &'static PrometheusHandle {
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(RAFT_BATCH_REQUESTS.into()),
+                    &BATCH_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(READ_BARRIER_READS.into()),
                     &BATCH_BUCKETS,
                 )
             })

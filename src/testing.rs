@@ -211,7 +211,9 @@ impl TestNode {
         let (applied, _) = store.applied_state().expect("applied state");
         let applied = applied.expect("something applied");
         let lower = LogId::new(applied.leader_id, applied.index - 1);
-        store.save_committed(Some(&lower)).expect("write committed");
+        store.save_committed(Some(&lower)).expect("save committed");
+        // The saved value reaches the file with the next commit that writes it: the close.
+        store.close().expect("write committed");
         (applied.index, lower.index)
     }
 

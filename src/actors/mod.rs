@@ -13,6 +13,7 @@ mod proposer;
 pub mod raft;
 mod raft_error;
 pub mod raft_storage;
+mod read_barrier;
 pub mod sql;
 pub mod storage;
 pub mod ttl;

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::RaftError as OpenraftError;
 use openraft::{BasicNode, Raft, RaftMetrics};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -17,6 +16,7 @@ use crate::actors::ActorKind;
 use crate::actors::proposer::{Proposal, Proposer, Queued};
 pub use crate::actors::raft_error::RaftError;
 use crate::actors::raft_storage::{LogStore, StateMachineStore};
+use crate::actors::read_barrier::ReadRounds;
 use crate::actors::storage::StorageWriter;
 use crate::api::NodeId;
 use crate::command::{BatchItem, Command, Request, Response, TypeConfig};
@@ -128,6 +128,8 @@ impl Actor for RaftActor {
 pub struct RaftHandle {
     node_id: NodeId,
     published: Arc<Mutex<Option<Published>>>,
+    /// Linearizable reads waiting for a quorum round (coalesced).
+    reads: Arc<ReadRounds>,
     /// How long a write or a read barrier waits for its answer.
     timeout: Duration,
 }
@@ -156,6 +158,7 @@ impl RaftHandle {
         RaftHandle {
             node_id,
             published: Arc::default(),
+            reads: Arc::default(),
             timeout,
         }
     }
@@ -251,17 +254,16 @@ impl RaftHandle {
     /// Confirms leadership with a quorum and waits until the state machine caught up: a read
     /// of the local store after this is linearizable.
     pub async fn read_barrier(&self) -> Result<(), RaftError> {
-        let raft = self.raft().ok_or(RaftError::NotRunning)?;
-        match tokio::time::timeout(self.timeout, raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(OpenraftError::APIError(
-                openraft::error::CheckIsLeaderError::ForwardToLeader(forward),
-            ))) => Err(RaftError::NotLeader {
-                leader: forward.leader_id,
-            }),
-            Ok(Err(error)) => Err(RaftError::Unavailable(error.to_string())),
-            Err(_) => Err(RaftError::Timeout(self.timeout.as_millis() as u64)),
-        }
+        let handle = self.clone();
+        self.reads
+            .barrier(move || handle.raft(), self.node_id, self.timeout)
+            .await
+    }
+
+    /// Quorum rounds the read barriers ran so far (each answers every read queued when it
+    /// started).
+    pub fn read_rounds(&self) -> u64 {
+        self.reads.rounds()
     }
 
     /// Builds a snapshot of everything applied now and waits (at most `timeout`) until it

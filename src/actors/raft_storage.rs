@@ -5,7 +5,8 @@
 //!
 //! `append()` commits once with fsync and only then signals openraft's flush callback; it never
 //! applies anything (applying uncommitted entries would expose writes a new leader may
-//! truncate). `apply()` and `save_committed()` commit without fsync.
+//! truncate). `apply()` commits without fsync; `save_committed()` is kept in memory and
+//! written by the next apply.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;

@@ -35,8 +35,9 @@ pub struct StorageState {
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 /// Every write the store accepts. Each commits one transaction: `Append`, `SaveVote`,
-/// `Truncate`, `Purge` and `InstallSnapshot` with fsync, `Apply` and `SaveCommitted` without
-/// (durable with the next fsync'd commit); `Compact` rewrites the file in place.
+/// `Truncate`, `Purge` and `InstallSnapshot` with fsync, `Apply` without (durable with the
+/// next fsync'd commit); `SaveCommitted` is kept in memory and written by the next `Apply`;
+/// `Compact` rewrites the file in place.
 pub enum StorageMsg {
     /// Append Raft log entries.
     Append(Vec<Entry>, Reply<()>),
@@ -96,6 +97,11 @@ impl Actor for StorageActor {
                 Ok(())
             }
             StorageMsg::Panic(reason) => panic!("storage: injected panic: {reason}"),
+            // Kept in memory until the next apply writes it: no I/O, so no blocking thread.
+            StorageMsg::SaveCommitted(committed, reply) => {
+                let _ = reply.send(state.store.save_committed(committed.as_ref()));
+                Ok(())
+            }
             write => on_write(state, write).await,
         }
     }
@@ -122,9 +128,6 @@ fn run(store: &Store, write: StorageMsg) {
         StorageMsg::SaveVote(vote, reply) => {
             let _ = reply.send(store.save_vote(&vote));
         }
-        StorageMsg::SaveCommitted(committed, reply) => {
-            let _ = reply.send(store.save_committed(committed.as_ref()));
-        }
         StorageMsg::Truncate(index, reply) => {
             let _ = reply.send(store.truncate(index));
         }
@@ -137,7 +140,7 @@ fn run(store: &Store, write: StorageMsg) {
         StorageMsg::Compact(wait_for_open, reply) => {
             let _ = reply.send(store.compact(wait_for_open));
         }
-        StorageMsg::Ping(_) | StorageMsg::Panic(_) => {
+        StorageMsg::Ping(_) | StorageMsg::Panic(_) | StorageMsg::SaveCommitted(..) => {
             unreachable!("answered in the handler")
         }
     }

@@ -95,6 +95,22 @@ pub enum ClientOp {
 }
 
 impl ClientOp {
+    /// Whether the leader serves the operation (a follower would forward it): writes,
+    /// linearizable reads and membership changes. A client sends these to the leader it knows.
+    pub fn wants_leader(&self) -> bool {
+        match self {
+            ClientOp::Write(_)
+            | ClientOp::AddLearner { .. }
+            | ClientOp::Promote { .. }
+            | ClientOp::Remove { .. } => true,
+            ClientOp::Range { consistency, .. }
+            | ClientOp::LeaseList { consistency }
+            | ClientOp::Sql { consistency, .. }
+            | ClientOp::VaultList { consistency } => *consistency == Consistency::Linearizable,
+            ClientOp::ClusterInit { .. } | ClientOp::Status => false,
+        }
+    }
+
     /// Whether the operation changes nothing, so sending it twice is harmless.
     pub fn is_read(&self) -> bool {
         matches!(
@@ -163,6 +179,17 @@ pub struct ClusterStatus {
     pub last_log_index: Option<u64>,
     pub last_applied: Option<u64>,
     pub members: Vec<Member>,
+    /// What the node's process has used so far (Linux: from `/proc/self`; `None` elsewhere).
+    pub process: Option<ProcessUsage>,
+}
+
+/// A node process's resource use, as `/proc/self/stat` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessUsage {
+    /// User plus system CPU time of all its threads, in milliseconds.
+    pub cpu_ms: u64,
+    /// Resident memory, in bytes.
+    pub rss_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

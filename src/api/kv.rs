@@ -66,7 +66,9 @@ impl KeyRange {
 /// Write `value` at `key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Put {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Attach the key to this lease: it is deleted when the lease is revoked or expires.
     pub lease: Option<u64>,
@@ -330,7 +332,9 @@ pub(crate) fn check_ttl(ttl_ms: u64) -> Result<(), CommandError> {
 /// A key and its record, as returned to readers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub version: u64,
     pub create_revision: u64,

@@ -58,6 +58,12 @@ impl Connections {
         }
     }
 
+    /// The same pool with another connect timeout.
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
     /// A live connection to `to` on `alpn`: the pooled one, or a new one.
     pub async fn connection(
         &self,
@@ -82,6 +88,13 @@ impl Connections {
         .map_err(|e| connect_error(e.to_string()))?;
         self.lock().insert((*to, alpn), conn.clone());
         Ok(conn)
+    }
+
+    /// Whether a live connection to `to` on `alpn` is pooled now.
+    pub fn is_live(&self, to: &NodeAddress, alpn: &'static [u8]) -> bool {
+        self.lock()
+            .get(&(*to, alpn))
+            .is_some_and(|conn| conn.close_reason().is_none())
     }
 
     fn forget(&self, to: &NodeAddress, alpn: &'static [u8]) {

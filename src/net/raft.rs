@@ -18,9 +18,9 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::api::NodeId;
-use crate::command::TypeConfig;
+use crate::command::{Entry, TypeConfig};
 use crate::fault::NetFaults;
-use crate::limits::FRAME_BYTES_MAX;
+use crate::limits::{APPEND_ENTRIES_BYTES_MAX, FRAME_BYTES_MAX};
 use crate::net::connections::{Connections, RequestError};
 use crate::net::endpoint::{AddressError, NodeAddress};
 use crate::net::frame::FrameError;
@@ -133,6 +133,20 @@ impl RaftPeer {
     }
 }
 
+/// How many leading entries fit in `budget` bytes of keys and values (at least one).
+fn entries_within(entries: &[Entry], budget: usize) -> usize {
+    let mut bytes = 0;
+    for (count, entry) in entries.iter().enumerate() {
+        if let openraft::EntryPayload::Normal(request) = &entry.payload {
+            bytes += request.payload_bytes();
+        }
+        if bytes > budget {
+            return count.max(1);
+        }
+    }
+    entries.len()
+}
+
 impl RaftNetwork<TypeConfig> for RaftPeer {
     async fn append_entries(
         &mut self,
@@ -140,6 +154,14 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len();
+        let fitting = entries_within(&rpc.entries, APPEND_ENTRIES_BYTES_MAX);
+        if fitting < entries {
+            // Nothing sent: openraft retries at once with at most `fitting` entries (and keeps
+            // the hint for the next few calls).
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fitting as u64),
+            ));
+        }
         match self
             .call(RaftRpc::AppendEntries(rpc), entries, option.hard_ttl())
             .await?

@@ -217,8 +217,11 @@ impl Store {
         drop(machine);
         write_meta_opt(&txn, LAST_APPLIED, meta.last_log_id.as_ref())?;
         write_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
-        let raised = read_meta_in(&txn, COMMITTED)?.max(meta.last_log_id);
+        let raised = read_meta_in(&txn, COMMITTED)?
+            .max(meta.last_log_id)
+            .max(*crate::sync::lock(&self.committed));
         write_meta_opt(&txn, COMMITTED, raised.as_ref())?;
+        *crate::sync::lock(&self.committed) = raised;
         write_meta_opt(&txn, SNAPSHOT_INSTALLED, meta.last_log_id.as_ref())?;
         tee.flush()?;
         drop(tee);

@@ -44,9 +44,12 @@ pub(crate) const FIRST_LEASE_ID: u64 = 1;
 impl Store {
     /// Applies committed entries in one transaction committed without fsync; returns one
     /// response per entry (blank and membership entries included).
+    /// The same transaction writes the committed log id (`Store::save_committed` keeps it in
+    /// memory until then).
     pub(in crate::storage) fn apply(&self, entries: &[Entry]) -> Result<Vec<Response>> {
         let txn = self.begin_write(Durability::None)?;
         let responses = apply_in(&txn, entries)?;
+        self.write_committed(&txn, entries.last().map(|entry| entry.log_id))?;
         txn.commit()?;
         Ok(responses)
     }

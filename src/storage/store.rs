@@ -146,6 +146,9 @@ pub struct Store {
     /// The data directory of a file store.
     data_dir: Option<PathBuf>,
     quick_repair: bool,
+    /// The committed log id openraft saved last: kept here and written with the next apply
+    /// (or the clean stop), not in a transaction of its own.
+    pub(in crate::storage) committed: std::sync::Mutex<Option<LogId>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -191,6 +194,7 @@ impl Store {
             _snapshot_tmp: snapshot_tmp,
             data_dir,
             quick_repair: options.quick_repair,
+            committed: Default::default(),
         };
         store.init_tables()?;
         store.remove_stale_snapshot_files()?;
@@ -218,6 +222,7 @@ impl Store {
             _snapshot_tmp: None,
             data_dir: Some(dir.to_path_buf()),
             quick_repair: false,
+            committed: Default::default(),
         })
     }
 
@@ -355,7 +360,9 @@ impl Store {
     /// Ends with one fsync'd commit: every earlier non-durable commit (applies, `committed`)
     /// becomes durable, so a restart replays nothing.
     pub(in crate::storage) fn close(&self) -> Result<()> {
-        self.begin_write(Durability::Immediate)?.commit()?;
+        let txn = self.begin_write(Durability::Immediate)?;
+        self.write_committed(&txn, None)?;
+        txn.commit()?;
         Ok(())
     }
 
@@ -435,17 +442,34 @@ impl Store {
         read_meta(&self.begin_read()?, VOTE)
     }
 
-    /// Records the committed log id without fsync: losing it in a crash only means replaying
-    /// less, and the next fsync'd commit makes it durable.
+    /// Records the committed log id in memory; the next apply writes it in its own
+    /// transaction (so `last_applied <= committed` holds in every commit), and the next
+    /// fsync'd commit makes it durable. Losing it in a crash only means replaying less.
     pub(in crate::storage) fn save_committed(&self, committed: Option<&LogId>) -> Result<()> {
-        let txn = self.begin_write(Durability::None)?;
-        write_meta_opt(&txn, COMMITTED, committed)?;
-        txn.commit()?;
+        *crate::sync::lock(&self.committed) = committed.copied();
         Ok(())
     }
 
+    /// The committed log id saved last (in memory since this store opened, else on disk).
     pub fn read_committed(&self) -> Result<Option<LogId>> {
-        read_meta(&self.begin_read()?, COMMITTED)
+        match *crate::sync::lock(&self.committed) {
+            Some(committed) => Ok(Some(committed)),
+            None => read_meta(&self.begin_read()?, COMMITTED),
+        }
+    }
+
+    /// Writes the committed log id saved last, raised to `applied` (this transaction's last
+    /// applied entry, which openraft committed before it applied it), in `txn`.
+    pub(in crate::storage) fn write_committed(
+        &self,
+        txn: &WriteTransaction,
+        applied: Option<LogId>,
+    ) -> Result<()> {
+        let committed = (*crate::sync::lock(&self.committed)).max(applied);
+        if committed.is_some() {
+            write_meta_opt(txn, COMMITTED, committed.as_ref())?;
+        }
+        Ok(())
     }
 
     // ---- State machine meta ----

@@ -10,6 +10,7 @@ use crate::api::KeyValue;
 /// A key's record as stored in the `kv` table (the key is the table key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Writes since creation: 1 for a new key.
     pub version: u64,

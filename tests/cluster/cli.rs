@@ -259,7 +259,8 @@ async fn every_cli_command_against_a_local_cluster() {
     );
 
     // `aspen bench`: every workload runs its exact operation count without errors, spread
-    // over the nodes, and reports throughput and latency percentiles (JSON and text).
+    // over the nodes, and reports throughput, latency percentiles, and each node process's
+    // CPU per 1,000 operations and resident memory (JSON and text).
     for (workload, extra) in [
         ("put", &[][..]),
         ("get", &[][..]),
@@ -291,6 +292,10 @@ async fn every_cli_command_against_a_local_cluster() {
             "{report}"
         );
         assert!(report["throughput_ops_s"].as_f64().unwrap() > 0.0);
+        let cpu = report["cpu_s_per_1000_ops"].as_object().unwrap();
+        let rss = report["rss_mb"].as_object().unwrap();
+        assert_eq!((cpu.len(), rss.len()), (3, 3), "{report}");
+        assert!(rss.values().all(|mb| mb.as_u64().unwrap() > 0), "{report}");
         match workload {
             // put wrote keys b0000000..b0000019 (40 puts over 20 keys).
             "get" => assert_eq!(report["found"], 40),
@@ -304,6 +309,7 @@ async fn every_cli_command_against_a_local_cluster() {
     let text = ok(n, &["bench", "put", "--total", "5", "--key-size", "8"]);
     assert!(text.contains("operations   5 ok, 0 failed"), "{text}");
     assert!(text.contains("latency ms   p50 "), "{text}");
+    assert!(text.contains("cpu/1000 ops node "), "{text}");
     fails(
         n,
         &["bench", "put", "--clients", "0"],

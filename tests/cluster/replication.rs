@@ -54,3 +54,54 @@ async fn writes_through_any_node_are_read_everywhere() {
     }
     cluster.shutdown().await;
 }
+
+// Proves what the leader's load and a client's first request depend on: 64 linearizable
+// reads that ask together share quorum rounds (a round answers every read queued when it
+// starts, so they cost one or two rounds, not 64); a client that knows every node sends to
+// the leader once an answer named it, even when told to try a follower first; and a client
+// whose first node never answers (its connect would wait 60 s) is served by another at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_share_rounds_and_clients_find_the_leader() {
+    let cluster = Cluster::start(70, 3, |_| {}).await;
+    let leader = cluster.wait_leader(&cluster.ids()).await;
+    let raft = cluster.nodes[&leader].node.raft.clone();
+    let before = raft.read_rounds();
+    let reads = futures::future::join_all((0..64).map(|_| raft.read_barrier())).await;
+    assert!(reads.iter().all(Result::is_ok), "{reads:?}");
+    let rounds = raft.read_rounds() - before;
+    // One round may start before the 64 are queued; the rest wait for the next. A few more
+    // only if this thread stalls for whole rounds between two of them.
+    assert!(
+        (1..=4).contains(&rounds),
+        "64 concurrent reads ran {rounds} rounds"
+    );
+
+    let ids = cluster.ids();
+    let follower = ids.iter().position(|id| *id != leader).unwrap();
+    let addresses: Vec<_> = ids.iter().map(|id| cluster.address(*id)).collect();
+    let client = aspen::client::Client::connect(&addresses)
+        .await
+        .unwrap()
+        .prefer(follower);
+    assert_eq!(client.preferred_node(), addresses[follower]);
+    client.put("routed", "v").await.unwrap();
+    assert_eq!(client.preferred_node(), cluster.address(leader));
+
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = aspen::net::endpoint::NodeAddress {
+        id: addresses[0].id,
+        socket: silent.local_addr().unwrap(),
+    };
+    let client = aspen::client::Client::connect(&[dead, addresses[0], addresses[1]])
+        .await
+        .unwrap()
+        .with_connect_timeout(std::time::Duration::from_secs(60));
+    let put = tokio::time::timeout(
+        std::time::Duration::from_millis(aspen::testing::WAIT_MS),
+        client.put("past-the-dead-node", "v"),
+    )
+    .await;
+    assert!(matches!(put, Ok(Ok(_))), "{put:?}");
+    assert_ne!(client.preferred_node(), dead);
+    cluster.shutdown().await;
+}

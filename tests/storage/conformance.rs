@@ -781,6 +781,8 @@ fn validation_names_applied_and_committed(kind: Kind) {
     t.store
         .save_committed(Some(&crate::util::log_id(3)))
         .unwrap();
+    // The saved value reaches the file with the next commit that writes it: the close.
+    t.store.close().unwrap();
     let expected = ValidationError::AppliedBeyondCommitted {
         last_applied: aspen::storage::error::IndexText(Some(5)),
         committed: aspen::storage::error::IndexText(Some(3)),
