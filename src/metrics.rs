@@ -21,6 +21,8 @@ pub const READ_BARRIER_ROUNDS: &str = "aspen_read_barrier_rounds_total";
 pub const READ_BARRIER_READS: &str = "aspen_read_barrier_reads";
 pub const STORAGE_FSYNC_SECONDS: &str = "aspen_storage_fsync_duration_seconds";
 pub const STORAGE_APPLY_SECONDS: &str = "aspen_storage_apply_duration_seconds";
+/// Writes (appends, applies, saved committed ids) per transaction of the StorageActor.
+pub const STORAGE_MERGED_WRITES: &str = "aspen_storage_merged_writes";
 pub const STORAGE_DB_SIZE_BYTES: &str = "aspen_storage_db_size_bytes";
 pub const KV_KEYS: &str = "aspen_kv_keys";
 pub const TTL_EXPIRED_KEYS: &str = "aspen_ttl_expired_keys_total";
@@ -73,6 +75,12 @@ pub fn handle() -> &'static PrometheusHandle {
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(READ_BARRIER_READS.into()),
+                    &BATCH_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(STORAGE_MERGED_WRITES.into()),
                     &BATCH_BUCKETS,
                 )
             })

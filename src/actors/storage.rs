@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::actors::ActorKind;
 use crate::command::{Entry, LogId, Response, SnapshotMeta, Vote};
 use crate::fault::Faults;
-use crate::storage::{Compaction, Error, SnapshotSummary, Store, StoreWrite};
+use crate::storage::{Compaction, Error, MergedStep, SnapshotSummary, Store, StoreWrite};
 use crate::sync::lock;
 
 pub struct StorageActor;
@@ -29,16 +29,18 @@ pub struct StorageArgs {
 pub struct StorageState {
     store: Arc<Store>,
     writer: StorageWriter,
+    queue: Queue,
 }
 
 /// Where a write's result goes.
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
-/// Every write the store accepts. Each commits one transaction: `Append`, `SaveVote`,
-/// `Truncate`, `Purge` and `InstallSnapshot` with fsync, `Apply` without (durable with the
-/// next fsync'd commit); `SaveCommitted` is kept in memory and written by the next `Apply`;
-/// `Compact` rewrites the file in place.
-pub enum StorageMsg {
+/// Every write the store accepts, queued in the writer's queue. Alone, each commits one
+/// transaction: `Append`, `SaveVote`, `Truncate`, `Purge` and `InstallSnapshot` with fsync,
+/// `Apply` without (durable with the next fsync'd commit); `SaveCommitted` is kept in memory
+/// and written by the next `Apply`; `Compact` rewrites the file in place. Appends and applies
+/// queued one after the other share one transaction (see [`StorageMsg::Drain`]).
+pub enum WriteJob {
     /// Append Raft log entries.
     Append(Vec<Entry>, Reply<()>),
     /// Apply committed entries to the state machine; one response per entry.
@@ -53,10 +55,23 @@ pub enum StorageMsg {
     InstallSnapshot(SnapshotMeta, std::fs::File, Reply<SnapshotSummary>),
     /// Reclaim the file's free space, waiting at most this long for open transactions.
     Compact(Duration, Reply<Compaction>),
+}
+
+pub enum StorageMsg {
+    /// Run every write queued now, in order: each run of appends and applies (with the saved
+    /// committed ids between them) commits as one transaction, fsync'd when it holds an
+    /// append, and none of them is answered before that commit returns; any other write
+    /// commits alone. Sent once per queued write; a drain that finds the queue empty does
+    /// nothing.
+    Drain,
     Ping(RpcReplyPort<()>),
     /// Fault injection: panic inside the handler.
     Panic(String),
 }
+
+/// The writes queued for one incarnation of the actor (dropped with it: their callers get
+/// "stopped").
+type Queue = Arc<Mutex<Vec<WriteJob>>>;
 
 impl Actor for StorageActor {
     type Msg = StorageMsg;
@@ -69,10 +84,12 @@ impl Actor for StorageActor {
         args: StorageArgs,
     ) -> Result<StorageState, ActorProcessingErr> {
         args.faults.take_start_failure(ActorKind::Storage)?;
-        *lock(&args.writer.actor) = Some(myself);
+        let queue = Queue::default();
+        *lock(&args.writer.actor) = Some((myself, Arc::clone(&queue)));
         Ok(StorageState {
             store: args.store,
             writer: args.writer,
+            queue,
         })
     }
 
@@ -97,51 +114,113 @@ impl Actor for StorageActor {
                 Ok(())
             }
             StorageMsg::Panic(reason) => panic!("storage: injected panic: {reason}"),
-            // Kept in memory until the next apply writes it: no I/O, so no blocking thread.
-            StorageMsg::SaveCommitted(committed, reply) => {
-                let _ = reply.send(state.store.save_committed(committed.as_ref()));
-                Ok(())
+            StorageMsg::Drain => {
+                let jobs = std::mem::take(&mut *lock(&state.queue));
+                if jobs.is_empty() {
+                    return Ok(());
+                }
+                // redb commits wait on fsync and must not hold a tokio worker. A write that
+                // panics fails the actor, and the supervisor restarts storage.
+                let store = Arc::clone(&state.store);
+                tokio::task::spawn_blocking(move || run(&store, jobs))
+                    .await
+                    .map_err(|e| format!("storage: write failed: {e}").into())
             }
-            write => on_write(state, write).await,
         }
     }
 }
 
-/// Runs one write on the blocking pool: redb commits wait on fsync and must not hold a tokio
-/// worker. A write that panics fails the actor, and the supervisor restarts storage.
-async fn on_write(state: &StorageState, write: StorageMsg) -> Result<(), ActorProcessingErr> {
-    let store = Arc::clone(&state.store);
-    tokio::task::spawn_blocking(move || run(&store, write))
-        .await
-        .map_err(|e| format!("storage: write failed: {e}").into())
+/// Commits `jobs` in order, merging each run of appends and applies, and sends each its
+/// result (a caller that went away does not stop the commit).
+fn run(store: &Store, jobs: Vec<WriteJob>) {
+    let mut run: Vec<WriteJob> = Vec::new();
+    for job in jobs {
+        match job {
+            WriteJob::Append(..) | WriteJob::Apply(..) | WriteJob::SaveCommitted(..) => {
+                run.push(job);
+            }
+            alone => {
+                run_merged(store, std::mem::take(&mut run));
+                run_alone(store, alone);
+            }
+        }
+    }
+    run_merged(store, run);
 }
 
-/// Commits `write` and sends its result (a caller that went away does not stop the commit).
-fn run(store: &Store, write: StorageMsg) {
-    match write {
-        StorageMsg::Append(entries, reply) => {
-            let _ = reply.send(store.append(&entries));
+/// One transaction for a run of appends and applies (the committed ids saved between them
+/// are kept in memory in order, so each apply writes the one saved before it).
+fn run_merged(store: &Store, run: Vec<WriteJob>) {
+    if run.is_empty() {
+        return;
+    }
+    metrics::histogram!(crate::metrics::STORAGE_MERGED_WRITES).record(run.len() as f64);
+    let mut steps = Vec::with_capacity(run.len());
+    for job in &run {
+        steps.push(match job {
+            WriteJob::Append(entries, _) => MergedStep::Append(entries),
+            WriteJob::Apply(entries, _) => MergedStep::Apply(entries),
+            WriteJob::SaveCommitted(committed, _) => MergedStep::SaveCommitted(*committed),
+            _ => unreachable!("only appends, applies and committed ids are merged"),
+        });
+    }
+    match store.write_merged(&steps) {
+        Ok(mut outputs) => {
+            for (job, output) in run.into_iter().zip(outputs.drain(..)) {
+                match job {
+                    WriteJob::Apply(_, reply) => {
+                        let _ = reply.send(Ok(output.unwrap_or_default()));
+                    }
+                    WriteJob::Append(_, reply) | WriteJob::SaveCommitted(_, reply) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    _ => {}
+                }
+            }
         }
-        StorageMsg::Apply(entries, reply) => {
-            let _ = reply.send(store.apply(&entries));
+        Err(error) => {
+            // The first caller gets the error itself, the others its text: none was written.
+            let text = error.to_string();
+            let mut first = Some(error);
+            let mut next = || {
+                first.take().unwrap_or_else(|| {
+                    Error::io("a merged write", std::io::Error::other(text.clone()))
+                })
+            };
+            for job in run {
+                match job {
+                    WriteJob::Apply(_, reply) => {
+                        let _ = reply.send(Err(next()));
+                    }
+                    WriteJob::Append(_, reply) | WriteJob::SaveCommitted(_, reply) => {
+                        let _ = reply.send(Err(next()));
+                    }
+                    _ => {}
+                }
+            }
         }
-        StorageMsg::SaveVote(vote, reply) => {
+    }
+}
+
+fn run_alone(store: &Store, job: WriteJob) {
+    match job {
+        WriteJob::SaveVote(vote, reply) => {
             let _ = reply.send(store.save_vote(&vote));
         }
-        StorageMsg::Truncate(index, reply) => {
+        WriteJob::Truncate(index, reply) => {
             let _ = reply.send(store.truncate(index));
         }
-        StorageMsg::Purge(log_id, reply) => {
+        WriteJob::Purge(log_id, reply) => {
             let _ = reply.send(store.purge(&log_id));
         }
-        StorageMsg::InstallSnapshot(meta, mut file, reply) => {
+        WriteJob::InstallSnapshot(meta, mut file, reply) => {
             let _ = reply.send(store.install_snapshot(&meta, &mut file));
         }
-        StorageMsg::Compact(wait_for_open, reply) => {
+        WriteJob::Compact(wait_for_open, reply) => {
             let _ = reply.send(store.compact(wait_for_open));
         }
-        StorageMsg::Ping(_) | StorageMsg::Panic(_) | StorageMsg::SaveCommitted(..) => {
-            unreachable!("answered in the handler")
+        WriteJob::Append(..) | WriteJob::Apply(..) | WriteJob::SaveCommitted(..) => {
+            unreachable!("merged")
         }
     }
 }
@@ -150,35 +229,46 @@ fn run(store: &Store, write: StorageMsg) {
 /// and returns its result. Cheap to clone; reaches the current incarnation (the actor
 /// publishes itself when it starts and withdraws when it stops; a failed one answers nothing,
 /// so its writes fail, until its restart publishes the new one).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StorageWriter {
-    actor: Arc<Mutex<Option<ActorRef<StorageMsg>>>>,
+    actor: Arc<Mutex<Option<Incarnation>>>,
+}
+
+/// The running actor and its queue.
+type Incarnation = (ActorRef<StorageMsg>, Queue);
+
+impl std::fmt::Debug for StorageWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageWriter")
+            .field("running", &lock(&self.actor).is_some())
+            .finish()
+    }
 }
 
 impl StorageWriter {
     pub async fn append(&self, entries: Vec<Entry>) -> Result<(), Error> {
-        self.send(|reply| StorageMsg::Append(entries, reply)).await
+        self.send(|reply| WriteJob::Append(entries, reply)).await
     }
 
     pub async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Response>, Error> {
-        self.send(|reply| StorageMsg::Apply(entries, reply)).await
+        self.send(|reply| WriteJob::Apply(entries, reply)).await
     }
 
     pub async fn save_vote(&self, vote: Vote) -> Result<(), Error> {
-        self.send(|reply| StorageMsg::SaveVote(vote, reply)).await
+        self.send(|reply| WriteJob::SaveVote(vote, reply)).await
     }
 
     pub async fn save_committed(&self, committed: Option<LogId>) -> Result<(), Error> {
-        self.send(|reply| StorageMsg::SaveCommitted(committed, reply))
+        self.send(|reply| WriteJob::SaveCommitted(committed, reply))
             .await
     }
 
     pub async fn truncate(&self, index: u64) -> Result<(), Error> {
-        self.send(|reply| StorageMsg::Truncate(index, reply)).await
+        self.send(|reply| WriteJob::Truncate(index, reply)).await
     }
 
     pub async fn purge(&self, log_id: LogId) -> Result<(), Error> {
-        self.send(|reply| StorageMsg::Purge(log_id, reply)).await
+        self.send(|reply| WriteJob::Purge(log_id, reply)).await
     }
 
     pub async fn install_snapshot(
@@ -186,21 +276,27 @@ impl StorageWriter {
         meta: SnapshotMeta,
         file: std::fs::File,
     ) -> Result<SnapshotSummary, Error> {
-        self.send(|reply| StorageMsg::InstallSnapshot(meta, file, reply))
+        self.send(|reply| WriteJob::InstallSnapshot(meta, file, reply))
             .await
     }
 
     /// Reclaims the file's free space (see `Store`'s compaction); reads and writes stall
     /// while it runs.
     pub async fn compact(&self, wait_for_open: Duration) -> Result<Compaction, Error> {
-        self.send(|reply| StorageMsg::Compact(wait_for_open, reply))
+        self.send(|reply| WriteJob::Compact(wait_for_open, reply))
             .await
     }
 
-    async fn send<T>(&self, message: impl FnOnce(Reply<T>) -> StorageMsg) -> Result<T, Error> {
-        let actor = lock(&self.actor).clone().ok_or_else(stopped)?;
+    /// Queues the write and wakes the actor; the write's result comes back on its channel.
+    async fn send<T>(&self, job: impl FnOnce(Reply<T>) -> WriteJob) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        actor.cast(message(tx)).map_err(|_| stopped())?;
+        {
+            // Queued and woken under the lock, so writes queue in the order they were sent.
+            let published = lock(&self.actor);
+            let (actor, queue) = published.as_ref().ok_or_else(stopped)?;
+            lock(queue).push(job(tx));
+            actor.cast(StorageMsg::Drain).map_err(|_| stopped())?;
+        }
         rx.await.map_err(|_| stopped())?
     }
 }

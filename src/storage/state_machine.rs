@@ -35,7 +35,8 @@ use crate::storage::codec::{
 use crate::storage::error::{Error, Result};
 use crate::storage::reads::lease_keys_in;
 use crate::storage::schema::*;
-use crate::storage::store::Store;
+use crate::storage::store::{Store, append_in};
+use crate::storage::types::MergedStep;
 use crate::storage::types::{KvEntry, LeaseRecord};
 
 /// Lease ids handed out for `LeaseGrant { id: 0 }` start here.
@@ -52,6 +53,52 @@ impl Store {
         self.write_committed(&txn, entries.last().map(|entry| entry.log_id))?;
         txn.commit()?;
         Ok(responses)
+    }
+}
+
+impl Store {
+    /// Runs `steps` in order in one transaction (fsync'd when one of them appends): what the
+    /// StorageActor commits for a run of queued appends and applies. Returns each apply's
+    /// responses (`None` for the other steps). Either every step is committed or none.
+    pub(in crate::storage) fn write_merged(
+        &self,
+        steps: &[MergedStep<'_>],
+    ) -> Result<Vec<Option<Vec<Response>>>> {
+        let durable = steps.iter().any(|s| matches!(s, MergedStep::Append(_)));
+        let writes = steps
+            .iter()
+            .any(|s| !matches!(s, MergedStep::SaveCommitted(_)));
+        let txn = match writes {
+            true => Some(self.begin_write(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })?),
+            false => None,
+        };
+        let mut outputs = Vec::with_capacity(steps.len());
+        for step in steps {
+            outputs.push(match (step, &txn) {
+                (MergedStep::SaveCommitted(committed), _) => {
+                    self.save_committed(committed.as_ref())?;
+                    None
+                }
+                (MergedStep::Append(entries), Some(txn)) => {
+                    append_in(txn, entries)?;
+                    None
+                }
+                (MergedStep::Apply(entries), Some(txn)) => {
+                    let responses = apply_in(txn, entries)?;
+                    self.write_committed(txn, entries.last().map(|entry| entry.log_id))?;
+                    Some(responses)
+                }
+                (_, None) => unreachable!("a step that writes opens the transaction"),
+            });
+        }
+        if let Some(txn) = txn {
+            txn.commit()?;
+        }
+        Ok(outputs)
     }
 }
 

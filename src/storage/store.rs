@@ -149,6 +149,8 @@ pub struct Store {
     /// The committed log id openraft saved last: kept here and written with the next apply
     /// (or the clean stop), not in a transaction of its own.
     pub(in crate::storage) committed: std::sync::Mutex<Option<LogId>>,
+    /// The file's size after the last write (`u64::MAX`: not measured yet).
+    size: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -195,6 +197,7 @@ impl Store {
             data_dir,
             quick_repair: options.quick_repair,
             committed: Default::default(),
+            size: std::sync::atomic::AtomicU64::new(u64::MAX),
         };
         store.init_tables()?;
         store.remove_stale_snapshot_files()?;
@@ -223,6 +226,7 @@ impl Store {
             data_dir: Some(dir.to_path_buf()),
             quick_repair: false,
             committed: Default::default(),
+            size: std::sync::atomic::AtomicU64::new(u64::MAX),
         })
     }
 
@@ -277,7 +281,7 @@ impl Store {
     /// its duration (reported as `stalled`); it first waits, at most `wait_for_open`, for the
     /// transactions already open (a long SQL query, a backup) to end.
     pub(in crate::storage) fn compact(&self, wait_for_open: Duration) -> Result<Compaction> {
-        let bytes_before = self.file_size();
+        let bytes_before = self.measure_size();
         let started = Instant::now();
         self.compacting
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -310,7 +314,7 @@ impl Store {
         drop(db);
         Ok(Compaction {
             bytes_before,
-            bytes_after: self.file_size(),
+            bytes_after: self.measure_size(),
             stalled,
             passes,
         })
@@ -322,16 +326,34 @@ impl Store {
     }
 
     /// Size of the database file in bytes (`None` for the in-memory store).
+    /// The database file's size as of the last write (`None` for the in-memory store): what
+    /// the quota alarm and the metrics read, without a `stat()` per request.
     pub fn file_size(&self) -> Option<u64> {
+        self.data_dir.as_ref()?;
+        match self.size.load(std::sync::atomic::Ordering::Relaxed) {
+            u64::MAX => self.measure_size(),
+            bytes => Some(bytes),
+        }
+    }
+
+    /// Measures the file's size now and keeps it for `file_size`.
+    fn measure_size(&self) -> Option<u64> {
         let dir = self.data_dir.as_ref()?;
-        std::fs::metadata(dir.join(DB_FILE_NAME))
-            .ok()
-            .map(|m| m.len())
+        let bytes = std::fs::metadata(dir.join(DB_FILE_NAME)).ok()?.len();
+        self.size.store(bytes, std::sync::atomic::Ordering::Relaxed);
+        Some(bytes)
+    }
+
+    /// Passes `written` through after measuring the file again (a write may have grown it, a
+    /// compaction shrunk it).
+    pub(in crate::storage) fn sized<T>(&self, written: Result<T>) -> Result<T> {
+        self.measure_size();
+        written
     }
 
     /// The quota alarm: `Some((file bytes, quota))` while the file is at or over `quota`
-    /// bytes. Measured now, so it clears by itself once a compaction shrinks the file. Never
-    /// on for the in-memory store (no file).
+    /// bytes. From the size measured after the last write, so it clears by itself once a
+    /// compaction shrinks the file. Never on for the in-memory store (no file).
     pub fn quota_alarm(&self, quota: u64) -> Option<(u64, u64)> {
         let bytes = self.file_size()?;
         (bytes >= quota).then_some((bytes, quota))
@@ -372,18 +394,7 @@ impl Store {
     /// is durable.
     pub(in crate::storage) fn append(&self, entries: &[Entry]) -> Result<()> {
         let txn = self.begin_write(Durability::Immediate)?;
-        {
-            let mut log = txn.open_table(RAFT_LOG)?;
-            let mut buffer = Vec::new();
-            for entry in entries {
-                buffer.clear();
-                buffer.push(LOG_ENTRY_FORMAT);
-                let bytes = postcard::to_extend(entry, std::mem::take(&mut buffer))
-                    .map_err(|e| Error::corrupt(format!("log entry {}", entry.log_id), e))?;
-                log.insert(entry.log_id.index, bytes.as_slice())?;
-                buffer = bytes;
-            }
-        }
+        append_in(&txn, entries)?;
         txn.commit()?;
         Ok(())
     }
@@ -520,4 +531,19 @@ impl Store {
         validate(&meta)?;
         Ok(meta)
     }
+}
+
+/// Writes log entries in `txn` (the caller commits it, with fsync).
+pub(in crate::storage) fn append_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<()> {
+    let mut log = txn.open_table(RAFT_LOG)?;
+    let mut buffer = Vec::new();
+    for entry in entries {
+        buffer.clear();
+        buffer.push(LOG_ENTRY_FORMAT);
+        let bytes = postcard::to_extend(entry, std::mem::take(&mut buffer))
+            .map_err(|e| Error::corrupt(format!("log entry {}", entry.log_id), e))?;
+        log.insert(entry.log_id.index, bytes.as_slice())?;
+        buffer = bytes;
+    }
+    Ok(())
 }

@@ -1,11 +1,13 @@
 //! The records the state machine keeps on disk: a key's entry (owned and borrowed forms) and
-//! a lease. Plain data with serde derives; the tables that hold them are in `schema`.
+//! a lease, and the steps of a merged write. Plain data with serde derives; the tables that
+//! hold them are in `schema`.
 //!
 //! Disk compatibility: postcard encodes by position. Add new fields only at the end.
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::KeyValue;
+use crate::command::{Entry, LogId};
 
 /// A key's record as stored in the `kv` table (the key is the table key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,4 +103,13 @@ mod tests {
         assert_eq!((view.lease, view.expires_at_ms), (Some(11), Some(1_234)));
         assert!(view.is_live(1_233) && !view.is_live(1_234));
     }
+}
+
+/// One step of a merged write (`StoreWrite::write_merged`).
+#[derive(Debug, Clone, Copy)]
+pub enum MergedStep<'a> {
+    Append(&'a [Entry]),
+    Apply(&'a [Entry]),
+    /// Kept in memory (as `save_committed`), written by the applies after it.
+    SaveCommitted(Option<LogId>),
 }

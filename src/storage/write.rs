@@ -11,6 +11,7 @@ use redb::{Durability, WriteTransaction};
 
 use crate::command::{Entry, LogId, Response, SnapshotMeta, Vote};
 use crate::storage::error::Result;
+use crate::storage::types::MergedStep;
 use crate::storage::{Compaction, SnapshotSummary, Store};
 
 /// The store's writes (durability of each: `crate::storage::store`).
@@ -19,6 +20,9 @@ pub trait StoreWrite {
     fn append(&self, entries: &[Entry]) -> Result<()>;
     /// Applies committed entries in one transaction committed without fsync.
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Response>>;
+    /// Appends and applies in order in one transaction, fsync'd when one of them appends;
+    /// one output per step (the responses of each apply).
+    fn write_merged(&self, steps: &[MergedStep<'_>]) -> Result<Vec<Option<Vec<Response>>>>;
     fn save_vote(&self, vote: &Vote) -> Result<()>;
     fn save_committed(&self, committed: Option<&LogId>) -> Result<()>;
     /// Deletes the log from `index` on.
@@ -36,13 +40,19 @@ pub trait StoreWrite {
     fn begin_write(&self, durability: Durability) -> Result<WriteTransaction>;
 }
 
+/// Each write that can change the file's size refreshes the size the quota reads
+/// (`Store::file_size`), so requests never `stat()` the file.
 impl StoreWrite for Store {
     fn append(&self, entries: &[Entry]) -> Result<()> {
-        Store::append(self, entries)
+        self.sized(Store::append(self, entries))
     }
 
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Response>> {
-        Store::apply(self, entries)
+        self.sized(Store::apply(self, entries))
+    }
+
+    fn write_merged(&self, steps: &[MergedStep<'_>]) -> Result<Vec<Option<Vec<Response>>>> {
+        self.sized(Store::write_merged(self, steps))
     }
 
     fn save_vote(&self, vote: &Vote) -> Result<()> {
@@ -54,23 +64,23 @@ impl StoreWrite for Store {
     }
 
     fn truncate(&self, index: u64) -> Result<()> {
-        Store::truncate(self, index)
+        self.sized(Store::truncate(self, index))
     }
 
     fn purge(&self, log_id: &LogId) -> Result<()> {
-        Store::purge(self, log_id)
+        self.sized(Store::purge(self, log_id))
     }
 
     fn install_snapshot(&self, meta: &SnapshotMeta, file: &mut File) -> Result<SnapshotSummary> {
-        Store::install_snapshot(self, meta, file)
+        self.sized(Store::install_snapshot(self, meta, file))
     }
 
     fn compact(&self, wait_for_open: Duration) -> Result<Compaction> {
-        Store::compact(self, wait_for_open)
+        self.sized(Store::compact(self, wait_for_open))
     }
 
     fn close(&self) -> Result<()> {
-        Store::close(self)
+        self.sized(Store::close(self))
     }
 
     fn begin_write(&self, durability: Durability) -> Result<WriteTransaction> {

@@ -1,7 +1,9 @@
 //! Crash test: a child process (this test binary, re-executed) appends and applies entries
-//! through the real file store, printing each index as soon as `append()` has returned; the
+//! through the real file store, printing each index as soon as its append has returned; the
 //! parent SIGKILLs it at random moments. After every kill the reopened file must hold every
-//! acknowledged entry, pass the cross-storage validation and redb's integrity check.
+//! acknowledged entry, pass the cross-storage validation and redb's integrity check. Half the
+//! cycles write through a StorageActor with the append of batch N and the apply of batch N-1
+//! queued together, so they commit as one merged transaction.
 
 use aspen::api::WriteOp;
 use std::io::{BufRead, BufReader};
@@ -17,11 +19,17 @@ use crate::util::{entry, small};
 
 const DIR_ENV: &str = "ASPEN_CRASH_CHILD_DIR";
 const QUICK_REPAIR_ENV: &str = "ASPEN_CRASH_CHILD_QUICK_REPAIR";
+const MERGED_ENV: &str = "ASPEN_CRASH_CHILD_MERGED";
 const CYCLES: usize = 24;
 
 /// Cycles alternate redb's quick repair on and off, so both recovery paths are crossed.
 fn quick_repair(cycle: usize) -> bool {
     cycle.is_multiple_of(2)
+}
+
+/// Every other pair of cycles writes through the StorageActor's merged transactions.
+fn merged(cycle: usize) -> bool {
+    (cycle / 2) % 2 == 1
 }
 
 fn options(dir: &std::path::Path, quick_repair: bool) -> StoreOptions {
@@ -31,8 +39,9 @@ fn options(dir: &std::path::Path, quick_repair: bool) -> StoreOptions {
 }
 
 // Proves no acknowledged append is lost and the file stays valid across 24 SIGKILLs at random
-// moments of a write loop (append with fsync, save committed and apply without), recovering
-// with and without redb's quick repair.
+// moments of a write loop (append with fsync, save committed and apply without; or, in half
+// the cycles, the append of one batch merged with the apply of the one before in one
+// transaction), recovering with and without redb's quick repair.
 #[test]
 fn sigkill_never_loses_an_acknowledged_append() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,6 +57,7 @@ fn sigkill_never_loses_an_acknowledged_append() {
             ])
             .env(DIR_ENV, dir.path())
             .env(QUICK_REPAIR_ENV, quick_repair(cycle).to_string())
+            .env(MERGED_ENV, merged(cycle).to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -135,6 +145,9 @@ fn crash_child_writer() {
         store.apply(&unapplied).expect("replay");
     }
     let mut next = last_log.map_or(1, |id| id.index + 1);
+    if std::env::var(MERGED_ENV).is_ok_and(|v| v == "true") {
+        merged_writer(store, next);
+    }
     let mut batch_size = 1;
     loop {
         let batch: Vec<_> = (next..next + batch_size)
@@ -151,6 +164,55 @@ fn crash_child_writer() {
         next = last.index + 1;
         batch_size = batch_size % 7 + 1;
     }
+}
+
+/// The child's loop through a StorageActor: the append of batch N and the apply of batch N-1
+/// (with its committed id) are queued before either is awaited, so the actor commits them in
+/// one transaction; N is acknowledged once that commit returned.
+fn merged_writer(store: Store, mut next: u64) -> ! {
+    use aspen::actors::storage::{StorageActor, StorageArgs, StorageWriter};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let writer = StorageWriter::default();
+        let args = StorageArgs {
+            store: std::sync::Arc::new(store),
+            faults: Default::default(),
+            writer: writer.clone(),
+        };
+        let (_actor, _) = ractor::Actor::spawn(None, StorageActor, args)
+            .await
+            .expect("storage actor");
+        let mut previous: Option<Vec<aspen::command::Entry>> = None;
+        let mut batch_size = 1;
+        loop {
+            let batch: Vec<_> = (next..next + batch_size)
+                .map(|i| {
+                    let put = Put::new(format!("crash/{i:08}"), vec![b'v'; 256]);
+                    entry(i, 0, Command::Write(WriteOp::Put(put)))
+                })
+                .collect();
+            let last = batch.last().unwrap().log_id;
+            let append = writer.append(batch.clone());
+            let apply = async {
+                if let Some(applied) = previous.take() {
+                    let committed = applied.last().map(|e| e.log_id);
+                    let (saved, responses) =
+                        tokio::join!(writer.save_committed(committed), writer.apply(applied));
+                    saved.expect("save committed");
+                    responses.expect("apply");
+                }
+            };
+            let (appended, ()) = tokio::join!(append, apply);
+            appended.expect("append");
+            println!("ack {}", last.index);
+            previous = Some(batch);
+            next = last.index + 1;
+            batch_size = batch_size % 7 + 1;
+        }
+    })
 }
 
 /// A small deterministic-per-seed generator; the seed is printed so a failure can be replayed.
