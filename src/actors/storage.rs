@@ -24,12 +24,15 @@ pub struct StorageArgs {
     pub faults: Faults,
     /// Where the actor publishes itself once it runs.
     pub writer: StorageWriter,
+    /// The `node_id` metric label.
+    pub node_id: u64,
 }
 
 pub struct StorageState {
     store: Arc<Store>,
     writer: StorageWriter,
     queue: Queue,
+    node_label: String,
 }
 
 /// Where a write's result goes.
@@ -90,6 +93,7 @@ impl Actor for StorageActor {
             store: args.store,
             writer: args.writer,
             queue,
+            node_label: args.node_id.to_string(),
         })
     }
 
@@ -122,7 +126,11 @@ impl Actor for StorageActor {
                 // redb commits wait on fsync and must not hold a tokio worker. A write that
                 // panics fails the actor, and the supervisor restarts storage.
                 let store = Arc::clone(&state.store);
-                tokio::task::spawn_blocking(move || run(&store, jobs))
+                let merged = metrics::histogram!(
+                    crate::metrics::STORAGE_MERGED_WRITES,
+                    "node_id" => state.node_label.clone()
+                );
+                tokio::task::spawn_blocking(move || run(&store, jobs, &merged))
                     .await
                     .map_err(|e| format!("storage: write failed: {e}").into())
             }
@@ -132,7 +140,7 @@ impl Actor for StorageActor {
 
 /// Commits `jobs` in order, merging each run of appends and applies, and sends each its
 /// result (a caller that went away does not stop the commit).
-fn run(store: &Store, jobs: Vec<WriteJob>) {
+fn run(store: &Store, jobs: Vec<WriteJob>, merged: &metrics::Histogram) {
     let mut run: Vec<WriteJob> = Vec::new();
     for job in jobs {
         match job {
@@ -140,21 +148,21 @@ fn run(store: &Store, jobs: Vec<WriteJob>) {
                 run.push(job);
             }
             alone => {
-                run_merged(store, std::mem::take(&mut run));
+                run_merged(store, std::mem::take(&mut run), merged);
                 run_alone(store, alone);
             }
         }
     }
-    run_merged(store, run);
+    run_merged(store, run, merged);
 }
 
 /// One transaction for a run of appends and applies (the committed ids saved between them
 /// are kept in memory in order, so each apply writes the one saved before it).
-fn run_merged(store: &Store, run: Vec<WriteJob>) {
+fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
     if run.is_empty() {
         return;
     }
-    metrics::histogram!(crate::metrics::STORAGE_MERGED_WRITES).record(run.len() as f64);
+    merged.record(run.len() as f64);
     let mut steps = Vec::with_capacity(run.len());
     for job in &run {
         steps.push(match job {

@@ -274,6 +274,7 @@ async fn spawn_child(
                 store,
                 faults,
                 writer: state.storage.clone(),
+                node_id,
             };
             Actor::spawn_linked(name, StorageActor, args, supervisor)
                 .await

@@ -181,6 +181,7 @@ fn merged_writer(store: Store, mut next: u64) -> ! {
             store: std::sync::Arc::new(store),
             faults: Default::default(),
             writer: writer.clone(),
+            node_id: 1,
         };
         let (_actor, _) = ractor::Actor::spawn(None, StorageActor, args)
             .await

@@ -31,6 +31,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Guard> for Builder {
             store: test_store.store.clone(),
             faults: Default::default(),
             writer: writer.clone(),
+            node_id: 1,
         };
         let (actor, _) = Actor::spawn(None, StorageActor, args)
             .await
