@@ -1,5 +1,6 @@
 //! `aspen bench`: a load generator in the manner of etcd's `benchmark` tool. Clients (tasks) share
-//! connections (one QUIC endpoint each, spread over the given nodes) and issue one request at a
+//! connections (one QUIC endpoint each, started on different nodes, moving to the leader as the
+//! client does) and issue one request at a
 //! time until the run reaches `--total` operations or `--duration`; latencies of successful
 //! operations go into an HdrHistogram, failures are counted by kind. Each node reports (in its
 //! status, read before and after the run) the CPU time its process spent, as seconds per 1,000
