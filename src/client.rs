@@ -215,7 +215,7 @@ impl Client {
         loop {
             let mut index = self.preferred.load(Ordering::Relaxed) % self.nodes.len();
             if !self.connections.is_live(&self.nodes[index], CLIENT_ALPN)
-                && let Some(reachable) = self.first_reachable().await
+                && let Some(reachable) = self.first_reachable(index).await
             {
                 index = reachable;
                 self.preferred.store(index, Ordering::Relaxed);
@@ -258,20 +258,41 @@ impl Client {
     }
 
     /// Dials every given node at once and returns the first that answers (its connection is
-    /// pooled; the slower attempts are dropped). `None` when none answers.
-    async fn first_reachable(&self) -> Option<usize> {
-        let attempts = self.nodes.iter().enumerate().map(|(index, node)| {
-            Box::pin(async move {
-                self.connections
-                    .connection(node, CLIENT_ALPN)
-                    .await
-                    .map(|_| index)
-            })
+    /// pooled). The dial to `preferred` runs to its end even when another node answers first,
+    /// so its connection is pooled for the next request; the other slower dials are dropped.
+    /// `None` when none answers.
+    async fn first_reachable(&self, preferred: usize) -> Option<usize> {
+        type Dial<'a> =
+            std::pin::Pin<Box<dyn Future<Output = std::result::Result<usize, ()>> + Send + 'a>>;
+        let (connections, node) = (self.connections.clone(), self.nodes[preferred]);
+        let own = tokio::spawn(async move {
+            connections
+                .connection(&node, CLIENT_ALPN)
+                .await
+                .map(|_| preferred)
+                .map_err(drop)
         });
-        futures::future::select_ok(attempts)
+        let mut dials: Vec<Dial<'_>> = vec![Box::pin(async move { own.await.map_err(drop)? })];
+        for (index, node) in self.nodes.iter().enumerate() {
+            if index != preferred {
+                dials.push(Box::pin(async move {
+                    self.connections
+                        .connection(node, CLIENT_ALPN)
+                        .await
+                        .map(|_| index)
+                        .map_err(drop)
+                }));
+            }
+        }
+        futures::future::select_ok(dials)
             .await
             .ok()
             .map(|(index, _)| index)
+    }
+
+    /// Whether a live connection to `node` is pooled now.
+    pub fn is_connected(&self, node: &NodeAddress) -> bool {
+        self.connections.is_live(node, CLIENT_ALPN)
     }
 
     /// Makes `leader` the preferred node when it is one of the given nodes (`asked` just

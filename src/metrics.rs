@@ -58,31 +58,23 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// renders an empty page.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
+        let histograms: [(&str, &[f64]); 4] = [
+            (STORAGE_COMPACTION_SECONDS, &COMPACTION_BUCKETS),
+            (RAFT_BATCH_REQUESTS, &BATCH_BUCKETS),
+            (READ_BARRIER_READS, &BATCH_BUCKETS),
+            (STORAGE_MERGED_WRITES, &BATCH_BUCKETS),
+        ];
         let builder = PrometheusBuilder::new()
             .set_buckets(&DURATION_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(STORAGE_COMPACTION_SECONDS.into()),
-                    &COMPACTION_BUCKETS,
-                )
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(RAFT_BATCH_REQUESTS.into()),
-                    &BATCH_BUCKETS,
-                )
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(READ_BARRIER_READS.into()),
-                    &BATCH_BUCKETS,
-                )
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(STORAGE_MERGED_WRITES.into()),
-                    &BATCH_BUCKETS,
-                )
+            .and_then(|start| {
+                histograms
+                    .into_iter()
+                    .try_fold(start, |builder, (name, buckets)| {
+                        builder.set_buckets_for_metric(
+                            metrics_exporter_prometheus::Matcher::Full(name.into()),
+                            buckets,
+                        )
+                    })
             })
             .expect("bucket lists are not empty");
         let recorder = builder.build_recorder();

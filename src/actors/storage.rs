@@ -72,8 +72,10 @@ pub enum StorageMsg {
     Panic(String),
 }
 
-/// The writes queued for one incarnation of the actor (dropped with it: their callers get
-/// "stopped").
+/// The writes queued for one incarnation of the actor. Its state holds the only strong
+/// reference, so when the actor ends in any way (stopped, failed, killed: ractor runs no
+/// `post_stop` for the last two) the queued writes are dropped with it and their callers get
+/// "stopped"; the writer holds a weak one.
 type Queue = Arc<Mutex<Vec<WriteJob>>>;
 
 impl Actor for StorageActor {
@@ -88,7 +90,7 @@ impl Actor for StorageActor {
     ) -> Result<StorageState, ActorProcessingErr> {
         args.faults.take_start_failure(ActorKind::Storage)?;
         let queue = Queue::default();
-        *lock(&args.writer.actor) = Some((myself, Arc::clone(&queue)));
+        *lock(&args.writer.actor) = Some((myself, Arc::downgrade(&queue)));
         Ok(StorageState {
             store: args.store,
             writer: args.writer,
@@ -242,8 +244,8 @@ pub struct StorageWriter {
     actor: Arc<Mutex<Option<Incarnation>>>,
 }
 
-/// The running actor and its queue.
-type Incarnation = (ActorRef<StorageMsg>, Queue);
+/// The running actor and its queue (gone once the actor ended).
+type Incarnation = (ActorRef<StorageMsg>, std::sync::Weak<Mutex<Vec<WriteJob>>>);
 
 impl std::fmt::Debug for StorageWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -302,7 +304,8 @@ impl StorageWriter {
             // Queued and woken under the lock, so writes queue in the order they were sent.
             let published = lock(&self.actor);
             let (actor, queue) = published.as_ref().ok_or_else(stopped)?;
-            lock(queue).push(job(tx));
+            let queue = queue.upgrade().ok_or_else(stopped)?;
+            lock(&queue).push(job(tx));
             actor.cast(StorageMsg::Drain).map_err(|_| stopped())?;
         }
         rx.await.map_err(|_| stopped())?

@@ -221,7 +221,6 @@ impl Store {
             .max(meta.last_log_id)
             .max(*crate::sync::lock(&self.committed));
         write_meta_opt(&txn, COMMITTED, raised.as_ref())?;
-        *crate::sync::lock(&self.committed) = raised;
         write_meta_opt(&txn, SNAPSHOT_INSTALLED, meta.last_log_id.as_ref())?;
         tee.flush()?;
         drop(tee);
@@ -229,6 +228,8 @@ impl Store {
             .sync_all()
             .map_err(|e| Error::io("syncing a snapshot file", e))?;
         txn.commit()?;
+        // Only once the install committed: a failed one leaves `committed` where it was.
+        *crate::sync::lock(&self.committed) = raised;
         let path = self.current_snapshot_path();
         copy.persist(&path)
             .map_err(|e| Error::io(format!("renaming to {}", path.display()), e.error))?;

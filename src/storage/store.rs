@@ -200,6 +200,9 @@ impl Store {
             size: std::sync::atomic::AtomicU64::new(u64::MAX),
         };
         store.init_tables()?;
+        // What the file holds, so an apply never writes a lower one (a replay after a restart
+        // applies without saving `committed` first).
+        *crate::sync::lock(&store.committed) = read_meta(&store.begin_read()?, COMMITTED)?;
         store.remove_stale_snapshot_files()?;
         Ok(store)
     }

@@ -86,6 +86,14 @@ async fn reads_share_rounds_and_clients_find_the_leader() {
     assert_eq!(client.preferred_node(), addresses[follower]);
     client.put("routed", "v").await.unwrap();
     assert_eq!(client.preferred_node(), cluster.address(leader));
+    // The next requests dial the leader (served meanwhile by the first node that answers) and
+    // then go to it over that connection.
+    let to_leader = cluster.address(leader);
+    crate::util::eventually("the client holds a connection to the leader", || async {
+        client.put("routed", "v").await.unwrap();
+        client.is_connected(&to_leader) && client.preferred_node() == to_leader
+    })
+    .await;
 
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead = aspen::net::endpoint::NodeAddress {

@@ -150,12 +150,7 @@ fn crash_child_writer() {
     }
     let mut batch_size = 1;
     loop {
-        let batch: Vec<_> = (next..next + batch_size)
-            .map(|i| {
-                let put = Put::new(format!("crash/{i:08}"), vec![b'v'; 256]);
-                entry(i, 0, Command::Write(WriteOp::Put(put)))
-            })
-            .collect();
+        let batch = puts(next, batch_size);
         store.append(&batch).expect("append");
         let last = batch.last().unwrap().log_id;
         println!("ack {}", last.index);
@@ -164,6 +159,16 @@ fn crash_child_writer() {
         next = last.index + 1;
         batch_size = batch_size % 7 + 1;
     }
+}
+
+/// Entries `first..first + count`, each a put of key `crash/INDEX`.
+fn puts(first: u64, count: u64) -> Vec<aspen::command::Entry> {
+    (first..first + count)
+        .map(|i| {
+            let put = Put::new(format!("crash/{i:08}"), vec![b'v'; 256]);
+            entry(i, 0, Command::Write(WriteOp::Put(put)))
+        })
+        .collect()
 }
 
 /// The child's loop through a StorageActor: the append of batch N and the apply of batch N-1
@@ -189,12 +194,7 @@ fn merged_writer(store: Store, mut next: u64) -> ! {
         let mut previous: Option<Vec<aspen::command::Entry>> = None;
         let mut batch_size = 1;
         loop {
-            let batch: Vec<_> = (next..next + batch_size)
-                .map(|i| {
-                    let put = Put::new(format!("crash/{i:08}"), vec![b'v'; 256]);
-                    entry(i, 0, Command::Write(WriteOp::Put(put)))
-                })
-                .collect();
+            let batch = puts(next, batch_size);
             let last = batch.last().unwrap().log_id;
             let append = writer.append(batch.clone());
             let apply = async {
