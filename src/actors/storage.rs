@@ -1,9 +1,11 @@
-//! StorageActor: the only writer of the node's redb file. Every write transaction arrives as a
-//! typed message ([`StorageMsg`]: append, apply, vote, committed, truncate, purge, install a
-//! snapshot, compact) and runs on the blocking pool, one at a time, in mailbox order; its
-//! result goes back on the message's own channel. Reads do not come here: they open redb read
-//! transactions on the shared store. [`StorageWriter`] is the typed handle the rest of the
-//! node uses to send them: the actor publishes itself in it when it starts.
+//! StorageActor: the only writer of the node's redb file. Every write is a typed job
+//! ([`WriteJob`]: append, apply, vote, committed, truncate, purge, install a snapshot,
+//! compact) queued in order on the actor's queue, followed by a `StorageMsg::Drain`; the actor
+//! runs what is queued on the blocking pool, one transaction at a time, merging each run of
+//! appends and applies into one, and sends each result on the job's own channel once its
+//! transaction committed. Reads do not come here: they open redb read transactions on the
+//! shared store. [`StorageWriter`] is the typed handle the rest of the node uses to send them:
+//! the actor publishes itself in it when it starts.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
