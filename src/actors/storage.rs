@@ -106,7 +106,14 @@ impl Actor for StorageActor {
         _myself: ActorRef<StorageMsg>,
         state: &mut StorageState,
     ) -> Result<(), ActorProcessingErr> {
-        lock(&state.writer.actor).take();
+        // Withdraw only this incarnation (a newer one may have published itself already).
+        let mut published = lock(&state.writer.actor);
+        if published
+            .as_ref()
+            .is_some_and(|(_, queue)| queue.as_ptr() == Arc::as_ptr(&state.queue))
+        {
+            published.take();
+        }
         Ok(())
     }
 
@@ -176,40 +183,31 @@ fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
             _ => unreachable!("only appends, applies and committed ids are merged"),
         });
     }
-    match store.write_merged(&steps) {
-        Ok(mut outputs) => {
-            for (job, output) in run.into_iter().zip(outputs.drain(..)) {
-                match job {
-                    WriteJob::Apply(_, reply) => {
-                        let _ = reply.send(Ok(output.unwrap_or_default()));
-                    }
-                    WriteJob::Append(_, reply) | WriteJob::SaveCommitted(_, reply) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    _ => {}
-                }
-            }
-        }
+    let outputs: Vec<Result<Option<Vec<Response>>, Error>> = match store.write_merged(&steps) {
+        Ok(outputs) => outputs.into_iter().map(Ok).collect(),
         Err(error) => {
-            // The first caller gets the error itself, the others its text: none was written.
+            // None was written. The first caller gets the error itself, the others its text.
             let text = error.to_string();
-            let mut first = Some(error);
-            let mut next = || {
-                first.take().unwrap_or_else(|| {
-                    Error::io("a merged write", std::io::Error::other(text.clone()))
-                })
-            };
-            for job in run {
-                match job {
-                    WriteJob::Apply(_, reply) => {
-                        let _ = reply.send(Err(next()));
-                    }
-                    WriteJob::Append(_, reply) | WriteJob::SaveCommitted(_, reply) => {
-                        let _ = reply.send(Err(next()));
-                    }
-                    _ => {}
-                }
+            std::iter::once(Err(error))
+                .chain(std::iter::repeat_with(|| {
+                    Err(Error::io(
+                        "a merged write",
+                        std::io::Error::other(text.clone()),
+                    ))
+                }))
+                .take(run.len())
+                .collect()
+        }
+    };
+    for (job, output) in run.into_iter().zip(outputs) {
+        match job {
+            WriteJob::Apply(_, reply) => {
+                let _ = reply.send(output.map(Option::unwrap_or_default));
             }
+            WriteJob::Append(_, reply) | WriteJob::SaveCommitted(_, reply) => {
+                let _ = reply.send(output.map(drop));
+            }
+            _ => unreachable!("only appends, applies and committed ids are merged"),
         }
     }
 }

@@ -43,20 +43,15 @@ use crate::storage::types::{KvEntry, LeaseRecord};
 pub(crate) const FIRST_LEASE_ID: u64 = 1;
 
 impl Store {
-    /// Applies committed entries in one transaction committed without fsync; returns one
-    /// response per entry (blank and membership entries included).
+    /// Applies committed entries in one transaction committed without fsync (a merged write
+    /// of one step); returns one response per entry (blank and membership entries included).
     /// The same transaction writes the committed log id (`Store::save_committed` keeps it in
     /// memory until then).
     pub(in crate::storage) fn apply(&self, entries: &[Entry]) -> Result<Vec<Response>> {
-        let txn = self.begin_write(Durability::None)?;
-        let responses = apply_in(&txn, entries)?;
-        self.write_committed(&txn, entries.last().map(|entry| entry.log_id))?;
-        txn.commit()?;
-        Ok(responses)
+        let mut outputs = self.write_merged(&[MergedStep::Apply(entries)])?;
+        Ok(outputs.pop().flatten().unwrap_or_default())
     }
-}
 
-impl Store {
     /// Runs `steps` in order in one transaction (fsync'd when one of them appends): what the
     /// StorageActor commits for a run of queued appends and applies. Returns each apply's
     /// responses (`None` for the other steps). Either every step is committed or none.
@@ -64,40 +59,43 @@ impl Store {
         &self,
         steps: &[MergedStep<'_>],
     ) -> Result<Vec<Option<Vec<Response>>>> {
-        let durable = steps.iter().any(|s| matches!(s, MergedStep::Append(_)));
-        let writes = steps
+        if steps
             .iter()
-            .any(|s| !matches!(s, MergedStep::SaveCommitted(_)));
-        let txn = match writes {
-            true => Some(self.begin_write(if durable {
-                Durability::Immediate
-            } else {
-                Durability::None
-            })?),
-            false => None,
-        };
+            .all(|step| matches!(step, MergedStep::SaveCommitted(_)))
+        {
+            // Nothing to write: the committed ids stay in memory until an apply writes them.
+            for step in steps {
+                if let MergedStep::SaveCommitted(committed) = step {
+                    self.save_committed(committed.as_ref())?;
+                }
+            }
+            return Ok(vec![None; steps.len()]);
+        }
+        let durable = steps.iter().any(|s| matches!(s, MergedStep::Append(_)));
+        let txn = self.begin_write(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         let mut outputs = Vec::with_capacity(steps.len());
         for step in steps {
-            outputs.push(match (step, &txn) {
-                (MergedStep::SaveCommitted(committed), _) => {
+            outputs.push(match step {
+                MergedStep::SaveCommitted(committed) => {
                     self.save_committed(committed.as_ref())?;
                     None
                 }
-                (MergedStep::Append(entries), Some(txn)) => {
-                    append_in(txn, entries)?;
+                MergedStep::Append(entries) => {
+                    append_in(&txn, entries)?;
                     None
                 }
-                (MergedStep::Apply(entries), Some(txn)) => {
-                    let responses = apply_in(txn, entries)?;
-                    self.write_committed(txn, entries.last().map(|entry| entry.log_id))?;
+                MergedStep::Apply(entries) => {
+                    let responses = apply_in(&txn, entries)?;
+                    self.write_committed(&txn, entries.last().map(|entry| entry.log_id))?;
                     Some(responses)
                 }
-                (_, None) => unreachable!("a step that writes opens the transaction"),
             });
         }
-        if let Some(txn) = txn {
-            txn.commit()?;
-        }
+        txn.commit()?;
         Ok(outputs)
     }
 }

@@ -25,6 +25,7 @@ use crate::command::{Entry, LogId, StoredMembership, Vote};
 use crate::storage::codec::{decode_log_entry, read_meta, write_meta, write_meta_opt};
 use crate::storage::error::{Error, IndexText, Result, ValidationError};
 use crate::storage::schema::*;
+use crate::storage::types::MergedStep;
 
 /// Name of the database file inside a node's data directory.
 pub const DB_FILE_NAME: &str = "aspen.redb";
@@ -396,10 +397,7 @@ impl Store {
     /// Appends entries in one transaction committed with fsync. When this returns, every entry
     /// is durable.
     pub(in crate::storage) fn append(&self, entries: &[Entry]) -> Result<()> {
-        let txn = self.begin_write(Durability::Immediate)?;
-        append_in(&txn, entries)?;
-        txn.commit()?;
-        Ok(())
+        self.write_merged(&[MergedStep::Append(entries)]).map(drop)
     }
 
     /// Log entries with indexes in `range`, in order.
