@@ -175,7 +175,12 @@ async fn node_process_serves_health_status_and_metrics() {
     let mut after = before.clone();
     for _ in 0..800 {
         after = get("/metrics").await.unwrap().text().await.unwrap();
-        if value(&after, "aspen_ttl_expired_keys_total{node_id=\"1\"}") == SEED_KEYS as f64 {
+        // openraft updates its applied index (the gauge's source) just after it answers the
+        // expiry's proposal, so wait for both.
+        let applied = "aspen_raft_applied_index{node_id=\"1\"}";
+        if value(&after, "aspen_ttl_expired_keys_total{node_id=\"1\"}") == SEED_KEYS as f64
+            && value(&after, applied) > value(&before, applied)
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
