@@ -16,6 +16,11 @@ pub const SCAN_ENTRIES_MAX: usize = 1_000;
 pub const EXPIRE_BATCH_MAX: usize = 1_000;
 /// At most this many client requests share one Raft log entry (`Command::Batch`: group commit).
 pub const PROPOSAL_BATCH_MAX: usize = 256;
+/// The in-memory tail of the Raft log (`storage::tail`) keeps at most this many recent
+/// entries...
+pub const LOG_TAIL_ENTRIES_MAX: usize = 1_024;
+/// ...and at most about this many bytes of keys and values.
+pub const LOG_TAIL_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// A batch stops growing once its requests carry this many bytes of keys and values (a request
 /// bigger than that is proposed alone), so one entry stays well inside a replication frame.
 pub const PROPOSAL_BATCH_BYTES_MAX: usize = 1024 * 1024;

@@ -88,6 +88,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, RaftStorageError> {
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        // Recent entries (what replication and apply mostly ask for) come from memory,
+        // without a trip to the blocking pool.
+        if let Some(entries) = self.store.recent_log_entries(&range) {
+            return Ok(entries);
+        }
         blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Read, move |s| {
             s.log_entries(range)
         })

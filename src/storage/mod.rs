@@ -3,7 +3,7 @@
 //!
 //! Owns: the file format (`schema`), how records are encoded (`codec`), the durability rules
 //! (`store`), command semantics (`state_machine`), consistent reads (`reads`), snapshot files
-//! (`snapshot`), backups and restore (`backup`), the offline check (`check`), upgrades of old
+//! (`snapshot`), the in-memory tail of the log (`tail`), backups and restore (`backup`), the offline check (`check`), upgrades of old
 //! files (`upgrade`), the on-disk records (`types`), errors (`error`), the tuple layer
 //! (`tuple`, `subspace`) and `StoreWrite` (`write`), the trait outside code must import to
 //! write: the write methods themselves are private to `storage`. openraft's storage traits are thin handles in
@@ -27,6 +27,7 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod store;
 pub mod subspace;
+mod tail;
 pub mod tuple;
 pub mod types;
 pub mod upgrade;

@@ -96,6 +96,13 @@ impl Store {
             });
         }
         txn.commit()?;
+        // Committed: the appended entries join the in-memory tail, in order.
+        let mut tail = crate::sync::lock(&self.tail);
+        for step in steps {
+            if let MergedStep::Append(entries) = step {
+                tail.extend(entries);
+            }
+        }
         Ok(outputs)
     }
 }

@@ -25,6 +25,7 @@ use crate::command::{Entry, LogId, StoredMembership, Vote};
 use crate::storage::codec::{decode_log_entry, read_meta, write_meta, write_meta_opt};
 use crate::storage::error::{Error, IndexText, Result, ValidationError};
 use crate::storage::schema::*;
+use crate::storage::tail::LogTail;
 use crate::storage::types::MergedStep;
 
 /// Name of the database file inside a node's data directory.
@@ -152,6 +153,8 @@ pub struct Store {
     pub(in crate::storage) committed: std::sync::Mutex<Option<LogId>>,
     /// The file's size after the last write (`u64::MAX`: not measured yet).
     size: std::sync::atomic::AtomicU64,
+    /// Copies of the last log entries, for reads that need no transaction (`tail.rs`).
+    pub(in crate::storage) tail: std::sync::Mutex<LogTail>,
 }
 
 impl std::fmt::Debug for Store {
@@ -199,6 +202,7 @@ impl Store {
             quick_repair: options.quick_repair,
             committed: Default::default(),
             size: std::sync::atomic::AtomicU64::new(u64::MAX),
+            tail: Default::default(),
         };
         store.init_tables()?;
         // What the file holds, so an apply never writes a lower one (a replay after a restart
@@ -231,6 +235,7 @@ impl Store {
             quick_repair: false,
             committed: Default::default(),
             size: std::sync::atomic::AtomicU64::new(u64::MAX),
+            tail: Default::default(),
         })
     }
 
@@ -400,8 +405,17 @@ impl Store {
         self.write_merged(&[MergedStep::Append(entries)]).map(drop)
     }
 
+    /// Log entries with indexes in `range`, in order, when the in-memory tail holds all of
+    /// them (`None`: read them with `log_entries`). Never blocks on the file.
+    pub fn recent_log_entries(&self, range: &impl RangeBounds<u64>) -> Option<Vec<Entry>> {
+        crate::sync::lock(&self.tail).get(range)
+    }
+
     /// Log entries with indexes in `range`, in order.
     pub fn log_entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
+        if let Some(entries) = self.recent_log_entries(&range) {
+            return Ok(entries);
+        }
         let txn = self.begin_read()?;
         let log = txn.open_table(RAFT_LOG)?;
         let mut entries = Vec::new();
@@ -427,6 +441,8 @@ impl Store {
 
     /// Deletes log entries from `index` on (conflicting, uncommitted entries). Fsync'd.
     pub(in crate::storage) fn truncate(&self, index: u64) -> Result<()> {
+        // Out of the tail before the commit: a reader that misses them reads the file.
+        crate::sync::lock(&self.tail).truncate(index);
         let txn = self.begin_write(Durability::Immediate)?;
         txn.open_table(RAFT_LOG)?.retain_in(index.., |_, _| false)?;
         txn.commit()?;
@@ -435,6 +451,7 @@ impl Store {
 
     /// Deletes log entries up to and including `log_id` and records it as purged. Fsync'd.
     pub(in crate::storage) fn purge(&self, log_id: &LogId) -> Result<()> {
+        crate::sync::lock(&self.tail).purge(log_id.index);
         let txn = self.begin_write(Durability::Immediate)?;
         txn.open_table(RAFT_LOG)?
             .retain_in(..=log_id.index, |_, _| false)?;

@@ -1,0 +1,211 @@
+//! The in-memory tail of the Raft log: copies of the most recent entries the file holds, so
+//! replication and apply read them without a read transaction or a trip to the blocking pool.
+//! Never the source of truth: a range it does not fully hold is read from redb.
+//!
+//! Kept equal to a suffix of the file's log by the write paths of `Store`: appended entries
+//! join it after their commit, truncated and purged entries leave it before theirs (a reader
+//! that misses them in the tail reads the file, which still has them until that commit).
+
+use std::collections::VecDeque;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::EntryPayload;
+
+use crate::command::Entry;
+use crate::limits::{LOG_TAIL_BYTES_MAX, LOG_TAIL_ENTRIES_MAX};
+
+/// Bytes counted for an entry besides its keys and values.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// Consecutive log entries, oldest first, bounded by count and bytes.
+#[derive(Debug, Default)]
+pub(crate) struct LogTail {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl LogTail {
+    /// Adds entries just committed to the log. Entries at or after the first one's index are
+    /// replaced (as the file's insert does); a gap before them starts the tail afresh.
+    pub(crate) fn extend(&mut self, appended: &[Entry]) {
+        let Some(first) = appended.first() else {
+            return;
+        };
+        self.truncate(first.log_id.index);
+        if self
+            .last_index()
+            .is_some_and(|last| last + 1 != first.log_id.index)
+        {
+            self.clear();
+        }
+        for entry in appended {
+            let bytes = ENTRY_OVERHEAD_BYTES
+                + match &entry.payload {
+                    EntryPayload::Normal(request) => request.payload_bytes(),
+                    EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+                };
+            self.bytes += bytes;
+            self.entries.push_back((entry.clone(), bytes));
+        }
+        while self.entries.len() > LOG_TAIL_ENTRIES_MAX || self.bytes > LOG_TAIL_BYTES_MAX {
+            self.pop_front();
+        }
+    }
+
+    /// Drops the entries from `index` on.
+    pub(crate) fn truncate(&mut self, index: u64) {
+        while self.last_index().is_some_and(|last| last >= index) {
+            let (_, bytes) = self.entries.pop_back().expect("a last entry");
+            self.bytes -= bytes;
+        }
+    }
+
+    /// Drops the entries up to and including `index`.
+    pub(crate) fn purge(&mut self, index: u64) {
+        while self.first_index().is_some_and(|first| first <= index) {
+            self.pop_front();
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The entries of `range` when the tail holds all of them (`None`: read the file). An
+    /// open-ended range is never served: the file may hold entries committed after the tail
+    /// last changed.
+    pub(crate) fn get(&self, range: &impl RangeBounds<u64>) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        let last = self.last_index()?;
+        let start = match range.start_bound() {
+            Bound::Included(start) => *start,
+            Bound::Excluded(start) => start.checked_add(1)?,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(end) => *end,
+            Bound::Excluded(end) => end.checked_sub(1)?,
+            Bound::Unbounded => return None,
+        };
+        if end < start {
+            return Some(Vec::new());
+        }
+        if start < first || end > last {
+            return None;
+        }
+        let offset = (start - first) as usize;
+        let count = (end - start + 1) as usize;
+        Some(
+            self.entries
+                .range(offset..offset + count)
+                .map(|(entry, _)| entry.clone())
+                .collect(),
+        )
+    }
+
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(entry, _)| entry.log_id.index)
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        self.entries.back().map(|(entry, _)| entry.log_id.index)
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, bytes)) = self.entries.pop_front() {
+            self.bytes -= bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Put, WriteOp};
+    use crate::command::{Command, LogId, Request};
+    use openraft::CommittedLeaderId;
+
+    fn entry(term: u64, index: u64, value_bytes: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 0), index),
+            payload: EntryPayload::Normal(Request {
+                now_ms: 0,
+                command: Command::Write(WriteOp::Put(Put::new(
+                    format!("k{index}"),
+                    vec![b'v'; value_bytes],
+                ))),
+            }),
+        }
+    }
+
+    fn ids(entries: &[Entry]) -> Vec<(u64, u64)> {
+        entries
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    /// Proves the tail serves only ranges it fully holds, and follows appends, truncation
+    /// (a conflicting suffix replaced by another term's entries), purges and gaps.
+    #[test]
+    fn serves_what_it_holds_and_follows_the_log() {
+        let mut tail = LogTail::default();
+        assert!(tail.get(&(1..2)).is_none(), "an empty tail serves nothing");
+        tail.extend(&(1..=5).map(|i| entry(1, i, 8)).collect::<Vec<_>>());
+        assert_eq!(ids(&tail.get(&(2..4)).unwrap()), vec![(1, 2), (1, 3)]);
+        assert_eq!(tail.get(&(1..=5)).unwrap().len(), 5);
+        assert!(tail.get(&(0..3)).is_none(), "index 0 is not held");
+        assert!(tail.get(&(4..7)).is_none(), "index 6 is not held");
+        assert!(tail.get(&(3..)).is_none(), "open ranges go to the file");
+        assert_eq!(tail.get(&(3..3)).unwrap().len(), 0);
+
+        // A follower replaces a conflicting suffix: truncate, then append the new term's.
+        tail.truncate(4);
+        assert!(tail.get(&(3..5)).is_none());
+        tail.extend(&[entry(2, 4, 8), entry(2, 5, 8)]);
+        assert_eq!(
+            ids(&tail.get(&(3..6)).unwrap()),
+            vec![(1, 3), (2, 4), (2, 5)]
+        );
+        // An append over held indexes replaces them, as the file's insert does.
+        tail.extend(&[entry(3, 5, 8)]);
+        assert_eq!(ids(&tail.get(&(4..6)).unwrap()), vec![(2, 4), (3, 5)]);
+
+        tail.purge(2);
+        assert!(tail.get(&(2..4)).is_none());
+        assert_eq!(ids(&tail.get(&(3..4)).unwrap()), vec![(1, 3)]);
+
+        // A gap (entries the tail never saw, e.g. after a snapshot) starts it afresh.
+        tail.extend(&[entry(3, 9, 8)]);
+        assert!(tail.get(&(5..6)).is_none());
+        assert_eq!(ids(&tail.get(&(9..10)).unwrap()), vec![(3, 9)]);
+    }
+
+    /// Proves the tail stays within its entry and byte bounds, dropping the oldest entries.
+    #[test]
+    fn stays_within_its_bounds() {
+        let mut tail = LogTail::default();
+        let count = LOG_TAIL_ENTRIES_MAX as u64 + 10;
+        tail.extend(&(1..=count).map(|i| entry(1, i, 1)).collect::<Vec<_>>());
+        assert_eq!(tail.entries.len(), LOG_TAIL_ENTRIES_MAX);
+        assert_eq!(tail.first_index(), Some(11));
+        let big = LOG_TAIL_BYTES_MAX / 3;
+        tail.extend(
+            &(count + 1..=count + 4)
+                .map(|i| entry(1, i, big))
+                .collect::<Vec<_>>(),
+        );
+        assert!(tail.bytes <= LOG_TAIL_BYTES_MAX);
+        // Three entries of a third of the bound each, plus their overhead, exceed it: two stay.
+        assert_eq!(
+            tail.first_index(),
+            Some(count + 3),
+            "only the last entries fit"
+        );
+        assert_eq!(
+            tail.bytes,
+            tail.entries.iter().map(|(_, bytes)| bytes).sum::<usize>()
+        );
+    }
+}
