@@ -170,3 +170,98 @@ impl Connections {
         crate::sync::lock(&self.live)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iroh::SecretKey;
+    use iroh::protocol::{AcceptError, ProtocolHandler, Router};
+
+    const ALPN: &[u8] = b"aspen/test-connections/1";
+    const FRAME_MAX: usize = 1024;
+
+    /// Answers each request with its own text, except "hang", which it never answers (a peer
+    /// that stopped responding while its QUIC connection stays up).
+    #[derive(Debug, Clone)]
+    struct Echo;
+
+    impl ProtocolHandler for Echo {
+        async fn accept(&self, conn: iroh::endpoint::Connection) -> Result<(), AcceptError> {
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    let Ok(text) = read_frame::<_, String>(&mut recv, FRAME_MAX).await else {
+                        return;
+                    };
+                    if text == "hang" {
+                        // Keep the stream open, unanswered, until the connection ends.
+                        let _ = send.stopped().await;
+                        return;
+                    }
+                    let _ = write_frame(&mut send, &text, FRAME_MAX).await;
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                });
+            }
+            Ok(())
+        }
+    }
+
+    async fn endpoint(alpns: Vec<Vec<u8>>) -> Endpoint {
+        crate::net::endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), alpns)
+            .await
+            .expect("bind a loopback endpoint")
+    }
+
+    // Proves a connection that fails a request (here: no answer within the timeout, while
+    // the QUIC connection itself stays up and keeps answering keep-alives) leaves the pool at
+    // once, and the next request opens a new connection instead of waiting on the old one
+    // until its idle timeout.
+    #[tokio::test]
+    async fn a_connection_that_fails_a_request_is_replaced_at_once() {
+        let server = endpoint(vec![ALPN.to_vec()]).await;
+        let address = crate::net::endpoint::local_address(&server).unwrap();
+        let router = Router::builder(server).accept(ALPN, Echo).spawn();
+        let pool = Connections::new(endpoint(Vec::new()).await, Duration::from_secs(10));
+        let long = Duration::from_secs(30);
+
+        let answer: String = pool
+            .request(&address, ALPN, &"one".to_string(), long, FRAME_MAX)
+            .await
+            .unwrap();
+        assert_eq!(answer, "one");
+        let first = pool.connection(&address, ALPN).await.unwrap();
+
+        let failed = pool
+            .request::<_, String>(
+                &address,
+                ALPN,
+                &"hang".to_string(),
+                Duration::from_millis(300),
+                FRAME_MAX,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(failed, RequestError::Timeout { .. }), "{failed}");
+        assert!(
+            first.close_reason().is_none(),
+            "the old connection is still up"
+        );
+        assert!(
+            !pool.is_live(&address, ALPN),
+            "the failed connection left the pool"
+        );
+
+        let answer: String = pool
+            .request(&address, ALPN, &"two".to_string(), long, FRAME_MAX)
+            .await
+            .unwrap();
+        assert_eq!(answer, "two");
+        let second = pool.connection(&address, ALPN).await.unwrap();
+        assert_ne!(
+            first.stable_id(),
+            second.stable_id(),
+            "the request after the failure went over a new connection"
+        );
+        router.shutdown().await.unwrap();
+    }
+}
