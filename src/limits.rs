@@ -18,9 +18,12 @@ pub const EXPIRE_BATCH_MAX: usize = 1_000;
 pub const PROPOSAL_BATCH_MAX: usize = 256;
 /// The in-memory tail of the Raft log (`storage::tail`) keeps at most this many recent
 /// entries...
-pub const LOG_TAIL_ENTRIES_MAX: usize = 1_024;
-/// ...and at most about this many bytes of keys and values.
-pub const LOG_TAIL_BYTES_MAX: usize = 16 * 1024 * 1024;
+pub const LOG_TAIL_ENTRIES_MAX: usize = 512;
+/// ...and at most about this many bytes of keys and values: replication and apply read the
+/// last few entries, and each byte here is resident memory (with 16 MiB a leader reached
+/// 209 MB RSS in `scripts/bench.sh 2 8`, over the 200 MB target; 4 MiB peaked at 161 MB in
+/// the same sequence of 3-node runs).
+pub const LOG_TAIL_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// A batch stops growing once its requests carry this many bytes of keys and values (a request
 /// bigger than that is proposed alone), so one entry stays well inside a replication frame.
 pub const PROPOSAL_BATCH_BYTES_MAX: usize = 1024 * 1024;
