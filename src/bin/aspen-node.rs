@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: a node allocates and frees small buffers per request
+/// (frames, keys, values, QUIC packets), where glibc's allocator took about 6% of a leader's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "aspen-node", version, about = "Run an Aspen node")]
 struct Args {

@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc, as in `aspen-node`: `aspen bench` allocates per request too, on the cores the
+/// nodes it measures run on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = aspen::cli::Cli::parse();
     // The load tool needs more than one thread to keep up with a cluster; everything else
