@@ -3,11 +3,12 @@
 //!
 //! Owns: the file format (`schema`), how records are encoded (`codec`), the durability rules
 //! (`store`), command semantics (`state_machine`), consistent reads (`reads`), snapshot files
-//! (`snapshot`), the in-memory tail of the log (`tail`), backups and restore (`backup`), the offline check (`check`), upgrades of old
-//! files (`upgrade`), the on-disk records (`types`), errors (`error`), the tuple layer
-//! (`tuple`, `subspace`) and `StoreWrite` (`write`), the trait outside code must import to
-//! write: the write methods themselves are private to `storage`. openraft's storage traits are thin handles in
-//! `actors::raft_storage` that send writes to the StorageActor.
+//! (`snapshot`), the in-memory tail of the log (`tail`), backups and restore (`backup`), the
+//! offline check (`check`), upgrades of old files (`upgrade`), the on-disk records (`types`),
+//! errors (`error`), the tuple layer (`tuple`, `subspace`) and `StoreWrite` (`write`), the
+//! trait outside code must import to write: the write methods themselves are private to
+//! `storage`. openraft's storage traits are thin handles in `actors::raft_storage` that send
+//! writes to the StorageActor.
 //! Does not touch: the network, actors, or the clock for any state (time arrives in the
 //! commands; only snapshot file ids read it).
 //!
