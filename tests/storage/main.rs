@@ -9,4 +9,5 @@ mod fuzz_inputs;
 mod model;
 mod reference;
 mod suite;
+mod tail;
 mod util;
