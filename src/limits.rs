@@ -16,6 +16,10 @@ pub const SCAN_ENTRIES_MAX: usize = 1_000;
 pub const EXPIRE_BATCH_MAX: usize = 1_000;
 /// At most this many client requests share one Raft log entry (`Command::Batch`: group commit).
 pub const PROPOSAL_BATCH_MAX: usize = 256;
+/// How long the proposer waits for the writers its last entry answered before it proposes
+/// the writes that queued meanwhile (only when writes were waiting, so a lone writer never
+/// waits).
+pub const PROPOSAL_LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 /// The in-memory tail of the Raft log (`storage::tail`) keeps at most this many recent
 /// entries...
 pub const LOG_TAIL_ENTRIES_MAX: usize = 512;

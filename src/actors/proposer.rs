@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actors::raft_error::{RaftError, write_error};
 use crate::command::{BatchItem, Command, Request, Response, TypeConfig};
-use crate::limits::{PROPOSAL_BATCH_BYTES_MAX, PROPOSAL_BATCH_MAX};
+use crate::limits::{PROPOSAL_BATCH_BYTES_MAX, PROPOSAL_BATCH_MAX, PROPOSAL_LINGER};
 
 /// A write waiting for the proposer, and where its answer goes.
 pub(super) struct Proposal {
@@ -27,7 +27,10 @@ pub(super) enum Queued {
 /// The proposer of one Raft instance: takes the first queued write and every client write
 /// queued behind it (up to the batch bounds), proposes them as one log entry, answers each,
 /// and repeats; one entry in flight at a time, so writes arriving meanwhile form the next
-/// batch. Housekeeping commands are proposed alone. A write whose caller stopped waiting (it
+/// batch. When writes were already waiting as an entry was answered, it first waits up to
+/// `PROPOSAL_LINGER` for the writers that entry answered, so concurrent writers share one
+/// entry rather than alternate in two half-size ones (a lone writer never waits). Housekeeping
+/// commands are proposed alone. A write whose caller stopped waiting (it
 /// was told the outcome is unknown) is dropped unproposed, so a retry cannot apply it twice.
 pub(super) struct Proposer {
     pub(super) raft: Raft<TypeConfig>,
@@ -44,14 +47,29 @@ type Answers = Vec<(
 impl Proposer {
     pub(super) async fn run(self, mut queue: mpsc::UnboundedReceiver<Proposal>) {
         let mut carried: Option<Proposal> = None;
+        // The writers answered by the last entry: when writes were already waiting as it was
+        // answered, those writers are expected back within a client round trip.
+        let mut answered = 0;
         loop {
-            let first = match carried.take() {
-                Some(proposal) => proposal,
-                None => match queue.recv().await {
-                    Some(proposal) => proposal,
-                    None => return,
+            let (first, waiting) = match carried.take() {
+                Some(proposal) => (proposal, true),
+                None => match queue.try_recv() {
+                    Ok(proposal) => (proposal, true),
+                    Err(_) => match queue.recv().await {
+                        Some(proposal) => (proposal, false),
+                        None => return,
+                    },
                 },
             };
+            // Wait a moment for the writers just answered, so the two groups of writers
+            // (those answered and those that queued meanwhile) share the next entry instead
+            // of taking turns in half-size entries.
+            let expected = if waiting && answered > 1 {
+                (queue.len() + 1 + answered).min(PROPOSAL_BATCH_MAX)
+            } else {
+                0
+            };
+            let deadline = tokio::time::Instant::now() + PROPOSAL_LINGER;
             let mut bytes = match &first.write {
                 Queued::Write(item) => Some(item.op.payload_bytes()),
                 Queued::Alone(_) => None,
@@ -59,8 +77,15 @@ impl Proposer {
             let mut batch = vec![first];
             // A client write takes the client writes queued behind it, within the bounds.
             while let Some(batch_bytes) = bytes.filter(|_| batch.len() < PROPOSAL_BATCH_MAX) {
-                let Ok(next) = queue.try_recv() else {
-                    break;
+                let next = match queue.try_recv() {
+                    Ok(next) => next,
+                    Err(_) if batch.len() < expected => {
+                        match tokio::time::timeout_at(deadline, queue.recv()).await {
+                            Ok(Some(next)) => next,
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                    Err(_) => break,
                 };
                 let fits = match &next.write {
                     Queued::Write(item) => Some(batch_bytes + item.op.payload_bytes())
@@ -92,6 +117,7 @@ impl Proposer {
             metrics::histogram!(crate::metrics::RAFT_BATCH_REQUESTS, "node_id" => self.node_label.clone())
                 .record(batch.len() as f64);
             let answers = self.propose(batch).await;
+            answered = answers.len();
             let committed = answers.iter().filter(|(_, a)| a.is_ok()).count() as u64;
             let failed = answers.len() as u64 - committed;
             metrics::counter!(crate::metrics::RAFT_PROPOSALS_COMMITTED, "node_id" => self.node_label.clone())
