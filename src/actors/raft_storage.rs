@@ -94,7 +94,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(entries);
         }
         blocking(&self.store, ErrorSubject::Logs, ErrorVerb::Read, move |s| {
-            s.log_entries(range)
+            s.log_entries_in_file(range)
         })
         .await
     }

@@ -411,11 +411,18 @@ impl Store {
         crate::sync::lock(&self.tail).get(range)
     }
 
-    /// Log entries with indexes in `range`, in order.
+    /// Log entries with indexes in `range`, in order: from the in-memory tail when it holds
+    /// them all, else from the file.
     pub fn log_entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
-        if let Some(entries) = self.recent_log_entries(&range) {
-            return Ok(entries);
+        match self.recent_log_entries(&range) {
+            Some(entries) => Ok(entries),
+            None => self.log_entries_in_file(range),
         }
+    }
+
+    /// Log entries with indexes in `range`, in order, read from the file (for a caller that
+    /// already asked the tail).
+    pub fn log_entries_in_file(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
         let txn = self.begin_read()?;
         let log = txn.open_table(RAFT_LOG)?;
         let mut entries = Vec::new();
