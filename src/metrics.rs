@@ -21,7 +21,7 @@ pub const READ_BARRIER_ROUNDS: &str = "aspen_read_barrier_rounds_total";
 pub const READ_BARRIER_READS: &str = "aspen_read_barrier_reads";
 pub const STORAGE_FSYNC_SECONDS: &str = "aspen_storage_fsync_duration_seconds";
 pub const STORAGE_APPLY_SECONDS: &str = "aspen_storage_apply_duration_seconds";
-/// Writes (appends, applies, saved committed ids) per transaction of the StorageActor.
+/// Writes (appends and applies) per transaction of the StorageActor.
 pub const STORAGE_MERGED_WRITES: &str = "aspen_storage_merged_writes";
 pub const STORAGE_DB_SIZE_BYTES: &str = "aspen_storage_db_size_bytes";
 pub const KV_KEYS: &str = "aspen_kv_keys";

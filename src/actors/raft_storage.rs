@@ -5,8 +5,8 @@
 //!
 //! `append()` commits once with fsync and only then signals openraft's flush callback; it never
 //! applies anything (applying uncommitted entries would expose writes a new leader may
-//! truncate). `apply()` commits without fsync; `save_committed()` is kept in memory and
-//! written by the next apply.
+//! truncate). `apply()` commits without fsync; `save_committed()` is kept in memory (no trip
+//! to the StorageActor) and written by the next apply.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -136,12 +136,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
-        write(
-            ErrorSubject::Store,
-            ErrorVerb::Write,
-            self.writer.save_committed(committed),
-        )
-        .await
+        self.writer.save_committed(committed).map_err(|error| {
+            StorageIOError::new(ErrorSubject::Store, ErrorVerb::Write, &error).into()
+        })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {

@@ -42,16 +42,16 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 /// Every write the store accepts, queued in the writer's queue. Alone, each commits one
 /// transaction: `Append`, `SaveVote`, `Truncate`, `Purge` and `InstallSnapshot` with fsync,
-/// `Apply` without (durable with the next fsync'd commit); `SaveCommitted` is kept in memory
-/// and written by the next `Apply`; `Compact` rewrites the file in place. Appends and applies
-/// queued one after the other share one transaction (see [`StorageMsg::Drain`]).
+/// `Apply` without (durable with the next fsync'd commit); `Compact` rewrites the file in
+/// place. Appends and applies queued one after the other share one transaction (see
+/// [`StorageMsg::Drain`]). The committed log id is not a job: [`StorageWriter::save_committed`]
+/// keeps it in memory and the next apply writes it.
 pub enum WriteJob {
     /// Append Raft log entries.
     Append(Vec<Entry>, Reply<()>),
     /// Apply committed entries to the state machine; one response per entry.
     Apply(Vec<Entry>, Reply<Vec<Response>>),
     SaveVote(Vote, Reply<()>),
-    SaveCommitted(Option<LogId>, Reply<()>),
     /// Delete the log from this index on (a conflicting suffix).
     Truncate(u64, Reply<()>),
     /// Delete the log up to and including this id (covered by a snapshot).
@@ -63,9 +63,8 @@ pub enum WriteJob {
 }
 
 pub enum StorageMsg {
-    /// Run every write queued now, in order: each run of appends and applies (with the saved
-    /// committed ids between them) commits as one transaction, fsync'd when it holds an
-    /// append, and none of them is answered before that commit returns; any other write
+    /// Run every write queued now, in order: each run of appends and applies commits as one
+    /// transaction, fsync'd when it holds an append, and none of them is answered before that commit returns; any other write
     /// commits alone. Sent once per queued write; a drain that finds the queue empty does
     /// nothing.
     Drain,
@@ -92,7 +91,7 @@ impl Actor for StorageActor {
     ) -> Result<StorageState, ActorProcessingErr> {
         args.faults.take_start_failure(ActorKind::Storage)?;
         let queue = Queue::default();
-        *lock(&args.writer.actor) = Some((myself, Arc::downgrade(&queue)));
+        *lock(&args.writer.actor) = Some((myself, Arc::downgrade(&queue), Arc::clone(&args.store)));
         Ok(StorageState {
             store: args.store,
             writer: args.writer,
@@ -110,7 +109,7 @@ impl Actor for StorageActor {
         let mut published = lock(&state.writer.actor);
         if published
             .as_ref()
-            .is_some_and(|(_, queue)| queue.as_ptr() == Arc::as_ptr(&state.queue))
+            .is_some_and(|(_, queue, _)| queue.as_ptr() == Arc::as_ptr(&state.queue))
         {
             published.take();
         }
@@ -155,7 +154,7 @@ fn run(store: &Store, jobs: Vec<WriteJob>, merged: &metrics::Histogram) {
     let mut run: Vec<WriteJob> = Vec::new();
     for job in jobs {
         match job {
-            WriteJob::Append(..) | WriteJob::Apply(..) | WriteJob::SaveCommitted(..) => {
+            WriteJob::Append(..) | WriteJob::Apply(..) => {
                 run.push(job);
             }
             alone => {
@@ -167,8 +166,7 @@ fn run(store: &Store, jobs: Vec<WriteJob>, merged: &metrics::Histogram) {
     run_merged(store, run, merged);
 }
 
-/// One transaction for a run of appends and applies (the committed ids saved between them
-/// are kept in memory in order, so each apply writes the one saved before it).
+/// One transaction for a run of appends and applies.
 fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
     if run.is_empty() {
         return;
@@ -179,8 +177,7 @@ fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
         steps.push(match job {
             WriteJob::Append(entries, _) => MergedStep::Append(entries),
             WriteJob::Apply(entries, _) => MergedStep::Apply(entries),
-            WriteJob::SaveCommitted(committed, _) => MergedStep::SaveCommitted(*committed),
-            _ => unreachable!("only appends, applies and committed ids are merged"),
+            _ => unreachable!("only appends and applies are merged"),
         });
     }
     let outputs: Vec<Result<Option<Vec<Response>>, Error>> = match store.write_merged(&steps) {
@@ -204,10 +201,10 @@ fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
             WriteJob::Apply(_, reply) => {
                 let _ = reply.send(output.map(Option::unwrap_or_default));
             }
-            WriteJob::Append(_, reply) | WriteJob::SaveCommitted(_, reply) => {
+            WriteJob::Append(_, reply) => {
                 let _ = reply.send(output.map(drop));
             }
-            _ => unreachable!("only appends, applies and committed ids are merged"),
+            _ => unreachable!("only appends and applies are merged"),
         }
     }
 }
@@ -229,7 +226,7 @@ fn run_alone(store: &Store, job: WriteJob) {
         WriteJob::Compact(wait_for_open, reply) => {
             let _ = reply.send(store.compact(wait_for_open));
         }
-        WriteJob::Append(..) | WriteJob::Apply(..) | WriteJob::SaveCommitted(..) => {
+        WriteJob::Append(..) | WriteJob::Apply(..) => {
             unreachable!("merged")
         }
     }
@@ -244,8 +241,12 @@ pub struct StorageWriter {
     actor: Arc<Mutex<Option<Incarnation>>>,
 }
 
-/// The running actor and its queue (gone once the actor ended).
-type Incarnation = (ActorRef<StorageMsg>, std::sync::Weak<Mutex<Vec<WriteJob>>>);
+/// The running actor, its queue (gone once the actor ended) and its store.
+type Incarnation = (
+    ActorRef<StorageMsg>,
+    std::sync::Weak<Mutex<Vec<WriteJob>>>,
+    Arc<Store>,
+);
 
 impl std::fmt::Debug for StorageWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -268,9 +269,16 @@ impl StorageWriter {
         self.send(|reply| WriteJob::SaveVote(vote, reply)).await
     }
 
-    pub async fn save_committed(&self, committed: Option<LogId>) -> Result<(), Error> {
-        self.send(|reply| WriteJob::SaveCommitted(committed, reply))
-            .await
+    /// Records the committed log id, in memory: no commit and no trip through the queue (it
+    /// lies on the path of every write's answer). The next apply writes it. Safe in any order
+    /// against the applies still queued: openraft saves an id only after the entries up to it
+    /// were appended with fsync on this node, so whichever commit writes it next, `committed
+    /// <= last log index` holds there; and `last_applied <= committed` because ids only rise.
+    pub fn save_committed(&self, committed: Option<LogId>) -> Result<(), Error> {
+        let published = lock(&self.actor);
+        let (_, queue, store) = published.as_ref().ok_or_else(stopped)?;
+        queue.upgrade().ok_or_else(stopped)?;
+        StoreWrite::save_committed(&**store, committed.as_ref())
     }
 
     pub async fn truncate(&self, index: u64) -> Result<(), Error> {
@@ -303,7 +311,7 @@ impl StorageWriter {
         {
             // Queued and woken under the lock, so writes queue in the order they were sent.
             let published = lock(&self.actor);
-            let (actor, queue) = published.as_ref().ok_or_else(stopped)?;
+            let (actor, queue, _) = published.as_ref().ok_or_else(stopped)?;
             let queue = queue.upgrade().ok_or_else(stopped)?;
             lock(&queue).push(job(tx));
             actor.cast(StorageMsg::Drain).map_err(|_| stopped())?;

@@ -59,18 +59,6 @@ impl Store {
         &self,
         steps: &[MergedStep<'_>],
     ) -> Result<Vec<Option<Vec<Response>>>> {
-        if steps
-            .iter()
-            .all(|step| matches!(step, MergedStep::SaveCommitted(_)))
-        {
-            // Nothing to write: the committed ids stay in memory until an apply writes them.
-            for step in steps {
-                if let MergedStep::SaveCommitted(committed) = step {
-                    self.save_committed(committed.as_ref())?;
-                }
-            }
-            return Ok(vec![None; steps.len()]);
-        }
         let durable = steps.iter().any(|s| matches!(s, MergedStep::Append(_)));
         let txn = self.begin_write(if durable {
             Durability::Immediate
@@ -80,10 +68,6 @@ impl Store {
         let mut outputs = Vec::with_capacity(steps.len());
         for step in steps {
             outputs.push(match step {
-                MergedStep::SaveCommitted(committed) => {
-                    self.save_committed(committed.as_ref())?;
-                    None
-                }
                 MergedStep::Append(entries) => {
                     append_in(&txn, entries)?;
                     None

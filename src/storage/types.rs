@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::KeyValue;
-use crate::command::{Entry, LogId};
+use crate::command::Entry;
 
 /// A key's record as stored in the `kv` table (the key is the table key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +110,4 @@ mod tests {
 pub enum MergedStep<'a> {
     Append(&'a [Entry]),
     Apply(&'a [Entry]),
-    /// Kept in memory (as `save_committed`), written by the applies after it.
-    SaveCommitted(Option<LogId>),
 }

@@ -200,10 +200,8 @@ fn merged_writer(store: Store, mut next: u64) -> ! {
             let apply = async {
                 if let Some(applied) = previous.take() {
                     let committed = applied.last().map(|e| e.log_id);
-                    let (saved, responses) =
-                        tokio::join!(writer.save_committed(committed), writer.apply(applied));
-                    saved.expect("save committed");
-                    responses.expect("apply");
+                    writer.save_committed(committed).expect("save committed");
+                    writer.apply(applied).await.expect("apply");
                 }
             };
             let (appended, ()) = tokio::join!(append, apply);
