@@ -35,6 +35,18 @@ pub(crate) enum RaftRpc {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
 }
 
+impl RaftRpc {
+    /// The node the RPC speaks for: the leader of its vote (the candidate, for a vote).
+    pub(crate) fn sender(&self) -> NodeId {
+        let vote = match self {
+            RaftRpc::AppendEntries(rpc) => &rpc.vote,
+            RaftRpc::Vote(rpc) => &rpc.vote,
+            RaftRpc::InstallSnapshot(rpc) => &rpc.vote,
+        };
+        vote.leader_id().node_id
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum RaftReply {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),

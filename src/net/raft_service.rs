@@ -2,7 +2,10 @@
 //! `crate::net::raft`): serves openraft's RPCs, one frame each way on one stream, to this
 //! node's Raft, reached through the [`RaftPort`] this module declares (never the node or the
 //! actors). Connections are accepted only from endpoint ids in the membership or in
-//! `net.peers`; anything else is closed and logged.
+//! `net.peers`; anything else is closed and logged. Every RPC is checked again, against the
+//! membership of that moment: the node id it claims (the vote's leader or candidate) must be
+//! recorded with the connection's endpoint id, so a member cannot speak for another node and
+//! a removed member's open connection stops being served.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -73,7 +76,7 @@ impl<P: RaftPort> RaftService<P> {
         })
     }
 
-    async fn serve(&self, rpc: RaftRpc) -> RaftReply {
+    async fn serve(&self, remote: &EndpointId, rpc: RaftRpc) -> RaftReply {
         // A node isolated by fault injection (a process in a test) hears nothing either.
         if self.faults.is_isolated(self.port.node_id()) {
             return RaftReply::Refused("this node is isolated (fault injected)".into());
@@ -81,6 +84,24 @@ impl<P: RaftPort> RaftService<P> {
         let Some(raft) = self.port.raft() else {
             return RaftReply::Refused("raft is not running on this node".into());
         };
+        let claimed = rpc.sender();
+        let verdict = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            let members = metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, node)| {
+                    let endpoint = node.addr.parse::<NodeAddress>().ok().map(|a| a.id);
+                    (*id, endpoint)
+                });
+            sender_allowed(claimed, remote, members, &self.peers)
+        };
+        if let Err(reason) = verdict {
+            tracing::warn!(node_id = self.port.node_id(), %remote, %reason, "net: refused a raft rpc");
+            return RaftReply::Refused(reason);
+        }
         match rpc {
             RaftRpc::AppendEntries(rpc) => RaftReply::AppendEntries(raft.append_entries(rpc).await),
             RaftRpc::Vote(rpc) => RaftReply::Vote(raft.vote(rpc).await),
@@ -107,7 +128,7 @@ impl<P: RaftPort> ProtocolHandler for RaftService<P> {
             let service = self.clone();
             tokio::spawn(async move {
                 let reply = match read_frame::<_, RaftRpc>(&mut recv, FRAME_BYTES_MAX).await {
-                    Ok(rpc) => service.serve(rpc).await,
+                    Ok(rpc) => service.serve(&remote, rpc).await,
                     Err(error) => {
                         tracing::warn!(%remote, %error, "net: bad raft frame");
                         RaftReply::Refused(error.to_string())
@@ -122,5 +143,82 @@ impl<P: RaftPort> ProtocolHandler for RaftService<P> {
             });
         }
         Ok(())
+    }
+}
+
+/// Whether the connection of endpoint `remote` may send an RPC as node `claimed`, given the
+/// members (node id and the endpoint id its address records) and the `net.peers` endpoints:
+/// a member's id only from its own endpoint; an id outside the membership only from a
+/// configured peer that is not a member under another id (a node joining a cluster hears from
+/// its leader before it learns the membership). The error names what did not match.
+pub(crate) fn sender_allowed(
+    claimed: NodeId,
+    remote: &EndpointId,
+    members: impl IntoIterator<Item = (NodeId, Option<EndpointId>)>,
+    peers: &HashSet<EndpointId>,
+) -> Result<(), String> {
+    let mut remote_is = None;
+    for (id, endpoint) in members {
+        if id == claimed {
+            return match endpoint {
+                Some(endpoint) if endpoint == *remote => Ok(()),
+                Some(endpoint) => Err(format!(
+                    "endpoint {remote} sent an rpc as node {claimed}, which the membership records with endpoint {endpoint}"
+                )),
+                None => Err(format!(
+                    "node {claimed} has no valid address in the membership; its rpcs are refused"
+                )),
+            };
+        }
+        if endpoint.as_ref() == Some(remote) {
+            remote_is = Some(id);
+        }
+    }
+    match remote_is {
+        Some(member) => Err(format!(
+            "endpoint {remote} is member node {member} but sent an rpc as node {claimed}"
+        )),
+        None if peers.contains(remote) => Ok(()),
+        None => Err(format!(
+            "endpoint {remote} sent an rpc as node {claimed}, which is not a member, and is not in net.peers"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(seed: u8) -> EndpointId {
+        iroh::SecretKey::from_bytes(&[seed; 32]).public()
+    }
+
+    // Proves the binding of node ids to endpoint ids: a member speaks only for itself, a peer
+    // from `net.peers` only for ids outside the membership, anyone else for nobody.
+    #[test]
+    fn a_sender_speaks_only_for_the_node_its_endpoint_is_recorded_for() {
+        let (a, b, peer, outsider) = (endpoint(1), endpoint(2), endpoint(3), endpoint(4));
+        let members = [(1, Some(a)), (2, Some(b)), (3, None)];
+        let peers = HashSet::from([peer, b]);
+        let check = |claimed, remote| sender_allowed(claimed, &remote, members, &peers);
+        assert_eq!(check(1, a), Ok(()));
+        assert_eq!(check(2, b), Ok(()));
+        // A member forging another member's id, or an id outside the membership.
+        assert!(check(2, a).unwrap_err().contains("records with endpoint"));
+        assert!(check(9, a).unwrap_err().contains("is member node 1"));
+        // In net.peers but a member under another id: the membership binding wins.
+        assert!(check(9, b).unwrap_err().contains("is member node 2"));
+        // A configured peer may speak for a node the membership does not hold yet...
+        assert_eq!(check(9, peer), Ok(()));
+        // ...but not for a member.
+        assert!(
+            check(1, peer)
+                .unwrap_err()
+                .contains("records with endpoint")
+        );
+        // A member whose address does not parse is refused, whoever claims it.
+        assert!(check(3, peer).unwrap_err().contains("no valid address"));
+        assert!(check(9, outsider).unwrap_err().contains("not in net.peers"));
+        assert!(check(1, outsider).is_err());
     }
 }

@@ -157,3 +157,117 @@ async fn outsiders_and_bad_frames_are_refused() {
     assert!(client.get("after").await.unwrap().is_some());
     cluster.shutdown().await;
 }
+
+// Proves Raft RPCs are bound to the node id the membership records for the connection's
+// endpoint (the attack of the security issue: a learner planted with the attacker's own
+// endpoint id passes the allow-list): that learner's vote as another member is refused and
+// the term does not move, while the same connection's vote as itself is answered; once the
+// learner is removed, its still-open connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_speaks_only_for_itself_and_a_removed_one_not_at_all() {
+    let cluster = Cluster::start(50, 3, |_| {}).await;
+    let leader = cluster.wait_leader(&cluster.ids()).await;
+    let target = *cluster.ids().iter().find(|id| **id != leader).unwrap();
+    let impersonated = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader && **id != target)
+        .unwrap();
+    let term = |id| cluster.nodes[&id].node.raft.metrics().unwrap().current_term;
+    let members_of = |id| {
+        cluster.nodes[&id]
+            .node
+            .raft
+            .metrics()
+            .unwrap()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>()
+    };
+
+    // The planted learner: an endpoint whose key the test holds.
+    let planted_endpoint = aspen::net::endpoint::bind(
+        iroh::SecretKey::generate(),
+        "127.0.0.1:0".parse().unwrap(),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let planted_address = aspen::net::endpoint::local_address(&planted_endpoint).unwrap();
+    let leader_raft = cluster.nodes[&leader].node.raft.raft().unwrap();
+    leader_raft
+        .add_learner(
+            99,
+            openraft::BasicNode::new(planted_address.to_string()),
+            false,
+        )
+        .await
+        .expect("add the planted learner");
+    crate::util::eventually("the target knows the planted learner", || async {
+        members_of(target).contains(&99)
+    })
+    .await;
+
+    let mut planted = RaftTransport {
+        node_id: 99,
+        connections: Connections::new(planted_endpoint, Duration::from_secs(2)),
+        faults: NetFaults::default(),
+    };
+    let mut peer = planted
+        .new_client(
+            target,
+            &openraft::BasicNode::new(cluster.address(target).to_string()),
+        )
+        .await;
+    let vote_as =
+        |node, term| openraft::raft::VoteRequest::new(openraft::Vote::new(term, node), None);
+    let before = term(target);
+    let forged = peer
+        .vote(
+            vote_as(impersonated, before + 1000),
+            RPCOption::new(Duration::from_secs(2)),
+        )
+        .await;
+    assert!(
+        format!("{forged:?}").contains("records with endpoint"),
+        "a vote as node {impersonated} from the learner's endpoint was not refused as forged: {forged:?}"
+    );
+    assert!(
+        term(target) < before + 1000,
+        "the forged vote moved the term"
+    );
+
+    // The same connection speaking for itself is served (a vote with a stale term, so the
+    // cluster is left alone): the refusal above was about the claim, not the connection.
+    let own = peer
+        .vote(vote_as(99, 0), RPCOption::new(Duration::from_secs(2)))
+        .await;
+    assert!(
+        own.is_ok(),
+        "the learner's vote as itself was refused: {own:?}"
+    );
+
+    // Removed, the learner's open connection is refused from the next RPC on.
+    leader_raft
+        .change_membership(
+            openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([99])),
+            false,
+        )
+        .await
+        .expect("remove the planted learner");
+    crate::util::eventually("the target forgot the planted learner", || async {
+        !members_of(target).contains(&99)
+    })
+    .await;
+    let removed = peer
+        .vote(vote_as(99, 0), RPCOption::new(Duration::from_secs(2)))
+        .await;
+    // The per-RPC refusal (a new connection would be closed at accept with another text).
+    assert!(
+        format!("{removed:?}").contains("is not in net.peers"),
+        "a removed learner's vote on its open connection was not refused: {removed:?}"
+    );
+    cluster.shutdown().await;
+}
