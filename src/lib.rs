@@ -37,6 +37,8 @@
 //! - [`clock`]: the wall clock: stamps proposals, judges expiry on reads, dates backups.
 //! - [`config`]: the node's TOML configuration, environment overrides and validation.
 //! - `sync`: one lock helper for short critical sections.
+//! - [`files`]: the data directory's modes (0700 directories, 0600 files) and the sweep that
+//!   tightens wider ones at start.
 //! - [`limits`]: the limits shared across layers (key and value sizes, batches, frame, SQL
 //!   bounds, storage defaults); a limit used by one module stays in it.
 //! - [`storage`]: the redb file: Raft log, vote, committed, KV state machine, indexes,
@@ -53,6 +55,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod fault;
+pub mod files;
 #[cfg(feature = "testing")]
 pub mod fuzzing;
 pub mod limits;

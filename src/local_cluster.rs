@@ -54,7 +54,7 @@ async fn start(
     let exe = std::env::current_exe().map_err(|e| format!("cannot find aspen-node: {e}"))?;
     for id in 1..=nodes {
         let dir = data_dir.join(format!("node{id}"));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::files::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let dir = dir
             .canonicalize()
             .map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -63,7 +63,7 @@ async fn start(
             write_config(&config, id, &dir, base_port)?;
         }
         let _ = std::fs::remove_file(dir.join(ADDR_FILE));
-        let log = std::fs::OpenOptions::new()
+        let log = crate::files::private_file()
             .create(true)
             .append(true)
             .open(dir.join("node.log"))
@@ -156,7 +156,13 @@ fn write_config(path: &Path, id: NodeId, dir: &Path, base_port: Option<u16>) -> 
          [storage]\ncache_bytes = 33554432\n",
         dir = dir.display().to_string(),
     );
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    crate::files::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A loopback port free right now (UDP for the QUIC endpoint, TCP for HTTP).

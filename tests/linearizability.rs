@@ -528,8 +528,10 @@ async fn leader_seen_by(address: &NodeAddress) -> Option<NodeId> {
 
 async fn set_isolated(node: &NodeProcess, isolate: bool) {
     let url = format!("http://{}/admin/faults", node.http_address().await);
+    let token = aspen::net::admin::read_token(&node.dir).expect("the node's admin token");
     let response = reqwest::Client::new()
         .post(url)
+        .bearer_auth(token)
         .json(&serde_json::json!({ "isolate": isolate }))
         .send()
         .await

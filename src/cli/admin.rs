@@ -19,6 +19,33 @@ fn http_address_from(dirs: &[PathBuf]) -> Result<String, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
+/// The admin token: `--token` (with a warning), else `ASPEN_ADMIN_TOKEN`, else
+/// DIR/admin.token of the first --data-dir; none when none of them is there (the node then
+/// answers 401).
+fn admin_token(data_dirs: &[PathBuf], flag: Option<String>) -> Result<Option<String>, String> {
+    if let Some(token) = flag {
+        eprintln!(
+            "warning: --token is visible to other local users (ps, shell history); prefer \
+             ASPEN_ADMIN_TOKEN or --data-dir on the node's machine"
+        );
+        return Ok(Some(token));
+    }
+    if let Some(token) = std::env::var("ASPEN_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(Some(token));
+    }
+    match data_dirs.first() {
+        Some(dir) => match crate::net::admin::read_token(dir) {
+            Ok(token) => Ok(Some(token)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(format!("admin: {error}")),
+        },
+        None => Ok(None),
+    }
+}
+
 pub(super) async fn admin_over_http(
     data_dirs: &[PathBuf],
     http: Option<&str>,
@@ -29,6 +56,7 @@ pub(super) async fn admin_over_http(
         Some(http) => http.to_string(),
         None => http_address_from(data_dirs)?,
     };
+    let token = admin_token(data_dirs, token)?;
     let command = command.clone();
     tokio::task::spawn_blocking(move || admin(&http, token, &command))
         .await

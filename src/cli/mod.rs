@@ -142,8 +142,10 @@ pub enum CliCommand {
         /// DIR/http.addr of the first --data-dir.
         #[arg(long, env = "ASPEN_HTTP")]
         http: Option<String>,
-        /// The node's `http.admin_token`.
-        #[arg(long, env = "ASPEN_ADMIN_TOKEN", hide_env_values = true)]
+        /// The node's admin token. Prefer the environment (ASPEN_ADMIN_TOKEN) or, on the
+        /// node's machine, --data-dir (reads DIR/admin.token): a command line is visible to
+        /// other local users.
+        #[arg(long)]
         token: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,

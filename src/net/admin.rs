@@ -1,5 +1,6 @@
-//! The admin endpoints under `/admin/*` (all `POST`), guarded by a bearer token when
-//! `http.admin_token` is set:
+//! The admin endpoints under `/admin/*` (all `POST`), always guarded by a bearer token:
+//! `http.admin_token` when set, else the one in `DATA_DIR/admin.token` (mode 0600, generated
+//! on first start: [`load_or_create_token`]). The token is never logged.
 //! - `/admin/backup`: streams a backup file (`crate::storage::backup`) taken from one read
 //!   transaction while writes go on.
 //! - `/admin/snapshot`: builds a Raft snapshot now; the log behind it is purged as configured
@@ -108,6 +109,57 @@ impl AdminError {
     }
 }
 
+/// The generated admin token's file in the data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// Random bytes in a generated token (written as hex).
+const TOKEN_BYTES: usize = 32;
+
+/// A new token: `TOKEN_BYTES` bytes from the kernel's random source, as hex.
+pub fn generate_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    let mut filled = 0;
+    while filled < TOKEN_BYTES {
+        filled +=
+            rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())?;
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The token in `dir/admin.token`, created (mode 0600) with a generated one on first use.
+pub fn load_or_create_token(dir: &std::path::Path) -> std::io::Result<String> {
+    match read_token(dir) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let token = generate_token()?;
+            crate::files::create_private_dir(dir)?;
+            let mut file = crate::files::private_file()
+                .write(true)
+                .create_new(true)
+                .open(dir.join(TOKEN_FILE))?;
+            std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
+            file.sync_all()?;
+            Ok(token)
+        }
+        other => other,
+    }
+}
+
+/// The token in `dir/admin.token` (what the CLI sends with `--data-dir`).
+pub fn read_token(dir: &std::path::Path) -> std::io::Result<String> {
+    let path = dir.join(TOKEN_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(token.to_string())
+}
+
 /// How long `/admin/snapshot` waits for the snapshot to be built.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 /// A compaction waits this long for transactions already open to end.
@@ -117,7 +169,7 @@ const BACKUP_CHUNK_BYTES: usize = 256 << 10;
 
 struct AdminState<P> {
     port: Arc<P>,
-    /// Empty: no token needed.
+    /// Never empty: every admin route needs it.
     token: Arc<str>,
     /// This node's network faults (used only with `net.fault_injection`).
     net: NetFaults,
@@ -133,7 +185,7 @@ impl<P> Clone for AdminState<P> {
     }
 }
 
-/// The `/admin/*` routes.
+/// The `/admin/*` routes, behind `admin_token` (an empty one refuses every call).
 pub fn router<P: AdminPort>(
     port: Arc<P>,
     admin_token: &str,
@@ -169,7 +221,7 @@ async fn require_token<P: AdminPort>(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.token.is_empty() || bearer_matches(request.headers(), &state.token) {
+    if !state.token.is_empty() && bearer_matches(request.headers(), &state.token) {
         return next.run(request).await;
     }
     let mut response = error(

@@ -5,11 +5,13 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use iroh::endpoint::presets;
 use iroh::{Endpoint, RelayMode, SecretKey};
+
+use crate::files::{create_private_dir, private_file};
 
 /// The node's secret key: 32 raw bytes, mode 0600, created once.
 pub const KEY_FILE: &str = "node.key";
@@ -18,11 +20,25 @@ pub const ADDR_FILE: &str = "node.addr";
 
 pub use crate::api::{AddressError, NodeAddress};
 
-/// Reads the node's secret key from `dir/node.key`, creating it (mode 0600) on first use.
+/// Reads the node's secret key from `dir/node.key`, creating it (mode 0600, in a 0700
+/// directory) on first use. A key file that others than its owner may read or write is
+/// refused: the key may have leaked, and the operator decides.
 pub fn load_or_create_key(dir: &Path) -> std::io::Result<SecretKey> {
     let path = dir.join(KEY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
+            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "net: {} has mode {mode:o}; a key file must be private to its owner \
+                         (if no one else could have read it: chmod 600 {})",
+                        path.display(),
+                        path.display()
+                    ),
+                ));
+            }
             let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -36,7 +52,7 @@ pub fn load_or_create_key(dir: &Path) -> std::io::Result<SecretKey> {
             Ok(SecretKey::from_bytes(&bytes))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)?;
+            create_private_dir(dir)?;
             let key = SecretKey::generate();
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -67,7 +83,12 @@ pub fn write_addr_file(dir: &Path, address: &NodeAddress) -> std::io::Result<()>
 /// Writes one line to `dir/name` through a temporary file, so readers never see half.
 pub fn write_text_file(dir: &Path, name: &str, line: &str) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, format!("{line}\n"))?;
+    private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?
+        .write_all(format!("{line}\n").as_bytes())?;
     std::fs::rename(&tmp, dir.join(name))
 }
 
@@ -174,7 +195,7 @@ mod tests {
     }
 
     // Proves the key is created once with mode 0600 and read back unchanged; a wrong-size
-    // file is refused with its path.
+    // file and a file with group or other bits are refused with its path.
     #[test]
     fn key_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -190,5 +211,16 @@ mod tests {
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
         let error = load_or_create_key(dir.path()).unwrap_err().to_string();
         assert!(error.contains("node.key holds 5 bytes"), "{error}");
+        // A key others may read is refused, naming the file and its mode.
+        std::fs::write(dir.path().join(KEY_FILE), first.to_bytes()).unwrap();
+        let path = dir.path().join(KEY_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let error = load_or_create_key(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("node.key has mode 640"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            load_or_create_key(dir.path()).unwrap().public(),
+            first.public()
+        );
     }
 }

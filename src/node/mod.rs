@@ -197,8 +197,33 @@ impl Node {
     /// Stops taking requests; as the leader, waits (at most `HANDOVER_WAIT`) until every voter
     /// still replicating holds the whole log, so the next leader has every acknowledged write
     /// and nothing is left to resend; then stops every actor and the HTTP server. Storage ends
-    /// with one fsync'd commit, so a restart replays nothing.
+    /// with one fsync'd commit, so a restart replays nothing. Returns once the database file
+    /// is closed (or after `STORE_RELEASE_WAIT`, with a warning), so the same process can
+    /// open it again.
     pub async fn shutdown(self) {
+        let store = self.core.store.as_ref().map(Arc::downgrade);
+        let node_id = self.node_id();
+        self.stop().await;
+        // Tasks that served the last requests (an HTTP connection the client just closed, a
+        // client stream) may hold the store a moment longer; the file closes with the last.
+        let Some(store) = store else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
+        while store.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    node_id,
+                    holders = store.strong_count(),
+                    "node: stopped, but the store is still held open"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn stop(self) {
         // Refuse new client requests first, but keep the endpoint (closed with the router)
         // until the followers have the log: replication needs it.
         self.core.stopping.store(true, Ordering::SeqCst);
@@ -211,6 +236,8 @@ impl Node {
     }
 }
 
+/// How long `Node::shutdown` waits for the last holders of the store to let it go.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// How long a leader that is shutting down waits, at most, for its followers to hold its
 /// whole log.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
@@ -281,6 +308,40 @@ fn node_key(config: &NodeConfig) -> std::io::Result<iroh::SecretKey> {
     crate::net::endpoint::load_or_create_key(&config.node.data_dir)
 }
 
+/// Makes the data directory private (0700, files 0600), saying what it tightened: after the
+/// key was read, so a key file others could read is refused rather than quietly repaired.
+fn secure_data_dir(config: &NodeConfig) -> std::io::Result<()> {
+    let dir = &config.node.data_dir;
+    if config.node.storage == StorageKind::Inmemory && dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    for (path, mode) in crate::files::secure_data_dir(dir)? {
+        tracing::warn!(
+            node_id = config.node.id,
+            path = %path.display(),
+            "files: had mode {mode:o}; group and other access removed"
+        );
+    }
+    Ok(())
+}
+
+/// The admin API's token: `http.admin_token` when set, else the one in `DATA_DIR/admin.token`
+/// (generated on first start); an in-memory node without a data dir gets one it keeps to
+/// itself, so its admin API is closed unless the config sets one.
+fn admin_token(config: &NodeConfig) -> std::io::Result<String> {
+    if !config.http.admin_token.is_empty() {
+        return Ok(config.http.admin_token.clone());
+    }
+    if config.node.data_dir.as_os_str().is_empty() {
+        tracing::warn!(
+            node_id = config.node.id,
+            "http: no data dir and no http.admin_token: the admin API refuses every call"
+        );
+        return crate::net::admin::generate_token();
+    }
+    crate::net::admin::load_or_create_token(&config.node.data_dir)
+}
+
 /// Longest `start_node` waits for Raft to be published before it writes `node.addr` anyway
 /// (replaying a long log can take a while; the address is still written).
 const RAFT_START_WAIT_MS: u64 = 30_000;
@@ -310,6 +371,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let sql = SqlHandle::default();
     let storage = StorageWriter::default();
     let key = node_key(&config)?;
+    secure_data_dir(&config)?;
     let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
     let ep = endpoint::bind(key, config.net.address, alpns).await?;
     let address = endpoint::local_address(&ep)?;
@@ -363,7 +425,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let http_task = tokio::spawn(crate::net::http::serve(
         listener,
         Arc::clone(&core),
-        config.http.admin_token.clone(),
+        admin_token(&config)?,
         config.net.fault_injection.then(|| faults.net.clone()),
     ));
     let data_dir = config.node.data_dir.clone();

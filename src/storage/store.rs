@@ -22,6 +22,7 @@ use redb::{
 };
 
 use crate::command::{Entry, LogId, StoredMembership, Vote};
+use crate::files::{create_private_dir, private_file};
 use crate::storage::codec::{decode_log_entry, read_meta, write_meta, write_meta_opt};
 use crate::storage::error::{Error, IndexText, Result, ValidationError};
 use crate::storage::schema::*;
@@ -172,12 +173,21 @@ impl Store {
         builder.set_cache_size(options.cache_bytes);
         let (db, snapshot_dir, snapshot_tmp) = match &options.mode {
             StorageMode::File(dir) => {
-                std::fs::create_dir_all(dir)
+                create_private_dir(dir)
                     .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
                 let snapshot_dir = dir.join(SNAPSHOT_DIR_NAME);
-                std::fs::create_dir_all(&snapshot_dir)
+                create_private_dir(&snapshot_dir)
                     .map_err(|e| Error::io(format!("creating {}", snapshot_dir.display()), e))?;
-                let db = builder.create(dir.join(DB_FILE_NAME))?;
+                // Created first with mode 0600 (redb initializes an empty file; an existing
+                // one keeps its mode).
+                let path = dir.join(DB_FILE_NAME);
+                private_file()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+                let db = builder.create(path)?;
                 (db, snapshot_dir, None)
             }
             StorageMode::InMemory => {

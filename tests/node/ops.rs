@@ -297,6 +297,63 @@ async fn admin_routes_need_the_token_and_snapshot_purges_the_log() {
     node.shutdown().await;
 }
 
+// Proves a node with no configured token still guards its admin API: it generates a token
+// into DATA_DIR/admin.token (mode 0600, kept across restarts), refuses a call without it, and
+// the CLI with --data-dir reads it from there (while --token on the command line is used but
+// warned about).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_configured_token_the_node_generates_one_and_admin_needs_it() {
+    let node = TestNode::start(48, |_| {}).await;
+    let dir = node.dir.path().to_path_buf();
+    let file = dir.join(aspen::net::admin::TOKEN_FILE);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&file).expect("admin.token").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let token = aspen::net::admin::read_token(&dir).unwrap();
+    assert_eq!(token.len(), 64, "32 random bytes as hex: {token}");
+    let base = format!("http://{}", node.node.http_address);
+    let client = reqwest::Client::new();
+    let none = client
+        .post(format!("{base}/admin/snapshot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
+
+    let snapshot = aspen_cli(&dir, &["admin", "snapshot"]).await;
+    assert!(
+        snapshot.status.success(),
+        "aspen --data-dir DIR admin snapshot: {}",
+        String::from_utf8_lossy(&snapshot.stderr)
+    );
+    let wrong = aspen_cli(&dir, &["admin", "--token", "not-the-token", "snapshot"]).await;
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success(), "a wrong --token was accepted");
+    assert!(stderr.contains("warning: --token is visible"), "{stderr}");
+    assert!(stderr.contains("bearer token"), "{stderr}");
+
+    let node = node.restart().await;
+    assert_eq!(
+        aspen::net::admin::read_token(node.dir.path()).unwrap(),
+        token
+    );
+    node.shutdown().await;
+}
+
+/// Runs `aspen --data-dir DIR ARGS...` (without `ASPEN_ADMIN_TOKEN`) off the runtime.
+async fn aspen_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_aspen"));
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("ASPEN_ADMIN_TOKEN");
+    tokio::task::spawn_blocking(move || command.output().expect("run aspen"))
+        .await
+        .unwrap()
+}
+
 /// Puts `count` keys `{prefix}{i:05}` with values of `value_bytes`, 100 per transaction.
 async fn fill(node: &TestNode, prefix: &str, count: usize, value_bytes: usize) {
     for start in (0..count).step_by(100) {
@@ -369,8 +426,11 @@ async fn compaction_shrinks_the_file_and_keeps_the_data() {
     let written = || acked.lock().unwrap().len();
     assert!(node.wait_until(|_| written() >= 5).await);
     let http = node.node.http_address.to_string();
+    let token = aspen::net::admin::read_token(node.dir.path()).unwrap();
     let answer = tokio::task::spawn_blocking(move || {
-        AdminClient::new(&http, None).unwrap().post_json("compact")
+        AdminClient::new(&http, Some(token))
+            .unwrap()
+            .post_json("compact")
     })
     .await
     .unwrap()

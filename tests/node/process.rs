@@ -4,7 +4,9 @@
 //! issue).
 
 use aspen::api::WriteOp;
+use std::fs::Permissions;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use aspen::api::Put;
@@ -92,12 +94,18 @@ async fn seed(config: &str, dir: &std::path::Path) {
 // Proves a real aspen-node process started from config/node.toml (data dir and HTTP port
 // overridden by ASPEN_ variables) answers /health 200 healthy with its checks, /status with
 // itself as leader, and /metrics with every named family, whose values move as the node's
-// TtlActor expires the seeded keys through Raft; and that it stops cleanly on SIGTERM.
+// TtlActor expires the seeded keys through Raft; that it stops cleanly on SIGTERM; and that
+// its data dir ends private (0700 directories, 0600 files), the wide modes left before its
+// start included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_process_serves_health_status_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/node.toml");
     seed(config, dir.path()).await;
+    // Modes an older version or an operator left wide: the node tightens them at start.
+    for (path, wide) in [("", 0o755), ("aspen.redb", 0o644)] {
+        std::fs::set_permissions(dir.path().join(path), Permissions::from_mode(wide)).unwrap();
+    }
     let child = Command::new(env!("CARGO_BIN_EXE_aspen-node"))
         .args(["--config", config])
         .env("ASPEN_NODE__DATA_DIR", dir.path())
@@ -215,6 +223,28 @@ async fn node_process_serves_health_status_and_metrics() {
     .unwrap();
     let status = child.0.wait().unwrap();
     assert!(status.success(), "clean stop exits 0, got {status}");
+    assert_private(dir.path());
+}
+
+/// Asserts `dir` and every directory below it have mode 0700 and every file 0600, and that
+/// the node's files are among them.
+fn assert_private(dir: &std::path::Path) {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        let mode = metadata.permissions().mode() & 0o7777;
+        if metadata.is_dir() {
+            assert_eq!(mode, 0o700, "{} has mode {mode:o}", path.display());
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
+            files.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    for name in ["aspen.redb", "node.key", "node.addr", "http.addr"] {
+        assert!(files.iter().any(|f| f == name), "{name} missing: {files:?}");
+    }
 }
 
 fn value(metrics: &str, series: &str) -> f64 {
