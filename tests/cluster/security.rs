@@ -12,15 +12,19 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 
 use crate::util::Cluster;
 
-async fn foreign_connections() -> Connections {
-    let endpoint = aspen::net::endpoint::bind(
+/// An endpoint with a fresh key on loopback, outside every cluster.
+async fn foreign_endpoint() -> iroh::Endpoint {
+    aspen::net::endpoint::bind(
         iroh::SecretKey::generate(),
         "127.0.0.1:0".parse().unwrap(),
         Vec::new(),
     )
     .await
-    .unwrap();
-    Connections::new(endpoint, Duration::from_secs(2))
+    .unwrap()
+}
+
+async fn foreign_connections() -> Connections {
+    Connections::new(foreign_endpoint().await, Duration::from_secs(2))
 }
 
 // Proves an endpoint outside the membership cannot send Raft RPCs (a vote with a huge term is
@@ -188,13 +192,7 @@ async fn a_member_speaks_only_for_itself_and_a_removed_one_not_at_all() {
     };
 
     // The planted learner: an endpoint whose key the test holds.
-    let planted_endpoint = aspen::net::endpoint::bind(
-        iroh::SecretKey::generate(),
-        "127.0.0.1:0".parse().unwrap(),
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    let planted_endpoint = foreign_endpoint().await;
     let planted_address = aspen::net::endpoint::local_address(&planted_endpoint).unwrap();
     let leader_raft = cluster.nodes[&leader].node.raft.raft().unwrap();
     leader_raft
