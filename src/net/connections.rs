@@ -223,24 +223,18 @@ mod tests {
         let router = Router::builder(server).accept(ALPN, Echo).spawn();
         let pool = Connections::new(endpoint(Vec::new()).await, Duration::from_secs(10));
         let long = Duration::from_secs(30);
+        let ask = |text: &'static str, timeout: Duration| {
+            let (pool, address) = (&pool, &address);
+            async move {
+                pool.request::<_, String>(address, ALPN, &text.to_string(), timeout, FRAME_MAX)
+                    .await
+            }
+        };
 
-        let answer: String = pool
-            .request(&address, ALPN, &"one".to_string(), long, FRAME_MAX)
-            .await
-            .unwrap();
-        assert_eq!(answer, "one");
+        assert_eq!(ask("one", long).await.unwrap(), "one");
         let first = pool.connection(&address, ALPN).await.unwrap();
 
-        let failed = pool
-            .request::<_, String>(
-                &address,
-                ALPN,
-                &"hang".to_string(),
-                Duration::from_millis(300),
-                FRAME_MAX,
-            )
-            .await
-            .unwrap_err();
+        let failed = ask("hang", Duration::from_millis(300)).await.unwrap_err();
         assert!(matches!(failed, RequestError::Timeout { .. }), "{failed}");
         assert!(
             first.close_reason().is_none(),
@@ -251,11 +245,7 @@ mod tests {
             "the failed connection left the pool"
         );
 
-        let answer: String = pool
-            .request(&address, ALPN, &"two".to_string(), long, FRAME_MAX)
-            .await
-            .unwrap();
-        assert_eq!(answer, "two");
+        assert_eq!(ask("two", long).await.unwrap(), "two");
         let second = pool.connection(&address, ALPN).await.unwrap();
         assert_ne!(
             first.stable_id(),

@@ -88,14 +88,12 @@ impl<P: RaftPort> RaftService<P> {
         let verdict = {
             let metrics = raft.metrics();
             let metrics = metrics.borrow();
-            let members = metrics
-                .membership_config
-                .membership()
-                .nodes()
-                .map(|(id, node)| {
-                    let endpoint = node.addr.parse::<NodeAddress>().ok().map(|a| a.id);
-                    (*id, endpoint)
-                });
+            let membership = metrics.membership_config.membership();
+            let members = || {
+                membership
+                    .nodes()
+                    .map(|(id, node)| (*id, node.addr.as_str()))
+            };
             sender_allowed(claimed, remote, members, &self.peers)
         };
         if let Err(reason) = verdict {
@@ -147,33 +145,33 @@ impl<P: RaftPort> ProtocolHandler for RaftService<P> {
 }
 
 /// Whether the connection of endpoint `remote` may send an RPC as node `claimed`, given the
-/// members (node id and the endpoint id its address records) and the `net.peers` endpoints:
-/// a member's id only from its own endpoint; an id outside the membership only from a
-/// configured peer that is not a member under another id (a node joining a cluster hears from
-/// its leader before it learns the membership). The error names what did not match.
-pub(crate) fn sender_allowed(
+/// members (node id and address; `members` lists them anew on each call) and the `net.peers`
+/// endpoints: a member's id only from its own endpoint; an id outside the membership only
+/// from a configured peer that is not a member under another id (a node joining a cluster
+/// hears from its leader before it learns the membership). Runs on every RPC, so the usual
+/// case (a member speaking for itself) parses one address. The error names what did not match.
+pub(crate) fn sender_allowed<'a, I: Iterator<Item = (NodeId, &'a str)>>(
     claimed: NodeId,
     remote: &EndpointId,
-    members: impl IntoIterator<Item = (NodeId, Option<EndpointId>)>,
+    members: impl Fn() -> I,
     peers: &HashSet<EndpointId>,
 ) -> Result<(), String> {
-    let mut remote_is = None;
-    for (id, endpoint) in members {
-        if id == claimed {
-            return match endpoint {
-                Some(endpoint) if endpoint == *remote => Ok(()),
-                Some(endpoint) => Err(format!(
-                    "endpoint {remote} sent an rpc as node {claimed}, which the membership records with endpoint {endpoint}"
-                )),
-                None => Err(format!(
-                    "node {claimed} has no valid address in the membership; its rpcs are refused"
-                )),
-            };
-        }
-        if endpoint.as_ref() == Some(remote) {
-            remote_is = Some(id);
-        }
+    let endpoint_of = |address: &str| address.parse::<NodeAddress>().ok().map(|a| a.id);
+    if let Some((_, address)) = members().find(|(id, _)| *id == claimed) {
+        return match endpoint_of(address) {
+            Some(endpoint) if endpoint == *remote => Ok(()),
+            Some(endpoint) => Err(format!(
+                "endpoint {remote} sent an rpc as node {claimed}, which the membership records with endpoint {endpoint}"
+            )),
+            None => Err(format!(
+                "node {claimed} has no valid address in the membership; its rpcs are refused"
+            )),
+        };
     }
+    let remote_is = members()
+        .filter(|(_, address)| endpoint_of(address) == Some(*remote))
+        .map(|(id, _)| id)
+        .next();
     match remote_is {
         Some(member) => Err(format!(
             "endpoint {remote} is member node {member} but sent an rpc as node {claimed}"
@@ -198,9 +196,15 @@ mod tests {
     #[test]
     fn a_sender_speaks_only_for_the_node_its_endpoint_is_recorded_for() {
         let (a, b, peer, outsider) = (endpoint(1), endpoint(2), endpoint(3), endpoint(4));
-        let members = [(1, Some(a)), (2, Some(b)), (3, None)];
+        let (a_address, b_address) = (format!("{a}@127.0.0.1:1"), format!("{b}@127.0.0.1:2"));
+        let members = [
+            (1, a_address.as_str()),
+            (2, b_address.as_str()),
+            (3, "not an address"),
+        ];
         let peers = HashSet::from([peer, b]);
-        let check = |claimed, remote| sender_allowed(claimed, &remote, members, &peers);
+        let check =
+            |claimed, remote| sender_allowed(claimed, &remote, || members.iter().copied(), &peers);
         assert_eq!(check(1, a), Ok(()));
         assert_eq!(check(2, b), Ok(()));
         // A member forging another member's id, or an id outside the membership.

@@ -9,12 +9,14 @@
 //! wiring.
 
 mod client;
+mod data_dir;
 mod http;
 
 pub use client::PAGE_BYTES_MAX;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -299,49 +301,6 @@ impl Node {
     }
 }
 
-/// The node's secret key: from `DATA_DIR/node.key` (created on first start); a fresh one for an
-/// in-memory node without a data dir.
-fn node_key(config: &NodeConfig) -> std::io::Result<iroh::SecretKey> {
-    if config.node.storage == StorageKind::Inmemory && config.node.data_dir.as_os_str().is_empty() {
-        return Ok(iroh::SecretKey::generate());
-    }
-    crate::net::endpoint::load_or_create_key(&config.node.data_dir)
-}
-
-/// Makes the data directory private (0700, files 0600), saying what it tightened: after the
-/// key was read, so a key file others could read is refused rather than quietly repaired.
-fn secure_data_dir(config: &NodeConfig) -> std::io::Result<()> {
-    let dir = &config.node.data_dir;
-    if config.node.storage == StorageKind::Inmemory && dir.as_os_str().is_empty() {
-        return Ok(());
-    }
-    for (path, mode) in crate::files::secure_data_dir(dir)? {
-        tracing::warn!(
-            node_id = config.node.id,
-            path = %path.display(),
-            "files: had mode {mode:o}; group and other access removed"
-        );
-    }
-    Ok(())
-}
-
-/// The admin API's token: `http.admin_token` when set, else the one in `DATA_DIR/admin.token`
-/// (generated on first start); an in-memory node without a data dir gets one it keeps to
-/// itself, so its admin API is closed unless the config sets one.
-fn admin_token(config: &NodeConfig) -> std::io::Result<String> {
-    if !config.http.admin_token.is_empty() {
-        return Ok(config.http.admin_token.clone());
-    }
-    if config.node.data_dir.as_os_str().is_empty() {
-        tracing::warn!(
-            node_id = config.node.id,
-            "http: no data dir and no http.admin_token: the admin API refuses every call"
-        );
-        return crate::net::admin::generate_token();
-    }
-    crate::net::admin::load_or_create_token(&config.node.data_dir)
-}
-
 /// Longest `start_node` waits for Raft to be published before it writes `node.addr` anyway
 /// (replaying a long log can take a while; the address is still written).
 const RAFT_START_WAIT_MS: u64 = 30_000;
@@ -370,10 +329,9 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let raft = RaftHandle::new(node_id, Duration::from_millis(RAFT_WAIT_MS));
     let sql = SqlHandle::default();
     let storage = StorageWriter::default();
-    let key = node_key(&config)?;
-    secure_data_dir(&config)?;
+    let prepared = data_dir::prepare(&config)?;
     let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
-    let ep = endpoint::bind(key, config.net.address, alpns).await?;
+    let ep = endpoint::bind(prepared.key, config.net.address, alpns).await?;
     let address = endpoint::local_address(&ep)?;
     let store = open_store(&config).map(Arc::new);
     let core = Arc::new(NodeCore {
@@ -415,20 +373,16 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
 
     let listener = tokio::net::TcpListener::bind(config.http.address).await?;
     let http_address = listener.local_addr()?;
-    if !config.node.data_dir.as_os_str().is_empty() {
-        endpoint::write_text_file(
-            &config.node.data_dir,
-            HTTP_ADDR_FILE,
-            &http_address.to_string(),
-        )?;
+    if let Some(dir) = data_dir::data_dir(&config) {
+        endpoint::write_text_file(dir, HTTP_ADDR_FILE, &http_address.to_string())?;
     }
     let http_task = tokio::spawn(crate::net::http::serve(
         listener,
         Arc::clone(&core),
-        admin_token(&config)?,
+        prepared.admin_token,
         config.net.fault_injection.then(|| faults.net.clone()),
     ));
-    let data_dir = config.node.data_dir.clone();
+    let data_dir = data_dir::data_dir(&config).map(Path::to_path_buf);
     let args = SupervisorArgs {
         config,
         store,
@@ -451,8 +405,8 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     // starts Raft after this function's `spawn` returns; until it runs a client would be told
     // "raft is not running" (`cluster init` failed so in a CI run).
     wait_for_raft(&raft, &board).await;
-    if !data_dir.as_os_str().is_empty() {
-        endpoint::write_addr_file(&data_dir, &address)?;
+    if let Some(dir) = data_dir {
+        endpoint::write_addr_file(&dir, &address)?;
     }
     tracing::info!(node_id, %address, %http_address, "node started");
     Ok(Node {
