@@ -257,3 +257,33 @@ fn db_file_check(dir: &std::path::Path, quota: u64, health: &HealthSection) -> C
         Check::ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The disk_space check is decided by its two thresholds, not by the host: a disk is
+    // never under 0% free and, holding this test's files, always under 100% free; an
+    // unreadable data dir is critical and named.
+    #[test]
+    fn disk_space_follows_its_thresholds() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |path: &std::path::Path, warning, critical| {
+            let health = HealthSection {
+                disk_free_warning_percent: warning,
+                disk_free_critical_percent: critical,
+                ..HealthSection::default()
+            };
+            disk_space_check(&path.to_path_buf(), &health)
+        };
+        assert_eq!(check(dir.path(), 0, 0).status, CheckStatus::Ok);
+        let warned = check(dir.path(), 100, 0);
+        assert_eq!(warned.status, CheckStatus::Warning);
+        assert!(warned.message.as_deref().unwrap_or("").contains("% free"));
+        assert_eq!(check(dir.path(), 100, 100).status, CheckStatus::Critical);
+        let gone = dir.path().join("gone");
+        let missing = check(&gone, 0, 0);
+        assert_eq!(missing.status, CheckStatus::Critical);
+        assert!(missing.message.as_deref().unwrap_or("").contains("gone"));
+    }
+}
