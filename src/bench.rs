@@ -359,11 +359,12 @@ struct Tally {
     conflicts: u64,
 }
 
-/// Runs a workload against `nodes`; `progress` is called with the operations done so far
+/// Runs a workload against `nodes` as the client `key`; `progress` is called with the operations done so far
 /// about ten times a second.
 pub async fn run(
     workload: Workload,
     options: BenchOptions,
+    key: &iroh::SecretKey,
     nodes: &[NodeAddress],
     progress: impl Fn(u64),
 ) -> Result<Report, String> {
@@ -371,7 +372,7 @@ pub async fn run(
     let total = options.total_ops();
     let mut connections = Vec::with_capacity(options.connections);
     for i in 0..options.connections {
-        let client = Client::connect(nodes)
+        let client = Client::connect_with_key(key.clone(), nodes)
             .await
             .map_err(|e| e.to_string())?
             .prefer(i % nodes.len());

@@ -28,6 +28,32 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a request keeps being retried (leader elections take a few election timeouts).
 pub const RETRY_BUDGET: Duration = Duration::from_secs(10);
+/// The environment variable naming the client key file.
+pub const KEY_ENV: &str = "ASPEN_KEY";
+/// The client key's place under the home directory.
+pub const KEY_PATH_IN_HOME: &str = ".config/aspen/client.key";
+
+/// Where the client key is: `ASPEN_KEY`, else `~/.config/aspen/client.key`.
+pub fn default_key_path() -> Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(KEY_ENV).filter(|p| !p.is_empty()) {
+        return Ok(path.into());
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            Error::Setup(format!(
+                "no {KEY_ENV} and no HOME: name the client key file with {KEY_ENV}"
+            ))
+        })?;
+    Ok(std::path::Path::new(&home).join(KEY_PATH_IN_HOME))
+}
+
+/// Reads the client key at `path` (32 bytes, mode 0600), creating it on first use. Its
+/// endpoint id is the client's identity: what `aspen auth client add` names.
+pub fn load_key(path: &std::path::Path) -> Result<iroh::SecretKey> {
+    crate::net::endpoint::load_or_create_key_at(path)
+        .map_err(|e| Error::Setup(format!("client key {}: {e}", path.display())))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -129,9 +155,15 @@ struct Members {
 const MEMBERS_RELEARN: Duration = Duration::from_secs(1);
 
 impl Client {
-    /// A client for the nodes at `nodes` (any subset of the cluster). Binds a local endpoint
-    /// with a fresh identity; connections open on first use.
+    /// A client for the nodes at `nodes` (any subset of the cluster), with the client key of
+    /// [`default_key_path`] (created on first use). Connections open on first use.
     pub async fn connect(nodes: &[NodeAddress]) -> Result<Client> {
+        let key = load_key(&default_key_path()?)?;
+        Self::connect_with_key(key, nodes).await
+    }
+
+    /// A client for the nodes at `nodes` whose identity is `key`.
+    pub async fn connect_with_key(key: iroh::SecretKey, nodes: &[NodeAddress]) -> Result<Client> {
         if nodes.is_empty() {
             return Err(Error::Setup("no node address given".into()));
         }
@@ -140,7 +172,7 @@ impl Client {
         } else {
             ([0, 0, 0, 0], 0).into()
         };
-        let endpoint = crate::net::endpoint::bind(iroh::SecretKey::generate(), bind, Vec::new())
+        let endpoint = crate::net::endpoint::bind(key, bind, Vec::new())
             .await
             .map_err(|e| Error::Setup(e.to_string()))?;
         Ok(Client {
@@ -229,7 +261,9 @@ impl Client {
             }
             let error = match answer {
                 Ok(response) => match response.result {
-                    Err(error @ ClientError::NotLeader { .. }) => Error::Server(error),
+                    Err(error @ (ClientError::NotLeader { .. } | ClientError::NoRootYet)) => {
+                        Error::Server(error)
+                    }
                     Err(error @ ClientError::Unavailable(_)) if op.is_read() => {
                         Error::Server(error)
                     }
@@ -498,7 +532,9 @@ impl Client {
         }
     }
 
-    /// Initializes a new cluster of `members`: every member is told the same list.
+    /// Initializes a new cluster of `members`: every member is told the same list. This
+    /// client becomes the cluster's first root client: returns once a node says so (within
+    /// the retry budget).
     pub async fn cluster_init(&self, members: &BTreeMap<NodeId, NodeAddress>) -> Result<()> {
         let list: BTreeMap<NodeId, String> = members
             .iter()
@@ -510,7 +546,55 @@ impl Client {
             };
             done(self.request_to(address, op).await?)?;
         }
-        Ok(())
+        self.wait_root().await
+    }
+
+    /// Waits (within the retry budget) until a node answers that this client is root, or
+    /// that it does not check permissions.
+    pub async fn wait_root(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.retry_budget;
+        loop {
+            let me = self.whoami().await?;
+            if !me.auth_enabled || me.roles.iter().any(|r| r == ROOT_ROLE) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Setup(format!(
+                    "the cluster did not record client {} as root within {:?}",
+                    me.id, self.retry_budget
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// This client's identity: the endpoint id of its key.
+    pub fn id(&self) -> ClientId {
+        self.connections.endpoint().id()
+    }
+
+    /// Who the serving node takes this client for, with its roles.
+    pub async fn whoami(&self) -> Result<WhoAmI> {
+        match self.request(ClientOp::WhoAmI).await?.result? {
+            ClientOutput::WhoAmI(me) => Ok(me),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Changes the auth state (root only).
+    pub async fn auth(&self, op: AuthOp) -> Result<()> {
+        done(self.request(ClientOp::Auth(op)).await?)
+    }
+
+    /// The whole auth state (root only; linearizable).
+    pub async fn auth_list(&self) -> Result<AuthState> {
+        let op = ClientOp::AuthList {
+            consistency: Consistency::Linearizable,
+        };
+        match self.request(op).await?.result? {
+            ClientOutput::Auth(state) => Ok(state),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
     }
 
     /// Adds `id` at `address` as a learner; returns once it has caught up with the leader.

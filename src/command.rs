@@ -1,6 +1,6 @@
 //! The Raft log payload: what the leader proposes ([`Request`]: a [`Command`] and its clock),
 //! what the state machine answers ([`Response`]), and openraft's type configuration. Built
-//! from `api` types; the housekeeping commands (`Expire`, `SetVaultLimits`) exist only here,
+//! from `api` types; the housekeeping commands (`Expire`, `SetVaultLimits`, `AuthBootstrap`) exist only here,
 //! so a client request cannot express them ([`crate::api::WriteOp`] has no such variant).
 //! Also owns `VaultLimits` (replicated state) and openraft's type aliases (`LogId`, `Entry`,
 //! ...). Plain data: no redb, no network.
@@ -64,6 +64,12 @@ pub enum Command {
     /// and its own response ([`Response::batch`]); the entry commits or fails whole. Holds
     /// client writes only, so a batch cannot nest (nor a decoder recurse).
     Batch(Vec<BatchItem>),
+    /// A root client's change to the auth state (`crate::api::auth`).
+    Auth(crate::api::AuthOp),
+    /// Makes `roots` root clients if no client is root yet (the bootstrap: the client that
+    /// formed the cluster, or `auth.root_clients`); otherwise changes nothing. Housekeeping:
+    /// a client cannot send it.
+    AuthBootstrap { roots: Vec<crate::api::ClientId> },
 }
 
 /// One write of a [`Command::Batch`]: a client's write and the leader's clock for it.
@@ -80,7 +86,10 @@ impl Command {
     pub fn adds_data(&self) -> bool {
         match self {
             Command::Write(op) => op.adds_data(),
-            Command::Expire { .. } | Command::SetVaultLimits(_) => false,
+            Command::Expire { .. }
+            | Command::SetVaultLimits(_)
+            | Command::Auth(_)
+            | Command::AuthBootstrap { .. } => false,
             Command::Batch(items) => items.iter().any(|item| item.op.adds_data()),
         }
     }
@@ -117,6 +126,16 @@ impl Command {
                 }
                 Ok(())
             }
+            Command::Auth(op) => op.validate().map_err(CommandError::Auth),
+            Command::AuthBootstrap { roots } => {
+                if roots.is_empty() || roots.len() > crate::api::auth::AUTH_ENTRIES_MAX {
+                    return Err(CommandError::Auth(format!(
+                        "a bootstrap names 1 to {} root clients",
+                        crate::api::auth::AUTH_ENTRIES_MAX
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -127,7 +146,7 @@ impl Request {
         match &self.command {
             Command::Write(op) => op.payload_bytes(),
             Command::Expire { keys, .. } => keys.iter().map(Vec::len).sum(),
-            Command::SetVaultLimits(_) => 0,
+            Command::SetVaultLimits(_) | Command::Auth(_) | Command::AuthBootstrap { .. } => 0,
             Command::Batch(items) => items.iter().map(|item| item.op.payload_bytes()).sum(),
         }
     }

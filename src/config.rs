@@ -46,6 +46,7 @@ pub struct NodeConfig {
     pub health: HealthSection,
     pub supervisor: SupervisorSection,
     pub sql: SqlSection,
+    pub auth: AuthSection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,6 +317,38 @@ impl Default for SqlSection {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Check every client request against the replicated roles. `false` is for a throwaway
+    /// local node only, and refused with a non-loopback `net.address`.
+    pub enabled: bool,
+    /// Endpoint ids of clients made root when the cluster has no root client yet (the
+    /// bootstrap), besides the client that sent `cluster init`. Empty on a node that forms a
+    /// cluster by itself (`raft.bootstrap = "single"`): the node creates `DATA_DIR/client.key`
+    /// and makes its id root. As an environment override: ids separated by commas.
+    pub root_clients: Vec<String>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            enabled: true,
+            root_clients: Vec::new(),
+        }
+    }
+}
+
+impl AuthSection {
+    /// The configured root clients, parsed (the config was validated, so every id parses).
+    pub fn roots(&self) -> Vec<crate::api::ClientId> {
+        self.root_clients
+            .iter()
+            .filter_map(|id| id.trim().parse().ok())
+            .collect()
+    }
+}
+
 impl NodeConfig {
     /// Loads `path` (TOML), applies `ASPEN_*__*` environment overrides, and validates.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -344,6 +377,9 @@ impl NodeConfig {
                     .prefix_separator("_")
                     .separator(ENV_SECTION_SEPARATOR)
                     .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("auth.root_clients")
+                    .with_list_parse_key("net.peers")
                     .source(Some(overrides)),
             )
             .build()?
@@ -427,6 +463,21 @@ impl NodeConfig {
         rule(
             self.storage.vaults_max >= 1 && self.storage.vault_keys_max >= 1,
             "storage.vaults_max and storage.vault_keys_max must be at least 1".into(),
+        );
+        for id in &self.auth.root_clients {
+            if let Err(error) = id.trim().parse::<crate::api::ClientId>() {
+                rule(
+                    false,
+                    format!("auth.root_clients: {id:?} is not an endpoint id: {error}"),
+                );
+            }
+        }
+        rule(
+            self.auth.enabled || self.net.address.ip().is_loopback(),
+            format!(
+                "auth.enabled = false is for a local node only: net.address {} is not loopback",
+                self.net.address
+            ),
         );
         let sql = &self.sql;
         rule(

@@ -1,7 +1,8 @@
 //! `aspen-node cluster`: a local cluster in one command. Starts N `aspen-node` processes on
 //! loopback, each with its own data dir and config under `--data-dir` (kept, so a second run
 //! restarts the same cluster on the same ports and keys), forms the cluster, prints each
-//! node's address and the `aspen` line to use, and stops every node it started on Ctrl-C or
+//! node's address and the `aspen` lines to use (`ASPEN_NODE`, and `ASPEN_KEY`: the key of
+//! the cluster's first root client, `DIR/client.key`), and stops every node it started on Ctrl-C or
 //! SIGTERM. The nodes die with it (parent-death signal) even if it is killed.
 
 use std::collections::BTreeMap;
@@ -52,6 +53,15 @@ async fn start(
         return Err("--nodes must be at least 1".into());
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find aspen-node: {e}"))?;
+    // The cluster's first root client: the key the printed ASPEN_KEY line names.
+    crate::files::create_private_dir(data_dir)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let key_path = data_dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?
+        .join(crate::node::CLIENT_KEY_FILE);
+    let key = crate::client::load_key(&key_path).map_err(|e| e.to_string())?;
+    let root = key.public();
     for id in 1..=nodes {
         let dir = data_dir.join(format!("node{id}"));
         crate::files::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -60,7 +70,7 @@ async fn start(
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         let config = dir.join("node.toml");
         if !config.exists() {
-            write_config(&config, id, &dir, base_port)?;
+            write_config(&config, id, &dir, base_port, &root)?;
         }
         let _ = std::fs::remove_file(dir.join(ADDR_FILE));
         let log = crate::files::private_file()
@@ -94,7 +104,9 @@ async fn start(
         addresses.insert(member.id, wait_for_address(member).await?);
     }
     let list: Vec<NodeAddress> = addresses.values().copied().collect();
-    let client = Client::connect(&list).await.map_err(|e| e.to_string())?;
+    let client = Client::connect_with_key(key, &list)
+        .await
+        .map_err(|e| e.to_string())?;
     let status = client
         .status_of(&addresses[&1])
         .await
@@ -128,12 +140,19 @@ async fn start(
     let all: Vec<String> = list.iter().map(|a| a.to_string()).collect();
     println!("use it with:");
     println!("  export ASPEN_NODE={}", all.join(","));
+    println!("  export ASPEN_KEY={}", key_path.display());
     println!("  aspen put hello world && aspen get hello");
     println!("Ctrl-C stops every node.");
     Ok(())
 }
 
-fn write_config(path: &Path, id: NodeId, dir: &Path, base_port: Option<u16>) -> Result<(), String> {
+fn write_config(
+    path: &Path,
+    id: NodeId,
+    dir: &Path,
+    base_port: Option<u16>,
+    root: &crate::api::ClientId,
+) -> Result<(), String> {
     let (net, http) = match base_port {
         Some(base) => {
             let net = u64::from(base) + 2 * (id - 1);
@@ -153,7 +172,8 @@ fn write_config(path: &Path, id: NodeId, dir: &Path, base_port: Option<u16>) -> 
          [net]\naddress = \"127.0.0.1:{net}\"\n\n\
          [http]\naddress = \"127.0.0.1:{http}\"\n\n\
          [raft]\nbootstrap = \"none\"\n\n\
-         [storage]\ncache_bytes = 33554432\n",
+         [storage]\ncache_bytes = 33554432\n\n\
+         [auth]\nroot_clients = [\"{root}\"]\n",
         dir = dir.display().to_string(),
     );
     crate::files::private_file()

@@ -23,8 +23,41 @@ use crate::supervisor::SupervisorMsg;
 /// Default bound of every wait in the harness.
 pub const WAIT_MS: u64 = 10_000;
 
-/// A config for tests: a temporary data dir, a free loopback HTTP port, fast ticks and a quick
-/// restart backoff.
+/// The tests' root client key: fixed, so every harness node and process names it in
+/// `auth.root_clients`.
+pub fn root_key() -> iroh::SecretKey {
+    iroh::SecretKey::from_bytes(&[0x5a; 32])
+}
+
+/// The tests' root client key's id, as `auth.root_clients` takes it.
+pub fn root_id() -> String {
+    root_key().public().to_string()
+}
+
+/// A client with the tests' root key.
+pub async fn root_client(
+    nodes: &[crate::api::NodeAddress],
+) -> crate::client::Result<crate::client::Client> {
+    crate::client::Client::connect_with_key(root_key(), nodes).await
+}
+
+/// Writes the tests' root key to `dir/root.key` (mode 0600), for `aspen --key` or
+/// `ASPEN_KEY`; returns its path.
+pub fn write_root_key(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("root.key");
+    crate::files::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(&root_key().to_bytes()))
+        .expect("write the test root key");
+    path
+}
+
+/// A config for tests: a temporary data dir, a free loopback HTTP port, fast ticks, a quick
+/// restart backoff, and the tests' root client.
 pub fn test_config(node_id: u64, data_dir: &std::path::Path) -> NodeConfig {
     let mut config = NodeConfig::default();
     config.node.id = node_id;
@@ -40,6 +73,7 @@ pub fn test_config(node_id: u64, data_dir: &std::path::Path) -> NodeConfig {
     config.health.ping_timeout_ms = 100;
     config.supervisor.backoff_initial_ms = 10;
     config.supervisor.backoff_max_ms = 100;
+    config.auth.root_clients = vec![root_id()];
     config
 }
 

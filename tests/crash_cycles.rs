@@ -61,7 +61,7 @@ impl Load {
         let acked = Arc::new(Mutex::new(Acked::default()));
         let mut tasks = Vec::new();
         for w in 0..WRITERS {
-            let client = Client::connect(addresses)
+            let client = aspen::testing::root_client(addresses)
                 .await
                 .unwrap()
                 .prefer(w as usize % addresses.len())
@@ -123,7 +123,7 @@ impl Load {
 /// Every key with its value and mod revision, as node `address` holds them (a stale read of
 /// that node alone), and the node's revision.
 async fn contents(address: NodeAddress) -> (u64, BTreeMap<Vec<u8>, (Vec<u8>, u64)>) {
-    let client = Client::connect(&[address]).await.unwrap();
+    let client = aspen::testing::root_client(&[address]).await.unwrap();
     let page = client
         .range(KeyRange::prefix(b""), &RangeOptions::stale())
         .await
@@ -188,7 +188,7 @@ async fn leader_of(client: &Client) -> NodeId {
 async fn converged(members: &BTreeMap<NodeId, NodeAddress>) -> bool {
     let mut seen = Vec::new();
     for address in members.values() {
-        let Ok(client) = Client::connect(&[*address]).await else {
+        let Ok(client) = aspen::testing::root_client(&[*address]).await else {
             return false;
         };
         match client.status_of(address).await {
@@ -209,7 +209,7 @@ async fn cluster_survives_repeated_sigkills() {
     let quiet = [("RUST_LOG", "error,openraft=off")];
     let (mut nodes, members) = start_process_cluster(root.path(), 1..=3, &quiet).await;
     let addresses: Vec<NodeAddress> = members.values().copied().collect();
-    let admin = Client::connect(&addresses).await.unwrap();
+    let admin = aspen::testing::root_client(&addresses).await.unwrap();
     let load = Load::start(&addresses).await;
     for kill in 0..kills() {
         let at = format!("kill {kill}");

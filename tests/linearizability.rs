@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aspen::api::{Compare, CompareOp, CompareTarget, Consistency, NodeId, Output, Put, Txn, TxnOp};
-use aspen::client::Client;
 use aspen::net::endpoint::NodeAddress;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -427,7 +426,7 @@ async fn run_client(
     stop: Arc<AtomicBool>,
     succeeded: Arc<AtomicU64>,
 ) -> Vec<Event> {
-    let client = Client::connect(&addresses)
+    let client = aspen::testing::root_client(&addresses)
         .await
         .unwrap()
         .prefer(index % addresses.len())
@@ -522,7 +521,7 @@ async fn run_client(
 
 /// The leader as node `via` sees it.
 async fn leader_seen_by(address: &NodeAddress) -> Option<NodeId> {
-    let client = Client::connect(&[*address]).await.ok()?;
+    let client = aspen::testing::root_client(&[*address]).await.ok()?;
     client.status_of(address).await.ok()?.leader
 }
 

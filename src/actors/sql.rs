@@ -36,6 +36,8 @@ pub enum SqlMsg {
     /// Run a query on a snapshot taken when it starts.
     Query {
         sql: String,
+        /// The key prefixes the client may read (`None`: every key).
+        readable: Option<Vec<Vec<u8>>>,
         reply: RpcReplyPort<Result<SqlResult, SqlError>>,
     },
     Ping(RpcReplyPort<()>),
@@ -80,12 +82,16 @@ impl Actor for SqlActor {
         state: &mut SqlState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SqlMsg::Query { sql, reply } => {
+            SqlMsg::Query {
+                sql,
+                readable,
+                reply,
+            } => {
                 let (engine, store) = (Arc::clone(&state.engine), Arc::clone(&state.store));
                 let node = state.node_id.to_string();
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let answer = engine.query(&store, &sql).await;
+                    let answer = engine.query_as(&store, &sql, readable.as_deref()).await;
                     record(node, started, &answer);
                     let _ = reply.send(answer);
                 });
@@ -134,12 +140,21 @@ pub enum SqlUnavailable {
 }
 
 impl SqlHandle {
-    /// Runs `sql` on the SqlActor; the outer error says the actor did not answer.
-    pub async fn query(&self, sql: String) -> Result<Result<SqlResult, SqlError>, SqlUnavailable> {
+    /// Runs `sql` on the SqlActor for a client that may read the keys under `readable`
+    /// (`None`: every key); the outer error says the actor did not answer.
+    pub async fn query(
+        &self,
+        sql: String,
+        readable: Option<Vec<Vec<u8>>>,
+    ) -> Result<Result<SqlResult, SqlError>, SqlUnavailable> {
         let actor = lock(&self.actor)
             .clone()
             .ok_or(SqlUnavailable::NotRunning)?;
-        ractor::call!(actor, |reply| SqlMsg::Query { sql, reply })
-            .map_err(|e| SqlUnavailable::Call(e.to_string()))
+        ractor::call!(actor, |reply| SqlMsg::Query {
+            sql,
+            readable,
+            reply
+        })
+        .map_err(|e| SqlUnavailable::Call(e.to_string()))
     }
 }

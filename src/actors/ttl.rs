@@ -1,22 +1,29 @@
 //! TtlActor, the leader's housekeeping: on the leader only, at each tick, finds at most
 //! `batch_max` expired keys and leases through the expiry indexes and proposes one `Expire`
 //! through Raft; and when the vault limits in force differ from its configured ones, proposes
-//! `SetVaultLimits`, so every node enforces the same limits. It never writes redb: both are
-//! Raft commands like any other.
+//! `SetVaultLimits`, so every node enforces the same limits; and while no client is root,
+//! proposes `AuthBootstrap` with the [`RootCandidates`] this node holds. It never writes
+//! redb: all three are Raft commands like any other.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::actors::ActorKind;
 use crate::actors::raft::RaftHandle;
-use crate::api::{NodeId, Output};
+use crate::api::{ClientId, NodeId, Output};
 use crate::command::{Command, Request, VaultLimits};
 use crate::fault::Faults;
 use crate::storage::Store;
 
 pub struct TtlActor;
+
+/// The clients this node would make root while the cluster has none: `auth.root_clients`
+/// (or the id of `DATA_DIR/client.key` on a node that forms a cluster alone) and the client
+/// whose `cluster init` formed the cluster on this node.
+pub type RootCandidates = Arc<Mutex<BTreeSet<ClientId>>>;
 
 pub struct TtlArgs {
     pub node_id: NodeId,
@@ -27,6 +34,7 @@ pub struct TtlArgs {
     pub vault_limits: VaultLimits,
     pub faults: Faults,
     pub raft: RaftHandle,
+    pub roots: RootCandidates,
 }
 
 pub struct TtlState {
@@ -87,11 +95,23 @@ async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
     let now_ms = crate::clock::now_ms();
     // Reads wait while a compaction holds the file: off the async threads.
     let (store, batch_max) = (Arc::clone(&args.store), args.batch_max);
-    let (limits, (keys, leases)) = tokio::task::spawn_blocking(move || {
+    let (limits, (keys, leases), bootstrapped) = tokio::task::spawn_blocking(move || {
         let limits = store.read(now_ms)?.vault_limits()?;
-        Ok::<_, crate::storage::Error>((limits, expired_batch(&store, now_ms, batch_max)?))
+        let bootstrapped = store.auth()?.has_root();
+        let expired = expired_batch(&store, now_ms, batch_max)?;
+        Ok::<_, crate::storage::Error>((limits, expired, bootstrapped))
     })
     .await??;
+    let roots: Vec<ClientId> = crate::sync::lock(&args.roots).iter().copied().collect();
+    if !bootstrapped && !roots.is_empty() {
+        let request = Request {
+            now_ms,
+            command: Command::AuthBootstrap { roots },
+        };
+        if let Err(error) = args.raft.write(request).await {
+            tracing::debug!(%error, "ttl: auth bootstrap proposal not accepted");
+        }
+    }
     if limits != args.vault_limits {
         let request = Request {
             now_ms,

@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::auth::{AuthOp, AuthState, ClientId, Need, Perm, single_key};
 use crate::api::error::CommandError;
-use crate::api::kv::{KeyRange, KeyValue, NodeId, Output, VaultInfo};
+use crate::api::kv::{KeyRange, KeyValue, NodeId, Output, TxnOp, VaultInfo};
 use crate::api::sql::SqlResult;
 use crate::api::write::WriteOp;
 use crate::limits::SQL_TIMEOUT_MS_MAX;
 
 pub const CLIENT_ALPN: &[u8] = b"aspen/client/1";
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: requests carry `on_behalf_of`; the auth operations.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -35,6 +37,9 @@ pub struct ClientRequest {
     /// Set by a node forwarding to the leader: the receiver does not forward again.
     pub forwarded: bool,
     pub op: ClientOp,
+    /// Set by a node forwarding to the leader: the client it forwards for. The receiver
+    /// believes it only from a member's endpoint.
+    pub on_behalf_of: Option<ClientId>,
 }
 
 impl ClientRequest {
@@ -43,6 +48,7 @@ impl ClientRequest {
             version: PROTOCOL_VERSION,
             forwarded: false,
             op,
+            on_behalf_of: None,
         }
     }
 }
@@ -92,6 +98,14 @@ pub enum ClientOp {
     VaultList {
         consistency: Consistency,
     },
+    /// Change the auth state (root only).
+    Auth(AuthOp),
+    /// The whole auth state (root only).
+    AuthList {
+        consistency: Consistency,
+    },
+    /// Who the node takes this client for, and its roles.
+    WhoAmI,
 }
 
 impl ClientOp {
@@ -100,14 +114,16 @@ impl ClientOp {
     pub fn wants_leader(&self) -> bool {
         match self {
             ClientOp::Write(_)
+            | ClientOp::Auth(_)
             | ClientOp::AddLearner { .. }
             | ClientOp::Promote { .. }
             | ClientOp::Remove { .. } => true,
             ClientOp::Range { consistency, .. }
             | ClientOp::LeaseList { consistency }
             | ClientOp::Sql { consistency, .. }
-            | ClientOp::VaultList { consistency } => *consistency == Consistency::Linearizable,
-            ClientOp::ClusterInit { .. } | ClientOp::Status => false,
+            | ClientOp::VaultList { consistency }
+            | ClientOp::AuthList { consistency } => *consistency == Consistency::Linearizable,
+            ClientOp::ClusterInit { .. } | ClientOp::Status | ClientOp::WhoAmI => false,
         }
     }
 
@@ -120,7 +136,55 @@ impl ClientOp {
                 | ClientOp::Status
                 | ClientOp::Sql { .. }
                 | ClientOp::VaultList { .. }
+                | ClientOp::AuthList { .. }
+                | ClientOp::WhoAmI
         )
+    }
+
+    /// What the operation needs of its client ([`crate::api::auth`]). Revoking a lease
+    /// needs more than this says: the node also checks the keys attached to the lease.
+    pub fn need(&self) -> Need {
+        let keys = |ranges: Vec<(KeyRange, Perm)>| Need::Keys(ranges);
+        match self {
+            ClientOp::Write(WriteOp::Put(put)) => {
+                keys(vec![(single_key(&put.key), Perm::ReadWrite)])
+            }
+            ClientOp::Write(WriteOp::Delete { key, .. }) => {
+                keys(vec![(single_key(key), Perm::ReadWrite)])
+            }
+            ClientOp::Write(WriteOp::DeleteRange(range)) => {
+                keys(vec![(range.clone(), Perm::ReadWrite)])
+            }
+            ClientOp::Write(WriteOp::Txn(txn)) => {
+                let compares = txn
+                    .compares
+                    .iter()
+                    .map(|c| (single_key(&c.key), Perm::Read));
+                let ops = txn.success.iter().chain(&txn.failure).map(|op| match op {
+                    TxnOp::Put(put) => (single_key(&put.key), Perm::ReadWrite),
+                    TxnOp::Delete { key, .. } => (single_key(key), Perm::ReadWrite),
+                    TxnOp::Get { key } => (single_key(key), Perm::Read),
+                    TxnOp::DeleteRange(range) => (range.clone(), Perm::ReadWrite),
+                });
+                keys(compares.chain(ops).collect())
+            }
+            ClientOp::Write(
+                WriteOp::LeaseGrant { .. }
+                | WriteOp::LeaseRevoke { .. }
+                | WriteOp::LeaseKeepAlive { .. },
+            )
+            | ClientOp::LeaseList { .. } => Need::Known,
+            ClientOp::Range { range, .. } => keys(vec![(range.clone(), Perm::Read)]),
+            // What a query may see is narrowed to the client's prefixes where it runs.
+            ClientOp::Sql { .. } | ClientOp::VaultList { .. } => Need::Known,
+            // Only a node in no cluster yet takes it, and its sender becomes root.
+            ClientOp::Status | ClientOp::WhoAmI | ClientOp::ClusterInit { .. } => Need::Nothing,
+            ClientOp::AddLearner { .. }
+            | ClientOp::Promote { .. }
+            | ClientOp::Remove { .. }
+            | ClientOp::Auth(_)
+            | ClientOp::AuthList { .. } => Need::Root,
+        }
     }
 
     /// How much longer than an ordinary request the answer may take: a query may run up to
@@ -161,6 +225,20 @@ pub enum ClientOutput {
     Done,
     Sql(SqlResult),
     Vaults(Vec<VaultInfo>),
+    Auth(AuthState),
+    WhoAmI(WhoAmI),
+}
+
+/// Who a node takes the client for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub id: ClientId,
+    /// Its roles (empty for a client the cluster does not know).
+    pub roles: Vec<String>,
+    /// Whether the cluster knows the client.
+    pub known: bool,
+    /// Whether the serving node checks permissions at all (`auth.enabled`).
+    pub auth_enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,4 +306,11 @@ pub enum ClientError {
     /// The query was refused or failed (the message starts with `sql:`).
     #[error("{0}")]
     Sql(String),
+    /// The client lacks a permission; nothing was done. The message names it.
+    #[error("{0}")]
+    Denied(String),
+    /// The cluster has no root client yet (it records one moments after it forms): nothing
+    /// was done, so retrying is safe, and the client library does.
+    #[error("the cluster has no root client yet (it is being bootstrapped); nothing was done")]
+    NoRootYet,
 }

@@ -52,6 +52,9 @@ pub enum CommandError {
     /// A group-commit entry over the limit (only a faulty or foreign leader proposes one).
     #[error("storage: batch of {count} writes is over the limit of {max}")]
     BadBatch { count: u64, max: u64 },
+    /// An auth change the state refused (a missing role, the last root client, ...).
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 /// The three lists of a transaction, named in [`CommandError::TooManyTxnOps`].

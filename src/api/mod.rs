@@ -7,6 +7,7 @@
 //! of `tests/architecture.rs`).
 
 mod address;
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod health;
@@ -15,6 +16,7 @@ pub mod sql;
 pub mod write;
 
 pub use address::{AddressError, NodeAddress};
+pub use auth::{AuthOp, AuthState, ClientId, Grant, Perm, ROOT_ROLE};
 pub use client::*;
 pub use error::{CommandError, TxnList};
 pub use health::{Check, CheckStatus, HealthReport, NodeHealth};

@@ -64,6 +64,7 @@ pub(super) async fn admin_over_http(
 }
 
 pub(super) async fn bench(
+    key: iroh::SecretKey,
     nodes: &[NodeAddress],
     workload: crate::bench::Workload,
     options: crate::bench::BenchOptions,
@@ -81,7 +82,10 @@ pub(super) async fn bench(
                 .expect("valid template"),
         ),
     };
-    let result = crate::bench::run(workload, options, nodes, |done| bar.set_position(done)).await;
+    let result = crate::bench::run(workload, options, &key, nodes, |done| {
+        bar.set_position(done)
+    })
+    .await;
     bar.finish_and_clear();
     let report = result?;
     Ok(Answer::new(report.text(), report.json()))

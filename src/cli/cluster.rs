@@ -10,7 +10,11 @@ use crate::cli::output::Answer;
 use crate::client::Client;
 use crate::net::endpoint::NodeAddress;
 
-pub(super) async fn cluster_init(members: &[String]) -> Result<Answer, String> {
+/// Forms the cluster; the client with `key` becomes its first root client.
+pub(super) async fn cluster_init(
+    key: iroh::SecretKey,
+    members: &[String],
+) -> Result<Answer, String> {
     let mut list = BTreeMap::new();
     for member in members {
         let (id, address) = member
@@ -23,7 +27,7 @@ pub(super) async fn cluster_init(members: &[String]) -> Result<Answer, String> {
         list.insert(id, address);
     }
     let addresses: Vec<NodeAddress> = list.values().copied().collect();
-    let client = Client::connect(&addresses)
+    let client = Client::connect_with_key(key, &addresses)
         .await
         .map_err(|e| e.to_string())?;
     client
@@ -31,14 +35,15 @@ pub(super) async fn cluster_init(members: &[String]) -> Result<Answer, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(Answer::ok(
-        json!({"members": list.iter().map(|(id, a)| json!({"id": id, "address": a.to_string()})).collect::<Vec<_>>()}),
+        json!({"members": list.iter().map(|(id, a)| json!({"id": id, "address": a.to_string()})).collect::<Vec<_>>(),
+            "root_client": client.id().to_string()}),
     ))
 }
 
 pub(super) async fn cluster(client: &Client, command: &ClusterCommand) -> Result<Answer, String> {
     let e = |e: crate::client::Error| e.to_string();
     match command {
-        ClusterCommand::Init { members } => cluster_init(members).await,
+        ClusterCommand::Init { .. } => unreachable!("answered before connecting"),
         ClusterCommand::AddLearner { id, address } => {
             let address: NodeAddress = address
                 .parse()

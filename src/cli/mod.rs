@@ -7,6 +7,7 @@
 //! client.
 
 mod admin;
+mod auth;
 mod cluster;
 mod kv;
 mod lease;
@@ -23,6 +24,7 @@ use crate::api::NodeId;
 pub use crate::bench::ReadConsistency;
 use crate::client::Client;
 use crate::net::endpoint::{NodeAddress, read_addr_file};
+use crate::node::CLIENT_KEY_FILE;
 use output::Answer;
 pub use txn::parse_txn;
 
@@ -35,6 +37,11 @@ pub struct Cli {
     /// Read a node's address from DIR/node.addr (repeatable); used when --node is not given.
     #[arg(long, global = true)]
     pub data_dir: Vec<PathBuf>,
+    /// The client key file: this client's identity (created, mode 0600, when missing).
+    /// Default: DIR/client.key of the first --data-dir when that exists (a node that formed a
+    /// cluster alone made it root), else ~/.config/aspen/client.key.
+    #[arg(long = "key", value_name = "FILE", env = "ASPEN_KEY", global = true)]
+    pub key_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "table", global = true)]
     pub output: OutputFormat,
     #[command(subcommand)]
@@ -127,6 +134,9 @@ pub enum CliCommand {
     /// Vaults: key namespaces `vault/NAME/...` with metadata kept as keys change.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Clients, roles and permissions (changes need the root role).
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Load the cluster and measure: throughput, latency percentiles (p50, p90, p99, p99.9,
     /// max) and failures. Clients spread over the --node addresses; one run is bounded by
     /// --total (default 10000) and/or --duration.
@@ -149,6 +159,63 @@ pub enum CliCommand {
         token: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Who the cluster takes this client for: its id and roles.
+    Whoami,
+    /// Every client with its roles, every role with its grants.
+    List,
+    /// Clients: known by the endpoint id of their key (`aspen auth whoami` prints it).
+    #[command(subcommand)]
+    Client(AuthClientCommand),
+    /// Roles: `root` may do everything; others grant read or readwrite on key prefixes.
+    #[command(subcommand)]
+    Role(AuthRoleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthClientCommand {
+    /// Let client ID in, with these roles (repeatable; `root` is a role).
+    Add {
+        id: String,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Take a role from a client.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a client and all its roles.
+    Remove { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthRoleCommand {
+    Add {
+        name: String,
+    },
+    /// Remove a role; every client holding it loses it.
+    Remove {
+        name: String,
+    },
+    /// Grant PERM on every key starting with PREFIX (a vault: `vault/NAME/`; "" is every key).
+    Grant {
+        name: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        perm: crate::api::Perm,
+    },
+    /// Remove the role's grant on exactly PREFIX.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        prefix: String,
     },
 }
 
@@ -244,7 +311,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn execute(cli: &Cli) -> Result<Answer, String> {
     if let CliCommand::Cluster(ClusterCommand::Init { members }) = &cli.command {
-        return cluster::cluster_init(members).await;
+        return cluster::cluster_init(client_key(cli)?, members).await;
     }
     // Admin commands talk to one node's HTTP address, not to the cluster.
     if let CliCommand::Admin {
@@ -257,9 +324,10 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             .await;
     }
     if let CliCommand::Bench { workload, options } = &cli.command {
-        return admin::bench(&node_addresses(cli)?, *workload, options.clone()).await;
+        let nodes = node_addresses(cli)?;
+        return admin::bench(client_key(cli)?, &nodes, *workload, options.clone()).await;
     }
-    let client = Client::connect(&node_addresses(cli)?)
+    let client = Client::connect_with_key(client_key(cli)?, &node_addresses(cli)?)
         .await
         .map_err(|e| e.to_string())?;
     match &cli.command {
@@ -281,10 +349,22 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
         CliCommand::Vault(VaultCommand::List) => kv::vault_list(&client).await,
         CliCommand::Cluster(command) => cluster::cluster(&client, command).await,
         CliCommand::Sql { query, consistency } => kv::sql(&client, query, *consistency).await,
+        CliCommand::Auth(command) => auth::auth(&client, command).await,
         CliCommand::Admin { .. } | CliCommand::Bench { .. } => {
             unreachable!("answered before connecting")
         }
     }
+}
+
+/// The client key: `--key` / `ASPEN_KEY`, else `DIR/client.key` of the first `--data-dir`
+/// when it exists, else `~/.config/aspen/client.key` (created on first use).
+fn client_key(cli: &Cli) -> Result<iroh::SecretKey, String> {
+    let path = match (&cli.key_file, cli.data_dir.first()) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) if dir.join(CLIENT_KEY_FILE).is_file() => dir.join(CLIENT_KEY_FILE),
+        (None, _) => crate::client::default_key_path().map_err(|e| e.to_string())?,
+    };
+    crate::client::load_key(&path).map_err(|e| e.to_string())
 }
 
 fn node_addresses(cli: &Cli) -> Result<Vec<NodeAddress>, String> {

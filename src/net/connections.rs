@@ -50,6 +50,11 @@ pub struct Connections {
 }
 
 impl Connections {
+    /// The endpoint the connections are opened from.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     pub fn new(endpoint: Endpoint, connect_timeout: Duration) -> Self {
         Connections {
             endpoint,

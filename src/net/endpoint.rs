@@ -24,7 +24,14 @@ pub use crate::api::{AddressError, NodeAddress};
 /// directory) on first use. A key file that others than its owner may read or write is
 /// refused: the key may have leaked, and the operator decides.
 pub fn load_or_create_key(dir: &Path) -> std::io::Result<SecretKey> {
-    let path = dir.join(KEY_FILE);
+    load_or_create_key_at(&dir.join(KEY_FILE))
+}
+
+/// As [`load_or_create_key`], for the key file at `path` (a client key: `aspen`'s
+/// `~/.config/aspen/client.key`, or a node's `DATA_DIR/client.key`). Its directory is created
+/// 0700 when missing.
+pub fn load_or_create_key_at(path: &Path) -> std::io::Result<SecretKey> {
+    let path = path.to_path_buf();
     match std::fs::read(&path) {
         Ok(bytes) => {
             let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
@@ -43,7 +50,7 @@ pub fn load_or_create_key(dir: &Path) -> std::io::Result<SecretKey> {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     format!(
-                        "net: {} holds {} bytes, a node key is 32",
+                        "net: {} holds {} bytes, a key is 32",
                         path.display(),
                         bytes.len()
                     ),
@@ -52,7 +59,9 @@ pub fn load_or_create_key(dir: &Path) -> std::io::Result<SecretKey> {
             Ok(SecretKey::from_bytes(&bytes))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            create_private_dir(dir)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                create_private_dir(dir)?;
+            }
             let key = SecretKey::generate();
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -210,7 +219,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
         let error = load_or_create_key(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("node.key holds 5 bytes"), "{error}");
+        assert!(
+            error.contains("node.key holds 5 bytes, a key is 32"),
+            "{error}"
+        );
         // A key others may read is refused, naming the file and its mode.
         std::fs::write(dir.path().join(KEY_FILE), first.to_bytes()).unwrap();
         let path = dir.path().join(KEY_FILE);

@@ -36,8 +36,12 @@ pub trait ClientPort: Send + Sync + 'static {
     fn member_address(&self, id: NodeId) -> Option<NodeAddress>;
     /// Whether the node is stopping: requests are refused (as not proposed) from then on.
     fn is_stopping(&self) -> bool;
-    /// Runs `op` on this node: the answer and the revision it reflects, or why not.
-    fn execute(&self, op: &ClientOp) -> impl Future<Output = Served> + Send;
+    /// Whether `id` is the endpoint of a member (voter or learner): only a member may
+    /// forward a request on behalf of a client.
+    fn is_member_endpoint(&self, id: &ClientId) -> bool;
+    /// Runs `op` for `client` on this node (checking what it may do): the answer and the
+    /// revision it reflects, or why not.
+    fn execute(&self, client: ClientId, op: &ClientOp) -> impl Future<Output = Served> + Send;
 }
 
 pub struct ClientService<P> {
@@ -99,20 +103,36 @@ impl<P: ClientPort> ClientService<P> {
         self.port.leader()
     }
 
-    /// Serves one request, forwarding it to the leader once when only the leader can.
-    pub async fn serve(&self, request: ClientRequest) -> ClientResponse {
+    /// Serves one request that arrived from the endpoint `remote`, forwarding it to the
+    /// leader once when only the leader can. The client is `remote`, or the client a member
+    /// forwards for.
+    pub async fn serve(&self, remote: ClientId, request: ClientRequest) -> ClientResponse {
         if request.version != PROTOCOL_VERSION {
             return self.respond(Err(ClientError::Version {
                 got: request.version,
                 supported: PROTOCOL_VERSION,
             }));
         }
+        let client = match request.on_behalf_of {
+            None => remote,
+            Some(client) if self.port.is_member_endpoint(&remote) => client,
+            // Not believed: nothing is done, and the answer sends the client to this node
+            // directly, where it is checked as itself (a removed member that still forwards
+            // gets its clients through this way too).
+            Some(_) => {
+                tracing::warn!(node_id = self.node_id(), %remote,
+                    "net: refused a request forwarded by an endpoint that is not a member");
+                return self.respond(Err(ClientError::NotLeader {
+                    leader: self.leader(),
+                }));
+            }
+        };
         if self.port.is_stopping() {
             // Not proposed: the client may retry on another node.
             return self.respond(Err(ClientError::NotLeader { leader: None }));
         }
         let started = std::time::Instant::now();
-        let served = self.port.execute(&request.op).await;
+        let served = self.port.execute(client, &request.op).await;
         if !matches!(served, Err(Failure::Redirect(_))) {
             let revision = served.as_ref().map_or(0, |(_, revision)| *revision);
             self.observe(&request.op, started.elapsed(), revision);
@@ -126,7 +146,7 @@ impl<P: ClientPort> ClientService<P> {
             Err(Failure::Redirect(Some(leader)))
                 if !request.forwarded && leader != self.node_id() =>
             {
-                self.forward(leader, request).await
+                self.forward(leader, client, request).await
             }
             Err(Failure::Redirect(leader)) => self.respond(Err(ClientError::NotLeader { leader })),
         }
@@ -187,7 +207,12 @@ impl<P: ClientPort> ClientService<P> {
         }
     }
 
-    async fn forward(&self, leader: NodeId, mut request: ClientRequest) -> ClientResponse {
+    async fn forward(
+        &self,
+        leader: NodeId,
+        client: ClientId,
+        mut request: ClientRequest,
+    ) -> ClientResponse {
         let not_leader = || {
             self.respond(Err(ClientError::NotLeader {
                 leader: Some(leader),
@@ -200,6 +225,7 @@ impl<P: ClientPort> ClientService<P> {
             return not_leader();
         }
         request.forwarded = true;
+        request.on_behalf_of = Some(client);
         match self
             .connections
             .request::<_, ClientResponse>(
@@ -221,11 +247,12 @@ impl<P: ClientPort> ClientService<P> {
 
     async fn serve_stream(
         &self,
+        remote: ClientId,
         mut send: iroh::endpoint::SendStream,
         mut recv: iroh::endpoint::RecvStream,
     ) {
         let response = match read_frame::<_, ClientRequest>(&mut recv, FRAME_BYTES_MAX).await {
-            Ok(request) => self.serve(request).await,
+            Ok(request) => self.serve(remote, request).await,
             Err(FrameError::TooLarge { bytes, max }) => {
                 let _ = recv.stop(FRAME_REFUSED.into());
                 self.respond(Err(ClientError::FrameTooLarge { bytes, max }))
@@ -253,9 +280,11 @@ impl<P: ClientPort> ClientService<P> {
 
 impl<P: ClientPort> ProtocolHandler for ClientService<P> {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        // The client is the endpoint its QUIC handshake proved.
+        let remote = conn.remote_id();
         while let Ok((send, recv)) = conn.accept_bi().await {
             let service = self.clone();
-            tokio::spawn(async move { service.serve_stream(send, recv).await });
+            tokio::spawn(async move { service.serve_stream(remote, send, recv).await });
         }
         Ok(())
     }
@@ -285,6 +314,9 @@ fn op_subject(op: &ClientOp) -> (&'static str, Option<&[u8]>) {
         ClientOp::Status => ("status", None),
         ClientOp::Sql { .. } => ("sql", None),
         ClientOp::VaultList { .. } => ("vault_list", None),
+        ClientOp::Auth(_) => ("auth", None),
+        ClientOp::AuthList { .. } => ("auth_list", None),
+        ClientOp::WhoAmI => ("whoami", None),
     }
 }
 

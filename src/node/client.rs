@@ -5,11 +5,13 @@
 //! Raft.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, ChangeMembers};
 
 use crate::actors::raft::RaftError;
+use crate::api::auth::{Denied, Need, single_key};
 use crate::api::*;
 use crate::command::Request;
 use crate::limits::{FRAME_BYTES_MAX, SCAN_ENTRIES_MAX};
@@ -54,13 +56,80 @@ impl ClientPort for NodeCore {
         NodeCore::is_stopping(self)
     }
 
-    async fn execute(&self, op: &ClientOp) -> Served {
-        self.run(op).await
+    fn is_member_endpoint(&self, id: &ClientId) -> bool {
+        self.raft
+            .with_metrics(|m| {
+                m.membership_config.membership().nodes().any(|(_, node)| {
+                    node.addr
+                        .parse::<NodeAddress>()
+                        .is_ok_and(|address| address.id == *id)
+                })
+            })
+            .unwrap_or(false)
+    }
+
+    async fn execute(&self, client: ClientId, op: &ClientOp) -> Served {
+        let auth = self.authorize(client, op).await?;
+        self.run(client, auth.as_deref(), op).await
     }
 }
 
+/// `Denied` as the client sees it.
+fn denied(denied: Denied) -> Failure {
+    Failure::Error(ClientError::Denied(denied.to_string()))
+}
+
 impl NodeCore {
-    async fn run(&self, op: &ClientOp) -> Served {
+    /// Checks what `client` may do against the auth state this node applied: the state
+    /// (`None` with `auth.enabled = false`), or the refusal naming what was missing. A node
+    /// forwarding a request checks it, and the leader checks it again.
+    async fn authorize(
+        &self,
+        client: ClientId,
+        op: &ClientOp,
+    ) -> Result<Option<Arc<AuthState>>, Failure> {
+        if !self.auth_enabled {
+            return Ok(None);
+        }
+        let store = self
+            .store
+            .clone()
+            .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
+        let auth = store.auth().map_err(storage_error)?;
+        let need = op.need();
+        if !auth.has_root() && need != Need::Nothing {
+            return Err(ClientError::NoRootYet.into());
+        }
+        auth.check(&client, &need).map_err(denied)?;
+        // Revoking a lease deletes its keys: it needs readwrite on every one.
+        if let ClientOp::Write(WriteOp::LeaseRevoke { id }) = op
+            && !auth.is_root(&client)
+        {
+            let id = *id;
+            let keys = tokio::task::spawn_blocking(move || {
+                store
+                    .read(crate::clock::now_ms())?
+                    .lease_keys(id, SCAN_ENTRIES_MAX + 1)
+            })
+            .await
+            .map_err(|e| ClientError::Storage(format!("read task: {e}")))?
+            .map_err(storage_error)?;
+            if keys.len() > SCAN_ENTRIES_MAX {
+                return Err(denied(Denied(format!(
+                    "lease {id} holds more than {SCAN_ENTRIES_MAX} keys: only a root client revokes it"
+                ))));
+            }
+            let need = Need::Keys(
+                keys.iter()
+                    .map(|key| (single_key(key), Perm::ReadWrite))
+                    .collect(),
+            );
+            auth.check(&client, &need).map_err(denied)?;
+        }
+        Ok(Some(auth))
+    }
+
+    async fn run(&self, client: ClientId, auth: Option<&AuthState>, op: &ClientOp) -> Served {
         match op {
             ClientOp::Write(op) => self.write_op(op.clone()).await,
             ClientOp::Range {
@@ -82,9 +151,20 @@ impl NodeCore {
             }
             ClientOp::VaultList { consistency } => {
                 self.barrier(*consistency).await?;
-                self.read(|store| {
+                let readable = auth.map(|auth| (auth.clone(), client));
+                self.read(move |store| {
                     let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
-                    let vaults = view.vaults().map_err(storage_error)?;
+                    let mut vaults = view.vaults().map_err(storage_error)?;
+                    // A client sees the vaults it may read.
+                    if let Some((auth, client)) = readable {
+                        vaults.retain(|vault| {
+                            let mut prefix = crate::api::VAULT_PREFIX.to_vec();
+                            prefix.extend_from_slice(vault.name.as_bytes());
+                            prefix.push(b'/');
+                            let need = Need::Keys(vec![(KeyRange::prefix(&prefix), Perm::Read)]);
+                            auth.check(&client, &need).is_ok()
+                        });
+                    }
                     Ok((ClientOutput::Vaults(vaults), view.revision()))
                 })
                 .await
@@ -92,9 +172,40 @@ impl NodeCore {
             ClientOp::Status => Ok((ClientOutput::Status(self.cluster_status()?), 0)),
             ClientOp::Sql { query, consistency } => {
                 self.barrier(*consistency).await?;
-                self.sql(query.clone()).await
+                let readable = auth.and_then(|auth| auth.readable(&client));
+                self.sql(query.clone(), readable).await
             }
-            ClientOp::ClusterInit { members } => self.cluster_init(members).await,
+            ClientOp::ClusterInit { members } => self.cluster_init(client, members).await,
+            ClientOp::Auth(change) => {
+                let response = self
+                    .write(Request {
+                        now_ms: crate::clock::now_ms(),
+                        command: crate::command::Command::Auth(change.clone()),
+                    })
+                    .await?;
+                match response.result {
+                    Ok(_) => Ok((ClientOutput::Done, response.revision)),
+                    Err(error) => Err(ClientError::Command(error).into()),
+                }
+            }
+            ClientOp::AuthList { consistency } => {
+                self.barrier(*consistency).await?;
+                let state = self.auth_state()?;
+                Ok((ClientOutput::Auth((*state).clone()), 0))
+            }
+            ClientOp::WhoAmI => {
+                let state = self.auth_state()?;
+                let roles = state.clients.get(&client);
+                Ok((
+                    ClientOutput::WhoAmI(WhoAmI {
+                        id: client,
+                        roles: roles.into_iter().flatten().cloned().collect(),
+                        known: roles.is_some(),
+                        auth_enabled: self.auth_enabled,
+                    }),
+                    0,
+                ))
+            }
             ClientOp::AddLearner { id, address } => {
                 let address: NodeAddress =
                     address.parse().map_err(|e: crate::api::AddressError| {
@@ -173,11 +284,21 @@ impl NodeCore {
             .map_err(Failure::Error)
     }
 
-    /// Runs a query on the SqlActor (it answers within the SQL timeout).
-    async fn sql(&self, sql: String) -> Served {
+    /// The auth state this node applied last.
+    fn auth_state(&self) -> Result<Arc<AuthState>, Failure> {
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
+        Ok(store.auth().map_err(storage_error)?)
+    }
+
+    /// Runs a query on the SqlActor (it answers within the SQL timeout), seeing only the keys
+    /// under `readable` when given.
+    async fn sql(&self, sql: String, readable: Option<Vec<Vec<u8>>>) -> Served {
         let answer = self
             .sql
-            .query(sql)
+            .query(sql, readable)
             .await
             .map_err(|e| ClientError::Unavailable(e.to_string()))?;
         let result = answer.map_err(|e| ClientError::Sql(e.to_string()))?;
@@ -211,7 +332,10 @@ impl NodeCore {
         })
     }
 
-    async fn cluster_init(&self, members: &BTreeMap<NodeId, String>) -> Served {
+    /// Forms a new cluster; `client`, who asked, becomes root once the leader records it
+    /// (only when this node was initialized by this request: a node that was already part of
+    /// a cluster takes no root candidate from anyone).
+    async fn cluster_init(&self, client: ClientId, members: &BTreeMap<NodeId, String>) -> Served {
         if !members.contains_key(&self.node_id) {
             return Err(ClientError::BadRequest(format!(
                 "the member list does not include this node (node {})",
@@ -232,7 +356,10 @@ impl NodeCore {
             .ok_or_else(|| ClientError::Unavailable("raft is not running".into()))?;
         let wanted: BTreeSet<NodeId> = nodes.keys().copied().collect();
         match raft.initialize(nodes).await {
-            Ok(()) => Ok((ClientOutput::Done, 0)),
+            Ok(()) => {
+                crate::sync::lock(&self.roots).insert(client);
+                Ok((ClientOutput::Done, 0))
+            }
             // Another member of the same list was initialized first and reached this node
             // (a vote or the log): the cluster is formed as asked.
             Err(error)

@@ -11,7 +11,14 @@ pub(super) struct Prepared {
     pub(super) key: iroh::SecretKey,
     /// What `/admin/*` needs (`http.admin_token`, else `DATA_DIR/admin.token`).
     pub(super) admin_token: String,
+    /// Whom to make root while the cluster has none (`auth.root_clients`, else on a node that
+    /// forms a cluster alone the id of `DATA_DIR/client.key`).
+    pub(super) roots: Vec<crate::api::ClientId>,
 }
+
+/// The root client key a node that forms a cluster alone creates when no root client is
+/// configured; the CLI finds it with `--data-dir`.
+pub const CLIENT_KEY_FILE: &str = "client.key";
 
 /// The data directory, unless an in-memory node runs without one (validation requires one
 /// for file storage).
@@ -20,9 +27,10 @@ pub(super) fn data_dir(config: &NodeConfig) -> Option<&Path> {
     (!dir.as_os_str().is_empty()).then_some(dir)
 }
 
-/// Reads the key first, so a key file others could read is refused rather than repaired by
-/// the sweep that then makes the directory private (0700, files 0600; each path it tightens
-/// is logged); then the admin token.
+/// Reads the keys first (the node's, and the root client's where it makes one), so a key
+/// file others could read is refused rather than repaired by the sweep that then makes the
+/// directory private (0700, files 0600; each path it tightens is logged); then the admin
+/// token.
 pub(super) fn prepare(config: &NodeConfig) -> std::io::Result<Prepared> {
     let node_id = config.node.id;
     let Some(dir) = data_dir(config) else {
@@ -32,12 +40,25 @@ pub(super) fn prepare(config: &NodeConfig) -> std::io::Result<Prepared> {
                 "http: no data dir and no http.admin_token: the admin API refuses every call"
             );
         }
+        let roots = config.auth.roots();
+        if roots.is_empty() && config.raft.bootstrap == crate::config::Bootstrap::Single {
+            tracing::warn!(
+                node_id,
+                "auth: no data dir and no auth.root_clients: no client can be made root"
+            );
+        }
         return Ok(Prepared {
             key: iroh::SecretKey::generate(),
             admin_token: admin_token(config, None)?,
+            roots,
         });
     };
     let key = crate::net::endpoint::load_or_create_key(dir)?;
+    let mut roots = config.auth.roots();
+    if roots.is_empty() && config.raft.bootstrap == crate::config::Bootstrap::Single {
+        let client = crate::net::endpoint::load_or_create_key_at(&dir.join(CLIENT_KEY_FILE))?;
+        roots.push(client.public());
+    }
     for (path, mode) in crate::files::secure_data_dir(dir)? {
         tracing::warn!(
             node_id,
@@ -48,6 +69,7 @@ pub(super) fn prepare(config: &NodeConfig) -> std::io::Result<Prepared> {
     Ok(Prepared {
         key,
         admin_token: admin_token(config, Some(dir))?,
+        roots,
     })
 }
 

@@ -13,6 +13,7 @@ mod data_dir;
 mod http;
 
 pub use client::PAGE_BYTES_MAX;
+pub use data_dir::CLIENT_KEY_FILE;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +62,10 @@ pub struct NodeCore {
     shutdown: watch::Sender<bool>,
     /// Set when the node starts stopping: client requests are refused from then on.
     stopping: AtomicBool,
+    /// `auth.enabled`: client requests are checked against the replicated roles.
+    auth_enabled: bool,
+    /// Whom this node would make root while the cluster has none.
+    roots: crate::actors::ttl::RootCandidates,
 }
 
 impl std::fmt::Debug for NodeCore {
@@ -330,6 +335,9 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let sql = SqlHandle::default();
     let storage = StorageWriter::default();
     let prepared = data_dir::prepare(&config)?;
+    let roots: crate::actors::ttl::RootCandidates = Arc::new(std::sync::Mutex::new(
+        prepared.roots.iter().copied().collect(),
+    ));
     let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
     let ep = endpoint::bind(prepared.key, config.net.address, alpns).await?;
     let address = endpoint::local_address(&ep)?;
@@ -346,6 +354,8 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         request_timeout,
         shutdown: watch::channel(false).0,
         stopping: AtomicBool::new(false),
+        auth_enabled: config.auth.enabled,
+        roots: Arc::clone(&roots),
     });
     let connections = crate::net::connections::Connections::new(
         ep.clone(),
@@ -393,6 +403,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         storage,
         faults: faults.clone(),
         transport,
+        roots,
     };
     let (supervisor, supervisor_task) = Actor::spawn(None, NodeSupervisor, args)
         .await

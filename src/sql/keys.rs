@@ -44,6 +44,11 @@ impl KeySet {
         KeySet(merged)
     }
 
+    /// Every key under any of `prefixes` (none for an empty list).
+    pub fn prefixes(prefixes: &[Vec<u8>]) -> KeySet {
+        KeySet::of(prefixes.iter().map(|p| KeyRange::prefix(p)).collect())
+    }
+
     pub fn ranges(&self) -> &[KeyRange] {
         &self.0
     }

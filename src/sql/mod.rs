@@ -38,6 +38,7 @@ use tokio::sync::Semaphore;
 pub use crate::api::{SqlColumn, SqlResult, SqlValue};
 use crate::limits::{SQL_RESULT_BYTES_MAX, SQL_THREAD_STACK_BYTES};
 use crate::storage::{ReadView, Store};
+use keys::KeySet;
 use tables::{Encoding, KvTable, LeasesTable, ScanStats, VaultsTable};
 
 /// How much one node lets SQL take.
@@ -176,13 +177,25 @@ impl SqlEngine {
 
     /// Runs `sql` on a snapshot of `store` taken now.
     pub async fn query(&self, store: &Arc<Store>, sql: &str) -> Result<SqlResult, SqlError> {
+        self.query_as(store, sql, None).await
+    }
+
+    /// Runs `sql` for a client that may read only the keys under `readable` (`None`: every
+    /// key): `kv` and `kv_bytes` hold only those, and `leases` and `vaults` do not exist.
+    pub async fn query_as(
+        &self,
+        store: &Arc<Store>,
+        sql: &str,
+        readable: Option<&[Vec<u8>]>,
+    ) -> Result<SqlResult, SqlError> {
         // Opening the snapshot waits while a compaction holds the file: off the async threads.
         let store = Arc::clone(store);
         let view = tokio::task::spawn_blocking(move || store.read(crate::clock::now_ms()))
             .await
             .map_err(|e| SqlError::Storage(e.to_string()))?
             .map_err(|e| SqlError::Storage(e.to_string()))?;
-        self.query_within(view, sql, self.limits.timeout).await
+        let visible = readable.map(KeySet::prefixes);
+        self.run(view, sql, self.limits.timeout, visible).await
     }
 
     /// Runs `sql` on `view` within the limits and a deadline of `timeout` (capped by the
@@ -192,6 +205,16 @@ impl SqlEngine {
         view: ReadView,
         sql: &str,
         timeout: Duration,
+    ) -> Result<SqlResult, SqlError> {
+        self.run(view, sql, timeout, None).await
+    }
+
+    async fn run(
+        &self,
+        view: ReadView,
+        sql: &str,
+        timeout: Duration,
+        visible: Option<KeySet>,
     ) -> Result<SqlResult, SqlError> {
         let timeout = timeout.min(self.limits.timeout);
         let deadline = tokio::time::Instant::now() + timeout;
@@ -205,7 +228,7 @@ impl SqlEngine {
         // The query runs as its own task so the deadline fires even while it computes;
         // aborting the task drops its streams, which stops the scans.
         let revision = view.revision();
-        let (context, stats) = self.context(view)?;
+        let (context, stats) = self.context(view, visible)?;
         let sql = sql.to_string();
         let row_limit = self.limits.row_limit;
         let runtime = self
@@ -241,33 +264,40 @@ impl SqlEngine {
         view: ReadView,
         sql: &str,
     ) -> Result<(SendableRecordBatchStream, Arc<ScanStats>), SqlError> {
-        let (context, stats) = self.context(view)?;
+        let (context, stats) = self.context(view, None)?;
         Ok((plan(&context, sql).await?, stats))
     }
 
-    /// A session over `view`'s tables.
-    fn context(&self, view: ReadView) -> Result<(SessionContext, Arc<ScanStats>), SqlError> {
+    /// A session over `view`'s tables; with `visible`, only `kv` and `kv_bytes`, holding
+    /// only those keys.
+    fn context(
+        &self,
+        view: ReadView,
+        visible: Option<KeySet>,
+    ) -> Result<(SessionContext, Arc<ScanStats>), SqlError> {
         let view = Arc::new(view);
         let stats = Arc::new(ScanStats::default());
         // The tables live in a catalog of this query's own: they belong to its snapshot.
         let schema = MemorySchemaProvider::new();
         let kv = |encoding| {
-            Arc::new(KvTable::new(
-                Arc::clone(&view),
-                encoding,
-                Arc::clone(&stats),
-            ))
+            let table = KvTable::new(Arc::clone(&view), encoding, Arc::clone(&stats));
+            Arc::new(match &visible {
+                Some(keys) => table.visible(keys.clone()),
+                None => table,
+            })
         };
         schema.register_table("kv".into(), kv(Encoding::Text))?;
         schema.register_table("kv_bytes".into(), kv(Encoding::Binary))?;
-        schema.register_table(
-            "leases".into(),
-            Arc::new(LeasesTable::new(Arc::clone(&view), Arc::clone(&stats))),
-        )?;
-        schema.register_table(
-            "vaults".into(),
-            Arc::new(VaultsTable::new(Arc::clone(&view))),
-        )?;
+        if visible.is_none() {
+            schema.register_table(
+                "leases".into(),
+                Arc::new(LeasesTable::new(Arc::clone(&view), Arc::clone(&stats))),
+            )?;
+            schema.register_table(
+                "vaults".into(),
+                Arc::new(VaultsTable::new(Arc::clone(&view))),
+            )?;
+        }
         let names = &self.state.config_options().catalog;
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema(&names.default_schema, Arc::new(schema))?;

@@ -120,6 +120,8 @@ pub struct KvTable {
     encoding: Encoding,
     schema: SchemaRef,
     stats: Arc<ScanStats>,
+    /// The keys the table holds for this query (all, unless the client may read only some).
+    visible: KeySet,
 }
 
 impl KvTable {
@@ -129,7 +131,14 @@ impl KvTable {
             encoding,
             schema: kv_schema(encoding),
             stats,
+            visible: KeySet::all(),
         }
+    }
+
+    /// The table as a client that may read only `visible` sees it.
+    pub fn visible(mut self, visible: KeySet) -> Self {
+        self.visible = visible;
+        self
     }
 }
 
@@ -173,7 +182,7 @@ impl TableProvider for KvTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut keys = KeySet::all();
+        let mut keys = self.visible.clone();
         let mut key_filtered = false;
         for filter in filters {
             if let Some(f) = key_filter(filter, "key") {

@@ -202,6 +202,10 @@ fn write_restored<R: Read>(
                 machine.set_vault_limits(*limits);
                 Ok(())
             }
+            Record::Auth(auth) => {
+                machine.set_auth(auth.clone());
+                Ok(())
+            }
             Record::Header { .. } | Record::End { .. } | Record::Backup(_) => Ok(()),
         },
     )?;

@@ -276,6 +276,11 @@ impl ReadView {
         read_meta(&self.txn, RESTORED_FROM)
     }
 
+    /// Clients, roles and grants (empty before the first client is recorded).
+    pub fn auth(&self) -> Result<crate::api::AuthState> {
+        Ok(read_meta(&self.txn, AUTH)?.unwrap_or_default())
+    }
+
     /// The vault limits in force.
     pub fn vault_limits(&self) -> Result<VaultLimits> {
         Ok(read_meta(&self.txn, VAULT_LIMITS)?.unwrap_or_default())

@@ -3,7 +3,7 @@
 //!
 //! Format (all integers little endian): `SNAPSHOT_MAGIC`, then records, each a `u32` length and a
 //! postcard `Record`: one `Header`, the `Key`s in key order, the `Lease`s in id order, one
-//! `VaultLimits`, the `Vault`s, and one `End` carrying the counts and the CRC-32 of every byte
+//! `VaultLimits`, the `Vault`s, the `Auth` state, and one `End` carrying the counts and the CRC-32 of every byte
 //! before it. Indexes are not stored: installing rebuilds them.
 //!
 //! The current snapshot is `snapshots/current.snap`, replaced by an atomic rename. Installing
@@ -65,6 +65,8 @@ pub(crate) enum Record {
     },
     /// The vault limits in force (after the leases, before the vaults).
     VaultLimits(VaultLimits),
+    /// Clients, roles and grants (after the vaults; absent in files from before auth).
+    Auth(crate::api::AuthState),
 }
 
 /// What a backup file says of itself before its keys: enough to show progress and to refuse a
@@ -228,6 +230,7 @@ impl Store {
             .sync_all()
             .map_err(|e| Error::io("syncing a snapshot file", e))?;
         txn.commit()?;
+        self.auth_changed();
         // Only once the install committed: a failed one leaves `committed` where it was.
         *crate::sync::lock(&self.committed) = raised;
         let path = self.current_snapshot_path();
@@ -331,6 +334,7 @@ pub(crate) fn write_state<W: Write>(
         let (name, meta) = item?;
         writer.record(&Record::Vault { name, meta })?;
     }
+    writer.record(&Record::Auth(view.auth()?))?;
     writer.finish(keys, leases)?;
     progress(keys);
     Ok((keys, leases))
@@ -377,6 +381,11 @@ pub(crate) fn load_body<R: Read>(
             Record::VaultLimits(limits) => {
                 if let Some(machine) = machine.as_deref_mut() {
                     machine.set_vault_limits(*limits);
+                }
+            }
+            Record::Auth(auth) => {
+                if let Some(machine) = machine.as_deref_mut() {
+                    machine.set_auth(auth.clone());
                 }
             }
             Record::End { .. } => {

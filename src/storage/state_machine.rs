@@ -24,8 +24,8 @@ use openraft::EntryPayload;
 use redb::{Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use crate::api::{
-    CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put, Txn, TxnOp,
-    VaultMeta, WriteOp, vault_of,
+    AuthState, CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put,
+    ROOT_ROLE, Txn, TxnOp, VaultMeta, WriteOp, vault_of,
 };
 use crate::command::{Command, Entry, Request, Response, StoredMembership, VaultLimits};
 use crate::limits::DELETE_CHUNK_ENTRIES_MAX;
@@ -66,6 +66,7 @@ impl Store {
             Durability::None
         })?;
         let mut outputs = Vec::with_capacity(steps.len());
+        let mut auth_changed = false;
         for step in steps {
             outputs.push(match step {
                 MergedStep::Append(entries) => {
@@ -73,13 +74,17 @@ impl Store {
                     None
                 }
                 MergedStep::Apply(entries) => {
-                    let responses = apply_in(&txn, entries)?;
+                    let (responses, changed) = apply_in(&txn, entries)?;
+                    auth_changed |= changed;
                     self.write_committed(&txn, entries.last().map(|entry| entry.log_id))?;
                     Some(responses)
                 }
             });
         }
         txn.commit()?;
+        if auth_changed {
+            self.auth_changed();
+        }
         // Committed: the appended entries join the in-memory tail, in order.
         let mut tail = crate::sync::lock(&self.tail);
         for step in steps {
@@ -91,7 +96,8 @@ impl Store {
     }
 }
 
-fn apply_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<Vec<Response>> {
+/// The responses, and whether the auth state changed.
+fn apply_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<(Vec<Response>, bool)> {
     let mut machine = Machine::open(txn)?;
     let mut responses = Vec::with_capacity(entries.len());
     let mut last_applied = None;
@@ -109,6 +115,7 @@ fn apply_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<Vec<Response>> 
         responses.push(response);
     }
     machine.save_meta(txn)?;
+    let auth_changed = machine.auth.is_some();
     drop(machine);
     if let Some(last_applied) = last_applied {
         write_meta(txn, LAST_APPLIED, &last_applied)?;
@@ -116,7 +123,7 @@ fn apply_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<Vec<Response>> 
     if let Some(membership) = membership {
         write_meta(txn, MEMBERSHIP, &membership)?;
     }
-    Ok(responses)
+    Ok((responses, auth_changed))
 }
 
 /// Per-command context: the command's clock, the revision its writes carry, and whether it
@@ -141,6 +148,9 @@ pub(crate) struct Machine<'txn> {
     emptied_vaults: BTreeSet<Vec<u8>>,
     revision: u64,
     next_lease_id: u64,
+    txn: &'txn WriteTransaction,
+    /// The auth state once a command changed it (written by `save_meta`).
+    auth: Option<AuthState>,
 }
 
 impl<'txn> Machine<'txn> {
@@ -158,6 +168,8 @@ impl<'txn> Machine<'txn> {
             emptied_vaults: BTreeSet::new(),
             revision,
             next_lease_id,
+            txn,
+            auth: None,
         })
     }
 
@@ -170,6 +182,9 @@ impl<'txn> Machine<'txn> {
     pub(crate) fn save_meta(&self, txn: &WriteTransaction) -> Result<()> {
         write_meta(txn, REVISION, &self.revision)?;
         write_meta(txn, NEXT_LEASE_ID, &self.next_lease_id)?;
+        if let Some(auth) = &self.auth {
+            write_meta(txn, AUTH, auth)?;
+        }
         write_meta(txn, VAULT_LIMITS, &self.vault_limits)
     }
 
@@ -261,7 +276,36 @@ impl<'txn> Machine<'txn> {
                 Output::None
             }
             Command::Batch(_) => unreachable!("apply_request takes batches apart"),
+            Command::Auth(op) => {
+                let mut auth = self.auth_state()?;
+                if let Err(refused) = auth.apply(op) {
+                    return Ok(Err(CommandError::Auth(refused)));
+                }
+                self.auth = Some(auth);
+                Output::None
+            }
+            Command::AuthBootstrap { roots } => {
+                let mut auth = self.auth_state()?;
+                if !auth.has_root() {
+                    for root in roots {
+                        auth.clients
+                            .entry(*root)
+                            .or_default()
+                            .insert(ROOT_ROLE.to_string());
+                    }
+                    self.auth = Some(auth);
+                }
+                Output::None
+            }
         }))
+    }
+
+    /// The auth state as this transaction sees it.
+    fn auth_state(&self) -> Result<AuthState> {
+        match &self.auth {
+            Some(auth) => Ok(auth.clone()),
+            None => Ok(read_meta_in(self.txn, AUTH)?.unwrap_or_default()),
+        }
     }
 
     fn execute_write(
@@ -735,6 +779,11 @@ impl<'txn> Machine<'txn> {
 
     pub(crate) fn set_vault_limits(&mut self, limits: VaultLimits) {
         self.vault_limits = limits;
+    }
+
+    /// Sets the auth state, as read from a snapshot or a backup.
+    pub(crate) fn set_auth(&mut self, auth: AuthState) {
+        self.auth = Some(auth);
     }
 }
 

@@ -156,6 +156,44 @@ pub struct Store {
     size: std::sync::atomic::AtomicU64,
     /// Copies of the last log entries, for reads that need no transaction (`tail.rs`).
     pub(in crate::storage) tail: std::sync::Mutex<LogTail>,
+    /// The auth state as last read, checked on every client request (`Store::auth`).
+    pub(in crate::storage) auth: std::sync::Mutex<AuthCache>,
+}
+
+/// The decoded auth state and a generation that every commit changing it bumps: a reader
+/// keeps what it read only when no such commit happened since it began.
+#[derive(Debug, Default)]
+pub(in crate::storage) struct AuthCache {
+    generation: u64,
+    state: Option<std::sync::Arc<crate::api::AuthState>>,
+}
+
+impl Store {
+    /// The auth state as of the last committed apply (cached between changes).
+    pub fn auth(&self) -> Result<std::sync::Arc<crate::api::AuthState>> {
+        let generation = {
+            let cache = crate::sync::lock(&self.auth);
+            if let Some(state) = &cache.state {
+                return Ok(std::sync::Arc::clone(state));
+            }
+            cache.generation
+        };
+        let state = std::sync::Arc::new(
+            crate::storage::codec::read_meta(&self.begin_read()?, AUTH)?.unwrap_or_default(),
+        );
+        let mut cache = crate::sync::lock(&self.auth);
+        if cache.generation == generation {
+            cache.state = Some(std::sync::Arc::clone(&state));
+        }
+        Ok(state)
+    }
+
+    /// Called after a commit that changed the auth state.
+    pub(in crate::storage) fn auth_changed(&self) {
+        let mut cache = crate::sync::lock(&self.auth);
+        cache.generation += 1;
+        cache.state = None;
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -213,6 +251,7 @@ impl Store {
             committed: Default::default(),
             size: std::sync::atomic::AtomicU64::new(u64::MAX),
             tail: Default::default(),
+            auth: Default::default(),
         };
         store.init_tables()?;
         // What the file holds, so an apply never writes a lower one (a replay after a restart
@@ -246,6 +285,7 @@ impl Store {
             committed: Default::default(),
             size: std::sync::atomic::AtomicU64::new(u64::MAX),
             tail: Default::default(),
+            auth: Default::default(),
         })
     }
 

@@ -48,6 +48,7 @@ pub struct SupervisorArgs {
     pub storage: StorageWriter,
     pub faults: Faults,
     pub transport: RaftTransport,
+    pub roots: crate::actors::ttl::RootCandidates,
 }
 
 pub struct SupervisorState {
@@ -59,6 +60,7 @@ pub struct SupervisorState {
     storage: StorageWriter,
     faults: Faults,
     transport: RaftTransport,
+    roots: crate::actors::ttl::RootCandidates,
     store: Option<Arc<Store>>,
     children: BTreeMap<ActorKind, ActorCell>,
     policy: RestartPolicy,
@@ -120,6 +122,7 @@ impl Actor for NodeSupervisor {
             storage: args.storage,
             faults: args.faults,
             transport: args.transport,
+            roots: args.roots,
             store: None,
             children: BTreeMap::new(),
             policy,
@@ -309,6 +312,7 @@ async fn spawn_child(
                 vault_limits: VaultLimits::from(&state.config.storage),
                 faults,
                 raft: state.raft.clone(),
+                roots: Arc::clone(&state.roots),
             };
             Actor::spawn_linked(name, TtlActor, args, supervisor)
                 .await

@@ -19,11 +19,21 @@ fn terminate(child: &Child) {
     }
 }
 
-/// Runs `aspen ARGS` against `nodes`; returns (exit code, stdout, stderr).
+/// The client key `aspen-node cluster` printed (`export ASPEN_KEY=...`): the cluster's root.
+static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Runs `aspen ARGS` against `nodes` with the printed key; returns (exit code, stdout,
+/// stderr).
 fn aspen(nodes: &str, args: &[&str]) -> (i32, String, String) {
+    aspen_as(KEY.get().expect("the cluster printed its key"), nodes, args)
+}
+
+/// Runs `aspen ARGS` against `nodes` as the client whose key file is `key`.
+fn aspen_as(key: &str, nodes: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_aspen"))
         .args(args)
         .env("ASPEN_NODE", nodes)
+        .env("ASPEN_KEY", key)
         .output()
         .expect("run aspen");
     (
@@ -52,7 +62,9 @@ fn fails(nodes: &str, args: &[&str], expected: &str) {
 // output and exit code of put/get (prefix, range, limit, keys-only, count, stale), del, txn
 // from flags and from a JSON file, lease grant/keepalive/list/revoke, cluster
 // status/members/remove/add-learner/promote/init, sql (on the leader and on a follower;
-// table, JSON and CSV), bench (every workload, JSON and text, bad options), one-line errors with exit 1 (also for a
+// table, JSON and CSV), bench (every workload, JSON and text, bad options), auth (whoami, list,
+// client add/revoke/remove, role add/grant/revoke/remove; a second client's key file made 0600,
+// its read allowed and its write refused on one line), one-line errors with exit 1 (also for a
 // --base-port that leaves no room); and that the local cluster stops every node on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cli_command_against_a_local_cluster() {
@@ -73,6 +85,9 @@ async fn every_cli_command_against_a_local_cluster() {
         let line = line.unwrap();
         if let Some(list) = line.trim().strip_prefix("export ASPEN_NODE=") {
             nodes = list.to_string();
+        }
+        if let Some(key) = line.trim().strip_prefix("export ASPEN_KEY=") {
+            KEY.set(key.to_string()).expect("one key line");
         }
         printed.push(line.clone());
         if line.starts_with("Ctrl-C") {
@@ -332,6 +347,66 @@ async fn every_cli_command_against_a_local_cluster() {
     );
     assert_eq!(ok(n, &["cluster", "promote", &other_id]), "OK\n");
     assert!(ok(l, &["cluster", "members"]).contains(&format!("{other_id} {other_address} voter")));
+
+    // Auth: the printed key is root; a second client gets read on `a/` through a role.
+    assert!(ok(n, &["auth", "whoami"]).contains("roles: root"));
+    let guest_key = root.path().join("guest.key");
+    let guest_key = guest_key.to_str().unwrap();
+    let as_guest = |args: &[&str]| aspen_as(guest_key, n, args);
+    let (code, who, stderr) = as_guest(&["auth", "whoami"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(who.contains("not known to the cluster"), "{who}");
+    let mode = std::fs::metadata(guest_key).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let guest = who.split(' ').next().unwrap().to_string();
+    for args in [
+        &["auth", "role", "add", "reader"][..],
+        &[
+            "auth", "role", "grant", "reader", "--prefix", "a/", "--perm", "read",
+        ],
+        &["auth", "client", "add", &guest, "--role", "reader"],
+    ] {
+        assert_eq!(ok(n, args), "OK\n", "{args:?}");
+    }
+    let list = ok(n, &["auth", "list"]);
+    assert!(list.contains(&format!("{guest}  reader")), "{list}");
+    assert!(list.contains("reader  read on \"a/\""), "{list}");
+    ok(n, &["put", "a/auth", "yes"]);
+    let (code, got, stderr) = as_guest(&["get", "a/auth"]);
+    assert_eq!((code, got.as_str()), (0, "a/auth\nyes\n"), "{stderr}");
+    let (code, _, stderr) = as_guest(&["put", "a/auth", "x"]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("permission denied") && stderr.contains("no readwrite permission"),
+        "{stderr}"
+    );
+    assert_eq!(ok(n, &["get", "a/auth"]), "a/auth\nyes\n");
+    assert_eq!(
+        ok(n, &["auth", "role", "revoke", "reader", "--prefix", "a/"]),
+        "OK\n"
+    );
+    let (code, _, stderr) = as_guest(&["get", "a/auth"]);
+    assert!(
+        code == 1 && stderr.contains("no read permission"),
+        "{stderr}"
+    );
+    for args in [
+        &["auth", "client", "revoke", &guest, "--role", "reader"][..],
+        &["auth", "role", "remove", "reader"],
+        &["auth", "client", "remove", &guest],
+    ] {
+        assert_eq!(ok(n, args), "OK\n", "{args:?}");
+    }
+    assert!(as_guest(&["auth", "whoami"]).1.contains("not known"));
+    fails(
+        n,
+        &["auth", "client", "add", "nobody"],
+        "client id \"nobody\"",
+    );
 
     fails(n, &["put", "", "v"], "key");
     fails("not-an-address", &["get", "a"], "bad node address");

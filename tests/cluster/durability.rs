@@ -1,7 +1,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aspen::client::Client;
 use tokio::sync::Mutex;
 
 use crate::util::{NodeProcess, eventually};
@@ -18,7 +17,7 @@ async fn sigkill_during_writes_keeps_every_acknowledged_write() {
     let writer = {
         let (acked, count) = (acked.clone(), count.clone());
         tokio::spawn(async move {
-            let client = Client::connect(&[address])
+            let client = aspen::testing::root_client(&[address])
                 .await
                 .unwrap()
                 .with_retry_budget(std::time::Duration::from_secs(2));
@@ -42,7 +41,9 @@ async fn sigkill_during_writes_keeps_every_acknowledged_write() {
     writer.await.unwrap();
 
     node.restart();
-    let client = Client::connect(&[node.address().await]).await.unwrap();
+    let client = aspen::testing::root_client(&[node.address().await])
+        .await
+        .unwrap();
     let acked = acked.lock().await;
     for key in acked.iter() {
         assert!(
@@ -71,7 +72,7 @@ async fn a_follower_catches_up_after_64_puts_of_1_mb() {
     ];
     let (mut nodes, members) = crate::util::start_process_cluster(root.path(), 1..=3, &slow).await;
     let addresses: Vec<_> = members.values().copied().collect();
-    let client = Client::connect(&addresses).await.unwrap();
+    let client = aspen::testing::root_client(&addresses).await.unwrap();
     let leader = std::sync::Mutex::new(None);
     eventually("the node asked knows the leader", || async {
         let known = client.status().await.ok().and_then(|s| s.leader);
@@ -82,7 +83,9 @@ async fn a_follower_catches_up_after_64_puts_of_1_mb() {
     let leader = leader.into_inner().unwrap().unwrap();
     let follower = *members.keys().find(|id| **id != leader).unwrap();
     nodes.get_mut(&follower).unwrap().kill();
-    let client = Client::connect(&[members[&leader]]).await.unwrap();
+    let client = aspen::testing::root_client(&[members[&leader]])
+        .await
+        .unwrap();
     let value = vec![b'x'; 1_000_000];
     for i in 0..64 {
         client
@@ -91,7 +94,7 @@ async fn a_follower_catches_up_after_64_puts_of_1_mb() {
             .unwrap();
     }
     nodes.get_mut(&follower).unwrap().restart();
-    let on_follower = Client::connect(&[members[&follower]])
+    let on_follower = aspen::testing::root_client(&[members[&follower]])
         .await
         .unwrap()
         .with_retry_budget(std::time::Duration::ZERO);

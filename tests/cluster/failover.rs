@@ -29,7 +29,7 @@ async fn leader_sigkill_under_write_load_loses_nothing() {
     let root = tempfile::tempdir().unwrap();
     let (mut nodes, members) = start_process_cluster(root.path(), 1..=3, &[]).await;
     let addresses: Vec<NodeAddress> = members.values().copied().collect();
-    let admin = Client::connect(&addresses).await.unwrap();
+    let admin = aspen::testing::root_client(&addresses).await.unwrap();
     let leader = eventually_leader(&admin).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -38,7 +38,7 @@ async fn leader_sigkill_under_write_load_loses_nothing() {
     for w in 0..WRITERS {
         let (stop, acked, addresses) = (stop.clone(), acked.clone(), addresses.clone());
         writers.push(tokio::spawn(async move {
-            let client = Client::connect(&addresses).await.unwrap();
+            let client = aspen::testing::root_client(&addresses).await.unwrap();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let (key, value) = (format!("w{w}/{i:05}"), format!("{w}-{i}"));
@@ -85,7 +85,9 @@ async fn leader_sigkill_under_write_load_loses_nothing() {
     );
 
     nodes.get_mut(&leader).unwrap().restart();
-    let killed = Client::connect(&[members[&leader]]).await.unwrap();
+    let killed = aspen::testing::root_client(&[members[&leader]])
+        .await
+        .unwrap();
     let target = admin.status().await.unwrap().last_applied;
     eventually("the restarted node catches up", || async {
         killed

@@ -71,7 +71,7 @@ async fn learner_catches_up_through_a_snapshot_and_is_promoted() {
     assert!(member.voter);
     assert_eq!(member.address, address.to_string());
 
-    let own = aspen::client::Client::connect(&[address]).await.unwrap();
+    let own = aspen::testing::root_client(&[address]).await.unwrap();
     let page = own
         .range(
             aspen::api::KeyRange::prefix(b"k/"),
@@ -111,7 +111,7 @@ async fn learner_of_a_restored_node_gets_the_restored_keys() {
         config.net.peers = vec![address];
     })
     .await;
-    let client = aspen::client::Client::connect(&[restored.node.address()])
+    let client = aspen::testing::root_client(&[restored.node.address()])
         .await
         .unwrap();
     client

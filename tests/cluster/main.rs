@@ -1,7 +1,9 @@
 //! Cluster tests over real iroh QUIC on loopback: in-process nodes (`util::Cluster`) for
-//! replication, partitions, learners, security and a graceful leader shutdown; real
+//! replication, partitions, learners, security, client permissions and a graceful leader
+//! shutdown; real
 //! `aspen-node` processes (`util::NodeProcess`) for SIGKILL failover, durability and the CLI.
 
+mod auth;
 mod cli;
 mod durability;
 mod failover;

@@ -79,7 +79,7 @@ async fn reads_share_rounds_and_clients_find_the_leader() {
     let ids = cluster.ids();
     let follower = ids.iter().position(|id| *id != leader).unwrap();
     let addresses: Vec<_> = ids.iter().map(|id| cluster.address(*id)).collect();
-    let client = aspen::client::Client::connect(&addresses)
+    let client = aspen::testing::root_client(&addresses)
         .await
         .unwrap()
         .prefer(follower);
@@ -100,7 +100,7 @@ async fn reads_share_rounds_and_clients_find_the_leader() {
         id: addresses[0].id,
         socket: silent.local_addr().unwrap(),
     };
-    let client = aspen::client::Client::connect(&[dead, addresses[0], addresses[1]])
+    let client = aspen::testing::root_client(&[dead, addresses[0], addresses[1]])
         .await
         .unwrap()
         .with_connect_timeout(std::time::Duration::from_secs(60));

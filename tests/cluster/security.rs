@@ -130,6 +130,7 @@ async fn outsiders_and_bad_frames_are_refused() {
         version: u16,
         forwarded: bool,
         op: RawOp,
+        on_behalf_of: Option<()>,
     }
     let expire = RawRequest {
         version: PROTOCOL_VERSION,
@@ -138,6 +139,7 @@ async fn outsiders_and_bad_frames_are_refused() {
             keys: vec![b"after".to_vec()],
             leases: vec![],
         }),
+        on_behalf_of: None,
     };
     let refused = raw
         .request::<_, ClientResponse>(
@@ -169,7 +171,7 @@ async fn outsiders_and_bad_frames_are_refused() {
 // learner is removed, its still-open connection is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_speaks_only_for_itself_and_a_removed_one_not_at_all() {
-    let cluster = Cluster::start(50, 3, |_| {}).await;
+    let cluster = Cluster::start(60, 3, |_| {}).await;
     let leader = cluster.wait_leader(&cluster.ids()).await;
     let target = *cluster.ids().iter().find(|id| **id != leader).unwrap();
     let impersonated = *cluster

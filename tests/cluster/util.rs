@@ -75,12 +75,16 @@ impl Cluster {
     /// A client that knows every node.
     pub async fn client(&self) -> Client {
         let addresses: Vec<NodeAddress> = self.nodes.values().map(|n| n.node.address()).collect();
-        Client::connect(&addresses).await.expect("client")
+        aspen::testing::root_client(&addresses)
+            .await
+            .expect("client")
     }
 
     /// A client that talks to node `id` only.
     pub async fn client_of(&self, id: NodeId) -> Client {
-        Client::connect(&[self.address(id)]).await.expect("client")
+        aspen::testing::root_client(&[self.address(id)])
+            .await
+            .expect("client")
     }
 
     pub fn leader_seen_by(&self, id: NodeId) -> Option<NodeId> {
@@ -191,6 +195,7 @@ impl NodeProcess {
             .env("ASPEN_RAFT__ELECTION_TIMEOUT_MIN_MS", "200")
             .env("ASPEN_RAFT__ELECTION_TIMEOUT_MAX_MS", "400")
             .env("ASPEN_STORAGE__CACHE_BYTES", (8 << 20).to_string())
+            .env("ASPEN_AUTH__ROOT_CLIENTS", aspen::testing::root_id())
             .env("RUST_LOG", "error")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -256,7 +261,9 @@ pub async fn start_process_cluster(
         members.insert(*id, node.address().await);
     }
     let addresses: Vec<NodeAddress> = members.values().copied().collect();
-    let client = Client::connect(&addresses).await.expect("client");
+    let client = aspen::testing::root_client(&addresses)
+        .await
+        .expect("client");
     client.cluster_init(&members).await.expect("cluster init");
     eventually("a leader is elected", || async {
         client.status().await.is_ok_and(|s| s.leader.is_some())

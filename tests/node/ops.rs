@@ -630,7 +630,7 @@ async fn vault_limits_list_sql_and_metrics() {
             .await,
         "the leader did not set its vault limits"
     );
-    let client = aspen::client::Client::connect(&[node.node.address()])
+    let client = aspen::testing::root_client(&[node.node.address()])
         .await
         .unwrap();
     for i in 0..3 {
@@ -778,7 +778,9 @@ async fn run_until_ok(args: &[&str]) -> String {
 // Proves, with real processes: `aspen admin` is refused without the token; `aspen admin backup`
 // and `snapshot` work with it; `aspen admin shutdown` stops the node with exit 0 and leaves
 // nothing to replay (`aspen-node check` passes); `aspen-node restore` refuses a truncated
-// file and restores the whole one; a node process started on the restore serves the keys.
+// file and restores the whole one; a node process started on the restore serves the keys to
+// the original node's root client (the restore keeps clients and roles), not to the key the
+// new node made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_shutdown_check_and_restore_as_processes() {
     let dir = tempfile::tempdir().unwrap();
@@ -858,10 +860,16 @@ async fn admin_commands_shutdown_check_and_restore_as_processes() {
         "{stdout}"
     );
 
+    // The restored state keeps its clients and roles (as etcd's restore keeps auth): the
+    // original node's root key reads it; the key the new node made for itself is no one.
     let _restored = start_node_process(&target);
+    let original_key = dir.path().join(aspen::node::CLIENT_KEY_FILE);
+    let original_key = original_key.to_str().unwrap();
     let keys = run_until_ok(&[
         "--data-dir",
         target_arg,
+        "--key",
+        original_key,
         "get",
         "vault/ops/",
         "--prefix",
@@ -869,7 +877,20 @@ async fn admin_commands_shutdown_check_and_restore_as_processes() {
     ])
     .await;
     assert_eq!(keys.lines().count(), 5, "{keys}");
-    let vaults = run_until_ok(&["--data-dir", target_arg, "vault", "list"]).await;
+    let (ok, _, stderr) = run(false, &["--data-dir", target_arg, "get", "vault/ops/0"]);
+    assert!(
+        !ok && stderr.contains("not known to the cluster"),
+        "{stderr}"
+    );
+    let vaults = run_until_ok(&[
+        "--data-dir",
+        target_arg,
+        "--key",
+        original_key,
+        "vault",
+        "list",
+    ])
+    .await;
     assert!(vaults.contains("| ops   | 5    |"), "{vaults}");
 
     // With slow_request_ms = 0 every request was logged, with its key, vault, duration and

@@ -1,6 +1,6 @@
 use aspen::actors::ActorKind;
 use aspen::api::{ClientError, Consistency, SqlValue};
-use aspen::client::{Client, Error};
+use aspen::client::Error;
 use aspen::testing::TestNode;
 
 // Proves the SqlActor path of a real node over the client protocol: a linearizable query sees
@@ -11,7 +11,9 @@ use aspen::testing::TestNode;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_through_the_sql_actor_of_a_node() {
     let node = TestNode::start(60, |config| config.sql.row_limit = 5).await;
-    let client = Client::connect(&[node.node.address()]).await.unwrap();
+    let client = aspen::testing::root_client(&[node.node.address()])
+        .await
+        .unwrap();
     for i in 0..10 {
         client.put(format!("t/{i}"), format!("{i}")).await.unwrap();
     }
@@ -80,7 +82,9 @@ async fn queries_through_the_sql_actor_of_a_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_queries_leave_the_node_serving() {
     let node = TestNode::start(61, |_| {}).await;
-    let client = Client::connect(&[node.node.address()]).await.unwrap();
+    let client = aspen::testing::root_client(&[node.node.address()])
+        .await
+        .unwrap();
     for i in 0..100 {
         client
             .put(format!("k/{i:06}"), format!("v{i}"))

@@ -23,6 +23,8 @@ pub struct Model {
     vault_limits: VaultLimits,
     revision: u64,
     next_lease_id: u64,
+    /// Auth changes the KV state never sees; kept so a refused change is refused here too.
+    auth: aspen::api::AuthState,
 }
 
 struct Step {
@@ -194,6 +196,24 @@ impl Model {
                 Ok(Output::None)
             }
             Command::Batch(_) => unreachable!("apply takes batches apart"),
+            Command::Auth(op) => {
+                let mut next = self.auth.clone();
+                next.apply(op).map_err(CommandError::Auth)?;
+                self.auth = next;
+                Ok(Output::None)
+            }
+            Command::AuthBootstrap { roots } => {
+                if !self.auth.has_root() {
+                    for root in roots {
+                        self.auth
+                            .clients
+                            .entry(*root)
+                            .or_default()
+                            .insert(aspen::api::ROOT_ROLE.into());
+                    }
+                }
+                Ok(Output::None)
+            }
         }
     }
 
