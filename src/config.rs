@@ -698,4 +698,46 @@ mod tests {
                 .unwrap();
         assert_eq!(config.http.admin_token, "secret");
     }
+
+    // Proves `auth.root_clients` (and `net.peers`) take comma-separated lists from the
+    // environment, that an id that is not an endpoint id is named, and that auth can be off
+    // only on a loopback `net.address`.
+    #[test]
+    fn auth_settings_are_checked() {
+        let a = iroh::SecretKey::from_bytes(&[1; 32]).public().to_string();
+        let b = iroh::SecretKey::from_bytes(&[2; 32]).public().to_string();
+        let (_dir, path) = write("");
+        let config = NodeConfig::load_with_env(
+            &path,
+            env(&[("ASPEN_AUTH__ROOT_CLIENTS", &format!("{a},{b}"))]),
+        )
+        .unwrap();
+        assert_eq!(config.auth.root_clients, vec![a.clone(), b]);
+        assert_eq!(config.auth.roots().len(), 2);
+        assert!(config.auth.enabled);
+        let Err(ConfigError::Invalid(broken)) =
+            NodeConfig::load_with_env(&path, env(&[("ASPEN_AUTH__ROOT_CLIENTS", "nobody")]))
+        else {
+            panic!("a bad root id was accepted");
+        };
+        assert!(
+            broken[0].starts_with("auth.root_clients: \"nobody\""),
+            "{broken:?}"
+        );
+        let (_dir, path) = write("[auth]\nenabled = false\n[net]\naddress = \"0.0.0.0:9190\"\n");
+        let Err(ConfigError::Invalid(broken)) = NodeConfig::load_with_env(&path, env(&[])) else {
+            panic!("auth off on a public address was accepted");
+        };
+        assert!(
+            broken[0].contains("auth.enabled = false is for a local node only"),
+            "{broken:?}"
+        );
+        let (_dir, path) = write("[auth]\nenabled = false\n");
+        assert!(
+            !NodeConfig::load_with_env(&path, env(&[]))
+                .unwrap()
+                .auth
+                .enabled
+        );
+    }
 }

@@ -2,7 +2,8 @@
 //! loopback, each with its own data dir and config under `--data-dir` (kept, so a second run
 //! restarts the same cluster on the same ports and keys), forms the cluster, prints each
 //! node's address and the `aspen` lines to use (`ASPEN_NODE`, and `ASPEN_KEY`: the key of
-//! the cluster's first root client, `DIR/client.key`), and stops every node it started on Ctrl-C or
+//! the cluster's first root client, `DIR/client.key`; the user's own client key is root
+//! too), and stops every node it started on Ctrl-C or
 //! SIGTERM. The nodes die with it (parent-death signal) even if it is killed.
 
 use std::collections::BTreeMap;
@@ -61,7 +62,18 @@ async fn start(
         .map_err(|e| format!("{}: {e}", data_dir.display()))?
         .join(crate::node::CLIENT_KEY_FILE);
     let key = crate::client::load_key(&key_path).map_err(|e| e.to_string())?;
-    let root = key.public();
+    // The user's own key (what `aspen` uses without ASPEN_KEY) is root too: whoever starts
+    // a local cluster owns it.
+    let mut roots = vec![key.public()];
+    let own = crate::client::default_key_path().and_then(|path| crate::client::load_key(&path));
+    match own {
+        Ok(own) if own.public() != key.public() => roots.push(own.public()),
+        Ok(_) => {}
+        Err(error) => eprintln!(
+            "aspen-node cluster: only {} is root: {error}",
+            key_path.display()
+        ),
+    }
     for id in 1..=nodes {
         let dir = data_dir.join(format!("node{id}"));
         crate::files::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -70,7 +82,7 @@ async fn start(
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         let config = dir.join("node.toml");
         if !config.exists() {
-            write_config(&config, id, &dir, base_port, &root)?;
+            write_config(&config, id, &dir, base_port, &roots)?;
         }
         let _ = std::fs::remove_file(dir.join(ADDR_FILE));
         let log = crate::files::private_file()
@@ -141,6 +153,7 @@ async fn start(
     println!("use it with:");
     println!("  export ASPEN_NODE={}", all.join(","));
     println!("  export ASPEN_KEY={}", key_path.display());
+    println!("  (without ASPEN_KEY, aspen uses your ~/.config/aspen/client.key: root here too)");
     println!("  aspen put hello world && aspen get hello");
     println!("Ctrl-C stops every node.");
     Ok(())
@@ -151,8 +164,9 @@ fn write_config(
     id: NodeId,
     dir: &Path,
     base_port: Option<u16>,
-    root: &crate::api::ClientId,
+    roots: &[crate::api::ClientId],
 ) -> Result<(), String> {
+    let roots: Vec<String> = roots.iter().map(|id| format!("\"{id}\"")).collect();
     let (net, http) = match base_port {
         Some(base) => {
             let net = u64::from(base) + 2 * (id - 1);
@@ -173,7 +187,8 @@ fn write_config(
          [http]\naddress = \"127.0.0.1:{http}\"\n\n\
          [raft]\nbootstrap = \"none\"\n\n\
          [storage]\ncache_bytes = 33554432\n\n\
-         [auth]\nroot_clients = [\"{root}\"]\n",
+         [auth]\nroot_clients = [{roots}]\n",
+        roots = roots.join(", "),
         dir = dir.display().to_string(),
     );
     crate::files::private_file()

@@ -72,6 +72,9 @@ async fn every_cli_command_against_a_local_cluster() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aspen-node"))
         .args(["cluster", "--nodes", "3", "--data-dir"])
         .arg(root.path().join("cluster"))
+        // The user's own client key (made root too) goes under this HOME, not the real one.
+        .env("HOME", root.path())
+        .env_remove("ASPEN_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -348,8 +351,19 @@ async fn every_cli_command_against_a_local_cluster() {
     assert_eq!(ok(n, &["cluster", "promote", &other_id]), "OK\n");
     assert!(ok(l, &["cluster", "members"]).contains(&format!("{other_id} {other_address} voter")));
 
-    // Auth: the printed key is root; a second client gets read on `a/` through a role.
+    // Auth: the printed key is root, and so is the user's own key (no ASPEN_KEY: HOME's); a
+    // second client gets read on `a/` through a role.
     assert!(ok(n, &["auth", "whoami"]).contains("roles: root"));
+    let own = Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .args(["auth", "whoami"])
+        .env("ASPEN_NODE", n)
+        .env("HOME", root.path())
+        .env_remove("ASPEN_KEY")
+        .output()
+        .unwrap();
+    let own = String::from_utf8_lossy(&own.stdout).into_owned();
+    assert!(own.contains("roles: root"), "{own}");
+    assert!(root.path().join(".config/aspen/client.key").is_file());
     let guest_key = root.path().join("guest.key");
     let guest_key = guest_key.to_str().unwrap();
     let as_guest = |args: &[&str]| aspen_as(guest_key, n, args);

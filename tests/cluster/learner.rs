@@ -7,7 +7,8 @@ const LEARNER: u64 = 33;
 
 // Proves a node added after the leader purged its log catches up through a snapshot
 // (streamed over the Raft transport in small chunks), can be promoted to voter, and serves
-// every key; the purge policy is the configured one.
+// every key to the root client (the clients and roles came in the snapshot: the entry that
+// recorded the root was purged); the purge policy is the configured one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_catches_up_through_a_snapshot_and_is_promoted() {
     let small_log = |config: &mut aspen::config::NodeConfig| {
@@ -72,6 +73,8 @@ async fn learner_catches_up_through_a_snapshot_and_is_promoted() {
     assert_eq!(member.address, address.to_string());
 
     let own = aspen::testing::root_client(&[address]).await.unwrap();
+    let auth = learner.node.store().unwrap().auth().unwrap();
+    assert!(auth.is_root(&own.id()), "{auth:?}");
     let page = own
         .range(
             aspen::api::KeyRange::prefix(b"k/"),
