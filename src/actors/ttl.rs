@@ -39,6 +39,9 @@ pub struct TtlArgs {
 
 pub struct TtlState {
     args: TtlArgs,
+    /// Whether this leader already said that the cluster has no root client and it has none
+    /// to propose (said once per actor start).
+    told_no_root: bool,
 }
 
 pub enum TtlMsg {
@@ -60,7 +63,10 @@ impl Actor for TtlActor {
     ) -> Result<TtlState, ActorProcessingErr> {
         args.faults.take_start_failure(ActorKind::Ttl)?;
         myself.send_after(args.interval, || TtlMsg::Tick);
-        Ok(TtlState { args })
+        Ok(TtlState {
+            args,
+            told_no_root: false,
+        })
     }
 
     async fn handle(
@@ -73,7 +79,7 @@ impl Actor for TtlActor {
             TtlMsg::Tick => {
                 // A failed tick (raft restarting, a timeout) is retried at the next one; the
                 // actor itself is healthy.
-                if let Err(error) = on_tick(&state.args).await {
+                if let Err(error) = on_tick(state).await {
                     tracing::warn!(%error, "ttl: tick failed");
                 }
                 // Rescheduled after the work, so ticks never pile up behind a slow proposal.
@@ -88,7 +94,8 @@ impl Actor for TtlActor {
     }
 }
 
-async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
+async fn on_tick(state: &mut TtlState) -> Result<(), ActorProcessingErr> {
+    let args = &state.args;
     if args.raft.leader() != Some(args.node_id) {
         return Ok(());
     }
@@ -111,6 +118,13 @@ async fn on_tick(args: &TtlArgs) -> Result<(), ActorProcessingErr> {
         if let Err(error) = args.raft.write(request).await {
             tracing::debug!(%error, "ttl: auth bootstrap proposal not accepted");
         }
+    } else if !bootstrapped && !state.told_no_root {
+        state.told_no_root = true;
+        tracing::warn!(
+            node_id = args.node_id,
+            "auth: the cluster has no root client and this leader knows none: clients are \
+             refused until a node with auth.root_clients leads (or one runs cluster init)"
+        );
     }
     if limits != args.vault_limits {
         let request = Request {
