@@ -2,7 +2,8 @@
 //! implements it with the node's parts: writes through the Raft handle
 //! (`crate::actors::raft::RaftHandle`), reads from a fresh read transaction of the store
 //! (pages cut to fit a frame), queries on the SqlActor, status and membership changes from
-//! Raft.
+//! Raft. Every request is first checked against the replicated auth state
+//! ([`crate::api::auth`]) for the client that sent it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -96,15 +97,17 @@ impl NodeCore {
             .clone()
             .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
         let auth = store.auth().map_err(storage_error)?;
+        // Root may do everything (and being root means the cluster has one).
+        if auth.is_root(&client) {
+            return Ok(Some(auth));
+        }
         let need = op.need();
         if !auth.has_root() && need != Need::Nothing {
             return Err(ClientError::NoRootYet.into());
         }
         auth.check(&client, &need).map_err(denied)?;
         // Revoking a lease deletes its keys: it needs readwrite on every one.
-        if let ClientOp::Write(WriteOp::LeaseRevoke { id }) = op
-            && !auth.is_root(&client)
-        {
+        if let ClientOp::Write(WriteOp::LeaseRevoke { id }) = op {
             let id = *id;
             let keys = tokio::task::spawn_blocking(move || {
                 store

@@ -3,8 +3,8 @@
 //!
 //! Format (all integers little endian): `SNAPSHOT_MAGIC`, then records, each a `u32` length and a
 //! postcard `Record`: one `Header`, the `Key`s in key order, the `Lease`s in id order, one
-//! `VaultLimits`, the `Vault`s, the `Auth` state, and one `End` carrying the counts and the CRC-32 of every byte
-//! before it. Indexes are not stored: installing rebuilds them.
+//! `VaultLimits`, the `Vault`s, the `Auth` state, and one `End` carrying the counts and the
+//! CRC-32 of every byte before it. Indexes are not stored: installing rebuilds them.
 //!
 //! The current snapshot is `snapshots/current.snap`, replaced by an atomic rename. Installing
 //! commits the state with fsync before the rename: a crash between the two leaves the previous

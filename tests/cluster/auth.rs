@@ -35,7 +35,8 @@ fn denied<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) {
 // only those keys) and nothing else; its puts, deletes, txns, a lease revoke, membership and
 // auth changes are refused with one line naming the missing permission, and the state is
 // unchanged (asserted by reads as root); a writer on `vault/team/` writes there and lists only
-// that vault; an unknown client gets nothing but status and whoami; and revoking the role
+// that vault; an unknown client (an outside endpoint that learned the nodes' ids) gets
+// nothing but status and whoami, and cannot change the membership; and revoking the role
 // takes effect on the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_does_what_its_roles_grant_and_nothing_more() {
@@ -199,6 +200,15 @@ async fn each_client_does_what_its_roles_grant_and_nothing_more() {
         stranger.sql("SELECT key FROM kv").await,
         "is not known to the cluster",
     );
+    denied(
+        stranger.add_learner(99, &cluster.address(leader)).await,
+        "is not known",
+    );
+    denied(stranger.remove(follower).await, "is not known");
+    // `cluster init` of a formed cluster changes nothing and makes no one root.
+    let members = std::collections::BTreeMap::from([(leader, cluster.address(leader))]);
+    assert!(stranger.cluster_init(&members).await.is_err());
+    assert_eq!(root.status().await.unwrap().members.len(), 3);
     assert!(stranger.status().await.is_ok());
     assert!(!stranger.whoami().await.unwrap().known);
 
@@ -271,4 +281,19 @@ async fn only_a_member_forwards_for_a_client() {
         vec![ROOT_ROLE.to_string()]
     );
     cluster.shutdown().await;
+}
+
+// Proves `auth.enabled = false` (a throwaway local node) serves a client no one added, and
+// says so in whoami.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_off_any_client_is_served() {
+    let node = aspen::testing::TestNode::start(89, |config| config.auth.enabled = false).await;
+    let anyone = Client::connect_with_key(iroh::SecretKey::generate(), &[node.node.address()])
+        .await
+        .unwrap();
+    anyone.put("open", "door").await.unwrap();
+    assert_eq!(anyone.get("open").await.unwrap().unwrap().value, b"door");
+    let me = anyone.whoami().await.unwrap();
+    assert!(!me.auth_enabled && !me.known, "{me:?}");
+    node.shutdown().await;
 }
