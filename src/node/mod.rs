@@ -462,21 +462,24 @@ pub async fn run_until_stopped(config: NodeConfig) -> std::process::ExitCode {
         node.address(),
         node.http_address
     );
-    let (core, board) = (Arc::clone(&node.core), Arc::clone(&node.board));
-    let failed = async {
-        let reason = board.failed().await;
-        if exit_on_failure {
-            reason
-        } else {
-            std::future::pending().await
-        }
-    };
-    let code = tokio::select! {
-        _ = shutdown_signal() => std::process::ExitCode::SUCCESS,
-        _ = core.shutdown_requested() => std::process::ExitCode::SUCCESS,
-        reason = failed => {
-            tracing::error!(%reason, "exiting: node failed and exit_on_failure is set");
-            std::process::ExitCode::FAILURE
+    // The clones end with this block: `Node::shutdown` waits for the last holder of the store.
+    let code = {
+        let (core, board) = (Arc::clone(&node.core), Arc::clone(&node.board));
+        let failed = async {
+            let reason = board.failed().await;
+            if exit_on_failure {
+                reason
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => std::process::ExitCode::SUCCESS,
+            _ = core.shutdown_requested() => std::process::ExitCode::SUCCESS,
+            reason = failed => {
+                tracing::error!(%reason, "exiting: node failed and exit_on_failure is set");
+                std::process::ExitCode::FAILURE
+            }
         }
     };
     node.shutdown().await;

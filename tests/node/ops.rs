@@ -776,8 +776,8 @@ async fn run_until_ok(args: &[&str]) -> String {
 }
 
 // Proves, with real processes: `aspen admin` is refused without the token; `aspen admin backup`
-// and `snapshot` work with it; `aspen admin shutdown` stops the node with exit 0 and leaves
-// nothing to replay (`aspen-node check` passes); `aspen-node restore` refuses a truncated
+// and `snapshot` work with it; `aspen admin shutdown` stops the node with exit 0, the store
+// closed by its last holder, and leaves nothing to replay (`aspen-node check` passes); `aspen-node restore` refuses a truncated
 // file and restores the whole one; a node process started on the restore serves the keys to
 // the original node's root client (the restore keeps clients and roles), not to the key the
 // new node made.
@@ -824,6 +824,9 @@ async fn admin_commands_shutdown_check_and_restore_as_processes() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(exited.expect("the node exited").success());
+    // The file was closed by its last holder, not left behind by the stop.
+    let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap();
+    assert!(!log.contains("still held open"), "{log}");
 
     let (ok, stdout, stderr) = run(true, &["check", "--data-dir", data]);
     assert!(ok, "{stderr}");
