@@ -776,7 +776,7 @@ async fn run_until_ok(args: &[&str]) -> String {
 }
 
 // Proves, with real processes: `aspen admin` is refused without the token; `aspen admin backup`
-// and `snapshot` work with it; `aspen admin shutdown` stops the node with exit 0, the store
+// (written 0600) and `snapshot` work with it; `aspen admin shutdown` stops the node with exit 0, the store
 // closed by its last holder, and leaves nothing to replay (`aspen-node check` passes); `aspen-node restore` refuses a truncated
 // file and restores the whole one; a node process started on the restore serves the keys to
 // the original node's root client (the restore keeps clients and roles), not to the key the
@@ -805,6 +805,12 @@ async fn admin_commands_shutdown_check_and_restore_as_processes() {
     );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("5 keys, 0 leases, revision 5"), "{stdout}");
+    // The backup holds every key: private to its owner.
+    let mode = std::fs::metadata(&backup).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
     let (ok, stdout, stderr) = run(false, &[&admin[..], &["snapshot"][..]].concat());
     assert!(
         ok && stdout.starts_with("snapshot at log index "),
