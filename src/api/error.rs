@@ -55,6 +55,10 @@ pub enum CommandError {
     /// An auth change the state refused (a missing role, the last root client, ...).
     #[error("auth: {0}")]
     Auth(String),
+    /// A counter of the state machine has no value left (every lease id taken, the
+    /// revision at its maximum): the command was refused.
+    #[error("storage: {what}; the command was refused")]
+    Exhausted { what: String },
 }
 
 /// The three lists of a transaction, named in [`CommandError::TooManyTxnOps`].

@@ -235,9 +235,19 @@ impl<'txn> Machine<'txn> {
         checked: std::result::Result<(), CommandError>,
         run: impl FnOnce(&mut Self, &mut Ctx) -> Result<Result<Output, CommandError>>,
     ) -> Result<Response> {
+        // At the last revision nothing can change any more: every command is refused.
+        let Some(stamp) = self.revision.checked_add(1) else {
+            return Ok(Response {
+                revision: self.revision,
+                result: Err(CommandError::Exhausted {
+                    what: format!("the revision is at its maximum ({})", self.revision),
+                }),
+                batch: Vec::new(),
+            });
+        };
         let mut ctx = Ctx {
             now_ms,
-            stamp: self.revision + 1,
+            stamp,
             changed: false,
         };
         let result = match checked {
@@ -368,7 +378,10 @@ impl<'txn> Machine<'txn> {
         let live_old = old.filter(|entry| entry.is_live(ctx.now_ms));
         let entry = KvEntry {
             value: put.value.clone(),
-            version: live_old.as_ref().map_or(1, |old| old.version + 1),
+            // 2^64 writes to one key cannot happen; a restored record could claim it.
+            version: live_old
+                .as_ref()
+                .map_or(1, |old| old.version.saturating_add(1)),
             create_revision: live_old
                 .as_ref()
                 .map_or(ctx.stamp, |old| old.create_revision),
@@ -533,8 +546,14 @@ impl<'txn> Machine<'txn> {
         let (new_keys, new_bytes) = counted(new);
         // Saturating: metadata that disagrees with the keys (a damaged file) must not stop
         // the state machine; `aspen-node check` reports the difference.
-        meta.key_count = (meta.key_count + new_keys).saturating_sub(old_keys);
-        meta.total_bytes = (meta.total_bytes + new_bytes).saturating_sub(old_bytes);
+        meta.key_count = meta
+            .key_count
+            .saturating_add(new_keys)
+            .saturating_sub(old_keys);
+        meta.total_bytes = meta
+            .total_bytes
+            .saturating_add(new_bytes)
+            .saturating_sub(old_bytes);
         if let Some(stamp) = stamp {
             meta.updated_revision = stamp;
         }
@@ -665,7 +684,14 @@ impl<'txn> Machine<'txn> {
         ttl_ms: u64,
     ) -> Result<Result<Output, CommandError>> {
         let id = if id == 0 {
-            self.next_free_lease_id()?
+            match self.next_free_lease_id()? {
+                Some(id) => id,
+                None => {
+                    return Ok(Err(CommandError::Exhausted {
+                        what: "every lease id is taken".into(),
+                    }));
+                }
+            }
         } else {
             id
         };
@@ -686,11 +712,31 @@ impl<'txn> Machine<'txn> {
         }))
     }
 
-    fn next_free_lease_id(&mut self) -> Result<u64> {
-        while self.get_lease(self.next_lease_id)?.is_some() {
-            self.next_lease_id += 1;
+    /// The first id at or after `next_lease_id` that no stored lease holds; past the largest
+    /// id the search starts again at `FIRST_LEASE_ID`. `None` only when every id is taken.
+    fn next_free_lease_id(&mut self) -> Result<Option<u64>> {
+        for from in [self.next_lease_id, FIRST_LEASE_ID] {
+            if let Some(id) = self.first_free_lease_id(from)? {
+                self.next_lease_id = id;
+                return Ok(Some(id));
+            }
         }
-        Ok(self.next_lease_id)
+        Ok(None)
+    }
+
+    fn first_free_lease_id(&self, from: u64) -> Result<Option<u64>> {
+        let mut candidate = from;
+        for item in self.leases.range(from..)? {
+            let (id, _) = item?;
+            if id.value() != candidate {
+                return Ok(Some(candidate));
+            }
+            match candidate.checked_add(1) {
+                Some(next) => candidate = next,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(candidate))
     }
 
     fn lease_keep_alive(&mut self, ctx: &Ctx, id: u64) -> Result<Result<Output, CommandError>> {

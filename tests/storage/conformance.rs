@@ -35,6 +35,7 @@ both_stores!(
     validation_names_applied_and_committed,
     a_batch_applies_each_request_with_its_own_revision_and_answer,
     a_truncated_batch_entry_is_never_applied,
+    lease_ids_never_overflow,
 );
 
 const NOW: u64 = 1_000_000;
@@ -905,5 +906,35 @@ fn a_truncated_batch_entry_is_never_applied(kind: Kind) {
     assert_eq!(
         t.store.applied_state().unwrap().0.map(|id| id.index),
         Some(2)
+    );
+}
+
+// Proves the lease-id counter cannot overflow in apply (the robustness issue's item 6): after
+// a lease takes the largest id, a grant without an id gets the first free one from the
+// bottom, and once the top is taken too the search still ends with a free id.
+fn lease_ids_never_overflow(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    let grant = |id| Command::Write(WriteOp::LeaseGrant { id, ttl_ms: 60_000 });
+    let top = d.run(NOW, grant(u64::MAX));
+    assert!(
+        matches!(top.result, Ok(Output::Lease { id: u64::MAX, .. })),
+        "{top:?}"
+    );
+    let next = d.run(NOW, grant(0));
+    assert!(
+        matches!(next.result, Ok(Output::Lease { id: 1, .. })),
+        "{next:?}"
+    );
+    let again = d.run(NOW, grant(0));
+    assert!(
+        matches!(again.result, Ok(Output::Lease { id: 2, .. })),
+        "{again:?}"
+    );
+    d.run(NOW, grant(3));
+    let gap = d.run(NOW, grant(0));
+    assert!(
+        matches!(gap.result, Ok(Output::Lease { id: 4, .. })),
+        "{gap:?}"
     );
 }

@@ -126,10 +126,16 @@ impl Model {
             Command::Write(WriteOp::Txn(txn)) => self.txn(step, txn),
             Command::Write(WriteOp::LeaseGrant { id, ttl_ms }) => {
                 let id = if *id == 0 {
-                    while self.leases.contains_key(&self.next_lease_id) {
-                        self.next_lease_id += 1;
-                    }
-                    self.next_lease_id
+                    // The first free id from the counter on; past the largest, from 1.
+                    let free =
+                        |from: u64| (from..=u64::MAX).find(|id| !self.leases.contains_key(id));
+                    let Some(id) = free(self.next_lease_id).or_else(|| free(1)) else {
+                        return Err(CommandError::Exhausted {
+                            what: "every lease id is taken".into(),
+                        });
+                    };
+                    self.next_lease_id = id;
+                    id
                 } else {
                     *id
                 };
