@@ -1,7 +1,9 @@
 //! Fault injection, in one place: what tests (and `/admin/faults` with
 //! `net.fault_injection`) arm, and the hooks production code consults: an actor's next start
 //! fails, a health check reports critical ([`Faults`]), links between nodes are cut or a node
-//! is isolated ([`NetFaults`], in `net`). Empty, and without effect, in normal operation.
+//! is isolated ([`NetFaults`], in `net`), the system clock is set ahead or back (for the
+//! whole process: [`set_system_clock_offset_ms`]). Empty, and without effect, in normal
+//! operation.
 //! Never changes what a component does beyond failing where a real fault would.
 
 mod net;
@@ -10,6 +12,20 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 pub use net::NetFaults;
+
+/// The injected system clock offset, in ms (0 in normal operation).
+static SYSTEM_CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Sets this process's system clock ahead (positive) or back, as `crate::clock` reads it: a
+/// clock jump, as an operator or a broken NTP makes one.
+pub fn set_system_clock_offset_ms(offset: i64) {
+    SYSTEM_CLOCK_OFFSET_MS.store(offset, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The injected system clock offset (0 in normal operation).
+pub fn system_clock_offset_ms() -> i64 {
+    SYSTEM_CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// An injected start failure: the actor's `pre_start` returns it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
