@@ -558,6 +558,15 @@ impl Client {
             if !me.auth_enabled || me.roles.iter().any(|r| r == ROOT_ROLE) {
                 return Ok(());
             }
+            // Root went to someone else: the node was not fresh (a restored backup keeps its
+            // clients), or another client's init came first.
+            if me.cluster_has_root {
+                return Err(Error::Setup(format!(
+                    "the cluster already has a root client, and client {} is not one (a \
+                     restored backup keeps its clients: use one of its root keys)",
+                    me.id
+                )));
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Setup(format!(
                     "the cluster did not record client {} as root within {:?}",

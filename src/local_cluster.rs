@@ -83,6 +83,8 @@ async fn start(
         let config = dir.join("node.toml");
         if !config.exists() {
             write_config(&config, id, &dir, base_port, &roots)?;
+        } else {
+            add_auth_section(&config, &roots)?;
         }
         let _ = std::fs::remove_file(dir.join(ADDR_FILE));
         let log = crate::files::private_file()
@@ -197,6 +199,22 @@ fn write_config(
         .truncate(true)
         .open(path)
         .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A config written before clients were authenticated gets the `[auth]` section, so its
+/// already formed cluster gets a root client.
+fn add_auth_section(path: &Path, roots: &[crate::api::ClientId]) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.lines().any(|line| line.trim() == "[auth]") {
+        return Ok(());
+    }
+    let roots: Vec<String> = roots.iter().map(|id| format!("\"{id}\"")).collect();
+    let section = format!("\n[auth]\nroot_clients = [{}]\n", roots.join(", "));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, section.as_bytes()))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 

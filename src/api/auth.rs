@@ -22,6 +22,10 @@ pub const ROOT_ROLE: &str = "root";
 pub const ROLE_NAME_BYTES_MAX: usize = 128;
 /// Roles, clients, and grants per role: each at most this many.
 pub const AUTH_ENTRIES_MAX: usize = 1_000;
+/// The whole auth state, encoded, is at most this many bytes: it travels as one record of a
+/// snapshot or a backup (`crate::limits::SNAPSHOT_RECORD_BYTES_MAX` bounds those).
+pub const AUTH_STATE_BYTES_MAX: usize = 1 << 20;
+const _: () = assert!(AUTH_STATE_BYTES_MAX < crate::limits::SNAPSHOT_RECORD_BYTES_MAX);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Perm {
@@ -186,6 +190,12 @@ impl AuthState {
     pub fn apply(&mut self, op: &AuthOp) -> Result<(), String> {
         let mut next = self.clone();
         next.change(op)?;
+        let bytes = postcard::experimental::serialized_size(&next).map_err(|e| e.to_string())?;
+        if bytes > AUTH_STATE_BYTES_MAX {
+            return Err(format!(
+                "the auth state would take {bytes} bytes, more than the limit of {AUTH_STATE_BYTES_MAX} (remove grants or clients first)"
+            ));
+        }
         *self = next;
         Ok(())
     }
@@ -439,6 +449,23 @@ mod tests {
             .unwrap();
         assert!(auth.clients[&client(2)].is_empty());
         assert!(auth.apply(&AuthOp::RoleAdd { name: "".into() }).is_err());
+        // The encoded state stays under its limit: grants with 8 KiB prefixes stop there.
+        auth.apply(&AuthOp::RoleAdd { name: "big".into() }).unwrap();
+        let refused = (0..200u32).find_map(|i| {
+            let mut prefix = vec![b'p'; crate::limits::KEY_BYTES_MAX - 4];
+            prefix.extend_from_slice(&i.to_be_bytes());
+            let grant = Grant {
+                prefix,
+                perm: Perm::Read,
+            };
+            auth.apply(&AuthOp::RoleGrant {
+                name: "big".into(),
+                grant,
+            })
+            .err()
+        });
+        assert!(refused.unwrap().contains("more than the limit"));
+        assert!(postcard::to_allocvec(&auth).unwrap().len() <= AUTH_STATE_BYTES_MAX);
         assert!(
             auth.apply(&AuthOp::RoleAdd {
                 name: ROOT_ROLE.into()

@@ -127,6 +127,18 @@ impl ClientOp {
         }
     }
 
+    /// The consistency a read asks for (`None` for what is not a read of the state).
+    pub fn consistency(&self) -> Option<Consistency> {
+        match self {
+            ClientOp::Range { consistency, .. }
+            | ClientOp::LeaseList { consistency }
+            | ClientOp::Sql { consistency, .. }
+            | ClientOp::VaultList { consistency }
+            | ClientOp::AuthList { consistency } => Some(*consistency),
+            _ => None,
+        }
+    }
+
     /// Whether the operation changes nothing, so sending it twice is harmless.
     pub fn is_read(&self) -> bool {
         matches!(
@@ -239,6 +251,8 @@ pub struct WhoAmI {
     pub known: bool,
     /// Whether the serving node checks permissions at all (`auth.enabled`).
     pub auth_enabled: bool,
+    /// Whether the cluster has a root client (as the serving node applied it).
+    pub cluster_has_root: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -62,15 +62,30 @@ pub fn load_or_create_key_at(path: &Path) -> std::io::Result<SecretKey> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 create_private_dir(dir)?;
             }
+            // Written whole under a private name, then linked into place: a process creating
+            // the same key at the same moment either wins or reads the winner's, never half.
             let key = SecretKey::generate();
+            let tmp = path.with_extension(format!(
+                "tmp-{}-{:x}",
+                std::process::id(),
+                u64::from_le_bytes(key.to_bytes()[..8].try_into().expect("8 bytes"))
+            ));
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)?;
+                .open(&tmp)?;
             file.write_all(&key.to_bytes())?;
             file.sync_all()?;
-            Ok(key)
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(key),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    load_or_create_key_at(&path)
+                }
+                Err(error) => Err(error),
+            }
         }
         Err(error) => Err(std::io::Error::new(
             error.kind(),
@@ -201,6 +216,26 @@ mod tests {
             bad_socket.reason.starts_with("socket address"),
             "{bad_socket}"
         );
+    }
+
+    // Proves processes creating the same key file at once all end with the same key (one
+    // wins, the others read it), and no temporary file is left.
+    #[test]
+    fn racing_creators_agree_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("client.key");
+        let keys: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || load_or_create_key_at(&path).unwrap().public())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
+        assert_eq!(files.len(), 1, "{files:?}");
     }
 
     // Proves the key is created once with mode 0600 and read back unchanged; a wrong-size

@@ -70,7 +70,21 @@ impl ClientPort for NodeCore {
     }
 
     async fn execute(&self, client: ClientId, op: &ClientOp) -> Served {
-        let auth = self.authorize(client, op).await?;
+        // A read's barrier comes first: a linearizable read is then checked against every
+        // permission change committed before it (a new leader may not have applied them yet).
+        if let Some(consistency) = op.consistency() {
+            self.barrier(consistency).await?;
+        }
+        let auth = match self.authorize(client, op).await {
+            // A follower's copy may lag (a grant not yet applied here): what only the leader
+            // serves goes there, and the leader's state decides.
+            Err(Failure::Error(ClientError::Denied(_) | ClientError::NoRootYet))
+                if op.wants_leader() && self.raft.leader() != Some(self.node_id) =>
+            {
+                return Err(Failure::Redirect(self.raft.leader()));
+            }
+            auth => auth?,
+        };
         self.run(client, auth.as_deref(), op).await
     }
 }
@@ -132,6 +146,7 @@ impl NodeCore {
         Ok(Some(auth))
     }
 
+    /// Runs an authorized `op` (its read barrier already passed in `execute`).
     async fn run(&self, client: ClientId, auth: Option<&AuthState>, op: &ClientOp) -> Served {
         match op {
             ClientOp::Write(op) => self.write_op(op.clone()).await,
@@ -140,20 +155,15 @@ impl NodeCore {
                 limit,
                 keys_only,
                 count_only,
-                consistency,
+                consistency: _,
             } => {
-                self.barrier(*consistency).await?;
                 let (range, limit, keys_only, count_only) =
                     (range.clone(), *limit, *keys_only, *count_only);
                 self.read(move |store| read_range(store, range, limit, keys_only, count_only))
                     .await
             }
-            ClientOp::LeaseList { consistency } => {
-                self.barrier(*consistency).await?;
-                self.read(list_leases).await
-            }
-            ClientOp::VaultList { consistency } => {
-                self.barrier(*consistency).await?;
+            ClientOp::LeaseList { .. } => self.read(list_leases).await,
+            ClientOp::VaultList { .. } => {
                 let readable = auth.map(|auth| (auth.clone(), client));
                 self.read(move |store| {
                     let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
@@ -173,8 +183,7 @@ impl NodeCore {
                 .await
             }
             ClientOp::Status => Ok((ClientOutput::Status(self.cluster_status()?), 0)),
-            ClientOp::Sql { query, consistency } => {
-                self.barrier(*consistency).await?;
+            ClientOp::Sql { query, .. } => {
                 let readable = auth.and_then(|auth| auth.readable(&client));
                 self.sql(query.clone(), readable).await
             }
@@ -191,8 +200,7 @@ impl NodeCore {
                     Err(error) => Err(ClientError::Command(error).into()),
                 }
             }
-            ClientOp::AuthList { consistency } => {
-                self.barrier(*consistency).await?;
+            ClientOp::AuthList { .. } => {
                 let state = self.auth_state()?;
                 Ok((ClientOutput::Auth((*state).clone()), 0))
             }
@@ -205,6 +213,7 @@ impl NodeCore {
                         roles: roles.into_iter().flatten().cloned().collect(),
                         known: roles.is_some(),
                         auth_enabled: self.auth_enabled,
+                        cluster_has_root: state.has_root(),
                     }),
                     0,
                 ))
