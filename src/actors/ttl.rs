@@ -162,7 +162,8 @@ pub fn expired_batch(
     max: usize,
 ) -> Result<(Vec<Vec<u8>>, Vec<u64>), crate::storage::Error> {
     let view = store.read(now_ms)?;
-    let keys = view.expired_keys(now_ms, max)?;
-    let leases = view.expired_leases(now_ms, max - keys.len())?;
+    // The view's instant: `now_ms`, or the state machine's clock when that is later.
+    let keys = view.expired_keys(view.now_ms(), max)?;
+    let leases = view.expired_leases(view.now_ms(), max - keys.len())?;
     Ok((keys, leases))
 }

@@ -206,6 +206,10 @@ fn write_restored<R: Read>(
                 machine.set_auth(auth.clone());
                 Ok(())
             }
+            Record::Clock(clock_ms) => {
+                machine.set_clock(*clock_ms);
+                Ok(())
+            }
             Record::Header { .. } | Record::End { .. } | Record::Backup(_) => Ok(()),
         },
     )?;

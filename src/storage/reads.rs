@@ -52,8 +52,18 @@ pub struct LeaseInfo {
 }
 
 impl Store {
-    /// A consistent view of the state machine as of now, judging expiry at `now_ms`.
+    /// A consistent view of the state machine as of now, judging expiry at `now_ms`, or at
+    /// the state machine's clock when that is later (a reader whose clock is behind never sees
+    /// what was already expired).
     pub fn read(&self, now_ms: u64) -> Result<ReadView> {
+        let mut view = ReadView::new(self.begin_read()?, now_ms)?;
+        view.now_ms = view.now_ms.max(view.clock_ms()?);
+        Ok(view)
+    }
+
+    /// As [`Store::read`], judging expiry at exactly `now_ms` (0: every stored key is live),
+    /// for tools and tests that look at what is stored.
+    pub fn read_at(&self, now_ms: u64) -> Result<ReadView> {
         ReadView::new(self.begin_read()?, now_ms)
     }
 }
@@ -75,6 +85,11 @@ impl ReadView {
             txn,
             now_ms,
         })
+    }
+
+    /// The largest `now_ms` the state machine applied.
+    pub fn clock_ms(&self) -> Result<u64> {
+        Ok(read_meta(&self.txn, CLOCK)?.unwrap_or(0))
     }
 
     /// The read transaction under this view, for reads this module does not offer.

@@ -79,6 +79,9 @@ pub const VAULT_LIMITS: Meta<VaultLimits> = Meta::new(SM_META, "vault_limits");
 pub const RESTORED_FROM: Meta<u64> = Meta::new(SM_META, "restored_from_revision");
 /// The id `LeaseGrant { id: 0 }` tries first.
 pub const NEXT_LEASE_ID: Meta<u64> = Meta::new(SM_META, "next_lease_id");
+/// The largest `now_ms` applied: the state machine's clock never goes back, and readers never
+/// judge expiry before it.
+pub const CLOCK: Meta<u64> = Meta::new(SM_META, "clock_ms");
 /// Clients, roles and grants (`crate::api::auth`); absent: no client is known yet.
 pub const AUTH: Meta<crate::api::AuthState> = Meta::new(SM_META, "auth");
 pub const META_FORMAT: &str = "format";

@@ -3,7 +3,7 @@
 //!
 //! Format (all integers little endian): `SNAPSHOT_MAGIC`, then records, each a `u32` length and a
 //! postcard `Record`: one `Header`, the `Key`s in key order, the `Lease`s in id order, one
-//! `VaultLimits`, the `Vault`s, the `Auth` state, and one `End` carrying the counts and the
+//! `VaultLimits`, the `Vault`s, the `Auth` state, the `Clock`, and one `End` carrying the counts and the
 //! CRC-32 of every byte before it. Indexes are not stored: installing rebuilds them.
 //!
 //! The current snapshot is `snapshots/current.snap`, replaced by an atomic rename. Installing
@@ -67,6 +67,8 @@ pub(crate) enum Record {
     VaultLimits(VaultLimits),
     /// Clients, roles and grants (after the vaults; absent in files from before auth).
     Auth(crate::api::AuthState),
+    /// The largest `now_ms` applied (after the auth state; absent in older files).
+    Clock(u64),
 }
 
 /// What a backup file says of itself before its keys: enough to show progress and to refuse a
@@ -335,6 +337,7 @@ pub(crate) fn write_state<W: Write>(
         writer.record(&Record::Vault { name, meta })?;
     }
     writer.record(&Record::Auth(view.auth()?))?;
+    writer.record(&Record::Clock(view.clock_ms()?))?;
     writer.finish(keys, leases)?;
     progress(keys);
     Ok((keys, leases))
@@ -386,6 +389,11 @@ pub(crate) fn load_body<R: Read>(
             Record::Auth(auth) => {
                 if let Some(machine) = machine.as_deref_mut() {
                     machine.set_auth(auth.clone());
+                }
+            }
+            Record::Clock(clock_ms) => {
+                if let Some(machine) = machine.as_deref_mut() {
+                    machine.set_clock(*clock_ms);
                 }
             }
             Record::End { .. } => {

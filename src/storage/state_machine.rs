@@ -151,6 +151,8 @@ pub(crate) struct Machine<'txn> {
     txn: &'txn WriteTransaction,
     /// The auth state once a command changed it (written by `save_meta`).
     auth: Option<AuthState>,
+    /// The largest `now_ms` applied: a command stamped before it runs at it instead.
+    clock_ms: u64,
 }
 
 impl<'txn> Machine<'txn> {
@@ -170,6 +172,7 @@ impl<'txn> Machine<'txn> {
             next_lease_id,
             txn,
             auth: None,
+            clock_ms: read_meta_in(txn, CLOCK)?.unwrap_or(0),
         })
     }
 
@@ -182,6 +185,7 @@ impl<'txn> Machine<'txn> {
     pub(crate) fn save_meta(&self, txn: &WriteTransaction) -> Result<()> {
         write_meta(txn, REVISION, &self.revision)?;
         write_meta(txn, NEXT_LEASE_ID, &self.next_lease_id)?;
+        write_meta(txn, CLOCK, &self.clock_ms)?;
         if let Some(auth) = &self.auth {
             write_meta(txn, AUTH, auth)?;
         }
@@ -235,6 +239,11 @@ impl<'txn> Machine<'txn> {
         checked: std::result::Result<(), CommandError>,
         run: impl FnOnce(&mut Self, &mut Ctx) -> Result<Result<Output, CommandError>>,
     ) -> Result<Response> {
+        // Time never goes back: a leader whose clock is behind the last applied command's
+        // (a new leader, a clock set back) runs at the later instant, so nothing expired
+        // comes back.
+        let now_ms = now_ms.max(self.clock_ms);
+        self.clock_ms = now_ms;
         // At the last revision nothing can change any more: every command is refused.
         let Some(stamp) = self.revision.checked_add(1) else {
             return Ok(Response {
@@ -825,6 +834,11 @@ impl<'txn> Machine<'txn> {
 
     pub(crate) fn set_vault_limits(&mut self, limits: VaultLimits) {
         self.vault_limits = limits;
+    }
+
+    /// Sets the clock, as read from a snapshot or a backup.
+    pub(crate) fn set_clock(&mut self, clock_ms: u64) {
+        self.clock_ms = self.clock_ms.max(clock_ms);
     }
 
     /// Sets the auth state, as read from a snapshot or a backup.

@@ -474,7 +474,7 @@ pub fn check_steps(steps: &[(u64, Command)]) -> Result<(), String> {
             .map(|(k, e)| e.clone().into_key_value(k.clone()))
             .collect();
         ensure_eq!(stored, modeled);
-        let view = t.store.read(now).unwrap();
+        let view = t.store.read_at(now).unwrap();
         ensure_eq!(view.revision(), model.revision);
         let vaults: BTreeMap<Vec<u8>, VaultMeta> = view
             .vaults()

@@ -87,7 +87,7 @@ impl Driver {
 
 /// Every live key at `now_ms`, paging through the whole keyspace.
 pub fn all_keys(store: &Store, now_ms: u64) -> Vec<KeyValue> {
-    let view = store.read(now_ms).expect("read");
+    let view = store.read_at(now_ms).expect("read");
     let mut range = KeyRange::prefix(b"");
     let mut out = Vec::new();
     loop {
