@@ -1,6 +1,7 @@
 //! The Raft log payload: what the leader proposes ([`Request`]: a [`Command`] and its clock),
 //! what the state machine answers ([`Response`]), and openraft's type configuration. Built
-//! from `api` types; the housekeeping commands (`Expire`, `SetVaultLimits`, `AuthBootstrap`) exist only here,
+//! from `api` types; the housekeeping commands (`Expire`, `SetVaultLimits`, `AuthBootstrap`, `RenewLeases`)
+//! exist only here,
 //! so a client request cannot express them ([`crate::api::WriteOp`] has no such variant).
 //! Also owns `VaultLimits` (replicated state) and openraft's type aliases (`LogId`, `Entry`,
 //! ...). Plain data: no redb, no network.
@@ -70,6 +71,10 @@ pub enum Command {
     /// formed the cluster, or `auth.root_clients`); otherwise changes nothing. Housekeeping:
     /// a client cannot send it.
     AuthBootstrap { roots: Vec<crate::api::ClientId> },
+    /// Gives every lease its whole TTL from `now_ms` (never shortening one), as etcd does when
+    /// a leader takes over: time without a leader does not count against a lease.
+    /// Housekeeping: a new leader proposes it first.
+    RenewLeases,
 }
 
 /// One write of a [`Command::Batch`]: a client's write and the leader's clock for it.
@@ -89,7 +94,8 @@ impl Command {
             Command::Expire { .. }
             | Command::SetVaultLimits(_)
             | Command::Auth(_)
-            | Command::AuthBootstrap { .. } => false,
+            | Command::AuthBootstrap { .. }
+            | Command::RenewLeases => false,
             Command::Batch(items) => items.iter().any(|item| item.op.adds_data()),
         }
     }
@@ -127,6 +133,7 @@ impl Command {
                 Ok(())
             }
             Command::Auth(op) => op.validate().map_err(CommandError::Auth),
+            Command::RenewLeases => Ok(()),
             Command::AuthBootstrap { roots } => {
                 if roots.is_empty() || roots.len() > crate::api::auth::AUTH_ENTRIES_MAX {
                     return Err(CommandError::Auth(format!(
@@ -146,7 +153,10 @@ impl Request {
         match &self.command {
             Command::Write(op) => op.payload_bytes(),
             Command::Expire { keys, .. } => keys.iter().map(Vec::len).sum(),
-            Command::SetVaultLimits(_) | Command::Auth(_) | Command::AuthBootstrap { .. } => 0,
+            Command::SetVaultLimits(_)
+            | Command::Auth(_)
+            | Command::AuthBootstrap { .. }
+            | Command::RenewLeases => 0,
             Command::Batch(items) => items.iter().map(|item| item.op.payload_bytes()).sum(),
         }
     }

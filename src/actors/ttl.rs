@@ -1,9 +1,10 @@
-//! TtlActor, the leader's housekeeping: on the leader only, at each tick, finds at most
+//! TtlActor, the leader's housekeeping: on the leader only, first (once it becomes leader)
+//! gives every lease its TTL back (`RenewLeases`); then at each tick finds at most
 //! `batch_max` expired keys and leases through the expiry indexes and proposes one `Expire`
 //! through Raft; and when the vault limits in force differ from its configured ones, proposes
 //! `SetVaultLimits`, so every node enforces the same limits; and while no client is root,
 //! proposes `AuthBootstrap` with the [`RootCandidates`] this node holds. It never writes
-//! redb: all three are Raft commands like any other.
+//! redb: every one is a Raft command like any other.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,9 @@ pub struct TtlState {
     /// Whether this leader already said that the cluster has no root client and it has none
     /// to propose (said once per actor start).
     told_no_root: bool,
+    /// Whether this node has led since its leases were renewed (set once `RenewLeases` of
+    /// this term of leadership committed).
+    renewed: bool,
 }
 
 pub enum TtlMsg {
@@ -66,6 +70,7 @@ impl Actor for TtlActor {
         Ok(TtlState {
             args,
             told_no_root: false,
+            renewed: false,
         })
     }
 
@@ -95,10 +100,26 @@ impl Actor for TtlActor {
 }
 
 async fn on_tick(state: &mut TtlState) -> Result<(), ActorProcessingErr> {
-    let args = &state.args;
-    if args.raft.leader() != Some(args.node_id) {
+    if state.args.raft.leader() != Some(state.args.node_id) {
+        state.renewed = false;
         return Ok(());
     }
+    // A new leader first gives every lease its TTL back (the time without a leader does not
+    // count against them), before it expires anything.
+    if !state.renewed {
+        let request = Request {
+            now_ms: crate::clock::now_ms(),
+            command: Command::RenewLeases,
+        };
+        match state.args.raft.write(request).await {
+            Ok(_) => state.renewed = true,
+            Err(error) => {
+                tracing::debug!(%error, "ttl: lease renewal not accepted");
+                return Ok(());
+            }
+        }
+    }
+    let args = &state.args;
     let now_ms = crate::clock::now_ms();
     // Reads wait while a compaction holds the file: off the async threads.
     let (store, batch_max) = (Arc::clone(&args.store), args.batch_max);

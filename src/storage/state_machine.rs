@@ -303,6 +303,10 @@ impl<'txn> Machine<'txn> {
                 self.auth = Some(auth);
                 Output::None
             }
+            Command::RenewLeases => {
+                self.renew_leases(ctx)?;
+                Output::None
+            }
             Command::AuthBootstrap { roots } => {
                 let mut auth = self.auth_state()?;
                 if !auth.has_root() {
@@ -760,6 +764,26 @@ impl<'txn> Machine<'txn> {
             ttl_ms: lease.ttl_ms,
             deadline_ms: lease.deadline_ms,
         }))
+    }
+
+    /// Every lease's deadline becomes at least `now + ttl`.
+    fn renew_leases(&mut self, ctx: &Ctx) -> Result<()> {
+        let mut renewed = Vec::new();
+        for item in self.leases.range::<u64>(..)? {
+            let (id, bytes) = item?;
+            let id = id.value();
+            let lease = decode_lease(id, bytes.value())?;
+            let deadline = ctx.now_ms.saturating_add(lease.ttl_ms);
+            if deadline > lease.deadline_ms {
+                renewed.push((id, lease, deadline));
+            }
+        }
+        for (id, mut lease, deadline) in renewed {
+            self.idx_lease_deadline.remove((lease.deadline_ms, id))?;
+            lease.deadline_ms = deadline;
+            self.write_lease(id, &lease)?;
+        }
+        Ok(())
     }
 
     /// Removes a lease and every key attached to it; `None` when there is no such lease.

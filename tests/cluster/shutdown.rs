@@ -58,3 +58,32 @@ async fn leader_shutdown_hands_over_the_whole_log() {
     assert_eq!(page.count, 40);
     cluster.shutdown().await;
 }
+
+// Proves a new leader gives every lease its whole TTL back before it expires anything (the
+// robustness issue's item 4, as etcd does on a leader change): after the leader stops and
+// another takes over, the lease's deadline on the new leader is later than the one granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_gives_leases_their_ttl_back() {
+    let mut cluster = Cluster::start(75, 3, |_| {}).await;
+    let leader = cluster.wait_leader(&cluster.ids()).await;
+    let lease = cluster
+        .client_of(leader)
+        .await
+        .lease_grant(0, 60_000)
+        .await
+        .unwrap();
+    let node = cluster.nodes.remove(&leader).expect("leader");
+    node.shutdown().await;
+    let next = cluster.wait_leader(&cluster.ids()).await;
+    let store = cluster.nodes[&next].node.store().expect("store");
+    crate::util::eventually("the new leader renewed the lease", || {
+        let record = store
+            .read(aspen::clock::now_ms())
+            .unwrap()
+            .lease(lease.id)
+            .unwrap();
+        std::future::ready(record.is_some_and(|r| r.deadline_ms > lease.deadline_ms))
+    })
+    .await;
+    cluster.shutdown().await;
+}

@@ -282,7 +282,7 @@ async fn metric_families_move_after_writes() {
     assert!(
         node.wait_until(|n| {
             let store = n.node.store().unwrap();
-            store.read(0).unwrap().get(b"gone").unwrap().is_none()
+            store.read_at(0).unwrap().get(b"gone").unwrap().is_none()
         })
         .await
     );

@@ -7,7 +7,7 @@ use aspen::testing::TestNode;
 
 fn live(node: &TestNode, key: &str) -> bool {
     let store = node.node.store().expect("store");
-    let view = store.read(0).expect("read");
+    let view = store.read_at(0).expect("read");
     view.get(key.as_bytes()).expect("get").is_some()
 }
 
@@ -33,7 +33,7 @@ async fn ttl_and_leases_expire_through_raft() {
     );
     let store = node.node.store().unwrap();
     assert!(
-        store.read(0).unwrap().revision() > before,
+        store.read_at(0).unwrap().revision() > before,
         "the expiry took a revision"
     );
     assert!(live(&node, "stays"));
@@ -125,5 +125,41 @@ async fn clean_restart_keeps_every_write_and_replays_nothing() {
         );
     }
     node.put("after", "restart").await.unwrap();
+    node.shutdown().await;
+}
+
+// Proves a leader whose system clock jumps an hour ahead, and then an hour back, neither
+// expires a key early nor brings back one that expired (the robustness issue's item 4): the
+// node's clock follows a jump only at the slew, and never goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_clock_jump_neither_expires_early_nor_resurrects() {
+    let node = TestNode::start(49, |_| {}).await;
+    let put = |key: &'static str, ttl_ms: u64| {
+        node.write(Command::Write(WriteOp::Put(Put {
+            ttl_ms: Some(ttl_ms),
+            ..Put::new(key, "v")
+        })))
+    };
+    put("long", 60_000).await.unwrap();
+    put("short", 1).await.unwrap();
+    aspen::fault::set_system_clock_offset_ms(3_600_000);
+    // A key put after the jump with a 1 ms TTL goes through the TtlActor's Expire: the same
+    // proposal would have taken `long` had the clock jumped with the system's.
+    put("probe", 1).await.unwrap();
+    assert!(
+        node.wait_until(|n| !live(n, "probe") && !live(n, "short"))
+            .await
+    );
+    assert!(live(&node, "long"), "a key expired an hour early");
+    aspen::fault::set_system_clock_offset_ms(-3_600_000);
+    node.put("after", "v").await.unwrap();
+    let store = node.node.store().unwrap();
+    let view = store.read(aspen::clock::now_ms()).unwrap();
+    assert!(
+        view.get(b"short").unwrap().is_none(),
+        "an expired key came back"
+    );
+    assert!(view.get(b"long").unwrap().is_some());
+    aspen::fault::set_system_clock_offset_ms(0);
     node.shutdown().await;
 }

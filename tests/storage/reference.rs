@@ -208,6 +208,12 @@ impl Model {
                 self.auth = next;
                 Ok(Output::None)
             }
+            Command::RenewLeases => {
+                for lease in self.leases.values_mut() {
+                    lease.deadline_ms = lease.deadline_ms.max(step.now + lease.ttl_ms);
+                }
+                Ok(Output::None)
+            }
             Command::AuthBootstrap { roots } => {
                 if !self.auth.has_root() {
                     for root in roots {
@@ -616,7 +622,8 @@ impl Choices<'_> {
         (0..n).map(|_| item(self)).collect()
     }
 
-    /// A command; one time in ten a batch of up to three client writes.
+    /// A command; one time in ten a batch of up to three client writes, one in forty a
+    /// lease renewal.
     fn command(&mut self) -> Option<Command> {
         Some(match self.below(10)? {
             n @ 0..=6 => Command::from(self.write_op(n)?),
@@ -631,6 +638,7 @@ impl Choices<'_> {
                 keys: self.list(3, Self::key)?,
                 leases: self.list(2, |c| Some(u64::from(c.below(4)?) + 1))?,
             },
+            _ if self.below(4)? == 0 => Command::RenewLeases,
             _ => Command::SetVaultLimits(VaultLimits {
                 vaults_max: u64::from(self.below(3)?) + 1,
                 keys_per_vault_max: u64::from(self.below(3)?) + 1,
