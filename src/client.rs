@@ -363,7 +363,11 @@ impl Client {
                 let Ok(address) = member.address.parse::<NodeAddress>() else {
                     continue;
                 };
-                if let Some(index) = self.nodes.iter().position(|n| n.id == address.id) {
+                // The given address the membership records, else one with its endpoint id (a
+                // node may be given by another socket address than the one it records).
+                let index = (self.nodes.iter().position(|n| *n == address))
+                    .or_else(|| self.nodes.iter().position(|n| n.id == address.id));
+                if let Some(index) = index {
                     index_of.insert(member.id, index);
                 }
             }

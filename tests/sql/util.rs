@@ -130,6 +130,20 @@ pub fn dataset() -> Dataset {
         );
         revision
     };
+    // Written two hours ago with a one-hour TTL: expired, still stored. First: the state
+    // machine's clock never goes back, so a later command stamped earlier would run at `now`.
+    for i in (1..300u64).step_by(2) {
+        let key = format!("tmp/{i:03}").into_bytes();
+        put(
+            &mut d,
+            now - 2 * hour,
+            key.clone(),
+            b"gone".to_vec(),
+            None,
+            Some(hour),
+        );
+        d.model.remove(&key);
+    }
     const COLORS: [&str; 3] = ["red", "green", "blue"];
     for i in 0..1_000u64 {
         let value = format!("name-{i}|age={}|{}", 18 + i % 60, COLORS[(i % 3) as usize]);
@@ -169,22 +183,9 @@ pub fn dataset() -> Dataset {
             );
         }
     }
-    for i in 0..300u64 {
+    for i in (0..300u64).step_by(2) {
         let key = format!("tmp/{i:03}").into_bytes();
-        if i % 2 == 0 {
-            put(&mut d, now, key, b"live".to_vec(), None, Some(hour));
-        } else {
-            // Written two hours ago with a one-hour TTL: expired, still stored.
-            put(
-                &mut d,
-                now - 2 * hour,
-                key.clone(),
-                b"gone".to_vec(),
-                None,
-                Some(hour),
-            );
-            d.model.remove(&key);
-        }
+        put(&mut d, now, key, b"live".to_vec(), None, Some(hour));
     }
     for lease in 101..=105u64 {
         d.loaded.run(
