@@ -46,6 +46,15 @@ where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
+    let payload = read_frame_payload(reader, max).await?;
+    postcard::from_bytes(&payload).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Reads one frame of at most `max` bytes, undecoded.
+pub async fn read_frame_payload<R>(reader: &mut R, max: usize) -> Result<Vec<u8>, FrameError>
+where
+    R: AsyncRead + Unpin,
+{
     let mut header = [0u8; 4];
     reader.read_exact(&mut header).await.map_err(io_error)?;
     let len = u32::from_be_bytes(header) as usize;
@@ -57,7 +66,7 @@ where
     }
     let mut payload = vec![0u8; len];
     reader.read_exact(&mut payload).await.map_err(io_error)?;
-    postcard::from_bytes(&payload).map_err(|e| FrameError::Malformed(e.to_string()))
+    Ok(payload)
 }
 
 /// Decodes the first frame in `data` with [`read_frame`], as a node reads it from a stream.

@@ -18,7 +18,7 @@ use crate::api::*;
 use crate::fault::NetFaults;
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::Connections;
-use crate::net::frame::{FrameError, read_frame, write_frame};
+use crate::net::frame::{FrameError, read_frame_payload, write_frame};
 
 /// Keys in slow-request log lines are cut to this many bytes.
 const SLOW_LOG_KEY_BYTES: usize = 256;
@@ -251,8 +251,11 @@ impl<P: ClientPort> ClientService<P> {
         mut send: iroh::endpoint::SendStream,
         mut recv: iroh::endpoint::RecvStream,
     ) {
-        let response = match read_frame::<_, ClientRequest>(&mut recv, FRAME_BYTES_MAX).await {
-            Ok(request) => self.serve(remote, request).await,
+        let response = match read_frame_payload(&mut recv, FRAME_BYTES_MAX).await {
+            Ok(payload) => match decode_request(&payload) {
+                Ok(request) => self.serve(remote, request).await,
+                Err(error) => self.respond(Err(error)),
+            },
             Err(FrameError::TooLarge { bytes, max }) => {
                 let _ = recv.stop(FRAME_REFUSED.into());
                 self.respond(Err(ClientError::FrameTooLarge { bytes, max }))
@@ -288,6 +291,20 @@ impl<P: ClientPort> ProtocolHandler for ClientService<P> {
         }
         Ok(())
     }
+}
+
+/// Decodes a request frame. One of another protocol version is refused as such even when it
+/// does not decode as this version's (its version comes first).
+fn decode_request(payload: &[u8]) -> Result<ClientRequest, ClientError> {
+    postcard::from_bytes::<ClientRequest>(payload).map_err(
+        |error| match postcard::take_from_bytes::<u16>(payload) {
+            Ok((got, _)) if got != PROTOCOL_VERSION => ClientError::Version {
+                got,
+                supported: PROTOCOL_VERSION,
+            },
+            _ => ClientError::BadFrame(FrameError::Malformed(error.to_string()).to_string()),
+        },
+    )
 }
 
 /// The operation's name (a metric label and a log field) and the key it is about, if one.

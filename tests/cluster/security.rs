@@ -29,8 +29,8 @@ async fn foreign_connections() -> Connections {
 
 // Proves an endpoint outside the membership cannot send Raft RPCs (a vote with a huge term is
 // refused and the term does not move), and that a malformed and an oversized client frame
-// each get an error response, as do a request of another protocol version and an internal
-// command sent by a client, while the node keeps serving other clients.
+// each get an error response, as do a request of another protocol version (one of version 1,
+// shorter than this version's frame, included) and an internal command sent by a client, while the node keeps serving other clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsiders_and_bad_frames_are_refused() {
     let cluster = Cluster::start(40, 3, |_| {}).await;
@@ -116,6 +116,37 @@ async fn outsiders_and_bad_frames_are_refused() {
         ask(future).await,
         Err(ClientError::Version {
             got: PROTOCOL_VERSION + 1,
+            supported: PROTOCOL_VERSION
+        })
+    );
+    // A request of version 1 (no `on_behalf_of` at its end) is refused as that version, not
+    // as a malformed frame.
+    #[derive(serde::Serialize)]
+    struct RequestV1 {
+        version: u16,
+        forwarded: bool,
+        op: ClientOp,
+    }
+    let v1 = RequestV1 {
+        version: 1,
+        forwarded: false,
+        op: ClientOp::Status,
+    };
+    let refused = raw
+        .request::<_, ClientResponse>(
+            &address,
+            CLIENT_ALPN,
+            &v1,
+            Duration::from_secs(5),
+            FRAME_BYTES_MAX,
+        )
+        .await
+        .unwrap()
+        .result;
+    assert_eq!(
+        refused,
+        Err(ClientError::Version {
+            got: 1,
             supported: PROTOCOL_VERSION
         })
     );
