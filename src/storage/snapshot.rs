@@ -164,13 +164,19 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
-        let mut reader = RecordReader::new(BufReader::new(&mut file), SNAPSHOT);
-        reader.read_magic(SNAPSHOT_MAGIC)?;
-        let header = read_header(&mut reader)?;
-        drop(reader);
+        // The whole file is checked before it is sent: a damaged one would break every
+        // follower that installs it. It is replaced by a snapshot of the state as it is now.
+        let meta = match verify_snapshot_file(&mut file) {
+            Ok(summary) => summary.meta,
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(),
+                    "snapshot: the current snapshot does not check out; building a new one");
+                return self.build_snapshot().map(Some);
+            }
+        };
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("rewinding the snapshot file", e))?;
-        Ok(Some((header.meta, file)))
+        Ok(Some((meta, file)))
     }
 
     /// A fresh file to receive a snapshot into (deleted when dropped).
