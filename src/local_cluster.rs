@@ -168,7 +168,6 @@ fn write_config(
     base_port: Option<u16>,
     roots: &[crate::api::ClientId],
 ) -> Result<(), String> {
-    let roots: Vec<String> = roots.iter().map(|id| format!("\"{id}\"")).collect();
     let (net, http) = match base_port {
         Some(base) => {
             let net = u64::from(base) + 2 * (id - 1);
@@ -189,8 +188,8 @@ fn write_config(
          [http]\naddress = \"127.0.0.1:{http}\"\n\n\
          [raft]\nbootstrap = \"none\"\n\n\
          [storage]\ncache_bytes = 33554432\n\n\
-         [auth]\nroot_clients = [{roots}]\n",
-        roots = roots.join(", "),
+         {auth}",
+        auth = auth_section(roots),
         dir = dir.display().to_string(),
     );
     crate::files::private_file()
@@ -209,13 +208,18 @@ fn add_auth_section(path: &Path, roots: &[crate::api::ClientId]) -> Result<(), S
     if text.lines().any(|line| line.trim() == "[auth]") {
         return Ok(());
     }
-    let roots: Vec<String> = roots.iter().map(|id| format!("\"{id}\"")).collect();
-    let section = format!("\n[auth]\nroot_clients = [{}]\n", roots.join(", "));
+    let section = format!("\n{}", auth_section(roots));
     std::fs::OpenOptions::new()
         .append(true)
         .open(path)
         .and_then(|mut file| std::io::Write::write_all(&mut file, section.as_bytes()))
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `[auth]` section naming `roots` as root clients.
+fn auth_section(roots: &[crate::api::ClientId]) -> String {
+    let roots: Vec<String> = roots.iter().map(|id| format!("\"{id}\"")).collect();
+    format!("[auth]\nroot_clients = [{}]\n", roots.join(", "))
 }
 
 /// A loopback port free right now (UDP for the QUIC endpoint, TCP for HTTP).
@@ -303,4 +307,25 @@ async fn stop(members: &mut [Member]) {
     }
     // Whoever started us may have closed our stdout already.
     let _ = writeln!(std::io::stdout(), "aspen local cluster stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a node config written before clients were authenticated gets one `[auth]`
+    // section naming the roots (a second run adds none), and that the result loads.
+    #[test]
+    fn an_old_config_gets_its_auth_section_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "[node]\nid = 2\n[raft]\nbootstrap = \"none\"\n").unwrap();
+        let root = iroh::SecretKey::from_bytes(&[3; 32]).public();
+        add_auth_section(&path, &[root]).unwrap();
+        add_auth_section(&path, &[root]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("[auth]").count(), 1, "{text}");
+        let config = crate::config::NodeConfig::load_with_env(&path, Vec::new()).unwrap();
+        assert_eq!(config.auth.roots(), vec![root]);
+    }
 }

@@ -2,17 +2,16 @@
 //! implements it with the node's parts: writes through the Raft handle
 //! (`crate::actors::raft::RaftHandle`), reads from a fresh read transaction of the store
 //! (pages cut to fit a frame), queries on the SqlActor, status and membership changes from
-//! Raft. Every request is first checked against the replicated auth state
-//! ([`crate::api::auth`]) for the client that sent it.
+//! Raft. Every request is first checked against the replicated auth state for the client
+//! that sent it (`node::auth`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, ChangeMembers};
 
 use crate::actors::raft::RaftError;
-use crate::api::auth::{Denied, Need, single_key};
+use crate::api::auth::Need;
 use crate::api::*;
 use crate::command::Request;
 use crate::limits::{FRAME_BYTES_MAX, SCAN_ENTRIES_MAX};
@@ -89,63 +88,7 @@ impl ClientPort for NodeCore {
     }
 }
 
-/// `Denied` as the client sees it.
-fn denied(denied: Denied) -> Failure {
-    Failure::Error(ClientError::Denied(denied.to_string()))
-}
-
 impl NodeCore {
-    /// Checks what `client` may do against the auth state this node applied: the state
-    /// (`None` with `auth.enabled = false`), or the refusal naming what was missing. A node
-    /// forwarding a request checks it, and the leader checks it again.
-    async fn authorize(
-        &self,
-        client: ClientId,
-        op: &ClientOp,
-    ) -> Result<Option<Arc<AuthState>>, Failure> {
-        if !self.auth_enabled {
-            return Ok(None);
-        }
-        let store = self
-            .store
-            .clone()
-            .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
-        let auth = store.auth().map_err(storage_error)?;
-        // Root may do everything (and being root means the cluster has one).
-        if auth.is_root(&client) {
-            return Ok(Some(auth));
-        }
-        let need = op.need();
-        if !auth.has_root() && need != Need::Nothing {
-            return Err(ClientError::NoRootYet.into());
-        }
-        auth.check(&client, &need).map_err(denied)?;
-        // Revoking a lease deletes its keys: it needs readwrite on every one.
-        if let ClientOp::Write(WriteOp::LeaseRevoke { id }) = op {
-            let id = *id;
-            let keys = tokio::task::spawn_blocking(move || {
-                store
-                    .read(crate::clock::now_ms())?
-                    .lease_keys(id, SCAN_ENTRIES_MAX + 1)
-            })
-            .await
-            .map_err(|e| ClientError::Storage(format!("read task: {e}")))?
-            .map_err(storage_error)?;
-            if keys.len() > SCAN_ENTRIES_MAX {
-                return Err(denied(Denied(format!(
-                    "lease {id} holds more than {SCAN_ENTRIES_MAX} keys: only a root client revokes it"
-                ))));
-            }
-            let need = Need::Keys(
-                keys.iter()
-                    .map(|key| (single_key(key), Perm::ReadWrite))
-                    .collect(),
-            );
-            auth.check(&client, &need).map_err(denied)?;
-        }
-        Ok(Some(auth))
-    }
-
     /// Runs an authorized `op` (its read barrier already passed in `execute`).
     async fn run(&self, client: ClientId, auth: Option<&AuthState>, op: &ClientOp) -> Served {
         match op {
@@ -296,15 +239,6 @@ impl NodeCore {
             .map_err(Failure::Error)
     }
 
-    /// The auth state this node applied last.
-    fn auth_state(&self) -> Result<Arc<AuthState>, Failure> {
-        let store = self
-            .store
-            .as_ref()
-            .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
-        Ok(store.auth().map_err(storage_error)?)
-    }
-
     /// Runs a query on the SqlActor (it answers within the SQL timeout), seeing only the keys
     /// under `readable` when given.
     async fn sql(&self, sql: String, readable: Option<Vec<Vec<u8>>>) -> Served {
@@ -441,7 +375,7 @@ impl NodeCore {
     }
 }
 
-fn storage_error(error: crate::storage::Error) -> ClientError {
+pub(super) fn storage_error(error: crate::storage::Error) -> ClientError {
     ClientError::Storage(error.to_string())
 }
 

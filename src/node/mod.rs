@@ -8,6 +8,7 @@
 //! Long because starting, running and stopping a node (with the leader handover) is one sequence of
 //! wiring.
 
+mod auth;
 mod client;
 mod data_dir;
 mod http;

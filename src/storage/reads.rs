@@ -56,9 +56,7 @@ impl Store {
     /// the state machine's clock when that is later (a reader whose clock is behind never sees
     /// what was already expired).
     pub fn read(&self, now_ms: u64) -> Result<ReadView> {
-        let mut view = ReadView::new(self.begin_read()?, now_ms)?;
-        view.now_ms = view.now_ms.max(view.clock_ms()?);
-        Ok(view)
+        ReadView::new(self.begin_read()?, now_ms.max(self.clock_ms()))
     }
 
     /// As [`Store::read`], judging expiry at exactly `now_ms` (0: every stored key is live),

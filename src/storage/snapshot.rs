@@ -224,6 +224,7 @@ impl Store {
             ));
         }
         machine.save_meta(&txn)?;
+        let clock_ms = machine.clock_ms();
         drop(machine);
         write_meta_opt(&txn, LAST_APPLIED, meta.last_log_id.as_ref())?;
         write_meta(&txn, MEMBERSHIP, &meta.last_membership)?;
@@ -237,6 +238,7 @@ impl Store {
         copy.as_file()
             .sync_all()
             .map_err(|e| Error::io("syncing a snapshot file", e))?;
+        self.raise_clock(clock_ms);
         txn.commit()?;
         self.auth_changed();
         // Only once the install committed: a failed one leaves `committed` where it was.

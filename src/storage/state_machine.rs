@@ -74,10 +74,14 @@ impl Store {
                     None
                 }
                 MergedStep::Apply(entries) => {
-                    let (responses, changed) = apply_in(&txn, entries)?;
-                    auth_changed |= changed;
+                    let applied = apply_in(&txn, entries)?;
+                    auth_changed |= applied.auth_changed;
+                    // Raised before the commit: readers never judge expiry before an instant
+                    // the state they read was applied at (time only moves on, so a failed
+                    // commit leaves it merely early).
+                    self.raise_clock(applied.clock_ms);
                     self.write_committed(&txn, entries.last().map(|entry| entry.log_id))?;
-                    Some(responses)
+                    Some(applied.responses)
                 }
             });
         }
@@ -96,8 +100,15 @@ impl Store {
     }
 }
 
-/// The responses, and whether the auth state changed.
-fn apply_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<(Vec<Response>, bool)> {
+/// What one apply step did.
+struct Applied {
+    responses: Vec<Response>,
+    auth_changed: bool,
+    /// The state machine's clock after it.
+    clock_ms: u64,
+}
+
+fn apply_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<Applied> {
     let mut machine = Machine::open(txn)?;
     let mut responses = Vec::with_capacity(entries.len());
     let mut last_applied = None;
@@ -115,7 +126,7 @@ fn apply_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<(Vec<Response>,
         responses.push(response);
     }
     machine.save_meta(txn)?;
-    let auth_changed = machine.auth.is_some();
+    let (auth_changed, clock_ms) = (machine.auth.is_some(), machine.clock_ms);
     drop(machine);
     if let Some(last_applied) = last_applied {
         write_meta(txn, LAST_APPLIED, &last_applied)?;
@@ -123,7 +134,11 @@ fn apply_in(txn: &WriteTransaction, entries: &[Entry]) -> Result<(Vec<Response>,
     if let Some(membership) = membership {
         write_meta(txn, MEMBERSHIP, &membership)?;
     }
-    Ok((responses, auth_changed))
+    Ok(Applied {
+        responses,
+        auth_changed,
+        clock_ms,
+    })
 }
 
 /// Per-command context: the command's clock, the revision its writes carry, and whether it
@@ -858,6 +873,11 @@ impl<'txn> Machine<'txn> {
 
     pub(crate) fn set_vault_limits(&mut self, limits: VaultLimits) {
         self.vault_limits = limits;
+    }
+
+    /// The largest `now_ms` applied.
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.clock_ms
     }
 
     /// Sets the clock, as read from a snapshot or a backup.

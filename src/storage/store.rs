@@ -158,6 +158,8 @@ pub struct Store {
     pub(in crate::storage) tail: std::sync::Mutex<LogTail>,
     /// The auth state as last read, checked on every client request (`Store::auth`).
     pub(in crate::storage) auth: std::sync::Mutex<AuthCache>,
+    /// The state machine's clock (`CLOCK`) in memory, so a read needs no extra lookup.
+    clock_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The decoded auth state and a generation that every commit changing it bumps: a reader
@@ -186,6 +188,17 @@ impl Store {
             cache.state = Some(std::sync::Arc::clone(&state));
         }
         Ok(state)
+    }
+
+    /// The state machine's clock: the largest `now_ms` applied (as far as this process knows).
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Raises the in-memory clock to `clock_ms` (never lowers it).
+    pub(in crate::storage) fn raise_clock(&self, clock_ms: u64) {
+        self.clock_ms
+            .fetch_max(clock_ms, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Called after a commit that changed the auth state.
@@ -252,11 +265,15 @@ impl Store {
             size: std::sync::atomic::AtomicU64::new(u64::MAX),
             tail: Default::default(),
             auth: Default::default(),
+            clock_ms: Default::default(),
         };
         store.init_tables()?;
-        // What the file holds, so an apply never writes a lower one (a replay after a restart
-        // applies without saving `committed` first).
-        *crate::sync::lock(&store.committed) = read_meta(&store.begin_read()?, COMMITTED)?;
+        // What the file holds: `committed`, so an apply never writes a lower one (a replay
+        // after a restart applies without saving it first), and the state machine's clock.
+        let txn = store.begin_read()?;
+        *crate::sync::lock(&store.committed) = read_meta(&txn, COMMITTED)?;
+        store.raise_clock(read_meta(&txn, CLOCK)?.unwrap_or(0));
+        drop(txn);
         store.remove_stale_snapshot_files()?;
         Ok(store)
     }
@@ -286,6 +303,7 @@ impl Store {
             size: std::sync::atomic::AtomicU64::new(u64::MAX),
             tail: Default::default(),
             auth: Default::default(),
+            clock_ms: Default::default(),
         })
     }
 

@@ -211,6 +211,12 @@ async fn each_client_does_what_its_roles_grant_and_nothing_more() {
     assert_eq!(root.status().await.unwrap().members.len(), 3);
     assert!(stranger.status().await.is_ok());
     assert!(!stranger.whoami().await.unwrap().known);
+    // Waiting to become root says at once that the cluster already has one.
+    let refused = stranger.wait_root().await;
+    assert!(
+        matches!(&refused, Err(Error::Setup(m)) if m.contains("already has a root client")),
+        "{refused:?}"
+    );
 
     // Taking the role away takes effect at once, on the follower and through it.
     root.auth(AuthOp::ClientRevoke {

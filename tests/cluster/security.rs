@@ -23,6 +23,25 @@ async fn foreign_endpoint() -> iroh::Endpoint {
     .unwrap()
 }
 
+/// Sends `request` (any frame, well-formed or not for this version) over `raw` to the node
+/// at `address`; its answer.
+async fn ask_raw(
+    raw: &Connections,
+    address: &aspen::api::NodeAddress,
+    request: &impl serde::Serialize,
+) -> Result<aspen::api::ClientOutput, ClientError> {
+    raw.request::<_, ClientResponse>(
+        address,
+        CLIENT_ALPN,
+        request,
+        Duration::from_secs(5),
+        FRAME_BYTES_MAX,
+    )
+    .await
+    .unwrap()
+    .result
+}
+
 async fn foreign_connections() -> Connections {
     Connections::new(foreign_endpoint().await, Duration::from_secs(2))
 }
@@ -93,27 +112,12 @@ async fn outsiders_and_bad_frames_are_refused() {
     );
 
     // A request of another protocol version, and an internal command from a client.
-    let ask = |request: ClientRequest| {
-        let raw = &raw;
-        async move {
-            raw.request::<_, ClientResponse>(
-                &address,
-                CLIENT_ALPN,
-                &request,
-                Duration::from_secs(5),
-                FRAME_BYTES_MAX,
-            )
-            .await
-            .unwrap()
-            .result
-        }
-    };
     let future = ClientRequest {
         version: PROTOCOL_VERSION + 1,
         ..ClientRequest::new(ClientOp::Status)
     };
     assert_eq!(
-        ask(future).await,
+        ask_raw(&raw, &address, &future).await,
         Err(ClientError::Version {
             got: PROTOCOL_VERSION + 1,
             supported: PROTOCOL_VERSION
@@ -132,17 +136,7 @@ async fn outsiders_and_bad_frames_are_refused() {
         forwarded: false,
         op: ClientOp::Status,
     };
-    let refused = raw
-        .request::<_, ClientResponse>(
-            &address,
-            CLIENT_ALPN,
-            &v1,
-            Duration::from_secs(5),
-            FRAME_BYTES_MAX,
-        )
-        .await
-        .unwrap()
-        .result;
+    let refused = ask_raw(&raw, &address, &v1).await;
     assert_eq!(
         refused,
         Err(ClientError::Version {
@@ -172,17 +166,7 @@ async fn outsiders_and_bad_frames_are_refused() {
         }),
         on_behalf_of: None,
     };
-    let refused = raw
-        .request::<_, ClientResponse>(
-            &address,
-            CLIENT_ALPN,
-            &expire,
-            Duration::from_secs(5),
-            FRAME_BYTES_MAX,
-        )
-        .await
-        .unwrap()
-        .result;
+    let refused = ask_raw(&raw, &address, &expire).await;
     assert!(
         matches!(&refused, Err(ClientError::BadFrame(_))),
         "{refused:?}"
