@@ -9,6 +9,41 @@ use serde_json::Value;
 
 use crate::storage::BackupSummary;
 
+/// Why an admin call failed; its text is what `aspen admin` prints.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminCallError {
+    #[error("admin: cannot build an HTTP client: {0}")]
+    Client(reqwest::Error),
+    /// The request did not get an answer (connection refused, cut, ...).
+    #[error("admin: {url}: {source}")]
+    Send { url: String, source: reqwest::Error },
+    /// The node answered with a status other than 2xx, and this message.
+    #[error("admin: {url}: {status}: {message}")]
+    Refused {
+        url: String,
+        status: reqwest::StatusCode,
+        message: String,
+    },
+    #[error("admin: /admin/{path}: bad answer: {source}")]
+    BadAnswer {
+        path: String,
+        source: reqwest::Error,
+    },
+    /// The downloaded backup failed its check; nothing was kept.
+    #[error("backup: {source} (nothing was written to {})", out.display())]
+    BadBackup {
+        out: PathBuf,
+        source: crate::storage::Error,
+    },
+    /// The backup file could not be created, written or renamed into place.
+    #[error("backup: {action} {}: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Talks to one node's HTTP address.
 pub struct AdminClient {
     base: String,
@@ -18,7 +53,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// `base` is `http://IP:PORT` (or `IP:PORT`); `token` is the node's `http.admin_token`.
-    pub fn new(base: &str, token: Option<String>) -> Result<AdminClient, String> {
+    pub fn new(base: &str, token: Option<String>) -> Result<AdminClient, AdminCallError> {
         let base = if base.starts_with("http://") || base.starts_with("https://") {
             base.trim_end_matches('/').to_string()
         } else {
@@ -30,18 +65,21 @@ impl AdminClient {
             .timeout(None)
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
-            .map_err(|e| format!("admin: cannot build an HTTP client: {e}"))?;
+            .map_err(AdminCallError::Client)?;
         Ok(AdminClient { base, token, http })
     }
 
     /// `POST /admin/{path}`; a status other than 2xx becomes the error the node sent.
-    fn post(&self, path: &str) -> Result<reqwest::blocking::Response, String> {
+    fn post(&self, path: &str) -> Result<reqwest::blocking::Response, AdminCallError> {
         let url = format!("{}/admin/{path}", self.base);
         let mut request = self.http.post(&url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().map_err(|e| format!("admin: {url}: {e}"))?;
+        let response = match request.send() {
+            Ok(response) => response,
+            Err(source) => return Err(AdminCallError::Send { url, source }),
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -51,14 +89,21 @@ impl AdminClient {
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
             .unwrap_or(body);
-        Err(format!("admin: {url}: {status}: {message}"))
+        Err(AdminCallError::Refused {
+            url,
+            status,
+            message,
+        })
     }
 
     /// `POST /admin/{path}` and the JSON it answers.
-    pub fn post_json(&self, path: &str) -> Result<Value, String> {
+    pub fn post_json(&self, path: &str) -> Result<Value, AdminCallError> {
         self.post(path)?
             .json()
-            .map_err(|e| format!("admin: /admin/{path}: bad answer: {e}"))
+            .map_err(|source| AdminCallError::BadAnswer {
+                path: path.to_string(),
+                source,
+            })
     }
 
     /// Downloads a backup into `out`, checking it as it arrives (`progress` gets keys read and
@@ -68,13 +113,16 @@ impl AdminClient {
         &self,
         out: &Path,
         progress: impl FnMut(u64, u64),
-    ) -> Result<(BackupSummary, u64), String> {
+    ) -> Result<(BackupSummary, u64), AdminCallError> {
         let dir = match out.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let tmp = tempfile::NamedTempFile::new_in(&dir)
-            .map_err(|e| format!("backup: cannot create a file in {}: {e}", dir.display()))?;
+        let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| AdminCallError::File {
+            action: "cannot create a file in",
+            path: dir.clone(),
+            source,
+        })?;
         let response = self.post("backup")?;
         let mut tee = Tee {
             inner: response,
@@ -82,16 +130,27 @@ impl AdminClient {
             bytes: 0,
         };
         let reader = std::io::BufReader::with_capacity(256 << 10, &mut tee);
-        let summary = crate::storage::verify_backup(reader, progress)
-            .map_err(|e| format!("backup: {e} (nothing was written to {})", out.display()))?;
+        let summary = crate::storage::verify_backup(reader, progress).map_err(|source| {
+            AdminCallError::BadBackup {
+                out: out.to_path_buf(),
+                source,
+            }
+        })?;
         let bytes = tee.bytes;
         tee.copy
             .flush()
             .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| format!("backup: writing {}: {e}", out.display()))?;
+            .map_err(|source| AdminCallError::File {
+                action: "writing",
+                path: out.to_path_buf(),
+                source,
+            })?;
         drop(tee);
-        tmp.persist(out)
-            .map_err(|e| format!("backup: renaming to {}: {}", out.display(), e.error))?;
+        tmp.persist(out).map_err(|e| AdminCallError::File {
+            action: "renaming to",
+            path: out.to_path_buf(),
+            source: e.error,
+        })?;
         Ok((summary, bytes))
     }
 }

@@ -132,7 +132,7 @@ impl Command {
                 }
                 Ok(())
             }
-            Command::Auth(op) => op.validate().map_err(CommandError::Auth),
+            Command::Auth(op) => op.validate().map_err(|e| CommandError::Auth(e.to_string())),
             Command::RenewLeases => Ok(()),
             Command::AuthBootstrap { roots } => {
                 if roots.is_empty() || roots.len() > crate::api::auth::AUTH_ENTRIES_MAX {

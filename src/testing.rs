@@ -11,7 +11,7 @@ use crate::actors::raft::RaftMsg;
 use crate::actors::sql::SqlMsg;
 use crate::actors::storage::StorageMsg;
 use crate::actors::ttl::TtlMsg;
-use crate::actors::{ActorKind, lookup};
+use crate::actors::{ActorKind, Children};
 use crate::api::Put;
 use crate::command::{Command, LogId, Request, Response};
 use crate::config::NodeConfig;
@@ -196,17 +196,19 @@ impl TestNode {
 
     /// Makes `kind` panic inside its message handler.
     pub fn panic_actor(&self, kind: ActorKind) {
-        let id = self.node.node_id();
         let reason = format!("injected into {kind}");
-        fn send<M: ractor::Message>(kind: ActorKind, id: u64, message: M) -> bool {
-            lookup::<M>(kind, id).is_some_and(|actor| actor.cast(message).is_ok())
+        fn send<M: ractor::Message>(children: &Children, kind: ActorKind, message: M) -> bool {
+            children
+                .get::<M>(kind)
+                .is_some_and(|actor| actor.cast(message).is_ok())
         }
+        let children = &self.node.children;
         let sent = match kind {
-            ActorKind::Storage => send(kind, id, StorageMsg::Panic(reason)),
-            ActorKind::Raft => send(kind, id, RaftMsg::Panic(reason)),
-            ActorKind::Ttl => send(kind, id, TtlMsg::Panic(reason)),
-            ActorKind::Health => send(kind, id, HealthMsg::Panic(reason)),
-            ActorKind::Sql => send(kind, id, SqlMsg::Panic(reason)),
+            ActorKind::Storage => send(children, kind, StorageMsg::Panic(reason)),
+            ActorKind::Raft => send(children, kind, RaftMsg::Panic(reason)),
+            ActorKind::Ttl => send(children, kind, TtlMsg::Panic(reason)),
+            ActorKind::Health => send(children, kind, HealthMsg::Panic(reason)),
+            ActorKind::Sql => send(children, kind, SqlMsg::Panic(reason)),
         };
         assert!(sent, "{kind} is not running");
     }

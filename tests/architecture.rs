@@ -671,3 +671,42 @@ fn a_planted_file_circle_is_found() {
         vec!["storage::reads, storage::store".to_string()]
     );
 }
+
+/// Files whose `Result<_, String>` is a command's final message to its user (printed, never
+/// matched on): the CLI and the local-cluster command.
+const STRING_ERRORS_ALLOWED: &[&str] = &["cli", "bin", "local_cluster", "bench"];
+
+// Proves the library's errors are types, not strings: outside the commands listed above, no
+// file of src/ has a function returning `Result<_, String>` (an error enum per operation
+// family names what went wrong in a form callers can match). A failure names the file and line.
+#[test]
+fn library_errors_are_not_strings() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    sources(&src, &mut paths);
+    let mut found = Vec::new();
+    for path in paths {
+        let module = module_of(&path, &src);
+        if STRING_ERRORS_ALLOWED
+            .iter()
+            .any(|allowed| within(&module, allowed))
+        {
+            continue;
+        }
+        let code = std::fs::read_to_string(&path).expect("read source");
+        for (n, line) in code.lines().enumerate() {
+            let line = line.trim();
+            if line.starts_with("//") {
+                continue;
+            }
+            if line.contains("Result<") && line.contains(", String>") {
+                found.push(format!("{}:{}: {line}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "library functions returning Result<_, String>:\n{}",
+        found.join("\n")
+    );
+}

@@ -16,7 +16,7 @@ use crate::actors::raft::{Metrics, RaftHandle, RaftMsg};
 use crate::actors::sql::SqlMsg;
 use crate::actors::storage::StorageMsg;
 use crate::actors::ttl::TtlMsg;
-use crate::actors::{ActorKind, lookup};
+use crate::actors::{ActorKind, Children};
 use crate::api::{Check, CheckStatus, NodeId};
 use crate::config::{HealthSection, NodeConfig, StorageKind};
 use crate::fault::Faults;
@@ -32,6 +32,8 @@ pub struct HealthArgs {
     /// Where each round of results goes (the supervisor acts on them).
     pub report: ReportSink,
     pub raft: RaftHandle,
+    /// The running children, to ping (kept by the supervisor).
+    pub children: Children,
 }
 
 /// Receives each round of check results.
@@ -98,19 +100,19 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
     let node_id = args.node_id;
     let timeout = health.ping_timeout_ms;
     let metrics = args.raft.metrics();
-    let raft_ping = match lookup::<RaftMsg>(ActorKind::Raft, node_id) {
+    let raft_ping = match args.children.get::<RaftMsg>(ActorKind::Raft) {
         Some(r) => ping(Some(ractor::call_t!(r, RaftMsg::Ping, timeout)), timeout),
         None => ping::<String>(None, timeout),
     };
-    let storage_ping = match lookup::<StorageMsg>(ActorKind::Storage, node_id) {
+    let storage_ping = match args.children.get::<StorageMsg>(ActorKind::Storage) {
         Some(r) => ping(Some(ractor::call_t!(r, StorageMsg::Ping, timeout)), timeout),
         None => ping::<String>(None, timeout),
     };
-    let ttl_ping = match lookup::<TtlMsg>(ActorKind::Ttl, node_id) {
+    let ttl_ping = match args.children.get::<TtlMsg>(ActorKind::Ttl) {
         Some(r) => ping(Some(ractor::call_t!(r, TtlMsg::Ping, timeout)), timeout),
         None => ping::<String>(None, timeout),
     };
-    let sql_ping = match lookup::<SqlMsg>(ActorKind::Sql, node_id) {
+    let sql_ping = match args.children.get::<SqlMsg>(ActorKind::Sql) {
         Some(r) => ping(Some(ractor::call_t!(r, SqlMsg::Ping, timeout)), timeout),
         None => ping::<String>(None, timeout),
     };

@@ -43,14 +43,48 @@ impl Perm {
 }
 
 impl std::str::FromStr for Perm {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
+    type Err = AuthError;
+    fn from_str(text: &str) -> Result<Self, AuthError> {
         match text {
             "read" => Ok(Perm::Read),
             "readwrite" => Ok(Perm::ReadWrite),
-            other => Err(format!("permission {other:?}: expected read or readwrite")),
+            other => Err(AuthError::BadPerm(other.to_string())),
         }
     }
+}
+
+/// Why an auth change (or a permission's name) is refused. Its text is what the client is
+/// told (`CommandError::Auth`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("permission {0:?}: expected read or readwrite")]
+    BadPerm(String),
+    #[error("role {0:?} does not exist")]
+    NoSuchRole(String),
+    #[error("role {0:?} exists")]
+    RoleExists(String),
+    #[error("client {0} is not known")]
+    NoSuchClient(ClientId),
+    #[error("client {id} does not hold role {role:?}")]
+    RoleNotHeld { id: ClientId, role: String },
+    #[error("role {role:?} has no grant on the prefix {prefix:?}")]
+    NoSuchGrant { role: String, prefix: String },
+    #[error("at most {AUTH_ENTRIES_MAX} {0}")]
+    TooMany(&'static str),
+    #[error("the last root client cannot be removed (add another root client first)")]
+    LastRoot,
+    #[error(
+        "the auth state would take {0} bytes, more than the limit of {AUTH_STATE_BYTES_MAX} (remove grants or clients first)"
+    )]
+    StateTooLarge(usize),
+    #[error("a role name is 1 to {ROLE_NAME_BYTES_MAX} bytes (got {0})")]
+    RoleNameLength(usize),
+    #[error("role name {0:?} holds a control character")]
+    RoleNameControl(String),
+    #[error("grant prefix: {0}")]
+    BadPrefix(String),
+    #[error("auth state: {0}")]
+    Encoding(String),
 }
 
 /// `perm` on every key that starts with `prefix` (every key for an empty prefix).
@@ -187,29 +221,28 @@ impl AuthState {
     }
 
     /// Applies `op`, or says why it cannot be (nothing changes then).
-    pub fn apply(&mut self, op: &AuthOp) -> Result<(), String> {
+    pub fn apply(&mut self, op: &AuthOp) -> Result<(), AuthError> {
         let mut next = self.clone();
         next.change(op)?;
-        let bytes = postcard::experimental::serialized_size(&next).map_err(|e| e.to_string())?;
+        let bytes = postcard::experimental::serialized_size(&next)
+            .map_err(|e| AuthError::Encoding(e.to_string()))?;
         if bytes > AUTH_STATE_BYTES_MAX {
-            return Err(format!(
-                "the auth state would take {bytes} bytes, more than the limit of {AUTH_STATE_BYTES_MAX} (remove grants or clients first)"
-            ));
+            return Err(AuthError::StateTooLarge(bytes));
         }
         *self = next;
         Ok(())
     }
 
-    fn change(&mut self, op: &AuthOp) -> Result<(), String> {
+    fn change(&mut self, op: &AuthOp) -> Result<(), AuthError> {
         match op {
             AuthOp::ClientAdd { id, roles } => {
                 for role in roles {
                     if role != ROOT_ROLE && !self.roles.contains_key(role) {
-                        return Err(format!("role {role:?} does not exist"));
+                        return Err(AuthError::NoSuchRole(role.clone()));
                     }
                 }
                 if !self.clients.contains_key(id) && self.clients.len() >= AUTH_ENTRIES_MAX {
-                    return Err(format!("at most {AUTH_ENTRIES_MAX} clients"));
+                    return Err(AuthError::TooMany("clients"));
                 }
                 self.clients
                     .entry(*id)
@@ -219,33 +252,36 @@ impl AuthState {
             AuthOp::ClientRemove { id } => {
                 self.clients
                     .remove(id)
-                    .ok_or_else(|| format!("client {id} is not known"))?;
+                    .ok_or(AuthError::NoSuchClient(*id))?;
                 self.keep_a_root()?;
             }
             AuthOp::ClientRevoke { id, role } => {
                 let roles = self
                     .clients
                     .get_mut(id)
-                    .ok_or_else(|| format!("client {id} is not known"))?;
+                    .ok_or(AuthError::NoSuchClient(*id))?;
                 if !roles.remove(role) {
-                    return Err(format!("client {id} does not hold role {role:?}"));
+                    return Err(AuthError::RoleNotHeld {
+                        id: *id,
+                        role: role.clone(),
+                    });
                 }
                 self.keep_a_root()?;
             }
             AuthOp::RoleAdd { name } => {
                 check_role_name(name)?;
                 if name == ROOT_ROLE || self.roles.contains_key(name) {
-                    return Err(format!("role {name:?} exists"));
+                    return Err(AuthError::RoleExists(name.clone()));
                 }
                 if self.roles.len() >= AUTH_ENTRIES_MAX {
-                    return Err(format!("at most {AUTH_ENTRIES_MAX} roles"));
+                    return Err(AuthError::TooMany("roles"));
                 }
                 self.roles.insert(name.clone(), BTreeSet::new());
             }
             AuthOp::RoleRemove { name } => {
                 self.roles
                     .remove(name)
-                    .ok_or_else(|| format!("role {name:?} does not exist"))?;
+                    .ok_or_else(|| AuthError::NoSuchRole(name.clone()))?;
                 for roles in self.clients.values_mut() {
                     roles.remove(name);
                 }
@@ -254,11 +290,11 @@ impl AuthState {
                 let grants = self
                     .roles
                     .get_mut(name)
-                    .ok_or_else(|| format!("role {name:?} does not exist"))?;
-                crate::api::kv::check_key_len(&grant.prefix, true).map_err(|e| e.to_string())?;
+                    .ok_or_else(|| AuthError::NoSuchRole(name.clone()))?;
+                check_prefix(&grant.prefix)?;
                 grants.retain(|g| g.prefix != grant.prefix);
                 if grants.len() >= AUTH_ENTRIES_MAX {
-                    return Err(format!("at most {AUTH_ENTRIES_MAX} grants per role"));
+                    return Err(AuthError::TooMany("grants per role"));
                 }
                 grants.insert(grant.clone());
             }
@@ -266,14 +302,14 @@ impl AuthState {
                 let grants = self
                     .roles
                     .get_mut(name)
-                    .ok_or_else(|| format!("role {name:?} does not exist"))?;
+                    .ok_or_else(|| AuthError::NoSuchRole(name.clone()))?;
                 let before = grants.len();
                 grants.retain(|g| g.prefix != *prefix);
                 if grants.len() == before {
-                    return Err(format!(
-                        "role {name:?} has no grant on the prefix {:?}",
-                        String::from_utf8_lossy(prefix)
-                    ));
+                    return Err(AuthError::NoSuchGrant {
+                        role: name.clone(),
+                        prefix: String::from_utf8_lossy(prefix).into_owned(),
+                    });
                 }
             }
         }
@@ -281,22 +317,22 @@ impl AuthState {
     }
 
     /// Refuses a change that would leave no root client: nobody could change auth again.
-    fn keep_a_root(&self) -> Result<(), String> {
+    fn keep_a_root(&self) -> Result<(), AuthError> {
         if self.has_root() {
             Ok(())
         } else {
-            Err("the last root client cannot be removed (add another root client first)".into())
+            Err(AuthError::LastRoot)
         }
     }
 }
 
 impl AuthOp {
     /// Checks the limits that do not depend on the state.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), AuthError> {
         match self {
             AuthOp::ClientAdd { roles, .. } => {
                 if roles.len() > AUTH_ENTRIES_MAX {
-                    return Err(format!("at most {AUTH_ENTRIES_MAX} roles per client"));
+                    return Err(AuthError::TooMany("roles per client"));
                 }
                 roles.iter().try_for_each(|r| check_role_name(r))
             }
@@ -306,27 +342,28 @@ impl AuthOp {
             | AuthOp::RoleRemove { name } => check_role_name(name),
             AuthOp::RoleGrant { name, grant } => {
                 check_role_name(name)?;
-                crate::api::kv::check_key_len(&grant.prefix, true).map_err(|e| e.to_string())
+                check_prefix(&grant.prefix)
             }
             AuthOp::RoleRevoke { name, prefix } => {
                 check_role_name(name)?;
-                crate::api::kv::check_key_len(prefix, true).map_err(|e| e.to_string())
+                check_prefix(prefix)
             }
         }
     }
 }
 
-fn check_role_name(name: &str) -> Result<(), String> {
+fn check_role_name(name: &str) -> Result<(), AuthError> {
     if name.is_empty() || name.len() > ROLE_NAME_BYTES_MAX {
-        return Err(format!(
-            "a role name is 1 to {ROLE_NAME_BYTES_MAX} bytes (got {})",
-            name.len()
-        ));
+        return Err(AuthError::RoleNameLength(name.len()));
     }
     if name.chars().any(char::is_control) {
-        return Err(format!("role name {name:?} holds a control character"));
+        return Err(AuthError::RoleNameControl(name.to_string()));
     }
     Ok(())
+}
+
+fn check_prefix(prefix: &[u8]) -> Result<(), AuthError> {
+    crate::api::kv::check_key_len(prefix, true).map_err(|e| AuthError::BadPrefix(e.to_string()))
 }
 
 /// Whether every key of `range` starts with `prefix`.
@@ -441,14 +478,18 @@ mod tests {
             id: client(4),
             roles: vec!["nope".into()],
         });
-        assert!(missing.unwrap_err().contains("does not exist"));
+        assert_eq!(missing, Err(AuthError::NoSuchRole("nope".into())));
         let last_root = auth.apply(&AuthOp::ClientRemove { id: client(1) });
-        assert!(last_root.unwrap_err().contains("last root"));
+        assert_eq!(last_root, Err(AuthError::LastRoot));
+        assert!(AuthError::LastRoot.to_string().contains("last root client"));
         assert_eq!(auth, before);
         auth.apply(&AuthOp::RoleRemove { name: "app".into() })
             .unwrap();
         assert!(auth.clients[&client(2)].is_empty());
-        assert!(auth.apply(&AuthOp::RoleAdd { name: "".into() }).is_err());
+        assert_eq!(
+            auth.apply(&AuthOp::RoleAdd { name: "".into() }),
+            Err(AuthError::RoleNameLength(0))
+        );
         // The encoded state stays under its limit: grants with 8 KiB prefixes stop there.
         auth.apply(&AuthOp::RoleAdd { name: "big".into() }).unwrap();
         let refused = (0..200u32).find_map(|i| {
@@ -464,7 +505,7 @@ mod tests {
             })
             .err()
         });
-        assert!(refused.unwrap().contains("more than the limit"));
+        assert!(matches!(refused, Some(AuthError::StateTooLarge(_))));
         assert!(postcard::to_allocvec(&auth).unwrap().len() <= AUTH_STATE_BYTES_MAX);
         assert!(
             auth.apply(&AuthOp::RoleAdd {

@@ -93,7 +93,7 @@ pub(super) async fn bench(
 
 /// Runs an admin command (blocking HTTP: call it off the async runtime).
 fn admin(http: &str, token: Option<String>, command: &AdminCommand) -> Result<Answer, String> {
-    let client = crate::admin::AdminClient::new(http, token)?;
+    let client = crate::admin::AdminClient::new(http, token).map_err(|e| e.to_string())?;
     match command {
         AdminCommand::Backup { out } => {
             let bar = indicatif::ProgressBar::new(0).with_style(
@@ -107,7 +107,7 @@ fn admin(http: &str, token: Option<String>, command: &AdminCommand) -> Result<An
                 bar.set_position(done);
             });
             bar.finish_and_clear();
-            let (summary, bytes) = result?;
+            let (summary, bytes) = result.map_err(|e| e.to_string())?;
             Ok(Answer::new(
                 format!(
                     "backup written to {}: {} keys, {} leases, revision {}, {bytes} bytes",
@@ -126,7 +126,7 @@ fn admin(http: &str, token: Option<String>, command: &AdminCommand) -> Result<An
             ))
         }
         AdminCommand::Snapshot => {
-            let answer = client.post_json("snapshot")?;
+            let answer = client.post_json("snapshot").map_err(|e| e.to_string())?;
             let index = |name: &str| {
                 answer
                     .get(name)
@@ -143,7 +143,7 @@ fn admin(http: &str, token: Option<String>, command: &AdminCommand) -> Result<An
             ))
         }
         AdminCommand::Compact => {
-            let answer = client.post_json("compact")?;
+            let answer = client.post_json("compact").map_err(|e| e.to_string())?;
             let bytes = |name: &str| {
                 answer
                     .get(name)
@@ -164,7 +164,7 @@ fn admin(http: &str, token: Option<String>, command: &AdminCommand) -> Result<An
             ))
         }
         AdminCommand::Shutdown => {
-            let answer = client.post_json("shutdown")?;
+            let answer = client.post_json("shutdown").map_err(|e| e.to_string())?;
             Ok(Answer::new("shutting down", answer))
         }
     }

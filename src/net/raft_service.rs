@@ -98,7 +98,7 @@ impl<P: RaftPort> RaftService<P> {
         };
         if let Err(reason) = verdict {
             tracing::warn!(node_id = self.port.node_id(), %remote, %reason, "net: refused a raft rpc");
-            return RaftReply::Refused(reason);
+            return RaftReply::Refused(reason.to_string());
         }
         match rpc {
             RaftRpc::AppendEntries(rpc) => RaftReply::AppendEntries(raft.append_entries(rpc).await),
@@ -155,17 +155,17 @@ pub(crate) fn sender_allowed<'a, I: Iterator<Item = (NodeId, &'a str)>>(
     remote: &EndpointId,
     members: impl Fn() -> I,
     peers: &HashSet<EndpointId>,
-) -> Result<(), String> {
+) -> Result<(), SenderRefused> {
     let endpoint_of = |address: &str| address.parse::<NodeAddress>().ok().map(|a| a.id);
     if let Some((_, address)) = members().find(|(id, _)| *id == claimed) {
         return match endpoint_of(address) {
             Some(endpoint) if endpoint == *remote => Ok(()),
-            Some(endpoint) => Err(format!(
-                "endpoint {remote} sent an rpc as node {claimed}, which the membership records with endpoint {endpoint}"
-            )),
-            None => Err(format!(
-                "node {claimed} has no valid address in the membership; its rpcs are refused"
-            )),
+            Some(recorded) => Err(SenderRefused::NotTheRecordedEndpoint {
+                remote: *remote,
+                claimed,
+                recorded,
+            }),
+            None => Err(SenderRefused::NoValidAddress { claimed }),
         };
     }
     let remote_is = members()
@@ -173,14 +173,42 @@ pub(crate) fn sender_allowed<'a, I: Iterator<Item = (NodeId, &'a str)>>(
         .map(|(id, _)| id)
         .next();
     match remote_is {
-        Some(member) => Err(format!(
-            "endpoint {remote} is member node {member} but sent an rpc as node {claimed}"
-        )),
+        Some(member) => Err(SenderRefused::OtherMember {
+            remote: *remote,
+            member,
+            claimed,
+        }),
         None if peers.contains(remote) => Ok(()),
-        None => Err(format!(
-            "endpoint {remote} sent an rpc as node {claimed}, which is not a member, and is not in net.peers"
-        )),
+        None => Err(SenderRefused::Stranger {
+            remote: *remote,
+            claimed,
+        }),
     }
+}
+
+/// Why a Raft RPC's sender may not speak for the node id it claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SenderRefused {
+    #[error(
+        "endpoint {remote} sent an rpc as node {claimed}, which the membership records with endpoint {recorded}"
+    )]
+    NotTheRecordedEndpoint {
+        remote: EndpointId,
+        claimed: NodeId,
+        recorded: EndpointId,
+    },
+    #[error("node {claimed} has no valid address in the membership; its rpcs are refused")]
+    NoValidAddress { claimed: NodeId },
+    #[error("endpoint {remote} is member node {member} but sent an rpc as node {claimed}")]
+    OtherMember {
+        remote: EndpointId,
+        member: NodeId,
+        claimed: NodeId,
+    },
+    #[error(
+        "endpoint {remote} sent an rpc as node {claimed}, which is not a member, and is not in net.peers"
+    )]
+    Stranger { remote: EndpointId, claimed: NodeId },
 }
 
 #[cfg(test)]
@@ -208,21 +236,34 @@ mod tests {
         assert_eq!(check(1, a), Ok(()));
         assert_eq!(check(2, b), Ok(()));
         // A member forging another member's id, or an id outside the membership.
-        assert!(check(2, a).unwrap_err().contains("records with endpoint"));
-        assert!(check(9, a).unwrap_err().contains("is member node 1"));
+        let forged = check(2, a).unwrap_err();
+        assert!(
+            matches!(forged, SenderRefused::NotTheRecordedEndpoint { recorded, .. } if recorded == b)
+        );
+        assert!(forged.to_string().contains("records with endpoint"));
+        assert!(matches!(
+            check(9, a),
+            Err(SenderRefused::OtherMember { member: 1, .. })
+        ));
         // In net.peers but a member under another id: the membership binding wins.
-        assert!(check(9, b).unwrap_err().contains("is member node 2"));
+        assert!(matches!(
+            check(9, b),
+            Err(SenderRefused::OtherMember { member: 2, .. })
+        ));
         // A configured peer may speak for a node the membership does not hold yet...
         assert_eq!(check(9, peer), Ok(()));
         // ...but not for a member.
-        assert!(
-            check(1, peer)
-                .unwrap_err()
-                .contains("records with endpoint")
-        );
+        assert!(matches!(
+            check(1, peer),
+            Err(SenderRefused::NotTheRecordedEndpoint { .. })
+        ));
         // A member whose address does not parse is refused, whoever claims it.
-        assert!(check(3, peer).unwrap_err().contains("no valid address"));
-        assert!(check(9, outsider).unwrap_err().contains("not in net.peers"));
+        assert_eq!(
+            check(3, peer),
+            Err(SenderRefused::NoValidAddress { claimed: 3 })
+        );
+        let stranger = check(9, outsider).unwrap_err();
+        assert!(stranger.to_string().contains("not in net.peers"));
         assert!(check(1, outsider).is_err());
     }
 }

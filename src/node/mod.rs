@@ -26,10 +26,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
 
-use crate::actors::ActorKind;
 use crate::actors::raft::{RaftError, RaftHandle};
 use crate::actors::sql::SqlHandle;
 use crate::actors::storage::StorageWriter;
+use crate::actors::{ActorKind, Children};
 use crate::api::{CommandError, NodeAddress, NodeId};
 use crate::command::{Request, Response};
 use crate::config::{NodeConfig, StorageKind};
@@ -169,6 +169,8 @@ pub struct Node {
     pub board: Arc<HealthBoard>,
     pub raft: RaftHandle,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// The supervisor's running children.
+    pub children: Children,
     pub faults: Faults,
     pub http_address: SocketAddr,
     address: NodeAddress,
@@ -335,6 +337,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let raft = RaftHandle::new(node_id, Duration::from_millis(RAFT_WAIT_MS));
     let sql = SqlHandle::default();
     let storage = StorageWriter::default();
+    let children = Children::default();
     let prepared = data_dir::prepare(&config)?;
     let roots: crate::actors::ttl::RootCandidates = Arc::new(std::sync::Mutex::new(
         prepared.roots.iter().copied().collect(),
@@ -405,6 +408,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         faults: faults.clone(),
         transport,
         roots,
+        children: children.clone(),
     };
     let (supervisor, supervisor_task) = Actor::spawn(None, NodeSupervisor, args)
         .await
@@ -426,6 +430,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         board,
         raft,
         supervisor,
+        children,
         faults,
         http_address,
         address,

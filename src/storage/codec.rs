@@ -76,10 +76,10 @@ pub fn decode_log_entry(index: u64, bytes: &[u8]) -> Result<Entry> {
 /// normal entry's command tag differs: format 1 numbered the seven client writes 0-6 (today
 /// `Command::Write`, 0, around the `WriteOp` of the same number and shape) and `Expire`,
 /// `SetVaultLimits`, `Batch` 7-9 (today 1-3). Everything before and after the tag is kept.
-fn from_flat_commands(body: &[u8]) -> std::result::Result<Vec<u8>, String> {
+fn from_flat_commands(body: &[u8]) -> std::result::Result<Vec<u8>, FlatCommandError> {
     /// `openraft::EntryPayload::Normal`'s position.
     const NORMAL: u32 = 1;
-    let fail = |e: postcard::Error| e.to_string();
+    let fail = FlatCommandError::Decode;
     let (_, rest) = postcard::take_from_bytes::<LogId>(body).map_err(fail)?;
     let (payload, rest) = postcard::take_from_bytes::<u32>(rest).map_err(fail)?;
     if payload != NORMAL {
@@ -90,13 +90,22 @@ fn from_flat_commands(body: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let new_tag: &[u8] = match tag {
         0..=6 => &[0, tag as u8],
         7..=9 => &[(tag - 6) as u8],
-        other => return Err(format!("format-1 command variant {other} does not exist")),
+        other => return Err(FlatCommandError::UnknownVariant(other)),
     };
     let mut out = Vec::with_capacity(body.len() + 1);
     out.extend_from_slice(&body[..body.len() - rest.len()]);
     out.extend_from_slice(new_tag);
     out.extend_from_slice(after);
     Ok(out)
+}
+
+/// Why a format-1 entry cannot be translated.
+#[derive(Debug, thiserror::Error)]
+enum FlatCommandError {
+    #[error("{0}")]
+    Decode(postcard::Error),
+    #[error("format-1 command variant {0} does not exist")]
+    UnknownVariant(u32),
 }
 
 /// Writes a meta value. Takes `&WriteTransaction`: it must run inside one.

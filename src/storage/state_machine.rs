@@ -313,7 +313,7 @@ impl<'txn> Machine<'txn> {
             Command::Auth(op) => {
                 let mut auth = self.auth_state()?;
                 if let Err(refused) = auth.apply(op) {
-                    return Ok(Err(CommandError::Auth(refused)));
+                    return Ok(Err(CommandError::Auth(refused.to_string())));
                 }
                 self.auth = Some(auth);
                 Output::None

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::actors::ActorKind;
 use crate::actors::health::{CheckReport, HealthActor, HealthArgs};
 use crate::actors::raft::{RaftActor, RaftArgs, RaftHandle};
 use crate::actors::sql::{SqlActor, SqlArgs, SqlHandle};
 use crate::actors::storage::{StorageActor, StorageArgs, StorageWriter};
 use crate::actors::ttl::{TtlActor, TtlArgs};
+use crate::actors::{ActorKind, Children};
 use crate::api::{Check, CheckStatus};
 use crate::command::VaultLimits;
 use crate::config::{Bootstrap, NodeConfig};
@@ -49,6 +49,9 @@ pub struct SupervisorArgs {
     pub faults: Faults,
     pub transport: RaftTransport,
     pub roots: crate::actors::ttl::RootCandidates,
+    /// The running children: the supervisor keeps it, the health checks and the test harness
+    /// reach the actors through it.
+    pub children: Children,
 }
 
 pub struct SupervisorState {
@@ -62,7 +65,7 @@ pub struct SupervisorState {
     transport: RaftTransport,
     roots: crate::actors::ttl::RootCandidates,
     store: Option<Arc<Store>>,
-    children: BTreeMap<ActorKind, ActorCell>,
+    children: Children,
     policy: RestartPolicy,
     /// Consecutive critical health reports per child.
     critical_streaks: BTreeMap<ActorKind, u32>,
@@ -124,7 +127,7 @@ impl Actor for NodeSupervisor {
             transport: args.transport,
             roots: args.roots,
             store: None,
-            children: BTreeMap::new(),
+            children: args.children,
             policy,
             critical_streaks: BTreeMap::new(),
         };
@@ -168,12 +171,12 @@ impl Actor for NodeSupervisor {
                 let _ = reply.send(());
             }
             SupervisorMsg::KillChild(kind) => {
-                if let Some(cell) = state.children.get(&kind) {
+                if let Some(cell) = state.children.cell(kind) {
                     cell.kill();
                 }
             }
             SupervisorMsg::IsRunning(kind, reply) => {
-                let _ = reply.send(state.children.contains_key(&kind));
+                let _ = reply.send(state.children.contains(kind));
             }
         }
         Ok(())
@@ -193,21 +196,13 @@ impl Actor for NodeSupervisor {
             _ => return Ok(()),
         };
         // Children stopped on purpose were removed first: only failures are still listed.
-        let Some(kind) = child_kind(state, &cell) else {
+        let Some(kind) = state.children.kind_of(&cell) else {
             return Ok(());
         };
-        state.children.remove(&kind);
+        state.children.remove(kind);
         on_child_failed(&myself, state, kind, reason).await;
         Ok(())
     }
-}
-
-fn child_kind(state: &SupervisorState, cell: &ActorCell) -> Option<ActorKind> {
-    state
-        .children
-        .iter()
-        .find(|(_, child)| child.get_id() == cell.get_id())
-        .map(|(kind, _)| *kind)
 }
 
 /// Storage may not start: nothing is served from this state, and nothing repairs it.
@@ -220,7 +215,7 @@ fn refuse_storage(state: &SupervisorState, message: String) {
 }
 
 async fn on_start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, kind: ActorKind) {
-    if state.board.failure().is_some() || state.children.contains_key(&kind) {
+    if state.board.failure().is_some() || state.children.contains(kind) {
         return;
     }
     let Some(store) = state.store.clone() else {
@@ -244,7 +239,7 @@ async fn on_start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState,
             }
         }
     }
-    if kind != ActorKind::Storage && !state.children.contains_key(&ActorKind::Storage) {
+    if kind != ActorKind::Storage && !state.children.contains(ActorKind::Storage) {
         return;
     }
     match spawn_child(myself, state, kind, store).await {
@@ -284,7 +279,7 @@ async fn spawn_child(
                 .map(|(actor, _)| actor.get_cell())
         }
         ActorKind::Raft => {
-            if !state.children.contains_key(&ActorKind::Storage) {
+            if !state.children.contains(ActorKind::Storage) {
                 return Err(StartError::StorageNotRunning);
             }
             let writer = state.storage.clone();
@@ -333,6 +328,7 @@ async fn spawn_child(
                     })
                 },
                 raft: state.raft.clone(),
+                children: state.children.clone(),
             };
             Actor::spawn_linked(name, HealthActor, args, supervisor)
                 .await
@@ -437,7 +433,7 @@ async fn stop_child(state: &mut SupervisorState, kind: ActorKind) {
     for dependent in dependents(kind) {
         Box::pin(stop_child(state, *dependent)).await;
     }
-    if let Some(cell) = state.children.remove(&kind) {
+    if let Some(cell) = state.children.remove(kind) {
         if kind == ActorKind::Raft {
             withdraw_raft(state).await;
         }
@@ -463,7 +459,7 @@ fn on_health_report(state: &mut SupervisorState, reports: Vec<CheckReport>) {
         if *streak >= threshold {
             *streak = 0;
             tracing::warn!(%actor, check = report.name, "supervisor: check critical {threshold} times in a row; restarting");
-            if let Some(cell) = state.children.get(&actor) {
+            if let Some(cell) = state.children.cell(actor) {
                 cell.kill();
             }
         }

@@ -8,7 +8,9 @@ use aspen::testing::TestNode;
 
 /// The id of the running RaftActor: a new id means a new incarnation.
 fn raft_incarnation(node: &TestNode) -> Option<ractor::ActorId> {
-    aspen::actors::lookup::<aspen::actors::raft::RaftMsg>(ActorKind::Raft, node.node.node_id())
+    node.node
+        .children
+        .cell(ActorKind::Raft)
         .map(|actor| actor.get_id())
 }
 

@@ -204,7 +204,8 @@ impl Model {
             Command::Batch(_) => unreachable!("apply takes batches apart"),
             Command::Auth(op) => {
                 let mut next = self.auth.clone();
-                next.apply(op).map_err(CommandError::Auth)?;
+                next.apply(op)
+                    .map_err(|e| CommandError::Auth(e.to_string()))?;
                 self.auth = next;
                 Ok(Output::None)
             }
