@@ -261,9 +261,11 @@ impl Client {
             }
             let error = match answer {
                 Ok(response) => match response.result {
-                    Err(error @ (ClientError::NotLeader { .. } | ClientError::NoRootYet)) => {
-                        Error::Server(error)
-                    }
+                    Err(
+                        error @ (ClientError::NotLeader { .. }
+                        | ClientError::NoRootYet
+                        | ClientError::Busy { .. }),
+                    ) => Error::Server(error),
                     Err(error @ ClientError::Unavailable(_)) if op.is_read() => {
                         Error::Server(error)
                     }
@@ -379,6 +381,10 @@ impl Client {
     }
 
     async fn write(&self, op: WriteOp) -> Result<Written> {
+        // The node checks too; checked here first, a refusal names the limit rather than a
+        // frame the node would not decode (it refuses over-long lists unread).
+        op.validate()
+            .map_err(|e| Error::Server(ClientError::Command(e)))?;
         let response = self.request(ClientOp::Write(op)).await?;
         match response.result? {
             ClientOutput::Write(output) => Ok(Written {

@@ -120,6 +120,16 @@ pub struct NetSection {
     pub request_timeout_ms: u64,
     /// Client requests slower than this are logged (op, key, vault, duration, revision).
     pub slow_request_ms: u64,
+    /// Largest client request frame (etcd's `--max-request-bytes` default, 1.5 MiB, holds one
+    /// 1 MiB value with its key); a larger one is refused unread. A request frame must also
+    /// arrive whole within `request_timeout_ms`.
+    pub request_bytes_max: u64,
+    /// Client requests being read or served at once; one more is refused at once with
+    /// "node busy" (nothing done; the client library retries it).
+    pub requests_max: u32,
+    /// Client connections open at once; one more is closed at once. With QUIC's per-connection
+    /// window (`limits::CONNECTION_WINDOW_BYTES`) this bounds what peers can make a node buffer.
+    pub connections_max: u32,
     /// Testing only: enables `POST /admin/faults`, which cuts this node off from its peers
     /// (Raft both ways and request forwarding) to test partitions with real processes.
     pub fault_injection: bool,
@@ -133,6 +143,9 @@ impl Default for NetSection {
             connect_timeout_ms: 2_000,
             request_timeout_ms: 10_000,
             slow_request_ms: 500,
+            request_bytes_max: crate::limits::REQUEST_BYTES_MAX_DEFAULT as u64,
+            requests_max: 1_024,
+            connections_max: 1_024,
             fault_injection: false,
         }
     }
@@ -452,6 +465,18 @@ impl NodeConfig {
         rule(
             self.net.connect_timeout_ms >= 1 && self.net.request_timeout_ms >= 1,
             "net.connect_timeout_ms and net.request_timeout_ms must be at least 1".into(),
+        );
+        let request_min = crate::limits::REQUEST_BYTES_MIN as u64;
+        rule(
+            (request_min..=FRAME_BYTES_MAX as u64).contains(&self.net.request_bytes_max),
+            format!(
+                "net.request_bytes_max ({}) must be between {request_min} (one largest key and value) and {FRAME_BYTES_MAX}",
+                self.net.request_bytes_max
+            ),
+        );
+        rule(
+            self.net.requests_max >= 1 && self.net.connections_max >= 1,
+            "net.requests_max and net.connections_max must be at least 1".into(),
         );
         rule(
             self.storage.quota_bytes >= 1 << 20,

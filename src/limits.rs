@@ -10,8 +10,15 @@ pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 pub const TXN_OPS_MAX: usize = 128;
 /// Bytes of keys and values in one command; bounds one log entry well below a frame.
 pub const COMMAND_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Members named in one `cluster init`: far more than a Raft cluster should hold (etcd
+/// advises 3 to 7), few enough that a hostile list costs nothing to refuse.
+pub const MEMBERS_MAX: usize = 100;
 /// One page of a range scan; the caller continues from the returned continuation key.
 pub const SCAN_ENTRIES_MAX: usize = 1_000;
+/// A page of a range stops growing past this many bytes of keys and values (it always holds
+/// at least one entry): a response frame stays far under `FRAME_BYTES_MAX`, and each range
+/// being answered holds about three copies of it (the page, its frame, QUIC's send buffer).
+pub const PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Keys plus leases named by one `Expire` command (the TTL actor's batch).
 pub const EXPIRE_BATCH_MAX: usize = 1_000;
 /// At most this many client requests share one Raft log entry (`Command::Batch`: group commit).
@@ -44,6 +51,17 @@ pub const DELETE_CHUNK_ENTRIES_MAX: usize = 1_024;
 pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 2 * (KEY_BYTES_MAX + VALUE_BYTES_MAX);
 /// Largest network frame; one command (and its Raft envelope) must always fit in one.
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Default largest client request frame (`net.request_bytes_max`): etcd's default
+/// `--max-request-bytes`.
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1536 * 1024;
+/// The smallest `net.request_bytes_max`: a put of the largest key and value, with its
+/// request envelope, must fit.
+pub const REQUEST_BYTES_MIN: usize = KEY_BYTES_MAX + VALUE_BYTES_MAX + 4096;
+/// Streams a peer may have open at once on one QUIC connection (both protocols).
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 128;
+/// Bytes a peer may have in flight on one QUIC connection, unread by the node (QUIC's
+/// default has no connection-wide bound, only 1.25 MB per stream).
+pub const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// SQL result rows returned to one query before it is truncated.
 pub const SQL_ROWS_MAX: usize = 10_000;
 /// Longest a SQL query may run (the configurable timeout's ceiling).
@@ -93,6 +111,9 @@ pub const QUOTA_BYTES_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
 
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX <= COMMAND_BYTES_MAX);
 const _: () = assert!(COMMAND_BYTES_MAX * 3 / 2 <= FRAME_BYTES_MAX);
+const _: () = assert!(REQUEST_BYTES_MIN <= REQUEST_BYTES_MAX_DEFAULT);
+const _: () = assert!(REQUEST_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX);
+const _: () = assert!(PAGE_BYTES_MAX + KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_BYTES_MAX / 2);
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < SNAPSHOT_RECORD_BYTES_MAX);
 const _: () = assert!(SCAN_ENTRIES_MAX <= DELETE_CHUNK_ENTRIES_MAX);
 const _: () = assert!(SQL_RESULT_BYTES_MAX + KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_BYTES_MAX);

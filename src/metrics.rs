@@ -32,6 +32,9 @@ pub const HEALTH_CHECK_STATUS: &str = "aspen_health_check_status";
 pub const SQL_QUERIES: &str = "aspen_sql_queries_total";
 pub const SQL_QUERY_SECONDS: &str = "aspen_sql_query_duration_seconds";
 pub const SQL_ROWS_SCANNED: &str = "aspen_sql_rows_scanned_total";
+/// Client requests and connections refused before any work, by reason (busy, too_large,
+/// deadline, connections).
+pub const CLIENT_REFUSED: &str = "aspen_client_refused_total";
 /// Client requests per vault they touch, by `vault` and `op` (put, delete, range, txn, ...).
 pub const VAULT_OPERATIONS: &str = "aspen_vault_operations_total";
 /// 1 while the quota alarm is on (the database file at or over `storage.quota_bytes`).
@@ -113,6 +116,10 @@ pub fn register_node(node_id: u64, actors: &[&'static str]) {
     metrics::gauge!(QUOTA_ALARM, "node_id" => node.clone()).set(0.0);
     for outcome in ["ok", "truncated", "error", "timeout"] {
         metrics::counter!(SQL_QUERIES, "node_id" => node.clone(), "outcome" => outcome)
+            .increment(0);
+    }
+    for reason in ["busy", "too_large", "deadline", "connections"] {
+        metrics::counter!(CLIENT_REFUSED, "node_id" => node.clone(), "reason" => reason)
             .increment(0);
     }
     for &actor in actors {

@@ -107,6 +107,7 @@ pub enum AuthOp {
     /// Adds the client if new, and grants it `roles` (each must exist, or be `root`).
     ClientAdd {
         id: ClientId,
+        #[serde(deserialize_with = "crate::api::kv::bounded_vec::<_, _, AUTH_ENTRIES_MAX>")]
         roles: Vec<String>,
     },
     ClientRemove {

@@ -15,7 +15,7 @@ use crate::api::error::CommandError;
 use crate::api::kv::{KeyRange, KeyValue, NodeId, Output, TxnOp, VaultInfo};
 use crate::api::sql::SqlResult;
 use crate::api::write::WriteOp;
-use crate::limits::SQL_TIMEOUT_MS_MAX;
+use crate::limits::{MEMBERS_MAX, SQL_TIMEOUT_MS_MAX};
 
 pub const CLIENT_ALPN: &[u8] = b"aspen/client/1";
 /// 2: requests carry `on_behalf_of`; the auth operations.
@@ -73,6 +73,7 @@ pub enum ClientOp {
     /// Initialize this node as a member of a new cluster of `members` (id -> address). Sent to
     /// every member with the same list.
     ClusterInit {
+        #[serde(deserialize_with = "crate::api::kv::bounded_map::<_, _, _, MEMBERS_MAX>")]
         members: BTreeMap<NodeId, String>,
     },
     /// Add a non-voting member that receives the log (or a snapshot) until promoted.
@@ -327,4 +328,8 @@ pub enum ClientError {
     /// was done, so retrying is safe, and the client library does.
     #[error("the cluster has no root client yet (it is being bootstrapped); nothing was done")]
     NoRootYet,
+    /// The node already reads or serves `net.requests_max` requests: nothing was done, so
+    /// retrying is safe, and the client library does.
+    #[error("node busy: {max} requests in progress (net.requests_max); nothing was done")]
+    Busy { max: u64 },
 }

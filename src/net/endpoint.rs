@@ -165,9 +165,15 @@ pub async fn bind(
 }
 
 /// Keep-alives every second and a 5 s idle timeout: a connection to a killed peer is noticed
-/// and replaced within seconds rather than after QUIC's default 30 s.
+/// and replaced within seconds rather than after QUIC's default 30 s. A peer may open at most
+/// `STREAMS_PER_CONNECTION_MAX` bidirectional streams at once and no unidirectional one (no
+/// protocol uses them), and have at most `CONNECTION_WINDOW_BYTES` in flight per connection.
 fn transport_config() -> iroh::endpoint::QuicTransportConfig {
+    use crate::limits::{CONNECTION_WINDOW_BYTES, STREAMS_PER_CONNECTION_MAX};
     iroh::endpoint::QuicTransportConfig::builder()
+        .max_concurrent_bidi_streams(STREAMS_PER_CONNECTION_MAX.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .receive_window(CONNECTION_WINDOW_BYTES.into())
         .keep_alive_interval(std::time::Duration::from_secs(1))
         .max_idle_timeout(Some(
             std::time::Duration::from_secs(5)

@@ -1,5 +1,6 @@
 //! Framing shared by every aspen protocol: one message is a big-endian `u32` length followed by
-//! that many bytes of postcard. A frame over the limit is refused before it is read, and a
+//! that many bytes of postcard. A frame over the limit is refused before it is read, its
+//! buffer grows as its bytes arrive (a length announced and never sent costs nothing), and a
 //! frame that does not decode is reported, never panicked on.
 
 use serde::Serialize;
@@ -64,10 +65,21 @@ where
             max: max as u64,
         });
     }
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await.map_err(io_error)?;
+    // Grown as bytes arrive: the announced length is only a bound until they do.
+    let mut payload = Vec::with_capacity(len.min(FIRST_READ_BYTES));
+    let read = (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut payload)
+        .await
+        .map_err(io_error)?;
+    if read < len {
+        return Err(FrameError::Truncated);
+    }
     Ok(payload)
 }
+
+/// The buffer a frame starts with; larger frames grow it as their bytes arrive.
+const FIRST_READ_BYTES: usize = 64 * 1024;
 
 /// Decodes the first frame in `data` with [`read_frame`], as a node reads it from a stream.
 pub fn decode_bytes<T: DeserializeOwned>(data: &[u8], max: usize) -> Result<T, FrameError> {
@@ -134,5 +146,24 @@ mod tests {
             read_frame::<_, Vec<u8>>(&mut b, 64).await,
             Err(FrameError::Truncated)
         );
+    }
+
+    // Proves a frame's buffer follows the bytes that arrived, not the length announced: a
+    // header announcing 16 MiB followed by 10 bytes holds a small buffer while it waits.
+    #[tokio::test]
+    async fn a_frame_buffer_grows_as_bytes_arrive() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let announced: u32 = 16 << 20;
+        a.write_all(&announced.to_be_bytes()).await.unwrap();
+        a.write_all(&[7u8; 10]).await.unwrap();
+        drop(a);
+        assert_eq!(
+            read_frame_payload(&mut b, 16 << 20).await,
+            Err(FrameError::Truncated)
+        );
+        let mut small = &[0u8, 0, 0, 3, 1, 2, 3][..];
+        let payload = read_frame_payload(&mut small, 16 << 20).await.unwrap();
+        assert_eq!(payload, vec![1, 2, 3]);
+        assert!(payload.capacity() <= FIRST_READ_BYTES);
     }
 }

@@ -14,9 +14,10 @@ use std::time::Duration;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 
+use crate::api::auth::AUTH_ENTRIES_MAX;
 use crate::api::*;
 use crate::fault::NetFaults;
-use crate::limits::FRAME_BYTES_MAX;
+use crate::limits::{FRAME_BYTES_MAX, MEMBERS_MAX, TXN_OPS_MAX};
 use crate::net::connections::Connections;
 use crate::net::frame::{FrameError, read_frame_payload, write_frame};
 
@@ -25,6 +26,8 @@ const SLOW_LOG_KEY_BYTES: usize = 256;
 
 /// QUIC stream error code sent when a request frame is refused unread.
 const FRAME_REFUSED: u32 = 1;
+/// QUIC connection error code sent when `net.connections_max` connections are open.
+const CONNECTIONS_FULL: u32 = 2;
 
 /// What the client server needs from the node. Declared here, implemented by the node with
 /// its actors' handles.
@@ -55,6 +58,46 @@ pub struct ClientService<P> {
     pub vault_labels: Arc<std::sync::Mutex<std::collections::HashSet<Vec<u8>>>>,
     /// At most this many distinct vault labels (`storage.vaults_max`); others count as `_other`.
     pub vault_labels_max: usize,
+    /// Largest request frame (`net.request_bytes_max`).
+    pub request_bytes_max: usize,
+    /// What may be in progress at once.
+    pub admission: Admission,
+}
+
+/// The node-wide bounds on client work: requests being read or served (`net.requests_max`)
+/// and open connections (`net.connections_max`). Each is taken without waiting: when none is
+/// left the request or connection is refused at once, so a flood costs the node nothing more.
+#[derive(Clone)]
+pub struct Admission {
+    requests: Arc<tokio::sync::Semaphore>,
+    requests_max: u32,
+    connections: Arc<tokio::sync::Semaphore>,
+    connections_max: u32,
+}
+
+impl Admission {
+    pub fn new(requests_max: u32, connections_max: u32) -> Self {
+        Admission {
+            requests: Arc::new(tokio::sync::Semaphore::new(requests_max as usize)),
+            requests_max,
+            connections: Arc::new(tokio::sync::Semaphore::new(connections_max as usize)),
+            connections_max,
+        }
+    }
+
+    /// Client connections open now.
+    pub fn connections_open(&self) -> u32 {
+        let available = self.connections.available_permits();
+        self.connections_max
+            .saturating_sub(u32::try_from(available).unwrap_or(u32::MAX))
+    }
+
+    /// Client requests being read or served now.
+    pub fn requests_in_progress(&self) -> u32 {
+        let available = self.requests.available_permits();
+        self.requests_max
+            .saturating_sub(u32::try_from(available).unwrap_or(u32::MAX))
+    }
 }
 
 impl<P> Clone for ClientService<P> {
@@ -67,6 +110,8 @@ impl<P> Clone for ClientService<P> {
             slow_request: self.slow_request,
             vault_labels: Arc::clone(&self.vault_labels),
             vault_labels_max: self.vault_labels_max,
+            request_bytes_max: self.request_bytes_max,
+            admission: self.admission.clone(),
         }
     }
 }
@@ -251,19 +296,17 @@ impl<P: ClientPort> ClientService<P> {
         mut send: iroh::endpoint::SendStream,
         mut recv: iroh::endpoint::RecvStream,
     ) {
-        let response = match read_frame_payload(&mut recv, FRAME_BYTES_MAX).await {
-            Ok(payload) => match decode_request(&payload) {
-                Ok(request) => self.serve(remote, request).await,
-                Err(error) => self.respond(Err(error)),
-            },
-            Err(FrameError::TooLarge { bytes, max }) => {
+        // Held until the response is written: reading, serving and answering count.
+        let permit = Arc::clone(&self.admission.requests).try_acquire_owned();
+        let response = match permit {
+            Err(_) => {
                 let _ = recv.stop(FRAME_REFUSED.into());
-                self.respond(Err(ClientError::FrameTooLarge { bytes, max }))
+                refused(self.node_id(), "busy");
+                self.respond(Err(ClientError::Busy {
+                    max: u64::from(self.admission.requests_max),
+                }))
             }
-            Err(error) => {
-                let _ = recv.stop(FRAME_REFUSED.into());
-                self.respond(Err(ClientError::BadFrame(error.to_string())))
-            }
+            Ok(_) => self.read_and_serve(remote, &mut recv).await,
         };
         match write_frame(&mut send, &response, FRAME_BYTES_MAX).await {
             Ok(()) => {}
@@ -276,15 +319,68 @@ impl<P: ClientPort> ClientService<P> {
             Err(_) => return,
         }
         let _ = send.finish();
+        drop(permit);
         // Keep the stream until the peer has read the response (or gone away).
         let _ = send.stopped().await;
     }
+
+    /// Reads one request frame (whole within the request timeout) and serves it.
+    async fn read_and_serve(
+        &self,
+        remote: ClientId,
+        recv: &mut iroh::endpoint::RecvStream,
+    ) -> ClientResponse {
+        let read = tokio::time::timeout(
+            self.request_timeout,
+            read_frame_payload(recv, self.request_bytes_max),
+        )
+        .await;
+        let error = match read {
+            Ok(Ok(payload)) => {
+                return match decode_request(&payload) {
+                    Ok(request) => self.serve(remote, request).await,
+                    Err(error) => self.respond(Err(error)),
+                };
+            }
+            Ok(Err(FrameError::TooLarge { bytes, max })) => {
+                refused(self.node_id(), "too_large");
+                ClientError::FrameTooLarge { bytes, max }
+            }
+            Ok(Err(error)) => ClientError::BadFrame(error.to_string()),
+            Err(_) => {
+                refused(self.node_id(), "deadline");
+                ClientError::BadFrame(format!(
+                    "the request frame did not arrive whole within {} ms (net.request_timeout_ms)",
+                    self.request_timeout.as_millis()
+                ))
+            }
+        };
+        let _ = recv.stop(FRAME_REFUSED.into());
+        self.respond(Err(error))
+    }
+}
+
+/// Counts a request or connection refused for `reason` (busy, too_large, deadline,
+/// connections).
+fn refused(node_id: NodeId, reason: &'static str) {
+    metrics::counter!(crate::metrics::CLIENT_REFUSED, "node_id" => node_id.to_string(),
+        "reason" => reason)
+    .increment(1);
 }
 
 impl<P: ClientPort> ProtocolHandler for ClientService<P> {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         // The client is the endpoint its QUIC handshake proved.
         let remote = conn.remote_id();
+        let Ok(_slot) = Arc::clone(&self.admission.connections).try_acquire_owned() else {
+            refused(self.node_id(), "connections");
+            let reason = format!(
+                "too many connections: {} open (net.connections_max)",
+                self.admission.connections_max
+            );
+            conn.close(CONNECTIONS_FULL.into(), reason.as_bytes());
+            return Ok(());
+        };
         while let Ok((send, recv)) = conn.accept_bi().await {
             let service = self.clone();
             tokio::spawn(async move { service.serve_stream(remote, send, recv).await });
@@ -302,6 +398,11 @@ fn decode_request(payload: &[u8]) -> Result<ClientRequest, ClientError> {
                 got,
                 supported: PROTOCOL_VERSION,
             },
+            // The bounded lists (`api::kv::bounded_vec`) refuse through serde's custom error,
+            // which postcard reports without its text.
+            _ if error == postcard::Error::SerdeDeCustom => ClientError::BadFrame(format!(
+                "a list is longer than its limit ({TXN_OPS_MAX} per transaction list, {MEMBERS_MAX} members, {AUTH_ENTRIES_MAX} roles) or a value is invalid"
+            )),
             _ => ClientError::BadFrame(FrameError::Malformed(error.to_string()).to_string()),
         },
     )

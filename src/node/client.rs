@@ -14,14 +14,10 @@ use crate::actors::raft::RaftError;
 use crate::api::auth::Need;
 use crate::api::*;
 use crate::command::Request;
-use crate::limits::{FRAME_BYTES_MAX, SCAN_ENTRIES_MAX};
+use crate::limits::SCAN_ENTRIES_MAX;
 use crate::net::service::{ClientPort, Failure, Served};
 use crate::node::{NodeCore, NodeError};
 use crate::storage::{ScanOptions, Store};
-
-/// A page of a range stops growing past this many bytes of keys and values (it always holds
-/// at least one entry), so a response frame stays under `FRAME_BYTES_MAX`.
-pub const PAGE_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
 
 impl From<NodeError> for Failure {
     fn from(error: NodeError) -> Self {
@@ -400,20 +396,12 @@ fn read_range(
         0 => SCAN_ENTRIES_MAX,
         n => n.min(SCAN_ENTRIES_MAX),
     };
-    let mut page = view
-        .range(&range, ScanOptions { limit, keys_only })
-        .map_err(storage_error)?;
-    let mut bytes = 0;
-    if let Some(cut) = page.kvs.iter().position(|kv| {
-        bytes += kv.key.len() + kv.value.len();
-        bytes > PAGE_BYTES_MAX
-    }) {
-        let cut = cut.max(1);
-        if cut < page.kvs.len() {
-            page.continuation = Some(page.kvs[cut].key.clone());
-            page.kvs.truncate(cut);
-        }
-    }
+    let options = ScanOptions {
+        limit,
+        keys_only,
+        ..ScanOptions::default()
+    };
+    let page = view.range(&range, options).map_err(storage_error)?;
     let output = ClientOutput::Range {
         count: page.kvs.len() as u64,
         kvs: page.kvs,

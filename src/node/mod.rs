@@ -13,7 +13,6 @@ mod client;
 mod data_dir;
 mod http;
 
-pub use client::PAGE_BYTES_MAX;
 pub use data_dir::CLIENT_KEY_FILE;
 
 use std::collections::BTreeMap;
@@ -171,6 +170,8 @@ pub struct Node {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// The supervisor's running children.
     pub children: Children,
+    /// The client requests and connections in progress, and their bounds.
+    pub admission: crate::net::service::Admission,
     pub faults: Faults,
     pub http_address: SocketAddr,
     address: NodeAddress,
@@ -375,6 +376,8 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         peers: config.net.peer_ids(),
         faults: faults.net.clone(),
     };
+    let admission =
+        crate::net::service::Admission::new(config.net.requests_max, config.net.connections_max);
     let client_service = crate::net::service::ClientService {
         port: Arc::clone(&core),
         connections,
@@ -383,6 +386,8 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         slow_request: Duration::from_millis(config.net.slow_request_ms),
         vault_labels: Arc::default(),
         vault_labels_max: usize::try_from(config.storage.vaults_max).unwrap_or(usize::MAX),
+        request_bytes_max: usize::try_from(config.net.request_bytes_max).unwrap_or(usize::MAX),
+        admission: admission.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.http.address).await?;
@@ -431,6 +436,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         raft,
         supervisor,
         children,
+        admission,
         faults,
         http_address,
         address,

@@ -9,8 +9,10 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 
 use crate::api::{KeyRange, KeyValue, VaultInfo, VaultMeta};
 use crate::command::{LogId, VaultLimits};
-use crate::limits::SCAN_ENTRIES_MAX;
-use crate::storage::codec::{decode_kv_entry, decode_lease, decode_vault, read_meta};
+use crate::limits::{PAGE_BYTES_MAX, SCAN_ENTRIES_MAX};
+use crate::storage::codec::{
+    decode_kv_entry, decode_kv_entry_ref, decode_lease, decode_vault, read_meta,
+};
 use crate::storage::error::Result;
 use crate::storage::schema::*;
 use crate::storage::store::Store;
@@ -33,6 +35,10 @@ pub struct ScanOptions {
     pub limit: usize,
     /// Leave values out (they are still read from disk: redb stores them inline).
     pub keys_only: bool,
+    /// The page stops before the entry that would take its keys and values past this many
+    /// bytes (it always holds at least one entry): decided inside the scan, so no more than
+    /// that is ever built.
+    pub bytes_max: usize,
 }
 
 impl Default for ScanOptions {
@@ -40,6 +46,7 @@ impl Default for ScanOptions {
         ScanOptions {
             limit: SCAN_ENTRIES_MAX,
             keys_only: false,
+            bytes_max: PAGE_BYTES_MAX,
         }
     }
 }
@@ -129,6 +136,7 @@ impl ReadView {
         let limit = options.limit.clamp(1, SCAN_ENTRIES_MAX);
         let mut kvs = Vec::new();
         let mut continuation = None;
+        let mut page_bytes = 0usize;
         for item in self.kv_range(range)? {
             let (key, bytes) = item?;
             let key = key.value();
@@ -136,14 +144,21 @@ impl ReadView {
                 continuation = Some(key.to_vec());
                 break;
             }
-            let mut entry = decode_kv_entry(key, bytes.value())?;
+            let entry = decode_kv_entry_ref(key, bytes.value())?;
             if !entry.is_live(self.now_ms) {
                 continue;
             }
-            if options.keys_only {
-                entry.value = Vec::new();
+            let value_bytes = if options.keys_only {
+                0
+            } else {
+                entry.value.len()
+            };
+            page_bytes = page_bytes.saturating_add(key.len() + value_bytes);
+            if !kvs.is_empty() && page_bytes > options.bytes_max {
+                continuation = Some(key.to_vec());
+                break;
             }
-            kvs.push(entry.into_key_value(key.to_vec()));
+            kvs.push(entry.to_key_value(key, !options.keys_only));
         }
         Ok(Page {
             kvs,

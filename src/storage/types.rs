@@ -60,6 +60,23 @@ impl KvEntryRef<'_> {
     pub fn is_live(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_none_or(|at| at > now_ms)
     }
+
+    /// The key and this record as returned to readers; the value copied only `with_value`.
+    pub fn to_key_value(&self, key: &[u8], with_value: bool) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            value: if with_value {
+                self.value.to_vec()
+            } else {
+                Vec::new()
+            },
+            version: self.version,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            lease: self.lease,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
 }
 
 /// A lease as stored in the `leases` table.

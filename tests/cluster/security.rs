@@ -4,7 +4,7 @@ use aspen::api::{
     CLIENT_ALPN, ClientError, ClientOp, ClientRequest, ClientResponse, PROTOCOL_VERSION,
 };
 use aspen::fault::NetFaults;
-use aspen::limits::FRAME_BYTES_MAX;
+use aspen::limits::{FRAME_BYTES_MAX, REQUEST_BYTES_MAX_DEFAULT, TXN_OPS_MAX};
 use aspen::net::connections::Connections;
 use aspen::net::frame::read_frame;
 use aspen::net::raft::RaftTransport;
@@ -107,7 +107,7 @@ async fn outsiders_and_bad_frames_are_refused() {
         response.result,
         Err(ClientError::FrameTooLarge {
             bytes: u32::MAX as u64,
-            max: FRAME_BYTES_MAX as u64
+            max: REQUEST_BYTES_MAX_DEFAULT as u64
         })
     );
 
@@ -284,5 +284,240 @@ async fn a_member_speaks_only_for_itself_and_a_removed_one_not_at_all() {
         format!("{removed:?}").contains("is not in net.peers"),
         "a removed learner's vote on its open connection was not refused: {removed:?}"
     );
+    cluster.shutdown().await;
+}
+
+/// Opens a stream on `conn`, sends `bytes` and leaves it open; the stream halves are returned
+/// so the caller holds them.
+async fn open_with(
+    conn: &iroh::endpoint::Connection,
+    bytes: &[u8],
+) -> (iroh::endpoint::SendStream, iroh::endpoint::RecvStream) {
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    (send, recv)
+}
+
+/// The kernel's figure `field` (`VmRSS`, `VmHWM`) of process `pid`, in bytes.
+fn memory_of(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} missing from /proc/{pid}/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+// Proves the hostile frames of the robustness issue cost a node bounded memory and leave it
+// serving: 10,000 streams that send one byte and stop, 20 headers announcing the largest
+// request and then silence, 20 well-formed transactions of ~700,000 two-byte operations
+// (refused from their announced length, before they inflate some forty times), and ranges
+// over 1 MiB values (cut by bytes inside the scan); meanwhile a client's writes and reads
+// succeed, the stalled streams are answered once `net.request_timeout_ms` passes, and the
+// node process's peak RSS grows by less than 250 MB (about 130 MB in a debug build; without
+// the count check before decoding it grew by 485 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_and_streams_cost_bounded_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let env = [
+        ("ASPEN_NET__REQUEST_TIMEOUT_MS", "3000"),
+        // Above the streams opened below: every one of them is read, the harder case.
+        ("ASPEN_NET__REQUESTS_MAX", "20000"),
+        ("ASPEN_NET__CONNECTIONS_MAX", "200"),
+    ];
+    let node = crate::util::NodeProcess::start_with(1, &root.path().join("n1"), "single", &env);
+    let address = node.address().await;
+    let client = aspen::testing::root_client(&[address]).await.unwrap();
+    let value = vec![b'v'; 1 << 20];
+    for i in 0..12 {
+        client
+            .put(format!("big/{i:02}"), value.clone())
+            .await
+            .unwrap();
+    }
+    let pid = node.pid().unwrap();
+    let rss_before = memory_of(pid, "VmRSS");
+
+    let raw = foreign_endpoint().await;
+    let mut connections = Vec::new();
+    for _ in 0..80 {
+        connections.push(
+            raw.connect(address.endpoint_addr(), CLIENT_ALPN)
+                .await
+                .unwrap(),
+        );
+    }
+    // 10,000 streams of one byte: a header never finished.
+    let mut held = Vec::new();
+    for conn in &connections {
+        for _ in 0..125 {
+            held.push(open_with(conn, &[0]).await);
+        }
+    }
+    // Headers announcing the largest request, then nothing.
+    let announced = (REQUEST_BYTES_MAX_DEFAULT as u32).to_be_bytes();
+    let mut silent = Vec::new();
+    for i in 0..20 {
+        let conn = &connections[i % connections.len()];
+        let (send, recv) = conn.open_bi().await.unwrap();
+        let mut send = send;
+        send.write_all(&announced).await.unwrap();
+        silent.push((send, recv));
+    }
+    // A well-formed transaction of tiny operations that fills a request frame.
+    let ops = (REQUEST_BYTES_MAX_DEFAULT - 64) / 2;
+    let txn = aspen::api::Txn {
+        compares: Vec::new(),
+        success: (0..ops)
+            .map(|_| aspen::api::TxnOp::Get { key: Vec::new() })
+            .collect(),
+        failure: Vec::new(),
+    };
+    let frame = aspen::net::frame::encode_bytes(&ClientRequest::new(ClientOp::Write(
+        aspen::api::WriteOp::Txn(txn),
+    )))
+    .unwrap();
+    assert!(frame.len() <= REQUEST_BYTES_MAX_DEFAULT + 4);
+    let tiny_ops = connections.iter().take(20).map(|conn| {
+        let frame = &frame;
+        async move {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(frame).await.unwrap();
+            send.finish().unwrap();
+            read_frame::<_, ClientResponse>(&mut recv, FRAME_BYTES_MAX)
+                .await
+                .unwrap()
+                .result
+        }
+    });
+    let options = aspen::client::RangeOptions::default();
+    let ranges = (0..4).map(|_| client.range_page(aspen::api::KeyRange::prefix(b"big/"), &options));
+    let (tiny_ops, ranges, put) = tokio::join!(
+        futures::future::join_all(tiny_ops),
+        futures::future::join_all(ranges),
+        client.put("during", "the attack"),
+    );
+    for refused in tiny_ops {
+        let Err(ClientError::BadFrame(message)) = &refused else {
+            panic!("a transaction of tiny operations was not refused as too long: {refused:?}");
+        };
+        assert!(
+            message.contains(&format!("{TXN_OPS_MAX} per transaction list")),
+            "{message}"
+        );
+    }
+    for page in ranges {
+        let page = page.unwrap();
+        let bytes: usize = page
+            .kvs
+            .iter()
+            .map(|kv| kv.key.len() + kv.value.len())
+            .sum();
+        assert!(
+            bytes <= aspen::limits::PAGE_BYTES_MAX,
+            "a page of {bytes} bytes"
+        );
+        assert!(page.continuation.is_some() && !page.kvs.is_empty());
+    }
+    put.unwrap();
+    assert!(client.get("during").await.unwrap().is_some());
+
+    // The stalled streams are answered with the deadline, and nothing of them is kept.
+    for (_, recv) in silent.iter_mut().take(3) {
+        let response: ClientResponse = read_frame(recv, FRAME_BYTES_MAX).await.unwrap();
+        let Err(ClientError::BadFrame(message)) = &response.result else {
+            panic!("a silent stream got {response:?}");
+        };
+        assert!(
+            message.contains("did not arrive whole within 3000 ms"),
+            "{message}"
+        );
+    }
+    let grown = memory_of(pid, "VmHWM").saturating_sub(rss_before);
+    assert!(
+        grown < 250 << 20,
+        "the node's peak RSS grew by {} MB under the hostile frames",
+        grown >> 20
+    );
+    drop(held);
+    client.put("after", "the attack").await.unwrap();
+}
+
+// Proves the node-wide admission bounds: with `net.requests_max` requests being read, one more
+// is refused at once as busy (nothing done) and served again once the stalled ones reach their
+// deadline; a connection past `net.connections_max` is closed with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_and_connections_past_their_bounds_are_refused() {
+    let cluster = Cluster::start(90, 1, |config| {
+        config.net.requests_max = 2;
+        config.net.connections_max = 3;
+        config.net.request_timeout_ms = 1_000;
+    })
+    .await;
+    let address = cluster.address(90);
+    let raw = foreign_connections().await;
+    let conn = raw.connection(&address, CLIENT_ALPN).await.unwrap();
+    let in_progress = || cluster.nodes[&90].node.admission.requests_in_progress();
+    let mut stalled = Vec::new();
+    for reading in 1..=2 {
+        stalled.push(open_with(&conn, &[0]).await);
+        crate::util::eventually("the node reads the stalled stream", || async {
+            in_progress() == reading
+        })
+        .await;
+    }
+    let status = ClientRequest::new(ClientOp::Status);
+    assert_eq!(
+        ask_raw(&raw, &address, &status).await,
+        Err(ClientError::Busy { max: 2 })
+    );
+    for (_, recv) in &mut stalled {
+        let response: ClientResponse = read_frame(recv, FRAME_BYTES_MAX).await.unwrap();
+        assert!(
+            matches!(response.result, Err(ClientError::BadFrame(_))),
+            "{response:?}"
+        );
+    }
+    assert!(ask_raw(&raw, &address, &status).await.is_ok());
+
+    // Connections past the bound are closed with the reason: open them one at a time (each
+    // answers a request, so the node counts it) until one is refused; by then the node holds
+    // its maximum.
+    let endpoint = foreign_endpoint().await;
+    let frame = aspen::net::frame::encode_bytes(&status).unwrap();
+    let mut open = Vec::new();
+    let reason = loop {
+        assert!(open.len() <= 3, "{} connections were accepted", open.len());
+        let conn = endpoint
+            .connect(address.endpoint_addr(), CLIENT_ALPN)
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let answered = async {
+            send.write_all(&frame).await.ok()?;
+            send.finish().ok()?;
+            read_frame::<_, ClientResponse>(&mut recv, FRAME_BYTES_MAX)
+                .await
+                .ok()
+        };
+        match answered.await {
+            Some(answer) => {
+                assert!(answer.result.is_ok(), "{answer:?}");
+                open.push(conn);
+            }
+            None => break conn.closed().await,
+        }
+    };
+    assert!(
+        reason.to_string().contains("too many connections: 3 open"),
+        "{reason}"
+    );
+    let admission = &cluster.nodes[&90].node.admission;
+    assert_eq!(admission.connections_open(), 3);
     cluster.shutdown().await;
 }

@@ -228,6 +228,12 @@ impl NodeProcess {
         address.expect("http address").trim().to_string()
     }
 
+    /// The running process's id.
+    #[allow(dead_code)] // used by tests/cluster only
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: no clean shutdown, no final commit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -25,6 +25,7 @@ macro_rules! both_stores {
 both_stores!(
     put_get_delete_follow_etcd_revisions,
     scans_page_in_key_order_with_continuation,
+    a_page_is_cut_by_bytes_inside_the_scan,
     delete_range_and_prefix_count_live_keys,
     txn_compares_choose_a_branch_atomically,
     refused_commands_change_nothing,
@@ -162,6 +163,7 @@ fn scans_page_in_key_order_with_continuation(kind: Kind) {
             ScanOptions {
                 limit: 3,
                 keys_only: true,
+                ..ScanOptions::default()
             },
         )
         .unwrap();
@@ -169,6 +171,36 @@ fn scans_page_in_key_order_with_continuation(kind: Kind) {
     assert!(page.kvs.iter().all(|kv| kv.value.is_empty()));
     assert_eq!(page.continuation.as_deref(), Some(keys[3].as_bytes()));
     assert_eq!(page.revision, 2_502);
+}
+
+// Proves a range page stops at its byte budget while it scans (the entry that would pass it
+// starts the next page), always holds at least one entry, and that keys-only pages count only
+// key bytes, so 1 MiB values never build a page past the budget.
+fn a_page_is_cut_by_bytes_inside_the_scan(kind: Kind) {
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    let big = "v".repeat(1 << 20);
+    for i in 0..5 {
+        d.run(NOW, put(&format!("b/{i}"), &big));
+    }
+    let view = t.store.read(NOW).unwrap();
+    let scan = |bytes_max, keys_only| {
+        let options = ScanOptions {
+            bytes_max,
+            keys_only,
+            ..ScanOptions::default()
+        };
+        view.range(&KeyRange::prefix(b"b/"), options).unwrap()
+    };
+    let page = scan(2 * (1 << 20) + 100, false);
+    assert_eq!(page.kvs.len(), 2);
+    assert_eq!(page.continuation.as_deref(), Some(&b"b/2"[..]));
+    let page = scan(1, false);
+    assert_eq!(page.kvs.len(), 1, "a page holds at least one entry");
+    assert_eq!(page.continuation.as_deref(), Some(&b"b/1"[..]));
+    let page = scan(1 << 20, true);
+    assert_eq!(page.kvs.len(), 5);
+    assert!(page.continuation.is_none());
 }
 
 // Proves DeleteRange deletes exactly the range (prefix or [start, end)), counts what it removed
