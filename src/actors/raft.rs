@@ -1,7 +1,9 @@
 //! RaftActor: owns `openraft::Raft` (creates it, initializes a fresh node with no peers as a
 //! one-member cluster, shuts it down) and publishes it in a [`RaftHandle`], through which
 //! everyone else proposes writes, waits for read barriers, reads metrics and builds
-//! snapshots. Never names the node, the supervisor or the net servers.
+//! snapshots. When openraft's core stops with a fatal error (a storage error, a panic), the
+//! actor fails with it, so the supervisor restarts Raft as it would any failed child. Never
+//! names the node, the supervisor or the net servers.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +53,8 @@ pub type Metrics = RaftMetrics<NodeId, BasicNode>;
 
 pub enum RaftMsg {
     Ping(RpcReplyPort<()>),
+    /// openraft's core stopped with this fatal error: the actor fails with it.
+    Fatal(String),
     /// Fault injection: panic inside the handler.
     Panic(String),
 }
@@ -62,11 +66,16 @@ impl Actor for RaftActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<RaftMsg>,
+        myself: ActorRef<RaftMsg>,
         args: RaftArgs,
     ) -> Result<RaftState, ActorProcessingErr> {
         args.faults.take_start_failure(ActorKind::Raft)?;
-        let log = LogStore::new(Arc::clone(&args.store), args.writer.clone(), args.node_id);
+        let log = LogStore::new(
+            Arc::clone(&args.store),
+            args.writer.clone(),
+            args.node_id,
+            args.faults.clone(),
+        );
         let sm = StateMachineStore::new(args.store, args.writer, args.node_id);
         let raft = Raft::new(args.node_id, args.config, args.transport, log, sm).await?;
         if args.bootstrap_single && !raft.is_initialized().await? {
@@ -78,6 +87,7 @@ impl Actor for RaftActor {
             );
         }
         tokio::spawn(count_leader_changes(args.node_id, raft.metrics()));
+        tokio::spawn(report_fatal(myself, raft.metrics()));
         args.handle.publish(raft.clone());
         Ok(RaftState {
             raft,
@@ -109,6 +119,9 @@ impl Actor for RaftActor {
                 let _ = reply.send(());
             }
             RaftMsg::Panic(reason) => panic!("raft: injected panic: {reason}"),
+            RaftMsg::Fatal(error) => {
+                return Err(format!("raft: the core stopped: {error}").into());
+            }
         }
         Ok(())
     }
@@ -300,6 +313,24 @@ impl RaftHandle {
             )
             .await
             .map_err(|e| unavailable("log not purged", &e))
+    }
+}
+
+/// Tells `actor` when its Raft core stops with a fatal error (a clean shutdown is not one);
+/// ends when the core stops.
+async fn report_fatal(actor: ActorRef<RaftMsg>, mut metrics: watch::Receiver<Metrics>) {
+    loop {
+        let fatal = match &metrics.borrow_and_update().running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        };
+        if let Some(fatal) = fatal {
+            let _ = actor.cast(RaftMsg::Fatal(fatal));
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

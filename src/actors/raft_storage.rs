@@ -70,14 +70,21 @@ pub struct LogStore {
     writer: StorageWriter,
     /// The `node_id` metric label.
     node_id: String,
+    faults: crate::fault::Faults,
 }
 
 impl LogStore {
-    pub fn new(store: Arc<Store>, writer: StorageWriter, node_id: u64) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        writer: StorageWriter,
+        node_id: u64,
+        faults: crate::fault::Faults,
+    ) -> Self {
         LogStore {
             store,
             writer,
             node_id: node_id.to_string(),
+            faults,
         }
     }
 }
@@ -158,6 +165,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        if self.faults.take_log_append_failure() {
+            let error = std::io::Error::other("injected log append failure");
+            callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+            return Err(openraft::StorageError::from_io_error(
+                ErrorSubject::Logs,
+                ErrorVerb::Write,
+                error,
+            ));
+        }
         let result = timed(
             crate::metrics::STORAGE_FSYNC_SECONDS,
             &self.node_id,

@@ -5,7 +5,9 @@
 //! appends and applies into one, and sends each result on the job's own channel once its
 //! transaction committed. Reads do not come here: they open redb read transactions on the
 //! shared store. [`StorageWriter`] is the typed handle the rest of the node uses to send them:
-//! the actor publishes itself in it when it starts.
+//! the actor publishes itself in it when it starts. A write that fails with an I/O error (a
+//! full or failing disk) ends the incarnation once every caller has its error; the supervisor
+//! opens the database again before it starts the next one (redb refuses writes until then).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,9 +142,19 @@ impl Actor for StorageActor {
                     crate::metrics::STORAGE_MERGED_WRITES,
                     "node_id" => state.node_label.clone()
                 );
-                tokio::task::spawn_blocking(move || run(&store, jobs, &merged))
+                let written = Arc::clone(&store);
+                tokio::task::spawn_blocking(move || run(&written, jobs, &merged))
                     .await
-                    .map_err(|e| format!("storage: write failed: {e}").into())
+                    .map_err(|e| format!("storage: write failed: {e}"))?;
+                if let Some(error) = store.io_error() {
+                    // Every caller got its error. redb takes no write until the database is
+                    // opened again: this incarnation ends, and the next reopens it.
+                    return Err(format!(
+                        "{error} (the database is opened again before storage restarts)"
+                    )
+                    .into());
+                }
+                Ok(())
             }
         }
     }

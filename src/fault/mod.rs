@@ -1,17 +1,20 @@
 //! Fault injection, in one place: what tests (and `/admin/faults` with
 //! `net.fault_injection`) arm, and the hooks production code consults: an actor's next start
 //! fails, a health check reports critical ([`Faults`]), links between nodes are cut or a node
-//! is isolated ([`NetFaults`], in `net`), the system clock is set ahead or back (for the
-//! whole process: [`set_system_clock_offset_ms`]). Empty, and without effect, in normal
+//! is isolated ([`NetFaults`], in `net`), the database file's writes fail as on a full or
+//! failing disk ([`StorageFaults`], in `storage`), the system clock is set ahead or back (for
+//! the whole process: [`set_system_clock_offset_ms`]). Empty, and without effect, in normal
 //! operation.
 //! Never changes what a component does beyond failing where a real fault would.
 
 mod net;
+mod storage;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 pub use net::NetFaults;
+pub use storage::{DiskFault, StorageFaults};
 
 /// The injected system clock offset, in ms (0 in normal operation).
 static SYSTEM_CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
@@ -40,6 +43,10 @@ pub struct Faults {
     inner: Arc<Mutex<FaultSet>>,
     /// Link cuts between nodes, shared by every node of an in-process test cluster.
     pub net: NetFaults,
+    /// The node's disk.
+    pub storage: StorageFaults,
+    /// The Raft log store's next append fails (once), before it reaches the storage writer.
+    log_append_failure: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +61,22 @@ impl Faults {
         Faults {
             inner: Arc::default(),
             net,
+            storage: StorageFaults::default(),
+            log_append_failure: Arc::default(),
         }
+    }
+
+    /// The Raft log store's next append fails with a storage error (once): openraft's core
+    /// stops with a fatal error while the storage writer stays well.
+    pub fn fail_next_log_append(&self) {
+        self.log_append_failure
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Called by the Raft log store's append: consumes an armed failure.
+    pub fn take_log_append_failure(&self) -> bool {
+        self.log_append_failure
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The next start of `actor` (an actor's name, `crate::actors::ActorKind`) fails (once).

@@ -151,13 +151,14 @@ pub enum NodeError {
 }
 
 /// Opens the node's store as configured.
-fn open_store(config: &NodeConfig) -> Result<Store, crate::storage::Error> {
+fn open_store(config: &NodeConfig, faults: &Faults) -> Result<Store, crate::storage::Error> {
     let mut options = match config.node.storage {
         StorageKind::File => StoreOptions::file(&config.node.data_dir),
         StorageKind::Inmemory => StoreOptions::in_memory(),
     };
     options.quick_repair = config.storage.quick_repair;
     options.cache_bytes = config.storage.cache_bytes as usize;
+    options.faults = faults.storage.clone();
     Store::open(&options)
 }
 
@@ -346,7 +347,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let alpns = vec![RAFT_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
     let ep = endpoint::bind(prepared.key, config.net.address, alpns).await?;
     let address = endpoint::local_address(&ep)?;
-    let store = open_store(&config).map(Arc::new);
+    let store = open_store(&config, &faults).map(Arc::new);
     let core = Arc::new(NodeCore {
         node_id,
         board: Arc::clone(&board),

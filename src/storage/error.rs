@@ -61,6 +61,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the disk failed (an I/O error, or redb refusing after one): redb then needs
+    /// the database opened again.
+    pub fn is_io(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. } | Error::Redb(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             what: what.into(),

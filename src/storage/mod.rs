@@ -18,6 +18,7 @@
 //! 3. Every acknowledged `append()` is durable before openraft hears of it.
 //! 4. Only committed entries reach `apply()`; `append()` never applies.
 
+mod backend;
 pub mod backup;
 pub mod check;
 pub mod codec;

@@ -56,6 +56,8 @@ pub struct StoreOptions {
     /// 1 s per GiB here). Off by default: the append is the hot path, and a 1M-key store
     /// reopens well inside the 2 s restart target either way.
     pub quick_repair: bool,
+    /// The disk faults a test arms (none in normal operation).
+    pub faults: crate::fault::StorageFaults,
 }
 
 impl StoreOptions {
@@ -64,6 +66,7 @@ impl StoreOptions {
             mode: StorageMode::File(dir.into()),
             cache_bytes: CACHE_BYTES_DEFAULT,
             quick_repair: QUICK_REPAIR_DEFAULT,
+            faults: Default::default(),
         }
     }
 
@@ -72,6 +75,7 @@ impl StoreOptions {
             mode: StorageMode::InMemory,
             cache_bytes: CACHE_BYTES_DEFAULT,
             quick_repair: QUICK_REPAIR_DEFAULT,
+            faults: Default::default(),
         }
     }
 }
@@ -140,7 +144,9 @@ impl Drop for ClearOnDrop<'_> {
 pub struct Store {
     /// Every transaction begins under the read lock; compaction takes the write lock, so no
     /// transaction can begin while it runs (redb's `compact` needs the database alone).
-    db: std::sync::RwLock<Database>,
+    /// `None` only between closing the database after an I/O error and opening it again
+    /// (`reopen`): transactions then fail, rather than read anything else.
+    db: std::sync::RwLock<Option<Database>>,
     /// Set while `compact` holds the database.
     compacting: std::sync::atomic::AtomicBool,
     snapshot_dir: PathBuf,
@@ -160,6 +166,37 @@ pub struct Store {
     pub(in crate::storage) auth: std::sync::Mutex<AuthCache>,
     /// The state machine's clock (`CLOCK`) in memory, so a read needs no extra lookup.
     clock_ms: std::sync::atomic::AtomicU64,
+    /// How to open the file again (a file store opened by `open`).
+    reopen: Option<Reopen>,
+    /// Set when a write failed with an I/O error: redb refuses every later write until the
+    /// database is opened again (`StorageError::PreviousIo`), which `reopen` does.
+    io_failed: std::sync::Mutex<Option<String>>,
+}
+
+/// What opening the database file again needs.
+struct Reopen {
+    path: PathBuf,
+    cache_bytes: usize,
+    faults: crate::fault::StorageFaults,
+}
+
+/// Opens (or creates) the database file at `path` through the node's disk faults.
+fn open_file(
+    path: &Path,
+    cache_bytes: usize,
+    faults: &crate::fault::StorageFaults,
+) -> Result<Database> {
+    let file = private_file()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let backend = crate::storage::backend::FaultyFile::new(file, faults.clone())?;
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(cache_bytes);
+    Ok(builder.create_with_backend(backend)?)
 }
 
 /// The decoded auth state and a generation that every commit changing it bumps: a reader
@@ -229,16 +266,10 @@ impl Store {
                 let snapshot_dir = dir.join(SNAPSHOT_DIR_NAME);
                 create_private_dir(&snapshot_dir)
                     .map_err(|e| Error::io(format!("creating {}", snapshot_dir.display()), e))?;
-                // Created first with mode 0600 (redb initializes an empty file; an existing
-                // one keeps its mode).
+                // Created with mode 0600 (redb initializes an empty file; an existing one
+                // keeps its mode).
                 let path = dir.join(DB_FILE_NAME);
-                private_file()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)
-                    .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-                let db = builder.create(path)?;
+                let db = open_file(&path, options.cache_bytes, &options.faults)?;
                 (db, snapshot_dir, None)
             }
             StorageMode::InMemory => {
@@ -255,7 +286,7 @@ impl Store {
             StorageMode::InMemory => None,
         };
         let store = Store {
-            db: std::sync::RwLock::new(db),
+            db: std::sync::RwLock::new(Some(db)),
             compacting: Default::default(),
             snapshot_dir,
             _snapshot_tmp: snapshot_tmp,
@@ -266,16 +297,76 @@ impl Store {
             tail: Default::default(),
             auth: Default::default(),
             clock_ms: Default::default(),
+            reopen: match &options.mode {
+                StorageMode::File(dir) => Some(Reopen {
+                    path: dir.join(DB_FILE_NAME),
+                    cache_bytes: options.cache_bytes,
+                    faults: options.faults.clone(),
+                }),
+                StorageMode::InMemory => None,
+            },
+            io_failed: Default::default(),
         };
         store.init_tables()?;
-        // What the file holds: `committed`, so an apply never writes a lower one (a replay
-        // after a restart applies without saving it first), and the state machine's clock.
-        let txn = store.begin_read()?;
-        *crate::sync::lock(&store.committed) = read_meta(&txn, COMMITTED)?;
-        store.raise_clock(read_meta(&txn, CLOCK)?.unwrap_or(0));
-        drop(txn);
+        store.load_memory()?;
         store.remove_stale_snapshot_files()?;
         Ok(store)
+    }
+
+    /// What the store keeps in memory, from what the file holds: `committed`, so an apply
+    /// never writes a lower one (a replay after a restart applies without saving it first),
+    /// and the state machine's clock.
+    fn load_memory(&self) -> Result<()> {
+        let txn = self.begin_read()?;
+        *crate::sync::lock(&self.committed) = read_meta(&txn, COMMITTED)?;
+        self.raise_clock(read_meta(&txn, CLOCK)?.unwrap_or(0));
+        Ok(())
+    }
+
+    /// Records that a write failed with `error`; when it is an I/O error, redb refuses every
+    /// later write until [`Store::reopen`].
+    fn note_write_error(&self, error: &Error) {
+        if error.is_io() {
+            crate::sync::lock(&self.io_failed).get_or_insert_with(|| error.to_string());
+        }
+    }
+
+    /// Whether a write failed with an I/O error since the database was (re)opened.
+    pub fn io_failed(&self) -> bool {
+        crate::sync::lock(&self.io_failed).is_some()
+    }
+
+    /// The first I/O error a write failed with since the database was (re)opened.
+    pub fn io_error(&self) -> Option<String> {
+        crate::sync::lock(&self.io_failed).clone()
+    }
+
+    /// Closes the database and opens its file again, as redb requires after an I/O error:
+    /// redb repairs what the failed commit left, and the in-memory copies (log tail, auth,
+    /// committed, size) are read again from the file. No transaction begins meanwhile;
+    /// read transactions still open get "database closed". The in-memory store has no file
+    /// and nothing to reopen.
+    pub(in crate::storage) fn reopen(&self) -> Result<()> {
+        let Some(reopen) = &self.reopen else {
+            return Ok(());
+        };
+        {
+            let mut db = self
+                .db
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(Err(error)) = db.take().map(Database::close) {
+                tracing::warn!(%error, "storage: closing the database after an I/O error");
+            }
+            *db = Some(open_file(&reopen.path, reopen.cache_bytes, &reopen.faults)?);
+        }
+        crate::sync::lock(&self.tail).clear();
+        self.auth_changed();
+        self.size
+            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        self.load_memory()?;
+        crate::sync::lock(&self.io_failed).take();
+        Ok(())
     }
 
     /// Opens an existing file store for an offline check: creates nothing and removes nothing
@@ -293,7 +384,7 @@ impl Store {
         builder.set_cache_size(cache_bytes);
         let db = builder.open(&path)?;
         Ok(Store {
-            db: std::sync::RwLock::new(db),
+            db: std::sync::RwLock::new(Some(db)),
             compacting: Default::default(),
             snapshot_dir: dir.join(SNAPSHOT_DIR_NAME),
             _snapshot_tmp: None,
@@ -304,6 +395,8 @@ impl Store {
             tail: Default::default(),
             auth: Default::default(),
             clock_ms: Default::default(),
+            reopen: None,
+            io_failed: Default::default(),
         })
     }
 
@@ -346,11 +439,20 @@ impl Store {
         Ok(())
     }
 
-    fn database(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+    fn database(&self) -> std::sync::RwLockReadGuard<'_, Option<Database>> {
         // The lock guards no data of its own: a panic under it leaves the database whole.
         self.db
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Why no transaction can begin: the database was closed after an I/O error and could
+    /// not be opened again yet.
+    fn closed(&self) -> Error {
+        Error::Refused(format!(
+            "the database was closed after an I/O error and is not open again yet ({})",
+            self.io_error().unwrap_or_default()
+        ))
     }
 
     /// Reclaims the free space in the file (redb's `compact`, repeated until it finds nothing
@@ -363,10 +465,13 @@ impl Store {
         self.compacting
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let _clear = ClearOnDrop(&self.compacting);
-        let mut db = self
+        let mut guard = self
             .db
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(db) = guard.as_mut() else {
+            return Err(self.closed());
+        };
         let mut passes = 0u32;
         loop {
             match db.compact() {
@@ -388,7 +493,7 @@ impl Store {
             }
         }
         let stalled = started.elapsed();
-        drop(db);
+        drop(guard);
         Ok(Compaction {
             bytes_before,
             bytes_after: self.measure_size(),
@@ -425,6 +530,14 @@ impl Store {
     /// compaction shrunk it).
     pub(in crate::storage) fn sized<T>(&self, written: Result<T>) -> Result<T> {
         self.measure_size();
+        self.noted(written)
+    }
+
+    /// Passes `written` through after noting its I/O error, if it failed with one.
+    pub(in crate::storage) fn noted<T>(&self, written: Result<T>) -> Result<T> {
+        if let Err(error) = &written {
+            self.note_write_error(error);
+        }
         written
     }
 
@@ -446,14 +559,20 @@ impl Store {
         &self,
         durability: Durability,
     ) -> Result<WriteTransaction> {
-        let mut txn = self.database().begin_write()?;
+        let mut txn = match self.database().as_ref() {
+            Some(db) => db.begin_write()?,
+            None => return Err(self.closed()),
+        };
         txn.set_durability(durability)?;
         txn.set_quick_repair(self.quick_repair);
         Ok(txn)
     }
 
     pub fn begin_read(&self) -> Result<ReadTransaction> {
-        Ok(self.database().begin_read()?)
+        match self.database().as_ref() {
+            Some(db) => Ok(db.begin_read()?),
+            None => Err(self.closed()),
+        }
     }
 
     /// Ends with one fsync'd commit: every earlier non-durable commit (applies, `committed`)
@@ -615,7 +734,10 @@ impl Store {
             .db
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(db.check_integrity()?)
+        match db.as_mut() {
+            Some(db) => Ok(db.check_integrity()?),
+            None => Err(self.closed()),
+        }
     }
 
     /// The cross-storage validation over what is in the file now.

@@ -35,13 +35,16 @@ pub trait StoreWrite {
     fn compact(&self, wait_for_open: Duration) -> Result<Compaction>;
     /// The clean stop's one fsync'd commit.
     fn close(&self) -> Result<()>;
+    /// Opens the database file again after an I/O error (`Store::io_failed`).
+    fn reopen(&self) -> Result<()>;
     /// A raw write transaction (tests that write around the rules, as a foreign process
     /// would).
     fn begin_write(&self, durability: Durability) -> Result<WriteTransaction>;
 }
 
 /// Each write that can change the file's size refreshes the size the quota reads
-/// (`Store::file_size`), so requests never `stat()` the file.
+/// (`Store::file_size`), so requests never `stat()` the file; every write's I/O error is noted
+/// (`Store::io_failed`).
 impl StoreWrite for Store {
     fn append(&self, entries: &[Entry]) -> Result<()> {
         self.sized(Store::append(self, entries))
@@ -56,7 +59,7 @@ impl StoreWrite for Store {
     }
 
     fn save_vote(&self, vote: &Vote) -> Result<()> {
-        Store::save_vote(self, vote)
+        self.noted(Store::save_vote(self, vote))
     }
 
     fn save_committed(&self, committed: Option<&LogId>) -> Result<()> {
@@ -81,6 +84,10 @@ impl StoreWrite for Store {
 
     fn close(&self) -> Result<()> {
         self.sized(Store::close(self))
+    }
+
+    fn reopen(&self) -> Result<()> {
+        Store::reopen(self)
     }
 
     fn begin_write(&self, durability: Durability) -> Result<WriteTransaction> {

@@ -221,6 +221,28 @@ async fn on_start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState,
     let Some(store) = state.store.clone() else {
         return;
     };
+    if kind == ActorKind::Storage && store.io_failed() {
+        // A write failed with an I/O error, and redb takes no write until the database is
+        // opened again: reopened here, then validated like any start.
+        let reopened = tokio::task::spawn_blocking({
+            let store = Arc::clone(&store);
+            move || store.reopen()
+        })
+        .await;
+        let failed = match reopened {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(join) => Some(join.to_string()),
+        };
+        if let Some(error) = failed {
+            let reason = format!("storage: opening the database again: {error}");
+            return on_child_failed(myself, state, kind, reason).await;
+        }
+        tracing::info!(
+            node_id = state.board.node_id(),
+            "storage: database opened again after an I/O error"
+        );
+    }
     if kind == ActorKind::Storage {
         let validation = tokio::task::spawn_blocking({
             let store = Arc::clone(&store);
@@ -403,6 +425,24 @@ async fn on_child_failed(
     }
     for dependent in dependents(kind) {
         stop_child(state, *dependent).await;
+    }
+    if state.store.as_ref().is_some_and(|store| store.io_failed()) {
+        // The disk failed (full, or failing): restarts go on, backed off, until it works
+        // again; `/health` says why meanwhile.
+        let after = state.policy.on_disk_failure(kind, Instant::now());
+        state.board.set_check(
+            "storage",
+            Check::new(
+                CheckStatus::Critical,
+                format!(
+                    "disk: {reason}; retrying in {} ms (writes fail until the disk works again)",
+                    after.as_millis()
+                ),
+            ),
+        );
+        tracing::warn!(actor = %kind, delay_ms = after.as_millis() as u64, "supervisor: restarting after a disk error");
+        myself.send_after(after, move || SupervisorMsg::Start(kind));
+        return;
     }
     match state.policy.on_failure(kind, Instant::now()) {
         Decision::Restart { after } => {

@@ -41,6 +41,13 @@ impl RestartPolicy {
         }
     }
 
+    /// A failure the disk caused (an I/O error: a full or failing disk): restarting cannot
+    /// make it worse and is how the node recovers once the disk does, so it is restarted
+    /// after the same backoff as any failure but never spends the restart budget.
+    pub fn on_disk_failure(&mut self, child: ActorKind, now: Instant) -> Duration {
+        self.backoff(child, now)
+    }
+
     pub fn on_failure(&mut self, child: ActorKind, now: Instant) -> Decision {
         while self
             .recent
@@ -56,18 +63,22 @@ impl RestartPolicy {
                 window: self.window,
             };
         }
+        Decision::Restart {
+            after: self.backoff(child, now),
+        }
+    }
+
+    /// The delay before `child`'s next start: doubling per consecutive failure, capped.
+    fn backoff(&mut self, child: ActorKind, now: Instant) -> Duration {
         let streak = match self.streaks.get(&child) {
             Some(&(count, last)) if now.duration_since(last) <= self.window => count + 1,
             _ => 1,
         };
         self.streaks.insert(child, (streak, now));
         let factor = 1u32 << (streak - 1).min(16);
-        Decision::Restart {
-            after: self
-                .backoff_initial
-                .saturating_mul(factor)
-                .min(self.backoff_max),
-        }
+        self.backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max)
     }
 }
 
@@ -108,6 +119,28 @@ mod tests {
         );
         let later = t0 + Duration::from_secs(11);
         assert_eq!(ms(&p.on_failure(ActorKind::Raft, later)), 100);
+    }
+
+    // Proves failures the disk caused back off like any other but never spend the restart
+    // budget: after many of them, ordinary failures still get the whole budget.
+    #[test]
+    fn disk_failures_back_off_without_spending_the_budget() {
+        let mut p = policy(2);
+        let t0 = Instant::now();
+        let delays: Vec<u128> = (0..10)
+            .map(|i| {
+                p.on_disk_failure(ActorKind::Storage, t0 + Duration::from_millis(i))
+                    .as_millis()
+            })
+            .collect();
+        assert_eq!(&delays[..5], [100, 200, 400, 800, 1000]);
+        assert!(delays[5..].iter().all(|ms| *ms == 1000));
+        for i in 0..2 {
+            assert!(matches!(
+                p.on_failure(ActorKind::Ttl, t0 + Duration::from_millis(20 + i)),
+                Decision::Restart { .. }
+            ));
+        }
     }
 
     // Proves R restarts within T are allowed and the R+1th escalates, while failures spread

@@ -36,7 +36,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Guard> for Builder {
         let (actor, _) = Actor::spawn(None, StorageActor, args)
             .await
             .expect("storage actor");
-        let log = LogStore::new(test_store.store.clone(), writer.clone(), 1);
+        let log = LogStore::new(
+            test_store.store.clone(),
+            writer.clone(),
+            1,
+            Default::default(),
+        );
         let sm = StateMachineStore::new(test_store.store.clone(), writer, 1);
         let guard = Guard {
             _store: test_store,
