@@ -80,6 +80,22 @@ impl AdminPort for NodeCore {
 
     async fn compact(&self, wait_for_open: Duration) -> Result<CompactDone, AdminError> {
         self.open_store()?;
+        let leading = self.raft.with_metrics(|m| {
+            let voters = m.membership_config.membership().voter_ids().count();
+            (m.current_leader == Some(self.node_id)).then_some(voters)
+        });
+        if let Some(Some(voters)) = leading
+            && voters > 1
+        {
+            // A compaction holds the database for its whole run: a leader would stop
+            // appending and replicating (its heartbeats included), stalling every write
+            // and, past the election timeout, forcing an election. openraft 0.9 cannot hand
+            // leadership over, so the leader refuses.
+            return Err(AdminError::Refused(format!(
+                "compaction refused: node {} is the leader of {voters} voters, and a compaction                  holds its database for its whole run, stalling the cluster's writes; compact                  the followers, and this node once another node leads (restart it to hand                  leadership over)",
+                self.node_id
+            )));
+        }
         match self.storage.compact(wait_for_open).await {
             Ok(done) => Ok(CompactDone {
                 bytes_before: done.bytes_before,

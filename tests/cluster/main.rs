@@ -5,6 +5,7 @@
 
 mod auth;
 mod cli;
+mod compaction;
 mod disk;
 mod durability;
 mod failover;
