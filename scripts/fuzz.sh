@@ -10,7 +10,7 @@ set -euo pipefail
 seconds=${1:-120}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(client_frame raft_frame tuple apply sql)
+[ ${#targets[@]} -gt 0 ] || targets=(client_frame raft_frame snapshot_file backup_file tuple apply sql)
 cd "$(dirname "$0")/../fuzz"
 command -v cargo-fuzz > /dev/null || cargo install cargo-fuzz --locked
 # No sanitizer: the targets are safe Rust, a panic is the finding (debug assertions stay on).

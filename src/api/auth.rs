@@ -327,6 +327,49 @@ impl AuthState {
     }
 }
 
+impl AuthState {
+    /// Checks a whole state as the changes that build one would (for a state read from a
+    /// snapshot or a backup): the counts, the names, the prefixes, every role a client holds
+    /// exists, and the encoded size.
+    pub fn validate(&self) -> Result<(), AuthError> {
+        if self.clients.len() > AUTH_ENTRIES_MAX {
+            return Err(AuthError::TooMany("clients"));
+        }
+        if self.roles.len() > AUTH_ENTRIES_MAX {
+            return Err(AuthError::TooMany("roles"));
+        }
+        for (name, grants) in &self.roles {
+            check_role_name(name)?;
+            if name == ROOT_ROLE {
+                return Err(AuthError::RoleExists(name.clone()));
+            }
+            if grants.len() > AUTH_ENTRIES_MAX {
+                return Err(AuthError::TooMany("grants per role"));
+            }
+            grants
+                .iter()
+                .try_for_each(|grant| check_prefix(&grant.prefix))?;
+        }
+        for roles in self.clients.values() {
+            if roles.len() > AUTH_ENTRIES_MAX {
+                return Err(AuthError::TooMany("roles per client"));
+            }
+            if let Some(missing) = roles
+                .iter()
+                .find(|role| *role != ROOT_ROLE && !self.roles.contains_key(*role))
+            {
+                return Err(AuthError::NoSuchRole(missing.clone()));
+            }
+        }
+        let bytes = postcard::experimental::serialized_size(self)
+            .map_err(|e| AuthError::Encoding(e.to_string()))?;
+        if bytes > AUTH_STATE_BYTES_MAX {
+            return Err(AuthError::StateTooLarge(bytes));
+        }
+        Ok(())
+    }
+}
+
 impl AuthOp {
     /// Checks the limits that do not depend on the state.
     pub fn validate(&self) -> Result<(), AuthError> {

@@ -396,6 +396,20 @@ pub struct VaultInfo {
     pub meta: VaultMeta,
 }
 
+/// The rules a stored key and its value follow, as the commands that write them check them:
+/// for records read from a snapshot or a backup, which must not bring in what no command could.
+pub(crate) fn check_stored_key(key: &[u8], value_bytes: usize) -> Result<(), CommandError> {
+    check_key_len(key, false)?;
+    check_vault_key(key)?;
+    if value_bytes > VALUE_BYTES_MAX {
+        return Err(CommandError::ValueTooLarge {
+            bytes: value_bytes as u64,
+            max: VALUE_BYTES_MAX as u64,
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_key_len(key: &[u8], empty_allowed: bool) -> Result<(), CommandError> {
     if key.is_empty() && !empty_allowed {
         return Err(CommandError::KeyEmpty);

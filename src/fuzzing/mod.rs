@@ -1,4 +1,5 @@
-//! What the fuzz targets `client_frame`, `raft_frame`, `tuple` and `sql` (`fuzzing::sql`) in
+//! What the fuzz targets `client_frame`, `raft_frame`, `tuple`, `snapshot_file`,
+//! `backup_file` and `sql` (`fuzzing::sql`) in
 //! `fuzz/` run, and their seeds (`seeds()`), kept in the library (behind the `testing`
 //! feature) so the tests run the same code on every saved input (`fuzz/regressions/`,
 //! `fuzz/seeds/`); the `apply` target runs `tests/storage/reference.rs`. Each
@@ -98,6 +99,45 @@ fn sample_rpc_frames() -> Vec<(&'static str, Vec<u8>)> {
         .collect()
 }
 
+/// The snapshot reader: the bytes as a snapshot file, checked whole, then installed into an
+/// empty in-memory store; a file refused by either changes nothing, one accepted by the check
+/// installs (the install reads the same records with the same rules).
+pub fn snapshot_file(data: &[u8]) {
+    use std::io::Write;
+    let mut file = tempfile::tempfile().expect("a temporary file");
+    file.write_all(data).expect("write the input");
+    let checked = crate::storage::verify_snapshot_file(&mut file);
+    let store = crate::storage::Store::open(&crate::storage::StoreOptions::in_memory())
+        .expect("an in-memory store");
+    let Ok(summary) = checked else {
+        return;
+    };
+    let installed = crate::storage::StoreWrite::install_snapshot(&store, &summary.meta, &mut file);
+    let installed = installed.expect("a snapshot that checks out installs");
+    assert_eq!(
+        installed, summary,
+        "the install read another state than the check"
+    );
+}
+
+/// The backup reader: the bytes as a backup file, checked whole, then restored into a fresh
+/// data dir; a backup the check accepts restores with the same counts.
+pub fn backup_file(data: &[u8]) {
+    let checked = crate::storage::verify_backup(data, |_, _| {});
+    let Ok(summary) = checked else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("in.backup");
+    std::fs::write(&path, data).expect("write the input");
+    let restored = crate::storage::restore_backup(&path, &dir.path().join("data"), 1 << 20, 1)
+        .expect("a backup that checks out restores");
+    assert_eq!(
+        restored, summary,
+        "the restore read another state than the check"
+    );
+}
+
 /// The tuple layer's decoder: whatever unpacks packs to a key that unpacks to the same tuple
 /// and sorts like it.
 pub fn tuple(data: &[u8]) {
@@ -184,6 +224,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, tuple) in tuples {
         seeds.push(("tuple", name.to_string(), tuple.pack()));
     }
+    seeds.extend(store_file_seeds());
     // Bytes read as commands by the model test's decoder (tests/storage/reference.rs).
     for (name, bytes) in sql_seeds() {
         seeds.push(("sql", name.to_string(), bytes));
@@ -195,6 +236,49 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         seeds.push(("apply", name.to_string(), bytes.to_vec()));
     }
     seeds
+}
+
+/// A snapshot and a backup of a small state (keys, one with a lease, a vault key), as a node
+/// writes them: seeds of the `snapshot_file` and `backup_file` targets.
+fn store_file_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    use crate::api::{Put, WriteOp};
+    use crate::storage::{Store, StoreOptions, StoreWrite};
+    use std::io::Read;
+    let store = Store::open(&StoreOptions::in_memory()).expect("an in-memory store");
+    let writes = [
+        WriteOp::LeaseGrant {
+            id: 7,
+            ttl_ms: 60_000,
+        },
+        WriteOp::Put(Put::new("a", "1")),
+        WriteOp::Put(Put {
+            lease: Some(7),
+            ..Put::new("b", "2")
+        }),
+        WriteOp::Put(Put::new("vault/v1/k", "3")),
+    ];
+    let entries: Vec<crate::command::Entry> = writes
+        .into_iter()
+        .zip(1u64..)
+        .map(|(write, index)| crate::command::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+            payload: openraft::EntryPayload::Normal(crate::command::Request {
+                now_ms: 1_000,
+                command: crate::command::Command::Write(write),
+            }),
+        })
+        .collect();
+    StoreWrite::apply(&store, &entries).expect("apply the seed state");
+    let (_, mut file) = store.build_snapshot().expect("a snapshot");
+    let mut snapshot = Vec::new();
+    file.read_to_end(&mut snapshot).expect("read the snapshot");
+    let (_, backup) = store
+        .write_backup(Vec::new(), 0, |_, _| {})
+        .expect("a backup");
+    vec![
+        ("snapshot_file", "small_state".to_string(), snapshot),
+        ("backup_file", "small_state".to_string(), backup),
+    ]
 }
 
 /// Inputs of the `sql` target (see [`sql::statement`] for the grammar): the shapes that
@@ -252,8 +336,9 @@ mod tests {
     use super::*;
 
     // Proves the committed seeds under fuzz/seeds are exactly what `seeds()` makes, and that
-    // each frame and tuple seed decodes (so the fuzzers start past the first checks). With
-    // ASPEN_WRITE_FUZZ_SEEDS=1 the test writes them instead.
+    // each seed decodes or checks out (so the fuzzers start past the first checks). A
+    // snapshot's id holds the instant it was built, so the snapshot seed is held to checking
+    // out rather than to its bytes. With ASPEN_WRITE_FUZZ_SEEDS=1 the test writes them instead.
     #[test]
     fn seeds_are_committed_and_decode() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
@@ -264,6 +349,10 @@ mod tests {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, &bytes).unwrap();
             }
+            let bytes = match target {
+                "snapshot_file" => std::fs::read(&path).expect("the snapshot seed is committed"),
+                _ => bytes,
+            };
             assert_eq!(
                 std::fs::read(&path).ok().as_deref(),
                 Some(&bytes[..]),
@@ -277,6 +366,20 @@ mod tests {
                 "raft_frame" => decode_rpc_frame(&bytes).unwrap(),
                 "tuple" => assert!(Tuple::unpack(&bytes).is_ok()),
                 "sql" => assert!(sql::statement(&bytes).starts_with(['S', 'W', '('])),
+                "snapshot_file" => {
+                    let mut file = tempfile::tempfile().unwrap();
+                    std::io::Write::write_all(&mut file, &bytes).unwrap();
+                    assert_eq!(
+                        crate::storage::verify_snapshot_file(&mut file)
+                            .unwrap()
+                            .keys,
+                        3
+                    );
+                }
+                "backup_file" => {
+                    let summary = crate::storage::verify_backup(&bytes[..], |_, _| {}).unwrap();
+                    assert_eq!((summary.keys, summary.leases), (3, 1));
+                }
                 _ => {}
             }
         }

@@ -39,6 +39,9 @@ pub struct RaftService<P> {
     /// Endpoint ids from `net.peers`, trusted before they appear in the membership.
     pub peers: HashSet<EndpointId>,
     pub faults: NetFaults,
+    /// A snapshot received may grow to at most this many bytes (`storage.quota_bytes`: a
+    /// state that fits the quota fits it); a chunk past it is refused.
+    pub snapshot_bytes_max: u64,
 }
 
 impl<P> Clone for RaftService<P> {
@@ -47,6 +50,7 @@ impl<P> Clone for RaftService<P> {
             port: Arc::clone(&self.port),
             peers: self.peers.clone(),
             faults: self.faults.clone(),
+            snapshot_bytes_max: self.snapshot_bytes_max,
         }
     }
 }
@@ -104,6 +108,11 @@ impl<P: RaftPort> RaftService<P> {
             RaftRpc::AppendEntries(rpc) => RaftReply::AppendEntries(raft.append_entries(rpc).await),
             RaftRpc::Vote(rpc) => RaftReply::Vote(raft.vote(rpc).await),
             RaftRpc::InstallSnapshot(rpc) => {
+                let (offset, len) = (rpc.offset, rpc.data.len() as u64);
+                if let Err(reason) = snapshot_chunk_fits(offset, len, self.snapshot_bytes_max) {
+                    tracing::warn!(node_id = self.port.node_id(), %remote, %reason, "net: refused a snapshot chunk");
+                    return RaftReply::Refused(reason.to_string());
+                }
                 RaftReply::InstallSnapshot(raft.install_snapshot(rpc).await)
             }
         }
@@ -186,6 +195,25 @@ pub(crate) fn sender_allowed<'a, I: Iterator<Item = (NodeId, &'a str)>>(
     }
 }
 
+/// A snapshot chunk at `offset` of `len` bytes is refused when the snapshot would grow past
+/// `max` bytes.
+fn snapshot_chunk_fits(offset: u64, len: u64, max: u64) -> Result<(), SnapshotTooLarge> {
+    match offset.checked_add(len) {
+        Some(end) if end <= max => Ok(()),
+        _ => Err(SnapshotTooLarge { offset, len, max }),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a snapshot chunk of {len} bytes at offset {offset} would make the snapshot larger than {max} bytes (storage.quota_bytes)"
+)]
+struct SnapshotTooLarge {
+    offset: u64,
+    len: u64,
+    max: u64,
+}
+
 /// Why a Raft RPC's sender may not speak for the node id it claims.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum SenderRefused {
@@ -214,6 +242,17 @@ pub(crate) enum SenderRefused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves a received snapshot is capped: chunks up to the limit pass, one that would pass
+    // it (or overflow the offset) is refused naming the sizes.
+    #[test]
+    fn snapshot_chunks_past_the_cap_are_refused() {
+        assert_eq!(snapshot_chunk_fits(0, 100, 100), Ok(()));
+        assert_eq!(snapshot_chunk_fits(90, 10, 100), Ok(()));
+        let refused = snapshot_chunk_fits(95, 10, 100).unwrap_err();
+        assert!(refused.to_string().contains("larger than 100 bytes"));
+        assert!(snapshot_chunk_fits(u64::MAX, 1, u64::MAX).is_err());
+    }
 
     fn endpoint(seed: u8) -> EndpointId {
         iroh::SecretKey::from_bytes(&[seed; 32]).public()

@@ -376,6 +376,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         port: Arc::clone(&core),
         peers: config.net.peer_ids(),
         faults: faults.net.clone(),
+        snapshot_bytes_max: config.storage.quota_bytes,
     };
     let admission =
         crate::net::service::Admission::new(config.net.requests_max, config.net.connections_max);

@@ -115,8 +115,16 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the state machine, as of one read transaction, to a new current snapshot file.
+    /// Writes the state machine, as of one read transaction, to a new current snapshot file;
+    /// when a newer snapshot became current meanwhile (one installed while this one was
+    /// written), that one is kept and returned instead.
     pub fn build_snapshot(&self) -> Result<(SnapshotMeta, File)> {
+        let (meta, tmp) = self.write_snapshot()?;
+        self.make_current(meta, tmp)
+    }
+
+    /// Writes the state machine, as of one read transaction, to a synced temporary file.
+    fn write_snapshot(&self) -> Result<(SnapshotMeta, tempfile::NamedTempFile)> {
         let txn = self.begin_read()?;
         // Meta and data come from the same read transaction: apply may run meanwhile.
         let last_applied = read_meta(&txn, LAST_APPLIED)?;
@@ -143,14 +151,36 @@ impl Store {
         write_state(&view, &mut writer, |_| {})?;
         drop(writer);
         drop(view);
-
-        let path = self.current_snapshot_path();
         tmp.as_file()
             .sync_all()
             .map_err(|e| Error::io("syncing a snapshot file", e))?;
+        Ok((meta, tmp))
+    }
+
+    /// Renames the built snapshot `tmp` over the current one, unless the current one is newer
+    /// (an install committed while `tmp` was written): then `tmp` is dropped and the current
+    /// one returned. Builds and installs rename under one lock, so an older snapshot never
+    /// replaces a newer one.
+    fn make_current(
+        &self,
+        meta: SnapshotMeta,
+        tmp: tempfile::NamedTempFile,
+    ) -> Result<(SnapshotMeta, File)> {
+        let path = self.current_snapshot_path();
+        let mut newest = crate::sync::lock(&self.current_snapshot);
+        if let Some(current) = &*newest
+            && current.last_log_id > meta.last_log_id
+        {
+            let current = current.clone();
+            drop(tmp);
+            let file = File::open(&path)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            return Ok((current, file));
+        }
         tmp.persist(&path)
             .map_err(|e| Error::io(format!("renaming to {}", path.display()), e.error))?;
         sync_dir(self.snapshot_dir())?;
+        *newest = Some(meta.clone());
         let file =
             File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         Ok((meta, file))
@@ -244,9 +274,11 @@ impl Store {
         // Only once the install committed: a failed one leaves `committed` where it was.
         *crate::sync::lock(&self.committed) = raised;
         let path = self.current_snapshot_path();
+        let mut newest = crate::sync::lock(&self.current_snapshot);
         copy.persist(&path)
             .map_err(|e| Error::io(format!("renaming to {}", path.display()), e.error))?;
         sync_dir(self.snapshot_dir())?;
+        *newest = Some(meta.clone());
         Ok(summary)
     }
 }
@@ -364,6 +396,7 @@ pub(crate) fn load_body<R: Read>(
     let mut previous_key: Option<Vec<u8>> = None;
     loop {
         let record = reader.record()?;
+        check_record(what, &record)?;
         match &record {
             Record::Key { key, entry } => {
                 if previous_key
@@ -414,6 +447,63 @@ pub(crate) fn load_body<R: Read>(
         }
         each(&record)?;
     }
+}
+
+/// Refuses a record no command could have written (a key or value over its limit, a bad
+/// vault name, a lease TTL out of range, an auth state that breaks its rules), naming it: a
+/// snapshot or backup brings in nothing the commands would refuse.
+fn check_record(what: &str, record: &Record) -> Result<()> {
+    let refuse =
+        |subject: String, reason: String| Err(Error::corrupt(what, format!("{subject}: {reason}")));
+    match record {
+        Record::Key { key, entry } => {
+            if let Err(error) = crate::api::kv::check_stored_key(key, entry.value.len()) {
+                return refuse(
+                    format!(
+                        "key {:?}",
+                        String::from_utf8_lossy(&key[..key.len().min(64)])
+                    ),
+                    error.to_string(),
+                );
+            }
+            if entry.version == 0 || entry.create_revision > entry.mod_revision {
+                return refuse(
+                    format!(
+                        "key {:?}",
+                        String::from_utf8_lossy(&key[..key.len().min(64)])
+                    ),
+                    format!(
+                        "version {} with create revision {} after mod revision {}",
+                        entry.version, entry.create_revision, entry.mod_revision
+                    ),
+                );
+            }
+        }
+        Record::Lease { id, lease } => {
+            if let Err(error) = crate::api::kv::check_ttl(lease.ttl_ms) {
+                return refuse(format!("lease {id}"), error.to_string());
+            }
+        }
+        Record::Vault { name, .. } => {
+            let mut key = b"vault/".to_vec();
+            key.extend_from_slice(name);
+            key.push(b'/');
+            if let Err(error) = crate::api::kv::check_stored_key(&key, 0) {
+                return refuse("vault".into(), error.to_string());
+            }
+        }
+        Record::Auth(auth) => {
+            if let Err(error) = auth.validate() {
+                return refuse("auth state".into(), error.to_string());
+            }
+        }
+        Record::VaultLimits(_)
+        | Record::Clock(_)
+        | Record::End { .. }
+        | Record::Header { .. }
+        | Record::Backup(_) => {}
+    }
+    Ok(())
 }
 
 /// Checks the `End` record just read against the counts and the checksum of what preceded it,
@@ -615,4 +705,122 @@ fn sync_dir(dir: &std::path::Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot file holding `records` after its header, closed with a correct end record.
+    fn snapshot_of(records: &[Record], keys: u64, leases: u64) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        let mut writer = RecordWriter::new(&mut file, SNAPSHOT);
+        writer.write_magic(SNAPSHOT_MAGIC).unwrap();
+        writer
+            .record(&Record::Header {
+                format: SNAPSHOT_FORMAT,
+                meta: SnapshotMeta::default(),
+                revision: 9,
+                next_lease_id: 1,
+            })
+            .unwrap();
+        for record in records {
+            writer.record(record).unwrap();
+        }
+        writer.finish(keys, leases).unwrap();
+        drop(writer);
+        file
+    }
+
+    fn key(key: &[u8], value_bytes: usize) -> Record {
+        Record::Key {
+            key: key.to_vec(),
+            entry: KvEntry {
+                value: vec![b'v'; value_bytes],
+                version: 1,
+                create_revision: 2,
+                mod_revision: 2,
+                lease: None,
+                expires_at_ms: None,
+            },
+        }
+    }
+
+    fn refusal(records: &[Record], keys: u64, leases: u64) -> String {
+        let mut file = snapshot_of(records, keys, leases);
+        match verify_snapshot_file(&mut file) {
+            Err(error) => error.to_string(),
+            Ok(summary) => panic!("accepted: {summary:?}"),
+        }
+    }
+
+    /// An in-memory store with `count` puts applied (log indexes 1..=count).
+    fn store_with(count: u64) -> Store {
+        let store = Store::open(&crate::storage::StoreOptions::in_memory()).unwrap();
+        let entries: Vec<crate::command::Entry> = (1..=count)
+            .map(|i| crate::command::Entry {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), i),
+                payload: openraft::EntryPayload::Normal(crate::command::Request {
+                    now_ms: 1,
+                    command: crate::command::Command::Write(crate::api::WriteOp::Put(
+                        crate::api::Put::new(format!("k{i}"), "v"),
+                    )),
+                }),
+            })
+            .collect();
+        store.apply(&entries).unwrap();
+        store
+    }
+
+    // Proves the build/install race is closed: a snapshot built of an older state whose
+    // rename comes after a newer snapshot was installed does not replace it; the build hands
+    // back the installed one, and the current snapshot stays the newer.
+    #[test]
+    fn a_slow_build_never_replaces_a_newer_install() {
+        let target = store_with(2);
+        let (older, tmp) = target.write_snapshot().unwrap();
+        let source = store_with(5);
+        let (newer, mut file) = source.build_snapshot().unwrap();
+        target.install_snapshot(&newer, &mut file).unwrap();
+        let (kept, _) = target.make_current(older.clone(), tmp).unwrap();
+        assert_eq!(kept.last_log_id, newer.last_log_id);
+        let (current, _) = target.current_snapshot().unwrap().unwrap();
+        assert_eq!(current.last_log_id, newer.last_log_id);
+        assert_ne!(current.last_log_id, older.last_log_id);
+    }
+
+    // Proves every record of a snapshot (and so of a backup, which shares the reader) is held
+    // to the rules of the commands that write its kind, with a checksum that holds: a key over
+    // the limit, a bad vault key, a value over 1 MiB, a lease TTL of 0, an auth state whose
+    // client holds a missing role, each refused naming it; the same file with good records
+    // is accepted.
+    #[test]
+    fn records_no_command_could_write_are_refused() {
+        let good = [key(b"a", 3), key(b"vault/v1/k", 3)];
+        let mut file = snapshot_of(&good, 2, 0);
+        assert_eq!(verify_snapshot_file(&mut file).unwrap().keys, 2);
+
+        let long = vec![b'k'; crate::limits::KEY_BYTES_MAX + 1];
+        assert!(refusal(&[key(&long, 1)], 1, 0).contains("key \"kkkk"));
+        assert!(refusal(&[key(b"vault/bad name/k", 1)], 1, 0).contains("vault name"));
+        let big = crate::limits::VALUE_BYTES_MAX + 1;
+        assert!(refusal(&[key(b"a", big)], 1, 0).contains("value"));
+        let lease = Record::Lease {
+            id: 7,
+            lease: LeaseRecord {
+                ttl_ms: 0,
+                granted_at_ms: 1,
+                deadline_ms: 1,
+            },
+        };
+        assert!(refusal(&[lease], 0, 1).contains("lease 7"));
+        let mut auth = crate::api::AuthState::default();
+        let client = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        auth.clients.insert(client, ["ghost".to_string()].into());
+        let refused = refusal(&[Record::Auth(auth)], 0, 0);
+        assert!(
+            refused.contains("auth state") && refused.contains("ghost"),
+            "{refused}"
+        );
+    }
 }

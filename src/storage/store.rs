@@ -171,6 +171,9 @@ pub struct Store {
     /// Set when a write failed with an I/O error: redb refuses every later write until the
     /// database is opened again (`StorageError::PreviousIo`), which `reopen` does.
     io_failed: std::sync::Mutex<Option<String>>,
+    /// The meta of the snapshot this process last made current (built or installed); taken
+    /// while renaming one over `current.snap`, so an older build never replaces a newer one.
+    pub(in crate::storage) current_snapshot: std::sync::Mutex<Option<crate::command::SnapshotMeta>>,
 }
 
 /// What opening the database file again needs.
@@ -306,6 +309,7 @@ impl Store {
                 StorageMode::InMemory => None,
             },
             io_failed: Default::default(),
+            current_snapshot: Default::default(),
         };
         store.init_tables()?;
         store.load_memory()?;
@@ -397,6 +401,7 @@ impl Store {
             clock_ms: Default::default(),
             reopen: None,
             io_failed: Default::default(),
+            current_snapshot: Default::default(),
         })
     }
 

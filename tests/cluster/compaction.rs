@@ -53,8 +53,15 @@ async fn compaction_never_stalls_the_cluster() {
         matches!(&held_compaction, Err(AdminError::Refused(m)) if m.contains("still open")),
         "{held_compaction:?}"
     );
-    assert!(acked >= 10, "only {acked} writes acknowledged during the compaction");
-    assert_eq!(cluster.leader_seen_by(leader), Some(leader), "leadership moved");
+    assert!(
+        acked >= 10,
+        "only {acked} writes acknowledged during the compaction"
+    );
+    assert_eq!(
+        cluster.leader_seen_by(leader),
+        Some(leader),
+        "leadership moved"
+    );
 
     drop(held);
     cluster.nodes[&follower]

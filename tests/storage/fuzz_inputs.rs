@@ -33,6 +33,20 @@ fn run(target: &str, body: impl Fn(&[u8])) {
     }
 }
 
+// Proves the snapshot reader refuses every saved input or installs what it checked, without
+// a panic.
+#[test]
+fn snapshot_file_inputs() {
+    run("snapshot_file", aspen::fuzzing::snapshot_file);
+}
+
+// Proves the backup reader refuses every saved input or restores what it checked, without a
+// panic.
+#[test]
+fn backup_file_inputs() {
+    run("backup_file", aspen::fuzzing::backup_file);
+}
+
 // Proves the client frame decoder refuses or round-trips every saved input without a panic.
 #[test]
 fn client_frame_inputs() {
