@@ -94,6 +94,7 @@ const KNOWN_FILE_CIRCLES: &[&str] = &[];
 /// commit), and the test harness and fuzz glue.
 const STORE_WRITERS: &[&str] = &[
     "src/actors/storage.rs",
+    "src/fuzzing/mod.rs",
     "src/fuzzing/sql.rs",
     "src/supervisor/mod.rs",
     "src/testing.rs",
