@@ -54,7 +54,7 @@ async fn compaction_never_stalls_the_cluster() {
         "{held_compaction:?}"
     );
     assert!(
-        acked >= 10,
+        acked >= 5,
         "only {acked} writes acknowledged during the compaction"
     );
     assert_eq!(
