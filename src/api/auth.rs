@@ -6,6 +6,9 @@
 //!
 //! A range is allowed when one grant's prefix holds all of it; grants are not joined to cover
 //! a range together (etcd joins them).
+//!
+//! Long because the permission check, the changes and the whole-state check must agree on one
+//! set of rules, kept side by side (about 150 of its lines are tests).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -107,7 +110,7 @@ pub enum AuthOp {
     /// Adds the client if new, and grants it `roles` (each must exist, or be `root`).
     ClientAdd {
         id: ClientId,
-        #[serde(deserialize_with = "crate::api::kv::bounded_vec::<_, _, AUTH_ENTRIES_MAX>")]
+        #[serde(deserialize_with = "crate::api::bounded::vec::<_, _, AUTH_ENTRIES_MAX>")]
         roles: Vec<String>,
     },
     ClientRemove {

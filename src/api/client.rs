@@ -73,7 +73,7 @@ pub enum ClientOp {
     /// Initialize this node as a member of a new cluster of `members` (id -> address). Sent to
     /// every member with the same list.
     ClusterInit {
-        #[serde(deserialize_with = "crate::api::kv::bounded_map::<_, _, _, MEMBERS_MAX>")]
+        #[serde(deserialize_with = "crate::api::bounded::map::<_, _, _, MEMBERS_MAX>")]
         members: BTreeMap<NodeId, String>,
     },
     /// Add a non-voting member that receives the log (or a snapshot) until promoted.

@@ -1,13 +1,15 @@
 //! Every type a client sees: node addresses, keys, ranges, puts and transactions and what
 //! they answer (`kv`), a client's write (`write`), the refusals of a write (`error`), the
-//! request and response frames of the client protocol (`client`), SQL results (`sql`) and
-//! the `/health` report (`health`). Plain data with serde derives.
+//! request and response frames of the client protocol (`client`), SQL results (`sql`), the
+//! `/health` report (`health`), who may do what (`auth`), and the bounded decoders of the
+//! lists a request carries (`bounded`). Plain data with serde derives.
 //!
 //! Never names redb, openraft, DataFusion or any module of this crate but `limits` (layer 0
 //! of `tests/architecture.rs`).
 
 mod address;
 pub mod auth;
+pub(crate) mod bounded;
 pub mod client;
 pub mod error;
 pub mod health;

@@ -398,7 +398,7 @@ fn decode_request(payload: &[u8]) -> Result<ClientRequest, ClientError> {
                 got,
                 supported: PROTOCOL_VERSION,
             },
-            // The bounded lists (`api::kv::bounded_vec`) refuse through serde's custom error,
+            // The bounded lists (`api::bounded`) refuse through serde's custom error,
             // which postcard reports without its text.
             _ if error == postcard::Error::SerdeDeCustom => ClientError::BadFrame(format!(
                 "a list is longer than its limit ({TXN_OPS_MAX} per transaction list, {MEMBERS_MAX} members, {AUTH_ENTRIES_MAX} roles) or a value is invalid"
