@@ -3,7 +3,9 @@
 //! stale reads and status are served locally. A malformed, oversized or wrong-version frame
 //! gets an error response and ends that stream only.
 //!
-//! Owns: framing, the version check, forwarding, per-vault counters and the slow-request log.
+//! Owns: framing, the version check, admission (`net.requests_max`, `net.connections_max`),
+//! the deadline for reading a request and for the client taking its answer
+//! (`net.request_timeout_ms`), forwarding, per-vault counters and the slow-request log.
 //! The work itself is the node's, behind the [`ClientPort`] this module declares: it never
 //! names storage, the actors or the node.
 
@@ -26,6 +28,8 @@ const SLOW_LOG_KEY_BYTES: usize = 256;
 
 /// QUIC stream error code sent when a request frame is refused unread.
 const FRAME_REFUSED: u32 = 1;
+/// QUIC stream error code sent when the client did not read its answer in time.
+const ANSWER_NOT_READ: u32 = 3;
 /// QUIC connection error code sent when `net.connections_max` connections are open.
 const CONNECTIONS_FULL: u32 = 2;
 
@@ -308,20 +312,30 @@ impl<P: ClientPort> ClientService<P> {
             }
             Ok(_) => self.read_and_serve(remote, &mut recv).await,
         };
-        match write_frame(&mut send, &response, FRAME_BYTES_MAX).await {
-            Ok(()) => {}
-            Err(FrameError::TooLarge { bytes, max }) => {
-                let too_large = self.respond(Err(ClientError::Storage(format!(
-                    "response of {bytes} bytes exceeds the frame limit of {max}"
-                ))));
-                let _ = write_frame(&mut send, &too_large, FRAME_BYTES_MAX).await;
+        // The answer must be taken within the request timeout too: a client that never reads
+        // would otherwise hold its permit, the page and QUIC's send buffer for good.
+        let answered = tokio::time::timeout(self.request_timeout, async {
+            match write_frame(&mut send, &response, FRAME_BYTES_MAX).await {
+                Ok(()) => {}
+                Err(FrameError::TooLarge { bytes, max }) => {
+                    let too_large = self.respond(Err(ClientError::Storage(format!(
+                        "response of {bytes} bytes exceeds the frame limit of {max}"
+                    ))));
+                    let _ = write_frame(&mut send, &too_large, FRAME_BYTES_MAX).await;
+                }
+                Err(_) => return,
             }
-            Err(_) => return,
+            let _ = send.finish();
+            drop(response);
+            drop(permit);
+            // Keep the stream until the peer has read the response (or gone away).
+            let _ = send.stopped().await;
+        })
+        .await;
+        if answered.is_err() {
+            refused(self.node_id(), "deadline");
+            let _ = send.reset(ANSWER_NOT_READ.into());
         }
-        let _ = send.finish();
-        drop(permit);
-        // Keep the stream until the peer has read the response (or gone away).
-        let _ = send.stopped().await;
     }
 
     /// Reads one request frame (whole within the request timeout) and serves it.

@@ -92,7 +92,10 @@ impl AdminPort for NodeCore {
             // and, past the election timeout, forcing an election. openraft 0.9 cannot hand
             // leadership over, so the leader refuses.
             return Err(AdminError::Refused(format!(
-                "compaction refused: node {} is the leader of {voters} voters, and a compaction                  holds its database for its whole run, stalling the cluster's writes; compact                  the followers, and this node once another node leads (restart it to hand                  leadership over)",
+                "compaction refused: node {} is the leader of {voters} voters, and a compaction \
+                 holds its database for its whole run, stalling the cluster's writes; compact \
+                 the followers, and this node once another node leads (restart it to hand \
+                 leadership over)",
                 self.node_id
             )));
         }

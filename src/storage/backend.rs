@@ -1,8 +1,11 @@
 //! The database file as redb sees it: redb's own `FileBackend`, with the node's disk faults
 //! (`crate::fault::StorageFaults`) consulted before each write, resize and sync, so an injected
-//! full or failing disk takes redb's real error path. Unarmed, it only forwards.
+//! full or failing disk takes redb's real error path; and a failed sync, injected or real, is
+//! recorded (`Store::sync_failed`). Unarmed, it only forwards.
 
 use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::StorageBackend;
 use redb::backends::FileBackend;
@@ -13,16 +16,20 @@ use crate::fault::StorageFaults;
 pub(in crate::storage) struct FaultyFile {
     inner: FileBackend,
     faults: StorageFaults,
+    /// Set when a sync failed (injected or real), for `Store::sync_failed`.
+    sync_failed: Arc<AtomicBool>,
 }
 
 impl FaultyFile {
     pub(in crate::storage) fn new(
         file: std::fs::File,
         faults: StorageFaults,
+        sync_failed: Arc<AtomicBool>,
     ) -> Result<Self, redb::DatabaseError> {
         Ok(FaultyFile {
             inner: FileBackend::new(file)?,
             faults,
+            sync_failed,
         })
     }
 
@@ -46,8 +53,14 @@ impl StorageBackend for FaultyFile {
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        self.check()?;
-        self.inner.sync_data()
+        let synced = match self.faults.sync_error() {
+            Some(error) => Err(error),
+            None => self.inner.sync_data(),
+        };
+        if synced.is_err() {
+            self.sync_failed.store(true, Ordering::SeqCst);
+        }
+        synced
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {

@@ -61,12 +61,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the disk failed (an I/O error, or redb refusing after one): redb then needs
-    /// the database opened again.
-    pub fn is_io(&self) -> bool {
+    /// Whether redb itself met an I/O error (or refuses after one): redb then takes no write
+    /// until the database is opened again. Errors of the store's own files (snapshot files)
+    /// do not count: redb never saw them.
+    pub fn poisons_redb(&self) -> bool {
         matches!(
             self,
-            Error::Io { .. } | Error::Redb(redb::Error::Io(_) | redb::Error::PreviousIo)
+            Error::Redb(redb::Error::Io(_) | redb::Error::PreviousIo)
         )
     }
 

@@ -181,6 +181,7 @@ struct Reopen {
     path: PathBuf,
     cache_bytes: usize,
     faults: crate::fault::StorageFaults,
+    sync_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Opens (or creates) the database file at `path` through the node's disk faults.
@@ -188,6 +189,7 @@ fn open_file(
     path: &Path,
     cache_bytes: usize,
     faults: &crate::fault::StorageFaults,
+    sync_failed: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Database> {
     let file = private_file()
         .read(true)
@@ -196,7 +198,11 @@ fn open_file(
         .truncate(false)
         .open(path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let backend = crate::storage::backend::FaultyFile::new(file, faults.clone())?;
+    let backend = crate::storage::backend::FaultyFile::new(
+        file,
+        faults.clone(),
+        std::sync::Arc::clone(sync_failed),
+    )?;
     let mut builder = redb::Builder::new();
     builder.set_cache_size(cache_bytes);
     Ok(builder.create_with_backend(backend)?)
@@ -262,6 +268,7 @@ impl Store {
     pub fn open(options: &StoreOptions) -> Result<Store> {
         let mut builder = redb::Builder::new();
         builder.set_cache_size(options.cache_bytes);
+        let sync_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (db, snapshot_dir, snapshot_tmp) = match &options.mode {
             StorageMode::File(dir) => {
                 create_private_dir(dir)
@@ -272,7 +279,7 @@ impl Store {
                 // Created with mode 0600 (redb initializes an empty file; an existing one
                 // keeps its mode).
                 let path = dir.join(DB_FILE_NAME);
-                let db = open_file(&path, options.cache_bytes, &options.faults)?;
+                let db = open_file(&path, options.cache_bytes, &options.faults, &sync_failed)?;
                 (db, snapshot_dir, None)
             }
             StorageMode::InMemory => {
@@ -305,6 +312,7 @@ impl Store {
                     path: dir.join(DB_FILE_NAME),
                     cache_bytes: options.cache_bytes,
                     faults: options.faults.clone(),
+                    sync_failed: std::sync::Arc::clone(&sync_failed),
                 }),
                 StorageMode::InMemory => None,
             },
@@ -330,7 +338,7 @@ impl Store {
     /// Records that a write failed with `error`; when it is an I/O error, redb refuses every
     /// later write until [`Store::reopen`].
     fn note_write_error(&self, error: &Error) {
-        if error.is_io() {
+        if error.poisons_redb() {
             crate::sync::lock(&self.io_failed).get_or_insert_with(|| error.to_string());
         }
     }
@@ -338,6 +346,15 @@ impl Store {
     /// Whether a write failed with an I/O error since the database was (re)opened.
     pub fn io_failed(&self) -> bool {
         crate::sync::lock(&self.io_failed).is_some()
+    }
+
+    /// Whether a sync of the database file ever failed in this process. Not retried: after a
+    /// failed fsync the kernel may have dropped pages that never reached the disk, and a
+    /// reopened file could show as durable what is not (PostgreSQL's "fsyncgate").
+    pub fn sync_failed(&self) -> bool {
+        self.reopen
+            .as_ref()
+            .is_some_and(|reopen| reopen.sync_failed.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// The first I/O error a write failed with since the database was (re)opened.
@@ -352,6 +369,8 @@ impl Store {
     /// and nothing to reopen.
     pub(in crate::storage) fn reopen(&self) -> Result<()> {
         let Some(reopen) = &self.reopen else {
+            // No file (the in-memory store): nothing to open again.
+            crate::sync::lock(&self.io_failed).take();
             return Ok(());
         };
         {
@@ -362,7 +381,12 @@ impl Store {
             if let Some(Err(error)) = db.take().map(Database::close) {
                 tracing::warn!(%error, "storage: closing the database after an I/O error");
             }
-            *db = Some(open_file(&reopen.path, reopen.cache_bytes, &reopen.faults)?);
+            *db = Some(open_file(
+                &reopen.path,
+                reopen.cache_bytes,
+                &reopen.faults,
+                &reopen.sync_failed,
+            )?);
         }
         crate::sync::lock(&self.tail).clear();
         self.auth_changed();

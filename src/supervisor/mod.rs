@@ -2,7 +2,9 @@
 //! sql), restarts a failed child after an exponential backoff (one-for-one; a storage failure
 //! restarts its dependents too), fails the node when the restart budget is spent, refuses to start
 //! storage when the cross-storage validation fails, and restarts a child whose health check is
-//! critical K times in a row; on stop, closes the store with one fsync'd commit. Every supervision
+//! critical K times in a row; on stop, closes the store with one fsync'd commit. A full or
+//! failing disk under storage or Raft is retried without spending the budget, the database
+//! opened again before storage restarts; a failed fsync fails the node. Every supervision
 //! decision lives here, and the health board (`board`) where its results are published. Never names
 //! the node or the net servers.
 //!
@@ -221,7 +223,7 @@ async fn on_start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState,
     let Some(store) = state.store.clone() else {
         return;
     };
-    if kind == ActorKind::Storage && store.io_failed() {
+    if kind == ActorKind::Storage && store.io_failed() && !store.sync_failed() {
         // A write failed with an I/O error, and redb takes no write until the database is
         // opened again: reopened here, then validated like any start.
         let reopened = tokio::task::spawn_blocking({
@@ -426,9 +428,38 @@ async fn on_child_failed(
     for dependent in dependents(kind) {
         stop_child(state, *dependent).await;
     }
-    if state.store.as_ref().is_some_and(|store| store.io_failed()) {
-        // The disk failed (full, or failing): restarts go on, backed off, until it works
-        // again; `/health` says why meanwhile.
+    if state
+        .store
+        .as_ref()
+        .is_some_and(|store| store.sync_failed())
+    {
+        // Not retried: pages the node reported written may never reach the disk.
+        let reason = format!(
+            "storage: a sync of the database file failed ({reason}); what this node reported \
+             written may not be on disk, so it stops rather than retry: check the disk, then \
+             restart the node"
+        );
+        for child in [
+            ActorKind::Sql,
+            ActorKind::Health,
+            ActorKind::Ttl,
+            ActorKind::Raft,
+            ActorKind::Storage,
+        ] {
+            stop_child(state, child).await;
+        }
+        state
+            .board
+            .set_check("storage", Check::new(CheckStatus::Failed, reason.clone()));
+        state.board.fail(reason);
+        return;
+    }
+    let disk = matches!(kind, ActorKind::Storage | ActorKind::Raft)
+        && state.store.as_ref().is_some_and(|store| store.io_failed());
+    if disk {
+        // The disk failed (full, or failing) under storage, or under Raft's storage calls:
+        // restarts go on, backed off, until it works again; `/health` says why meanwhile.
+        // Other children's failures spend the budget as always.
         let after = state.policy.on_disk_failure(kind, Instant::now());
         state.board.set_check(
             "storage",

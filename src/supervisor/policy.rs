@@ -1,5 +1,6 @@
 //! The restart policy as a pure function of failure times: exponential backoff per child and a
-//! restart intensity limit (more than R restarts within T fail the node). No clock inside:
+//! restart intensity limit (more than R restarts within T fail the node); failures a failing
+//! disk caused back off without counting against the limit. No clock inside:
 //! callers pass `now`, so tests need no sleeps.
 
 use std::collections::{BTreeMap, VecDeque};

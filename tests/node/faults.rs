@@ -90,6 +90,35 @@ async fn a_failing_disk_refuses_writes_and_the_node_recovers() {
     disk_fault_scenario(52, DiskFault::Failing, "Input/output error").await;
 }
 
+// Proves a failed fsync is not retried (the kernel may have dropped pages that never reached
+// the disk, so a reopened file could show them as durable): the write fails, the node fails
+// naming the sync, and a restart on the same files (the disk healthy again) serves every
+// acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_fails_the_node_and_keeps_what_was_acknowledged() {
+    let node = TestNode::start(54, |_| {}).await;
+    write_acked(&node, 5).await;
+    node.faults().storage.fail_writes(DiskFault::SyncFails);
+    assert!(node.put("during", "the fault").await.is_err());
+    assert!(
+        node.wait_until(|n| n.node.board.failure().is_some()).await,
+        "the node did not fail after a failed sync"
+    );
+    let failure = node.node.board.failure().unwrap();
+    assert!(
+        failure.contains("a sync of the database file failed"),
+        "{failure}"
+    );
+    assert!(failure.contains("Input/output error"), "{failure}");
+    let node = node.restart().await;
+    assert!(node.wait_serving().await);
+    assert_all_acked(&node, 5);
+    node.put("after", "the restart")
+        .await
+        .expect("write after restart");
+    node.shutdown().await;
+}
+
 // Proves openraft's fatal error is an actor failure: when the log store's append fails (the
 // storage writer stays well), the core stops, the RaftActor fails with the error, the
 // supervisor restarts Raft, and the node serves again with every acknowledged write.
