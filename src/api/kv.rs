@@ -406,3 +406,48 @@ pub fn strinc(prefix: &[u8]) -> Option<Vec<u8>> {
     out[keep] += 1;
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn txn_of(ops: usize) -> Txn {
+        Txn {
+            compares: Vec::new(),
+            success: (0..ops).map(|_| TxnOp::Get { key: Vec::new() }).collect(),
+            failure: Vec::new(),
+        }
+    }
+
+    // Proves a transaction list longer than TXN_OPS_MAX is refused while decoding, from its
+    // announced length, even when the bytes for its elements are not there (a frame of tiny
+    // operations never inflates), and that a list at the limit decodes whole.
+    #[test]
+    fn long_transaction_lists_are_refused_before_their_elements() {
+        let at_limit = postcard::to_allocvec(&txn_of(TXN_OPS_MAX)).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Txn>(&at_limit).unwrap(),
+            txn_of(TXN_OPS_MAX)
+        );
+        let over = postcard::to_allocvec(&txn_of(TXN_OPS_MAX + 1)).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Txn>(&over),
+            Err(postcard::Error::SerdeDeCustom)
+        );
+        // compares: empty; success: a million two-byte gets (2 MB that would decode into
+        // 88 MB of elements); failure: empty.
+        let mut tiny = vec![0u8];
+        tiny.extend_from_slice(&[0xc0, 0x84, 0x3d]); // varint 1,000,000
+        tiny.extend(std::iter::repeat_n([3u8, 0], 1_000_000).flatten());
+        tiny.push(0);
+        assert_eq!(
+            postcard::from_bytes::<Txn>(&tiny),
+            Err(postcard::Error::SerdeDeCustom)
+        );
+        // The same list announcing more elements than its bytes can hold stops at their end.
+        assert_eq!(
+            postcard::from_bytes::<Txn>(&tiny[..100]),
+            Err(postcard::Error::DeserializeUnexpectedEnd)
+        );
+    }
+}
