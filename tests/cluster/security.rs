@@ -315,7 +315,7 @@ fn memory_of(pid: u32, field: &str) -> u64 {
 
 // Proves the hostile frames of the robustness issue cost a node bounded memory and leave it
 // serving: 10,000 streams that send one byte and stop, 20 headers announcing the largest
-// request and then silence, 20 well-formed transactions of ~700,000 two-byte operations
+// request and then silence, 20 well-formed transactions of ~786,000 two-byte operations
 // (refused from their announced length, before they inflate some forty times), and ranges
 // over 1 MiB values (cut by bytes inside the scan); meanwhile a client's writes and reads
 // succeed, the stalled streams are answered once `net.request_timeout_ms` passes, and the
