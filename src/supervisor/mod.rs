@@ -439,20 +439,10 @@ async fn on_child_failed(
              written may not be on disk, so it stops rather than retry: check the disk, then \
              restart the node"
         );
-        for child in [
-            ActorKind::Sql,
-            ActorKind::Health,
-            ActorKind::Ttl,
-            ActorKind::Raft,
-            ActorKind::Storage,
-        ] {
-            stop_child(state, child).await;
-        }
         state
             .board
             .set_check("storage", Check::new(CheckStatus::Failed, reason.clone()));
-        state.board.fail(reason);
-        return;
+        return fail_node(state, reason).await;
     }
     let disk = matches!(kind, ActorKind::Storage | ActorKind::Raft)
         && state.store.as_ref().is_some_and(|store| store.io_failed());
@@ -485,18 +475,15 @@ async fn on_child_failed(
                 "supervisor: {restarts} restarts within {} ms (last: {kind}: {reason}); node failed",
                 window.as_millis()
             );
-            for child in [
-                ActorKind::Sql,
-                ActorKind::Health,
-                ActorKind::Ttl,
-                ActorKind::Raft,
-                ActorKind::Storage,
-            ] {
-                stop_child(state, child).await;
-            }
-            state.board.fail(reason);
+            fail_node(state, reason).await;
         }
     }
+}
+
+/// Stops every child (storage last: its dependents first) and fails the node with `reason`.
+async fn fail_node(state: &mut SupervisorState, reason: String) {
+    stop_child(state, ActorKind::Storage).await;
+    state.board.fail(reason);
 }
 
 /// Stops a child and what depends on it, dependents first, without counting failures.

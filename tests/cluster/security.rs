@@ -522,3 +522,52 @@ async fn requests_and_connections_past_their_bounds_are_refused() {
     assert_eq!(admission.connections_open(), 3);
     cluster.shutdown().await;
 }
+
+// Proves a client that never reads its answer does not keep the node's work: with room for
+// one request at a time, a range whose 4 MiB answer is never read holds that room only until
+// `net.request_timeout_ms` passes (the stream is then reset), and the next request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_never_read_frees_its_place() {
+    let cluster = Cluster::start(91, 1, |config| {
+        config.net.requests_max = 1;
+        config.net.request_timeout_ms = 1_000;
+    })
+    .await;
+    let address = cluster.address(91);
+    let client = cluster.client().await;
+    let value = vec![b'v'; 1 << 20];
+    for i in 0..6 {
+        client.put(format!("big/{i}"), value.clone()).await.unwrap();
+    }
+    // A known client (the root key), so the range is served rather than refused.
+    let root = aspen::net::endpoint::bind(
+        aspen::testing::root_key(),
+        "127.0.0.1:0".parse().unwrap(),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let raw = Connections::new(root, Duration::from_secs(2));
+    let conn = raw.connection(&address, CLIENT_ALPN).await.unwrap();
+    let range = ClientRequest::new(ClientOp::Range {
+        range: aspen::api::KeyRange::prefix(b"big/"),
+        limit: 0,
+        keys_only: false,
+        count_only: false,
+        consistency: aspen::api::Consistency::Stale,
+    });
+    let frame = aspen::net::frame::encode_bytes(&range).unwrap();
+    let (mut send, _unread) = open_with(&conn, &frame).await;
+    send.finish().unwrap();
+    let in_progress = || cluster.nodes[&91].node.admission.requests_in_progress();
+    crate::util::eventually("the node holds the unread answer", || async {
+        in_progress() == 1
+    })
+    .await;
+    crate::util::eventually("the unread answer gives its place back", || async {
+        in_progress() == 0
+    })
+    .await;
+    client.put("after", "v").await.unwrap();
+    cluster.shutdown().await;
+}
