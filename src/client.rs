@@ -638,6 +638,15 @@ impl Client {
         status(self.request(ClientOp::Status).await?)
     }
 
+    /// Compares the members' key spaces (root only): the leader has every member hash its
+    /// key space at one point of the log (`crate::api::hashkv`).
+    pub async fn hash_kv(&self) -> Result<crate::api::HashKvReport> {
+        match self.request(ClientOp::HashKv).await?.result? {
+            ClientOutput::HashKv(report) => Ok(report),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
     /// The status of one node.
     pub async fn status_of(&self, node: &NodeAddress) -> Result<ClusterStatus> {
         status(self.request_to(node, ClientOp::Status).await?)

@@ -1,10 +1,9 @@
 //! The Raft log payload: what the leader proposes ([`Request`]: a [`Command`] and its clock),
 //! what the state machine answers ([`Response`]), and openraft's type configuration. Built
-//! from `api` types; the housekeeping commands (`Expire`, `SetVaultLimits`, `AuthBootstrap`, `RenewLeases`)
-//! exist only here,
-//! so a client request cannot express them ([`crate::api::WriteOp`] has no such variant).
-//! Also owns `VaultLimits` (replicated state) and openraft's type aliases (`LogId`, `Entry`,
-//! ...). Plain data: no redb, no network.
+//! from `api` types; the housekeeping commands (`Expire`, `SetVaultLimits`, `AuthBootstrap`,
+//! `RenewLeases`, `HashCheck`) exist only here, so a client request cannot express them
+//! ([`crate::api::WriteOp`] has no such variant). Also owns `VaultLimits` (replicated state)
+//! and openraft's type aliases (`LogId`, `Entry`, ...). Plain data: no redb, no network.
 //!
 //! Disk compatibility: log entries are postcard, which encodes enum variants by position. Add
 //! new variants and fields only at the end. Entries written before `Command::Write` wrapped a
@@ -75,6 +74,10 @@ pub enum Command {
     /// a leader takes over: time without a leader does not count against a lease.
     /// Housekeeping: a new leader proposes it first.
     RenewLeases,
+    /// A hash check (`crate::api::hashkv`): changes nothing; every member hashes its key space
+    /// as it stands right after applying it, and keeps the result under `check` for the
+    /// leader to collect. Housekeeping: a client asks for one with `ClientOp::HashKv`.
+    HashCheck { check: u64 },
 }
 
 /// One write of a [`Command::Batch`]: a client's write and the leader's clock for it.
@@ -95,7 +98,8 @@ impl Command {
             | Command::SetVaultLimits(_)
             | Command::Auth(_)
             | Command::AuthBootstrap { .. }
-            | Command::RenewLeases => false,
+            | Command::RenewLeases
+            | Command::HashCheck { .. } => false,
             Command::Batch(items) => items.iter().any(|item| item.op.adds_data()),
         }
     }
@@ -133,7 +137,7 @@ impl Command {
                 Ok(())
             }
             Command::Auth(op) => op.validate().map_err(|e| CommandError::Auth(e.to_string())),
-            Command::RenewLeases => Ok(()),
+            Command::RenewLeases | Command::HashCheck { .. } => Ok(()),
             Command::AuthBootstrap { roots } => {
                 if roots.is_empty() || roots.len() > crate::api::auth::AUTH_ENTRIES_MAX {
                     return Err(CommandError::Auth(format!(
@@ -156,7 +160,8 @@ impl Request {
             Command::SetVaultLimits(_)
             | Command::Auth(_)
             | Command::AuthBootstrap { .. }
-            | Command::RenewLeases => 0,
+            | Command::RenewLeases
+            | Command::HashCheck { .. } => 0,
             Command::Batch(items) => items.iter().map(|item| item.op.payload_bytes()).sum(),
         }
     }

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
-    CACHE_BYTES_DEFAULT, EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, QUICK_REPAIR_DEFAULT,
-    QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX, SQL_TIMEOUT_MS_MAX, VAULT_KEYS_MAX_DEFAULT,
-    VAULTS_MAX_DEFAULT,
+    CACHE_BYTES_DEFAULT, EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, HASH_CHECK_INTERVAL_MS_MIN,
+    QUICK_REPAIR_DEFAULT, QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX, SQL_TIMEOUT_MS_MAX,
+    VAULT_KEYS_MAX_DEFAULT, VAULTS_MAX_DEFAULT,
 };
 
 /// Prefix of environment overrides.
@@ -266,6 +266,9 @@ pub struct HealthSection {
     /// Committed but not yet applied entries above these counts are warning / critical.
     pub apply_lag_warning: u64,
     pub apply_lag_critical: u64,
+    /// As the leader, compare the members' key spaces this often (`aspen cluster hashkv`);
+    /// 0: never (the default, as etcd's periodic corruption check is off by default).
+    pub hash_check_interval_ms: u64,
 }
 
 impl Default for HealthSection {
@@ -279,6 +282,7 @@ impl Default for HealthSection {
             db_size_warning_percent: 80,
             apply_lag_warning: 1_000,
             apply_lag_critical: 10_000,
+            hash_check_interval_ms: 0,
         }
     }
 }
@@ -477,6 +481,14 @@ impl NodeConfig {
         rule(
             self.net.requests_max >= 1 && self.net.connections_max >= 1,
             "net.requests_max and net.connections_max must be at least 1".into(),
+        );
+        rule(
+            self.health.hash_check_interval_ms == 0
+                || self.health.hash_check_interval_ms >= HASH_CHECK_INTERVAL_MS_MIN,
+            format!(
+                "health.hash_check_interval_ms ({}) must be 0 (off) or at least {HASH_CHECK_INTERVAL_MS_MIN}",
+                self.health.hash_check_interval_ms
+            ),
         );
         rule(
             self.storage.quota_bytes >= 1 << 20,

@@ -117,3 +117,14 @@ const _: () = assert!(PAGE_BYTES_MAX + KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_B
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < SNAPSHOT_RECORD_BYTES_MAX);
 const _: () = assert!(SCAN_ENTRIES_MAX <= DELETE_CHUNK_ENTRIES_MAX);
 const _: () = assert!(SQL_RESULT_BYTES_MAX + KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_BYTES_MAX);
+/// How long the leader waits for each member's hash at a hash check (`aspen cluster hashkv`):
+/// the member must apply the check entry and hash its key space within it.
+pub const HASH_CHECK_WAIT_MS: u64 = 10_000;
+/// The shortest `health.hash_check_interval_ms` (each check hashes every member's whole key
+/// space).
+pub const HASH_CHECK_INTERVAL_MS_MIN: u64 = 1_000;
+/// Hash checks a node keeps the results of (the leader asks for one moments after proposing).
+pub const HASH_RESULTS_KEPT: usize = 16;
+/// Hash checks a node hashes at once; one more is answered "busy" (each holds a read
+/// transaction open, which keeps the pages it reads from being reused).
+pub const HASH_RUNNING_MAX: usize = 2;

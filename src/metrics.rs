@@ -39,6 +39,12 @@ pub const CLIENT_REFUSED: &str = "aspen_client_refused_total";
 pub const VAULT_OPERATIONS: &str = "aspen_vault_operations_total";
 /// 1 while the quota alarm is on (the database file at or over `storage.quota_bytes`).
 pub const QUOTA_ALARM: &str = "aspen_quota_alarm";
+/// 1 while the corrupt alarm is on: the last hash check this node ran (as the leader) found a
+/// member whose key space differs from the others'.
+pub const CORRUPT_ALARM: &str = "aspen_corrupt_alarm";
+/// Hash checks this node ran, by outcome: `agree`, `mismatch`, `incomplete` (a member did not
+/// answer), `error` (the check could not be proposed).
+pub const HASH_CHECKS: &str = "aspen_hash_checks_total";
 /// How long each file compaction held the database (reads and writes waited at most this).
 pub const STORAGE_COMPACTION_SECONDS: &str = "aspen_storage_compaction_duration_seconds";
 
@@ -114,6 +120,11 @@ pub fn register_node(node_id: u64, actors: &[&'static str]) {
         metrics::counter!(name, "node_id" => node.clone()).increment(0);
     }
     metrics::gauge!(QUOTA_ALARM, "node_id" => node.clone()).set(0.0);
+    metrics::gauge!(CORRUPT_ALARM, "node_id" => node.clone()).set(0.0);
+    for outcome in ["agree", "mismatch", "incomplete", "error"] {
+        metrics::counter!(HASH_CHECKS, "node_id" => node.clone(), "outcome" => outcome)
+            .increment(0);
+    }
     for outcome in ["ok", "truncated", "error", "timeout"] {
         metrics::counter!(SQL_QUERIES, "node_id" => node.clone(), "outcome" => outcome)
             .increment(0);

@@ -3,7 +3,8 @@
 //! stays critical). It never acts on them itself. Checks: `raft_actor`, `storage`, `ttl_actor`, `sql_actor` (each answers a ping in
 //! time; storage also opens a read transaction), `leader` (a leader is known), `apply_lag`,
 //! `disk_space`, `db_file` (a warning as the file nears the quota), `quota` (the quota alarm:
-//! degraded while the file is at or over the quota). Each is ok / warning / critical with a
+//! degraded while the file is at or over the quota), `corrupt` (the corrupt alarm: degraded
+//! while the last hash check this node ran found members whose key spaces differ). Each is ok / warning / critical with a
 //! message.
 
 use std::path::PathBuf;
@@ -156,6 +157,10 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
     metrics::gauge!(crate::metrics::QUOTA_ALARM, "node_id" => node_id.to_string())
         .set(if alarm.is_some() { 1.0 } else { 0.0 });
     reports.push(report("quota", quota_check(alarm), None));
+    let corrupt = args.store.hash_checks().alarm();
+    metrics::gauge!(crate::metrics::CORRUPT_ALARM, "node_id" => node_id.to_string())
+        .set(if corrupt.is_some() { 1.0 } else { 0.0 });
+    reports.push(report("corrupt", corrupt_check(corrupt.as_ref()), None));
     for r in &mut reports {
         if args.faults.is_forced_critical(r.name) {
             r.check = Check::new(CheckStatus::Critical, "forced critical by fault injection");
@@ -238,6 +243,30 @@ fn quota_check(alarm: Option<(u64, u64)>) -> Check {
             ),
         ),
     }
+}
+
+/// Degraded while the corrupt alarm is on: this node (the leader that ran the check) serves
+/// as before; the message names the members whose key space differs, for the operator to
+/// rebuild them (`docs/operations.md`).
+fn corrupt_check(alarm: Option<&crate::api::HashKvReport>) -> Check {
+    let Some(report) = alarm else {
+        return Check::ok();
+    };
+    let revision = report
+        .members
+        .iter()
+        .find_map(|m| m.result.as_ref().ok())
+        .map_or(0, |hash| hash.revision);
+    let nodes: Vec<String> = report.mismatched.iter().map(|id| id.to_string()).collect();
+    Check::new(
+        CheckStatus::Warning,
+        format!(
+            "corrupt alarm: at hash check {} (revision {revision}) the key space of node {} \
+             differs from the other members'; `aspen cluster hashkv` checks again",
+            report.check,
+            nodes.join(", node ")
+        ),
+    )
 }
 
 fn db_file_check(dir: &std::path::Path, quota: u64, health: &HealthSection) -> Check {

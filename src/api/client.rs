@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::auth::{AuthOp, AuthState, ClientId, Need, Perm, single_key};
 use crate::api::error::CommandError;
+use crate::api::hashkv::HashKvReport;
 use crate::api::kv::{KeyRange, KeyValue, NodeId, Output, TxnOp, VaultInfo};
 use crate::api::sql::SqlResult;
 use crate::api::write::WriteOp;
-use crate::limits::{MEMBERS_MAX, SQL_TIMEOUT_MS_MAX};
+use crate::limits::{HASH_CHECK_WAIT_MS, MEMBERS_MAX, SQL_TIMEOUT_MS_MAX};
 
 pub const CLIENT_ALPN: &[u8] = b"aspen/client/1";
 /// 2: requests carry `on_behalf_of`; the auth operations.
@@ -107,6 +108,9 @@ pub enum ClientOp {
     },
     /// Who the node takes this client for, and its roles.
     WhoAmI,
+    /// Compare the members' key spaces (root only; run by the leader): every member hashes
+    /// its key space at one point of the log (`crate::api::hashkv`).
+    HashKv,
 }
 
 impl ClientOp {
@@ -118,7 +122,8 @@ impl ClientOp {
             | ClientOp::Auth(_)
             | ClientOp::AddLearner { .. }
             | ClientOp::Promote { .. }
-            | ClientOp::Remove { .. } => true,
+            | ClientOp::Remove { .. }
+            | ClientOp::HashKv => true,
             ClientOp::Range { consistency, .. }
             | ClientOp::LeaseList { consistency }
             | ClientOp::Sql { consistency, .. }
@@ -151,6 +156,7 @@ impl ClientOp {
                 | ClientOp::VaultList { .. }
                 | ClientOp::AuthList { .. }
                 | ClientOp::WhoAmI
+                | ClientOp::HashKv
         )
     }
 
@@ -196,15 +202,17 @@ impl ClientOp {
             | ClientOp::Promote { .. }
             | ClientOp::Remove { .. }
             | ClientOp::Auth(_)
-            | ClientOp::AuthList { .. } => Need::Root,
+            | ClientOp::AuthList { .. }
+            | ClientOp::HashKv => Need::Root,
         }
     }
 
     /// How much longer than an ordinary request the answer may take: a query may run up to
-    /// the SQL timeout's ceiling.
+    /// the SQL timeout's ceiling, a hash check as long as the leader waits for the members.
     pub fn response_allowance(&self) -> Duration {
         match self {
             ClientOp::Sql { .. } => Duration::from_millis(SQL_TIMEOUT_MS_MAX),
+            ClientOp::HashKv => Duration::from_millis(HASH_CHECK_WAIT_MS),
             _ => Duration::ZERO,
         }
     }
@@ -240,6 +248,7 @@ pub enum ClientOutput {
     Vaults(Vec<VaultInfo>),
     Auth(AuthState),
     WhoAmI(WhoAmI),
+    HashKv(HashKvReport),
 }
 
 /// Who a node takes the client for.

@@ -1,4 +1,4 @@
-//! `aspen cluster init | add-learner | promote | remove | status | members`.
+//! `aspen cluster init | add-learner | promote | remove | status | members | hashkv`.
 
 use std::collections::BTreeMap;
 
@@ -97,5 +97,62 @@ pub(super) async fn cluster(client: &Client, command: &ClusterCommand) -> Result
                 serde_json::to_value(&s.members).map_err(|e| e.to_string())?,
             ))
         }
+        ClusterCommand::Hashkv => hashkv(client).await,
     }
+}
+
+/// One line per member (id, revision, log index, keys, hash, verdict); exits 1 naming the
+/// members whose hash differs, or that did not answer.
+async fn hashkv(client: &Client) -> Result<Answer, String> {
+    let report = client.hash_kv().await.map_err(|e| e.to_string())?;
+    let mut text = format!(
+        "hash check {:016x} run by leader {}\n{:<6} {:>10} {:>10} {:>10}  {:<8}  status",
+        report.check, report.leader, "node", "revision", "index", "keys", "hash"
+    );
+    for member in &report.members {
+        let line = match &member.result {
+            Ok(h) => {
+                let verdict = if report.mismatched.contains(&member.id) {
+                    "MISMATCH"
+                } else {
+                    "ok"
+                };
+                format!(
+                    "{:<6} {:>10} {:>10} {:>10}  {:08x}  {verdict}",
+                    member.id, h.revision, h.applied_index, h.keys, h.hash
+                )
+            }
+            Err(error) => format!(
+                "{:<6} {:>10} {:>10} {:>10}  {:<8}  {error}",
+                member.id, "-", "-", "-", "-"
+            ),
+        };
+        text.push('\n');
+        text.push_str(&line);
+    }
+    let mut answer = Answer::new(
+        text,
+        serde_json::to_value(&report).map_err(|e| e.to_string())?,
+    );
+    let silent: Vec<String> = report
+        .members
+        .iter()
+        .filter(|m| m.result.is_err())
+        .map(|m| m.id.to_string())
+        .collect();
+    if !report.mismatched.is_empty() {
+        let nodes: Vec<String> = report.mismatched.iter().map(|id| id.to_string()).collect();
+        answer.note = Some(format!(
+            "Error: the key space of node {} differs from the other members' (corrupt alarm raised on the leader)",
+            nodes.join(", node ")
+        ));
+        answer.failed = true;
+    } else if !silent.is_empty() {
+        answer.note = Some(format!(
+            "Error: node {} did not answer; the members that did agree",
+            silent.join(", node ")
+        ));
+        answer.failed = true;
+    }
+    Ok(answer)
 }

@@ -191,6 +191,7 @@ pub(super) async fn sql(
             .truncated
             .as_ref()
             .map(|reason| format!("note: result truncated: {reason}")),
+        failed: false,
     })
 }
 

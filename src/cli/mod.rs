@@ -278,6 +278,9 @@ pub enum ClusterCommand {
     Status,
     /// Members with their addresses and roles.
     Members,
+    /// Compare the members' key spaces (root only): the leader has every member hash its key
+    /// space at the same point of the log. Exits 1 naming the members whose hash differs.
+    Hashkv,
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -300,7 +303,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             if let Some(note) = answer.note {
                 eprintln!("{note}");
             }
-            ExitCode::SUCCESS
+            if answer.failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(error) => {
             eprintln!("Error: {error}");

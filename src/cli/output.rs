@@ -16,6 +16,8 @@ pub(super) struct Answer {
     pub csv: Option<String>,
     /// Printed on stderr after the answer in any format (a truncated result).
     pub note: Option<String>,
+    /// The command ran but found a problem (the note says which): the process exits 1.
+    pub failed: bool,
 }
 
 impl Answer {

@@ -1,9 +1,11 @@
 //! Disk faults: while armed, the database file's writes and resizes fail as on a full disk
 //! (`ENOSPC`) or a failing one (`EIO`), or its syncs fail (`EIO`), through redb's own error
-//! path (`storage::backend::FaultyFile` asks here).
+//! path (`storage::backend::FaultyFile` asks here). And silent damage: one stored value of
+//! this replica changed behind Raft's back, as a bit flip would (the state machine's next
+//! apply does it), for the hash check to find.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What the disk does while the fault is armed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,10 +19,18 @@ pub enum DiskFault {
     SyncFails,
 }
 
-/// The disk fault of one node's database file, if one is armed. Cheap to clone; every clone
-/// arms the same fault.
+/// The disk fault of one node's database file, if one is armed, and the damage armed for
+/// its state. Cheap to clone; every clone arms the same faults.
 #[derive(Debug, Clone, Default)]
-pub struct StorageFaults(Arc<AtomicU8>);
+pub struct StorageFaults(Arc<Armed>);
+
+#[derive(Debug, Default)]
+struct Armed {
+    disk: AtomicU8,
+    /// Set with `damage`, so an apply checks one atomic, not a lock.
+    damage_armed: AtomicBool,
+    damage: Mutex<Option<Vec<u8>>>,
+}
 
 const NONE: u8 = 0;
 const FULL: u8 = 1;
@@ -35,26 +45,42 @@ impl StorageFaults {
             DiskFault::Failing => FAILING,
             DiskFault::SyncFails => SYNC_FAILS,
         };
-        self.0.store(code, Ordering::SeqCst);
+        self.0.disk.store(code, Ordering::SeqCst);
     }
 
     /// Writes succeed again (the space came back).
     pub fn heal(&self) {
-        self.0.store(NONE, Ordering::SeqCst);
+        self.0.disk.store(NONE, Ordering::SeqCst);
     }
 
     /// The error a write or resize of the file gets now, if a fault is armed.
     pub fn write_error(&self) -> Option<std::io::Error> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.0.disk.load(Ordering::Relaxed) {
             FULL => Some(std::io::Error::from_raw_os_error(libc_enospc())),
             FAILING => Some(std::io::Error::from_raw_os_error(libc_eio())),
             _ => None,
         }
     }
 
+    /// Damages this replica: the state machine's next apply on this node flips the bits of
+    /// the first byte of `key`'s stored value (a key not stored is left alone), changing
+    /// nothing else and telling no other node.
+    pub fn damage_value(&self, key: impl Into<Vec<u8>>) {
+        *crate::sync::lock(&self.0.damage) = Some(key.into());
+        self.0.damage_armed.store(true, Ordering::SeqCst);
+    }
+
+    /// The key whose value to damage now, once (`damage_value`).
+    pub fn take_damage(&self) -> Option<Vec<u8>> {
+        if !self.0.damage_armed.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        crate::sync::lock(&self.0.damage).take()
+    }
+
     /// The error a sync of the file gets now, if a fault is armed.
     pub fn sync_error(&self) -> Option<std::io::Error> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.0.disk.load(Ordering::Relaxed) {
             SYNC_FAILS => Some(std::io::Error::from_raw_os_error(libc_eio())),
             _ => None,
         }

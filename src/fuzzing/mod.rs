@@ -93,6 +93,14 @@ fn sample_rpc_frames() -> Vec<(&'static str, Vec<u8>)> {
                 done: false,
             }),
         ),
+        (
+            "hash_kv",
+            RaftRpc::HashKv {
+                from: 1,
+                check: 0x5eed,
+                wait_ms: 10_000,
+            },
+        ),
     ];
     rpcs.into_iter()
         .map(|(name, rpc)| (name, encode_frame(&rpc)))
@@ -198,6 +206,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             },
         ),
         ("status", ClientOp::Status),
+        ("hashkv", ClientOp::HashKv),
     ];
     for (name, op) in requests {
         seeds.push((

@@ -1,6 +1,7 @@
 //! The Raft transport over ALPN `aspen/raft/1`, sending side: openraft's RPCs (AppendEntries,
 //! Vote and InstallSnapshot, whose chunks openraft bounds by `raft.snapshot_chunk_bytes`) as
-//! one frame each way on one stream, and the messages both sides speak. The receiving side is
+//! one frame each way on one stream, and the messages both sides speak; also the leader's
+//! request for a member's hash at a hash check (`request_kv_hash`). The receiving side is
 //! `crate::net::raft_service`.
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::api::NodeId;
+use crate::api::{HashKvError, KvHash, NodeId};
 use crate::command::{Entry, TypeConfig};
 use crate::fault::NetFaults;
 use crate::limits::{APPEND_ENTRIES_BYTES_MAX, FRAME_BYTES_MAX};
@@ -33,15 +34,24 @@ pub(crate) enum RaftRpc {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// The leader collecting a hash check (`crate::api::hashkv`): this member's hash at
+    /// `check`, waiting at most `wait_ms` (capped at `HASH_CHECK_WAIT_MS`) for it.
+    HashKv {
+        from: NodeId,
+        check: u64,
+        wait_ms: u64,
+    },
 }
 
 impl RaftRpc {
-    /// The node the RPC speaks for: the leader of its vote (the candidate, for a vote).
+    /// The node the RPC speaks for: the leader of its vote (the candidate, for a vote), or
+    /// the node collecting a hash check.
     pub(crate) fn sender(&self) -> NodeId {
         let vote = match self {
             RaftRpc::AppendEntries(rpc) => &rpc.vote,
             RaftRpc::Vote(rpc) => &rpc.vote,
             RaftRpc::InstallSnapshot(rpc) => &rpc.vote,
+            RaftRpc::HashKv { from, .. } => return *from,
         };
         vote.leader_id().node_id
     }
@@ -56,6 +66,38 @@ pub(crate) enum RaftReply {
     ),
     /// The receiver could not serve the RPC (Raft not running, a bad frame).
     Refused(String),
+    HashKv(Result<KvHash, HashKvError>),
+}
+
+/// Asks the member at `address` for its hash at `check` (sent as node `from`), waiting at
+/// most `wait` for it to apply and hash the check.
+pub async fn request_kv_hash(
+    connections: &Connections,
+    address: &NodeAddress,
+    from: NodeId,
+    check: u64,
+    wait: Duration,
+) -> Result<KvHash, HashKvError> {
+    let rpc = RaftRpc::HashKv {
+        from,
+        check,
+        wait_ms: wait.as_millis() as u64,
+    };
+    // The member answers "not applied" once `wait` passed; the extra second is the trip.
+    let timeout = wait + Duration::from_secs(1);
+    let reply = connections
+        .request(address, RAFT_ALPN, &rpc, timeout, FRAME_BYTES_MAX)
+        .await;
+    match reply {
+        Ok(RaftReply::HashKv(result)) => result,
+        Ok(RaftReply::Refused(reason)) => Err(HashKvError::Unreachable(format!(
+            "the member refused: {reason}"
+        ))),
+        Ok(_) => Err(HashKvError::Unreachable(
+            "the member answered something else".into(),
+        )),
+        Err(error) => Err(HashKvError::Unreachable(error.to_string())),
+    }
 }
 
 /// openraft's network factory over iroh.

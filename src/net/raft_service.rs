@@ -1,24 +1,26 @@
 //! The receiving side of the Raft transport (ALPN `aspen/raft/1`, messages in
 //! `crate::net::raft`): serves openraft's RPCs, one frame each way on one stream, to this
-//! node's Raft, reached through the [`RaftPort`] this module declares (never the node or the
-//! actors). Connections are accepted only from endpoint ids in the membership or in
-//! `net.peers`; anything else is closed and logged. Every RPC is checked again, against the
+//! node's Raft (and the leader's request for this node's hash at a hash check), reached
+//! through the [`RaftPort`] this module declares (never the node or the actors).
+//! Connections are accepted only from endpoint ids in the membership or in `net.peers`;
+//! anything else is closed and logged. Every RPC is checked again, against the
 //! membership of that moment: the node id it claims (the vote's leader or candidate) must be
 //! recorded with the connection's endpoint id, so a member cannot speak for another node and
 //! a removed member's open connection stops being served.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use iroh::EndpointId;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use openraft::Raft;
 
-use crate::api::NodeId;
+use crate::api::{HashKvError, KvHash, NodeId};
 use crate::command::TypeConfig;
 use crate::fault::NetFaults;
-use crate::limits::FRAME_BYTES_MAX;
+use crate::limits::{FRAME_BYTES_MAX, HASH_CHECK_WAIT_MS};
 use crate::net::endpoint::NodeAddress;
 use crate::net::frame::{read_frame, write_frame};
 use crate::net::raft::{RaftReply, RaftRpc};
@@ -31,6 +33,12 @@ pub trait RaftPort: Send + Sync + 'static {
     fn node_id(&self) -> NodeId;
     /// The running instance; `None` while Raft starts or restarts.
     fn raft(&self) -> Option<Raft<TypeConfig>>;
+    /// This node's hash at hash check `check`, waiting at most `wait` for it.
+    fn kv_hash(
+        &self,
+        check: u64,
+        wait: Duration,
+    ) -> impl Future<Output = Result<KvHash, HashKvError>> + Send;
 }
 
 /// The receiving side: serves RPCs from allowed peers to this node's Raft.
@@ -114,6 +122,10 @@ impl<P: RaftPort> RaftService<P> {
                     return RaftReply::Refused(reason.to_string());
                 }
                 RaftReply::InstallSnapshot(raft.install_snapshot(rpc).await)
+            }
+            RaftRpc::HashKv { check, wait_ms, .. } => {
+                let wait = Duration::from_millis(wait_ms.min(HASH_CHECK_WAIT_MS));
+                RaftReply::HashKv(self.port.kv_hash(check, wait).await)
             }
         }
     }

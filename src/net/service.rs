@@ -449,6 +449,7 @@ fn op_subject(op: &ClientOp) -> (&'static str, Option<&[u8]>) {
         ClientOp::Auth(_) => ("auth", None),
         ClientOp::AuthList { .. } => ("auth_list", None),
         ClientOp::WhoAmI => ("whoami", None),
+        ClientOp::HashKv => ("hashkv", None),
     }
 }
 

@@ -157,6 +157,15 @@ impl NodeCore {
                     0,
                 ))
             }
+            ClientOp::HashKv => {
+                let report = self.hash_check().await?;
+                let revision = report
+                    .members
+                    .iter()
+                    .find_map(|m| m.result.as_ref().ok())
+                    .map_or(0, |hash| hash.revision);
+                Ok((ClientOutput::HashKv(report), revision))
+            }
             ClientOp::AddLearner { id, address } => {
                 let address: NodeAddress =
                     address.parse().map_err(|e: crate::api::AddressError| {

@@ -124,6 +124,19 @@ impl RaftPort for NodeCore {
     fn raft(&self) -> Option<Raft<TypeConfig>> {
         self.raft.raft()
     }
+
+    async fn kv_hash(
+        &self,
+        check: u64,
+        wait: std::time::Duration,
+    ) -> Result<crate::api::KvHash, crate::api::HashKvError> {
+        match &self.store {
+            Some(store) => store.hash_checks().wait(check, wait).await,
+            None => Err(crate::api::HashKvError::Failed(
+                "storage is not open".into(),
+            )),
+        }
+    }
 }
 
 impl NodeCore {

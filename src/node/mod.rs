@@ -11,6 +11,7 @@
 mod auth;
 mod client;
 mod data_dir;
+mod hashkv;
 mod http;
 
 pub use data_dir::CLIENT_KEY_FILE;
@@ -66,6 +67,10 @@ pub struct NodeCore {
     auth_enabled: bool,
     /// Whom this node would make root while the cluster has none.
     roots: crate::actors::ttl::RootCandidates,
+    /// Connections to the other members (shared with the Raft transport): the hash check
+    /// asks them for their hashes.
+    peers: crate::net::connections::Connections,
+    net_faults: crate::fault::NetFaults,
 }
 
 impl std::fmt::Debug for NodeCore {
@@ -179,6 +184,8 @@ pub struct Node {
     router: iroh::protocol::Router,
     supervisor_task: tokio::task::JoinHandle<()>,
     http_task: tokio::task::JoinHandle<()>,
+    /// The periodic hash check (`health.hash_check_interval_ms`), when on.
+    hash_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
@@ -235,10 +242,14 @@ impl Node {
         }
     }
 
-    async fn stop(self) {
+    async fn stop(mut self) {
         // Refuse new client requests first, but keep the endpoint (closed with the router)
         // until the followers have the log: replication needs it.
         self.core.stopping.store(true, Ordering::SeqCst);
+        if let Some(task) = self.hash_task.take() {
+            task.abort();
+            let _ = task.await;
+        }
         self.wait_followers_caught_up().await;
         let _ = self.router.shutdown().await;
         self.supervisor.stop(Some("shutdown".into()));
@@ -348,6 +359,10 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
     let ep = endpoint::bind(prepared.key, config.net.address, alpns).await?;
     let address = endpoint::local_address(&ep)?;
     let store = open_store(&config, &faults).map(Arc::new);
+    let connections = crate::net::connections::Connections::new(
+        ep.clone(),
+        Duration::from_millis(config.net.connect_timeout_ms),
+    );
     let core = Arc::new(NodeCore {
         node_id,
         board: Arc::clone(&board),
@@ -362,11 +377,9 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         stopping: AtomicBool::new(false),
         auth_enabled: config.auth.enabled,
         roots: Arc::clone(&roots),
+        peers: connections.clone(),
+        net_faults: faults.net.clone(),
     });
-    let connections = crate::net::connections::Connections::new(
-        ep.clone(),
-        Duration::from_millis(config.net.connect_timeout_ms),
-    );
     let transport = crate::net::raft::RaftTransport {
         node_id,
         connections: connections.clone(),
@@ -403,6 +416,13 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         prepared.admin_token,
         config.net.fault_injection.then(|| faults.net.clone()),
     ));
+    let hash_task = match config.health.hash_check_interval_ms {
+        0 => None,
+        ms => Some(tokio::spawn(hashkv::check_periodically(
+            Arc::clone(&core),
+            Duration::from_millis(ms),
+        ))),
+    };
     let data_dir = data_dir::data_dir(&config).map(Path::to_path_buf);
     let args = SupervisorArgs {
         config,
@@ -445,6 +465,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         router,
         supervisor_task,
         http_task,
+        hash_task,
     })
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Owns: the file format (`schema`), how records are encoded (`codec`), the durability rules
 //! (`store`), command semantics (`state_machine`), consistent reads (`reads`), snapshot files
-//! (`snapshot`), the in-memory tail of the log (`tail`), backups and restore (`backup`), the
+//! (`snapshot`), hash checks of the key space (`hashkv`), the in-memory tail of the log (`tail`), backups and restore (`backup`), the
 //! offline check (`check`), upgrades of old files (`upgrade`), the on-disk records (`types`),
 //! errors (`error`), the tuple layer (`tuple`, `subspace`) and `StoreWrite` (`write`), the
 //! trait outside code must import to write: the write methods themselves are private to
@@ -23,6 +23,7 @@ pub mod backup;
 pub mod check;
 pub mod codec;
 pub mod error;
+pub mod hashkv;
 pub mod reads;
 pub mod schema;
 pub mod snapshot;

@@ -54,50 +54,135 @@ impl Store {
 
     /// Runs `steps` in order in one transaction (fsync'd when one of them appends): what the
     /// StorageActor commits for a run of queued appends and applies. Returns each apply's
-    /// responses (`None` for the other steps). Either every step is committed or none.
+    /// responses (`None` for the other steps). A hash check (`Command::HashCheck`) ends a
+    /// transaction: what precedes it commits, the state it leaves is hashed (`hashkv`), and
+    /// the rest follows in the next. Each transaction commits whole or not at all; what one
+    /// committed stays committed when a later one fails (the in-memory log tail and auth
+    /// cache follow each commit).
     pub(in crate::storage) fn write_merged(
         &self,
         steps: &[MergedStep<'_>],
     ) -> Result<Vec<Option<Vec<Response>>>> {
         let durable = steps.iter().any(|s| matches!(s, MergedStep::Append(_)));
-        let txn = self.begin_write(if durable {
+        let durability = if durable {
             Durability::Immediate
         } else {
             Durability::None
-        })?;
-        let mut outputs = Vec::with_capacity(steps.len());
-        let mut auth_changed = false;
+        };
+        let mut outputs: Vec<Option<Vec<Response>>> = Vec::with_capacity(steps.len());
+        // Begun when a step needs it: after a hash check, the next one begins only once the
+        // check's commit is done (redb runs one write transaction at a time).
+        let mut open: Option<Open<'_>> = None;
         for step in steps {
             outputs.push(match step {
                 MergedStep::Append(entries) => {
-                    append_in(&txn, entries)?;
+                    let current = Open::current(&mut open, self, durability)?;
+                    append_in(&current.txn, entries)?;
+                    current.appended.push(entries);
                     None
                 }
                 MergedStep::Apply(entries) => {
-                    let applied = apply_in(&txn, entries)?;
-                    auth_changed |= applied.auth_changed;
-                    // Raised before the commit: readers never judge expiry before an instant
-                    // the state they read was applied at (time only moves on, so a failed
-                    // commit leaves it merely early).
-                    self.raise_clock(applied.clock_ms);
-                    self.write_committed(&txn, entries.last().map(|entry| entry.log_id))?;
-                    Some(applied.responses)
+                    let mut responses = Vec::with_capacity(entries.len());
+                    for part in entries.split_inclusive(|entry| hash_check(entry).is_some()) {
+                        let current = Open::current(&mut open, self, durability)?;
+                        let applied = apply_in(&current.txn, part)?;
+                        current.auth_changed |= applied.auth_changed;
+                        // Raised before the commit: readers never judge expiry before an
+                        // instant the state they read was applied at (time only moves on, so
+                        // a failed commit leaves it merely early).
+                        self.raise_clock(applied.clock_ms);
+                        let last = part.last().map(|entry| entry.log_id);
+                        self.write_committed(&current.txn, last)?;
+                        if let Some(key) = self.faults.take_damage() {
+                            damage_in(&current.txn, &key)?;
+                        }
+                        responses.extend(applied.responses);
+                        if let Some(check) = part.last().and_then(hash_check)
+                            && let Some(done) = open.take()
+                        {
+                            done.commit(self)?;
+                            self.start_hash_check(check)?;
+                        }
+                    }
+                    Some(responses)
                 }
             });
         }
-        txn.commit()?;
-        if auth_changed {
-            self.auth_changed();
-        }
-        // Committed: the appended entries join the in-memory tail, in order.
-        let mut tail = crate::sync::lock(&self.tail);
-        for step in steps {
-            if let MergedStep::Append(entries) = step {
-                tail.extend(entries);
-            }
+        if let Some(done) = open {
+            done.commit(self)?;
         }
         Ok(outputs)
     }
+}
+
+/// One transaction of a merged write, and what its commit changes in memory.
+struct Open<'s> {
+    txn: WriteTransaction,
+    /// Appended entries, which join the in-memory tail once committed.
+    appended: Vec<&'s [Entry]>,
+    auth_changed: bool,
+}
+
+impl<'s> Open<'s> {
+    /// The transaction in `open`, begun now if there is none.
+    fn current<'o>(
+        open: &'o mut Option<Open<'s>>,
+        store: &Store,
+        durability: Durability,
+    ) -> Result<&'o mut Open<'s>> {
+        if open.is_none() {
+            *open = Some(Open {
+                txn: store.begin_write(durability)?,
+                appended: Vec::new(),
+                auth_changed: false,
+            });
+        }
+        Ok(open.as_mut().expect("begun above"))
+    }
+
+    fn commit(self, store: &Store) -> Result<()> {
+        self.txn.commit()?;
+        if self.auth_changed {
+            store.auth_changed();
+        }
+        // Committed: the appended entries join the in-memory tail, in order.
+        let mut tail = crate::sync::lock(&store.tail);
+        for entries in self.appended {
+            tail.extend(entries);
+        }
+        Ok(())
+    }
+}
+
+/// The check id of a hash check entry.
+fn hash_check(entry: &Entry) -> Option<u64> {
+    match &entry.payload {
+        EntryPayload::Normal(Request {
+            command: Command::HashCheck { check },
+            ..
+        }) => Some(*check),
+        _ => None,
+    }
+}
+
+/// Flips the bits of the first byte of `key`'s stored value (or gives an empty value one
+/// byte): the replica damage `fault::StorageFaults::damage_value` arms. Nothing else changes.
+fn damage_in(txn: &WriteTransaction, key: &[u8]) -> Result<()> {
+    let mut kv = txn.open_table(KV)?;
+    let stored = kv
+        .get(key)?
+        .map(|bytes| decode_kv_entry(key, bytes.value()));
+    let Some(mut entry) = stored.transpose()? else {
+        return Ok(());
+    };
+    match entry.value.first_mut() {
+        Some(byte) => *byte = !*byte,
+        None => entry.value.push(0),
+    }
+    let bytes = postcard::to_allocvec(&entry).map_err(|e| Error::corrupt("kv entry", e))?;
+    kv.insert(key, bytes.as_slice())?;
+    tracing::warn!(key = %String::from_utf8_lossy(key), "fault: damaged this replica's value");
+    Ok(())
 }
 
 /// What one apply step did.
@@ -322,6 +407,8 @@ impl<'txn> Machine<'txn> {
                 self.renew_leases(ctx)?;
                 Output::None
             }
+            // Changes nothing: `write_merged` hashes the state it leaves.
+            Command::HashCheck { .. } => Output::None,
             Command::AuthBootstrap { roots } => {
                 let mut auth = self.auth_state()?;
                 if !auth.has_root() {

@@ -174,6 +174,11 @@ pub struct Store {
     /// The meta of the snapshot this process last made current (built or installed); taken
     /// while renaming one over `current.snap`, so an older build never replaces a newer one.
     pub(in crate::storage) current_snapshot: std::sync::Mutex<Option<crate::command::SnapshotMeta>>,
+    /// The hash checks this node applied (`hashkv`).
+    pub(in crate::storage) hash_checks: std::sync::Arc<crate::storage::hashkv::HashChecks>,
+    /// The node's storage faults (a file store's disk faults go through its backend; a
+    /// replica damage armed here is done by the next apply).
+    pub(in crate::storage) faults: crate::fault::StorageFaults,
 }
 
 /// What opening the database file again needs.
@@ -318,6 +323,8 @@ impl Store {
             },
             io_failed: Default::default(),
             current_snapshot: Default::default(),
+            hash_checks: Default::default(),
+            faults: options.faults.clone(),
         };
         store.init_tables()?;
         store.load_memory()?;
@@ -426,6 +433,8 @@ impl Store {
             reopen: None,
             io_failed: Default::default(),
             current_snapshot: Default::default(),
+            hash_checks: Default::default(),
+            faults: Default::default(),
         })
     }
 
@@ -790,4 +799,19 @@ pub(in crate::storage) fn append_in(txn: &WriteTransaction, entries: &[Entry]) -
         buffer = bytes;
     }
     Ok(())
+}
+
+impl Store {
+    /// The hash checks this node applied (`crate::api::hashkv`).
+    pub fn hash_checks(&self) -> &crate::storage::hashkv::HashChecks {
+        &self.hash_checks
+    }
+
+    /// Called right after the commit that applied hash check `check`: hashes the state as
+    /// that commit left it.
+    pub(in crate::storage) fn start_hash_check(&self, check: u64) -> Result<()> {
+        let txn = self.begin_read()?;
+        self.hash_checks.start(check, txn);
+        Ok(())
+    }
 }

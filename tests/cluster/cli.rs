@@ -197,6 +197,12 @@ async fn every_cli_command_against_a_local_cluster() {
         status.contains("leader: ") && status.contains("members: 3"),
         "{status}"
     );
+    let hashkv = ok(n, &["cluster", "hashkv"]);
+    assert_eq!(
+        hashkv.lines().filter(|l| l.ends_with("  ok")).count(),
+        3,
+        "{hashkv}"
+    );
     let members: serde_json::Value =
         serde_json::from_str(&ok(n, &["cluster", "members", "--output", "json"])).unwrap();
     let members = members.as_array().unwrap();

@@ -9,6 +9,7 @@ mod compaction;
 mod disk;
 mod durability;
 mod failover;
+mod hashkv;
 mod learner;
 mod partition;
 mod replication;

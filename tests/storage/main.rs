@@ -6,6 +6,7 @@ mod check;
 mod conformance;
 mod crash;
 mod fuzz_inputs;
+mod hashkv;
 mod model;
 mod reference;
 mod suite;

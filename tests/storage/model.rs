@@ -84,6 +84,7 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (1u64..4, 1u64..4).prop_map(|(vaults_max, keys_per_vault_max)| {
             Command::SetVaultLimits(VaultLimits { vaults_max, keys_per_vault_max })
         }),
+        1 => (0u64..4).prop_map(|check| Command::HashCheck { check }),
     ]
 }
 

@@ -209,6 +209,8 @@ impl Model {
                 self.auth = next;
                 Ok(Output::None)
             }
+            // Changes nothing (the store hashes the state it leaves).
+            Command::HashCheck { .. } => Ok(Output::None),
             Command::RenewLeases => {
                 for lease in self.leases.values_mut() {
                     lease.deadline_ms = lease.deadline_ms.max(step.now + lease.ttl_ms);
@@ -624,7 +626,7 @@ impl Choices<'_> {
     }
 
     /// A command; one time in ten a batch of up to three client writes, one in forty a
-    /// lease renewal.
+    /// lease renewal, one in forty a hash check.
     fn command(&mut self) -> Option<Command> {
         Some(match self.below(10)? {
             n @ 0..=6 => Command::from(self.write_op(n)?),
@@ -640,6 +642,9 @@ impl Choices<'_> {
                 leases: self.list(2, |c| Some(u64::from(c.below(4)?) + 1))?,
             },
             _ if self.below(4)? == 0 => Command::RenewLeases,
+            _ if self.below(3)? == 0 => Command::HashCheck {
+                check: u64::from(self.below(4)?),
+            },
             _ => Command::SetVaultLimits(VaultLimits {
                 vaults_max: u64::from(self.below(3)?) + 1,
                 keys_per_vault_max: u64::from(self.below(3)?) + 1,
