@@ -157,6 +157,11 @@ async fn run_checks(args: &HealthArgs) -> Vec<CheckReport> {
     metrics::gauge!(crate::metrics::QUOTA_ALARM, "node_id" => node_id.to_string())
         .set(if alarm.is_some() { 1.0 } else { 0.0 });
     reports.push(report("quota", quota_check(alarm), None));
+    // The alarm is the leader's finding: a node that no longer leads drops it (the new
+    // leader's checks speak for the cluster now).
+    if metrics.as_ref().and_then(|m| m.current_leader) != Some(node_id) {
+        args.store.hash_checks().clear_alarm();
+    }
     let corrupt = args.store.hash_checks().alarm();
     metrics::gauge!(crate::metrics::CORRUPT_ALARM, "node_id" => node_id.to_string())
         .set(if corrupt.is_some() { 1.0 } else { 0.0 });

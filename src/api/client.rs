@@ -212,7 +212,9 @@ impl ClientOp {
     pub fn response_allowance(&self) -> Duration {
         match self {
             ClientOp::Sql { .. } => Duration::from_millis(SQL_TIMEOUT_MS_MAX),
-            ClientOp::HashKv => Duration::from_millis(HASH_CHECK_WAIT_MS),
+            // The members' wait, their answers' trip (a second) and a connection to a member
+            // that is down (the connect timeout, 2 s by default).
+            ClientOp::HashKv => Duration::from_millis(HASH_CHECK_WAIT_MS + 5_000),
             _ => Duration::ZERO,
         }
     }

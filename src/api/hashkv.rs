@@ -80,9 +80,12 @@ impl HashKvReport {
         }
     }
 
-    /// Whether every member answered with the same hash.
+    /// Whether every member answered, with the same hash (a report of no members agrees on
+    /// nothing).
     pub fn all_agree(&self) -> bool {
-        self.mismatched.is_empty() && self.members.iter().all(|m| m.result.is_ok())
+        !self.members.is_empty()
+            && self.mismatched.is_empty()
+            && self.members.iter().all(|m| m.result.is_ok())
     }
 }
 
@@ -125,5 +128,6 @@ mod tests {
         assert!(!report.all_agree());
         let report = HashKvReport::new(1, 5, vec![answer(1, 10), answer(2, 10)]);
         assert!(report.all_agree());
+        assert!(!HashKvReport::new(1, 5, Vec::new()).all_agree());
     }
 }

@@ -58,6 +58,10 @@ impl NodeCore {
                     .collect()
             })
             .unwrap_or_default();
+        if members.is_empty() {
+            // Raft stopped between the proposal and now: nothing to compare.
+            return Err(Failure::Redirect(None));
+        }
         let wait = Duration::from_millis(HASH_CHECK_WAIT_MS);
         let answers = members.into_iter().map(|(id, address)| async move {
             let result = self.member_hash(id, address, check, wait).await;

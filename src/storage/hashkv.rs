@@ -42,29 +42,33 @@ impl HashChecks {
             if state.running >= HASH_RUNNING_MAX {
                 drop(state);
                 let busy = format!("{HASH_RUNNING_MAX} hash checks are already running");
-                return self.finish(check, Err(HashKvError::Failed(busy)), false);
+                return self.finish(check, Err(HashKvError::Failed(busy)));
             }
             state.running += 1;
         }
-        let checks = Arc::clone(self);
+        // Counts the hash as running until the thread ends, however it ends.
+        let running = Running(Arc::clone(self));
         let spawned = std::thread::Builder::new()
             .name("aspen-hashkv".into())
             .spawn(move || {
                 let result = hash_kv(&txn).map_err(|e| HashKvError::Failed(e.to_string()));
                 drop(txn);
-                checks.finish(check, result, true);
+                running.0.finish(check, result);
+                drop(running);
             });
         if let Err(error) = spawned {
             let failed = HashKvError::Failed(format!("starting the hash thread: {error}"));
-            self.finish(check, Err(failed), true);
+            self.finish(check, Err(failed));
         }
     }
 
-    fn finish(&self, check: u64, result: std::result::Result<KvHash, HashKvError>, ran: bool) {
+    /// Records the result of `check` (the oldest kept is dropped past [`HASH_RESULTS_KEPT`]).
+    pub(in crate::storage) fn finish(
+        &self,
+        check: u64,
+        result: std::result::Result<KvHash, HashKvError>,
+    ) {
         let mut state = crate::sync::lock(&self.state);
-        if ran {
-            state.running -= 1;
-        }
         if state.results.len() >= HASH_RESULTS_KEPT {
             state.results.pop_front();
         }
@@ -84,6 +88,11 @@ impl HashChecks {
     /// found members whose key space differs (cleared by a check where every member agrees).
     pub fn alarm(&self) -> Option<HashKvReport> {
         crate::sync::lock(&self.alarm).clone()
+    }
+
+    /// Drops the alarm (this node no longer leads: its checks say nothing of the cluster now).
+    pub fn clear_alarm(&self) {
+        crate::sync::lock(&self.alarm).take();
     }
 
     /// Records what the last check this node ran found: raises the alarm when a member's
@@ -120,6 +129,16 @@ impl HashChecks {
                 });
             }
         }
+    }
+}
+
+/// A hash counted as running; uncounted when dropped (also when the hash panicked, so a
+/// panic never leaves later checks "busy").
+struct Running(Arc<HashChecks>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        crate::sync::lock(&self.0.state).running -= 1;
     }
 }
 

@@ -10,7 +10,7 @@
 //! `storage`. openraft's storage traits are thin handles in `actors::raft_storage` that send
 //! writes to the StorageActor.
 //! Does not touch: the network, actors, or the clock for any state (time arrives in the
-//! commands; only snapshot file ids read it).
+//! commands; only snapshot file ids, and whether a hash check came too late to hash, read it).
 //!
 //! Invariants, asserted where they are written and checked by `Store::validate` on start:
 //! 1. `last_purged <= last_applied <= committed <= last log index` in the durable state.

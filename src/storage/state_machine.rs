@@ -52,31 +52,38 @@ impl Store {
         Ok(outputs.pop().flatten().unwrap_or_default())
     }
 
-    /// Runs `steps` in order in one transaction (fsync'd when one of them appends): what the
+    /// Runs `steps` in order in one transaction (fsync'd when it holds an append): what the
     /// StorageActor commits for a run of queued appends and applies. Returns each apply's
     /// responses (`None` for the other steps). A hash check (`Command::HashCheck`) ends a
     /// transaction: what precedes it commits, the state it leaves is hashed (`hashkv`), and
-    /// the rest follows in the next. Each transaction commits whole or not at all; what one
-    /// committed stays committed when a later one fails (the in-memory log tail and auth
-    /// cache follow each commit).
+    /// the rest follows in the next. Each transaction commits whole or not at all. On an
+    /// error, what an earlier transaction of the run committed stays committed (the in-memory
+    /// log tail and auth cache follow each commit, so they match the file): the caller treats
+    /// the error as a storage failure, and recovery reads the file.
     pub(in crate::storage) fn write_merged(
         &self,
         steps: &[MergedStep<'_>],
     ) -> Result<Vec<Option<Vec<Response>>>> {
-        let durable = steps.iter().any(|s| matches!(s, MergedStep::Append(_)));
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
+        // A transaction begun at step `i` is fsync'd when a step from `i` on appends (it may
+        // hold that append; one that ends at a hash check before it syncs once too many).
+        let durability = |i: usize| {
+            let appends = steps[i..]
+                .iter()
+                .any(|s| matches!(s, MergedStep::Append(_)));
+            if appends {
+                Durability::Immediate
+            } else {
+                Durability::None
+            }
         };
         let mut outputs: Vec<Option<Vec<Response>>> = Vec::with_capacity(steps.len());
         // Begun when a step needs it: after a hash check, the next one begins only once the
         // check's commit is done (redb runs one write transaction at a time).
         let mut open: Option<Open<'_>> = None;
-        for step in steps {
+        for (i, step) in steps.iter().enumerate() {
             outputs.push(match step {
                 MergedStep::Append(entries) => {
-                    let current = Open::current(&mut open, self, durability)?;
+                    let current = Open::current(&mut open, self, durability(i))?;
                     append_in(&current.txn, entries)?;
                     current.appended.push(entries);
                     None
@@ -84,7 +91,7 @@ impl Store {
                 MergedStep::Apply(entries) => {
                     let mut responses = Vec::with_capacity(entries.len());
                     for part in entries.split_inclusive(|entry| hash_check(entry).is_some()) {
-                        let current = Open::current(&mut open, self, durability)?;
+                        let current = Open::current(&mut open, self, durability(i))?;
                         let applied = apply_in(&current.txn, part)?;
                         current.auth_changed |= applied.auth_changed;
                         // Raised before the commit: readers never judge expiry before an
@@ -97,11 +104,11 @@ impl Store {
                             damage_in(&current.txn, &key)?;
                         }
                         responses.extend(applied.responses);
-                        if let Some(check) = part.last().and_then(hash_check)
+                        if let Some((check, proposed_ms)) = part.last().and_then(hash_check)
                             && let Some(done) = open.take()
                         {
                             done.commit(self)?;
-                            self.start_hash_check(check)?;
+                            self.start_hash_check(check, proposed_ms);
                         }
                     }
                     Some(responses)
@@ -154,13 +161,13 @@ impl<'s> Open<'s> {
     }
 }
 
-/// The check id of a hash check entry.
-fn hash_check(entry: &Entry) -> Option<u64> {
+/// The check id of a hash check entry, and when the leader proposed it.
+fn hash_check(entry: &Entry) -> Option<(u64, u64)> {
     match &entry.payload {
         EntryPayload::Normal(Request {
             command: Command::HashCheck { check },
-            ..
-        }) => Some(*check),
+            now_ms,
+        }) => Some((*check, *now_ms)),
         _ => None,
     }
 }

@@ -807,11 +807,24 @@ impl Store {
         &self.hash_checks
     }
 
-    /// Called right after the commit that applied hash check `check`: hashes the state as
-    /// that commit left it.
-    pub(in crate::storage) fn start_hash_check(&self, check: u64) -> Result<()> {
-        let txn = self.begin_read()?;
-        self.hash_checks.start(check, txn);
-        Ok(())
+    /// Called right after the commit that applied hash check `check`, proposed at
+    /// `proposed_ms`: hashes the state as that commit left it. A failure to begin the read is
+    /// the check's result, not the write's (the write committed). A check applied too late
+    /// for the leader to still wait for it (a node catching up on its log) is not hashed:
+    /// this compares the leader's clock with this node's, so a skew of more than
+    /// `HASH_CHECK_WAIT_MS` skips a check or hashes one for nothing, and changes no state.
+    pub(in crate::storage) fn start_hash_check(&self, check: u64, proposed_ms: u64) {
+        use crate::api::HashKvError::Failed;
+        let late_ms = crate::clock::now_ms().saturating_sub(proposed_ms);
+        if late_ms > crate::limits::HASH_CHECK_WAIT_MS {
+            let late = format!("applied {late_ms} ms after it was proposed: not hashed");
+            return self.hash_checks.finish(check, Err(Failed(late)));
+        }
+        match self.begin_read() {
+            Ok(txn) => self.hash_checks.start(check, txn),
+            Err(error) => self
+                .hash_checks
+                .finish(check, Err(Failed(error.to_string()))),
+        }
     }
 }
