@@ -32,6 +32,9 @@ const FRAME_REFUSED: u32 = 1;
 const ANSWER_NOT_READ: u32 = 3;
 /// QUIC connection error code sent when `net.connections_max` connections are open.
 const CONNECTIONS_FULL: u32 = 2;
+/// What forwarding adds to a client's request frame, at most: `on_behalf_of` grows from one
+/// byte to 33 (a 32-byte client id); `forwarded` stays one byte.
+const FORWARD_ENVELOPE_BYTES_MAX: usize = 64;
 
 /// What the client server needs from the node. Declared here, implemented by the node with
 /// its actors' handles.
@@ -344,19 +347,30 @@ impl<P: ClientPort> ClientService<P> {
         remote: ClientId,
         recv: &mut iroh::endpoint::RecvStream,
     ) -> ClientResponse {
-        let read = tokio::time::timeout(
-            self.request_timeout,
-            read_frame_payload(recv, self.request_bytes_max),
-        )
-        .await;
+        // A member forwarding a client's request adds its envelope (`forwarded`, the client's
+        // id) to a frame the client kept within the limit: it may pass the limit by that much.
+        let member_max = self.request_bytes_max + FORWARD_ENVELOPE_BYTES_MAX;
+        let read =
+            tokio::time::timeout(self.request_timeout, read_frame_payload(recv, member_max)).await;
+        let max = self.request_bytes_max as u64;
         let error = match read {
+            Ok(Ok(payload))
+                if payload.len() > self.request_bytes_max
+                    && !self.port.is_member_endpoint(&remote) =>
+            {
+                refused(self.node_id(), "too_large");
+                ClientError::FrameTooLarge {
+                    bytes: payload.len() as u64,
+                    max,
+                }
+            }
             Ok(Ok(payload)) => {
                 return match decode_request(&payload) {
                     Ok(request) => self.serve(remote, request).await,
                     Err(error) => self.respond(Err(error)),
                 };
             }
-            Ok(Err(FrameError::TooLarge { bytes, max })) => {
+            Ok(Err(FrameError::TooLarge { bytes, .. })) => {
                 refused(self.node_id(), "too_large");
                 ClientError::FrameTooLarge { bytes, max }
             }
@@ -469,5 +483,22 @@ fn vaults_touched(op: &ClientOp) -> BTreeSet<&[u8]> {
     match op {
         ClientOp::Write(WriteOp::Txn(txn)) => txn_keys(txn).filter_map(vault_of).collect(),
         other => op_subject(other).1.and_then(vault_of).into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves forwarding (the flag and the client's id) grows a request frame by no more than
+    // FORWARD_ENVELOPE_BYTES_MAX, so a frame a client kept within the limit reaches the leader.
+    #[test]
+    fn the_forward_envelope_fits_its_allowance() {
+        let request = ClientRequest::new(ClientOp::Status);
+        let mut forwarded = request.clone();
+        forwarded.forwarded = true;
+        forwarded.on_behalf_of = Some(iroh::SecretKey::from_bytes(&[7; 32]).public());
+        let size = |r: &ClientRequest| postcard::to_allocvec(r).unwrap().len();
+        assert!(size(&forwarded) - size(&request) <= FORWARD_ENVELOPE_BYTES_MAX);
     }
 }

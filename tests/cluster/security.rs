@@ -571,3 +571,55 @@ async fn an_answer_never_read_frees_its_place() {
     client.put("after", "v").await.unwrap();
     cluster.shutdown().await;
 }
+
+/// A transaction of two puts whose client request frame is exactly `bytes` long.
+fn txn_of_frame_bytes(bytes: usize) -> aspen::api::Txn {
+    use aspen::api::{Put, Txn, TxnOp, WriteOp};
+    let txn = |second: usize| Txn {
+        compares: Vec::new(),
+        success: vec![
+            TxnOp::Put(Put::new("big/1", vec![b'x'; 700 * 1024])),
+            TxnOp::Put(Put::new("big/2", vec![b'y'; second])),
+        ],
+        failure: Vec::new(),
+    };
+    let frame = |txn: &Txn| {
+        let request = ClientRequest::new(ClientOp::Write(WriteOp::Txn(txn.clone())));
+        postcard::to_allocvec(&request).unwrap().len()
+    };
+    let mut second = 700 * 1024;
+    for _ in 0..3 {
+        let size = frame(&txn(second));
+        second = (second + bytes).checked_sub(size).unwrap();
+    }
+    let txn = txn(second);
+    assert_eq!(frame(&txn), bytes);
+    txn
+}
+
+// Proves a request frame exactly at `net.request_bytes_max`, sent to a follower, is served:
+// the follower's forwarding envelope (its flag and the client's id) may take the frame past
+// the limit at the leader, which allows it from a member (before, the leader refused it as
+// too large); and that a client's own frame one byte past the limit is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_at_the_limit_is_served_through_a_follower() {
+    let cluster = Cluster::start(103, 3, |_| {}).await;
+    let ids = cluster.ids();
+    let leader = cluster.wait_leader(&ids).await;
+    let follower = *ids.iter().find(|id| **id != leader).unwrap();
+    let client = cluster.client_of(follower).await;
+    client
+        .txn(txn_of_frame_bytes(REQUEST_BYTES_MAX_DEFAULT))
+        .await
+        .expect("a frame at the limit, forwarded");
+    let refused = client
+        .txn(txn_of_frame_bytes(REQUEST_BYTES_MAX_DEFAULT + 1))
+        .await;
+    let text = format!("{refused:?}");
+    assert!(
+        text.contains("FrameTooLarge")
+            && text.contains(&format!("max: {REQUEST_BYTES_MAX_DEFAULT}")),
+        "{text}"
+    );
+    cluster.shutdown().await;
+}
