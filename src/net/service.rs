@@ -400,14 +400,21 @@ impl<P: ClientPort> ProtocolHandler for ClientService<P> {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         // The client is the endpoint its QUIC handshake proved.
         let remote = conn.remote_id();
-        let Ok(_slot) = Arc::clone(&self.admission.connections).try_acquire_owned() else {
-            refused(self.node_id(), "connections");
-            let reason = format!(
-                "too many connections: {} open (net.connections_max)",
-                self.admission.connections_max
-            );
-            conn.close(CONNECTIONS_FULL.into(), reason.as_bytes());
-            return Ok(());
+        // A member's connection (forwarding its clients' requests) is never refused nor
+        // counted: clients filling `net.connections_max` must not cut the members off.
+        let slot = Arc::clone(&self.admission.connections).try_acquire_owned();
+        let _slot = match slot {
+            Ok(slot) => Some(slot),
+            Err(_) if self.port.is_member_endpoint(&remote) => None,
+            Err(_) => {
+                refused(self.node_id(), "connections");
+                let reason = format!(
+                    "too many connections: {} open (net.connections_max)",
+                    self.admission.connections_max
+                );
+                conn.close(CONNECTIONS_FULL.into(), reason.as_bytes());
+                return Ok(());
+            }
         };
         while let Ok((send, recv)) = conn.accept_bi().await {
             let service = self.clone();

@@ -489,10 +489,35 @@ async fn requests_and_connections_past_their_bounds_are_refused() {
     // answers a request, so the node counts it) until one is refused; by then the node holds
     // its maximum.
     let endpoint = foreign_endpoint().await;
-    let frame = aspen::net::frame::encode_bytes(&status).unwrap();
+    let (_open, reason) = fill_connections(&endpoint, &address, 3).await;
+    assert!(
+        reason.to_string().contains("too many connections: 3 open"),
+        "{reason}"
+    );
+    let admission = &cluster.nodes[&90].node.admission;
+    assert_eq!(admission.connections_open(), 3);
+    cluster.shutdown().await;
+}
+
+/// Opens client connections from `endpoint` to `address` until one is refused; returns the
+/// accepted ones (each answered a status request, so the node counts it) and why the last
+/// was closed.
+async fn fill_connections(
+    endpoint: &iroh::Endpoint,
+    address: &aspen::api::NodeAddress,
+    max: usize,
+) -> (
+    Vec<iroh::endpoint::Connection>,
+    iroh::endpoint::ConnectionError,
+) {
+    let frame = aspen::net::frame::encode_bytes(&ClientRequest::new(ClientOp::Status)).unwrap();
     let mut open = Vec::new();
-    let reason = loop {
-        assert!(open.len() <= 3, "{} connections were accepted", open.len());
+    loop {
+        assert!(
+            open.len() <= max,
+            "{} connections were accepted",
+            open.len()
+        );
         let conn = endpoint
             .connect(address.endpoint_addr(), CLIENT_ALPN)
             .await
@@ -511,15 +536,34 @@ async fn requests_and_connections_past_their_bounds_are_refused() {
                 assert!(answer.result.is_ok(), "{answer:?}");
                 open.push(conn);
             }
-            None => break conn.closed().await,
+            None => return (open, conn.closed().await),
         }
-    };
-    assert!(
-        reason.to_string().contains("too many connections: 3 open"),
-        "{reason}"
+    }
+}
+
+// Proves clients filling the leader's `net.connections_max` do not cut the members off: a
+// write sent to a follower is still forwarded to the leader and acknowledged (the member's
+// connection is neither refused nor counted; before, the follower's client heard "forwarding
+// to the leader ... failed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_not_refused_when_clients_fill_the_connections() {
+    let cluster = Cluster::start(106, 3, |config| config.net.connections_max = 3).await;
+    let ids = cluster.ids();
+    let leader = cluster.wait_leader(&ids).await;
+    let follower = *ids.iter().find(|id| **id != leader).unwrap();
+    let client = cluster.client_of(follower).await;
+    let endpoint = foreign_endpoint().await;
+    let (held, _) = fill_connections(&endpoint, &cluster.address(leader), 3).await;
+    client
+        .put("through", "a member")
+        .await
+        .expect("a forwarded write");
+    assert_eq!(
+        cluster.nodes[&leader].node.admission.connections_open(),
+        3,
+        "{} held",
+        held.len()
     );
-    let admission = &cluster.nodes[&90].node.admission;
-    assert_eq!(admission.connections_open(), 3);
     cluster.shutdown().await;
 }
 
