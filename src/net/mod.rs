@@ -1,7 +1,8 @@
 //! Network: the node's iroh endpoint and identity (`endpoint`), framing shared by the
 //! protocols (`frame`, the only codec), pooled outgoing connections (`connections`), the Raft
 //! transport on ALPN `aspen/raft/1` (`raft` sends, `raft_service` serves), the client
-//! protocol's server on ALPN `aspen/client/1` (`service`; its messages are `crate::api`),
+//! protocol's server on ALPN `aspen/client/1` (`service`, with its bounds in `admission`; its
+//! messages are `crate::api`),
 //! and the HTTP endpoints (`http`, with the `/admin/*` routes
 //! in `admin`).
 //!
@@ -10,6 +11,7 @@
 //! implements it.
 
 pub mod admin;
+pub mod admission;
 pub mod connections;
 pub mod endpoint;
 pub mod frame;

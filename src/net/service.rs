@@ -3,8 +3,8 @@
 //! stale reads and status are served locally. A malformed, oversized or wrong-version frame
 //! gets an error response and ends that stream only.
 //!
-//! Owns: framing, the version check, admission (`net.requests_max`, `net.connections_max`),
-//! the deadline for reading a request and for the client taking its answer
+//! Owns: framing, the version check, admission (`net.requests_max`, `net.connections_max`,
+//! counted by `admission`), the deadline for reading a request and for the client taking its answer
 //! (`net.request_timeout_ms`), forwarding, per-vault counters and the slow-request log.
 //! The work itself is the node's, behind the [`ClientPort`] this module declares: it never
 //! names storage, the actors or the node.
@@ -20,6 +20,7 @@ use crate::api::auth::AUTH_ENTRIES_MAX;
 use crate::api::*;
 use crate::fault::NetFaults;
 use crate::limits::{FRAME_BYTES_MAX, MEMBERS_MAX, TXN_OPS_MAX};
+use crate::net::admission::Admission;
 use crate::net::connections::Connections;
 use crate::net::frame::{FrameError, read_frame_payload, write_frame};
 
@@ -69,42 +70,6 @@ pub struct ClientService<P> {
     pub request_bytes_max: usize,
     /// What may be in progress at once.
     pub admission: Admission,
-}
-
-/// The node-wide bounds on client work: requests being read or served (`net.requests_max`)
-/// and open connections (`net.connections_max`). Each is taken without waiting: when none is
-/// left the request or connection is refused at once, so a flood costs the node nothing more.
-#[derive(Clone)]
-pub struct Admission {
-    requests: Arc<tokio::sync::Semaphore>,
-    requests_max: u32,
-    connections: Arc<tokio::sync::Semaphore>,
-    connections_max: u32,
-}
-
-impl Admission {
-    pub fn new(requests_max: u32, connections_max: u32) -> Self {
-        Admission {
-            requests: Arc::new(tokio::sync::Semaphore::new(requests_max as usize)),
-            requests_max,
-            connections: Arc::new(tokio::sync::Semaphore::new(connections_max as usize)),
-            connections_max,
-        }
-    }
-
-    /// Client connections open now.
-    pub fn connections_open(&self) -> u32 {
-        let available = self.connections.available_permits();
-        self.connections_max
-            .saturating_sub(u32::try_from(available).unwrap_or(u32::MAX))
-    }
-
-    /// Client requests being read or served now.
-    pub fn requests_in_progress(&self) -> u32 {
-        let available = self.requests.available_permits();
-        self.requests_max
-            .saturating_sub(u32::try_from(available).unwrap_or(u32::MAX))
-    }
 }
 
 impl<P> Clone for ClientService<P> {
@@ -304,16 +269,16 @@ impl<P: ClientPort> ClientService<P> {
         mut recv: iroh::endpoint::RecvStream,
     ) {
         // Held until the response is written: reading, serving and answering count.
-        let permit = Arc::clone(&self.admission.requests).try_acquire_owned();
+        let permit = self.admission.try_request();
         let response = match permit {
-            Err(_) => {
+            None => {
                 let _ = recv.stop(FRAME_REFUSED.into());
                 refused(self.node_id(), "busy");
                 self.respond(Err(ClientError::Busy {
-                    max: u64::from(self.admission.requests_max),
+                    max: u64::from(self.admission.requests_max()),
                 }))
             }
-            Ok(_) => self.read_and_serve(remote, &mut recv).await,
+            Some(_) => self.read_and_serve(remote, &mut recv).await,
         };
         // The answer must be taken within the request timeout too: a client that never reads
         // would otherwise hold its permit, the page and QUIC's send buffer for good.
@@ -402,15 +367,15 @@ impl<P: ClientPort> ProtocolHandler for ClientService<P> {
         let remote = conn.remote_id();
         // A member's connection (forwarding its clients' requests) is never refused nor
         // counted: clients filling `net.connections_max` must not cut the members off.
-        let slot = Arc::clone(&self.admission.connections).try_acquire_owned();
+        let slot = self.admission.try_connection();
         let _slot = match slot {
-            Ok(slot) => Some(slot),
-            Err(_) if self.port.is_member_endpoint(&remote) => None,
-            Err(_) => {
+            Some(slot) => Some(slot),
+            None if self.port.is_member_endpoint(&remote) => None,
+            None => {
                 refused(self.node_id(), "connections");
                 let reason = format!(
                     "too many connections: {} open (net.connections_max)",
-                    self.admission.connections_max
+                    self.admission.connections_max()
                 );
                 conn.close(CONNECTIONS_FULL.into(), reason.as_bytes());
                 return Ok(());

@@ -177,7 +177,7 @@ pub struct Node {
     /// The supervisor's running children.
     pub children: Children,
     /// The client requests and connections in progress, and their bounds.
-    pub admission: crate::net::service::Admission,
+    pub admission: crate::net::admission::Admission,
     pub faults: Faults,
     pub http_address: SocketAddr,
     address: NodeAddress,
@@ -392,7 +392,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         snapshot_bytes_max: config.storage.quota_bytes,
     };
     let admission =
-        crate::net::service::Admission::new(config.net.requests_max, config.net.connections_max);
+        crate::net::admission::Admission::new(config.net.requests_max, config.net.connections_max);
     let client_service = crate::net::service::ClientService {
         port: Arc::clone(&core),
         connections,
