@@ -1,13 +1,14 @@
 //! Outgoing QUIC connections, one per (peer, protocol), reused while they live and replaced
-//! when they die; every request is one bidirectional stream with one frame each way, under a
-//! timeout.
+//! when they die; a request is one frame each way on a bidirectional stream, under a
+//! timeout: a stream of its own, or one a caller keeps for its sequence of requests
+//! (`Session`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iroh::Endpoint;
-use iroh::endpoint::Connection;
+use iroh::endpoint::{Connection, RecvStream, SendStream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,6 +36,22 @@ impl RequestError {
     /// Whether the peer certainly did not receive the request.
     pub fn not_sent(&self) -> bool {
         matches!(self, RequestError::Connect { .. } | RequestError::Frame(_))
+    }
+}
+
+/// A stream kept open on a pooled connection for a sequence of requests to one peer
+/// ([`Connections::request_on`]).
+#[derive(Debug)]
+pub struct Session {
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+}
+
+impl Drop for Session {
+    /// Ends the stream cleanly: the receiver sees the sender is done, not an error.
+    fn drop(&mut self) {
+        let _ = self.send.finish();
     }
 }
 
@@ -107,8 +124,8 @@ impl Connections {
     }
 
     /// Sends `request` to `to` on protocol `alpn` and reads one response frame, all within
-    /// `timeout`. A broken or timed-out connection is dropped from the pool, so the next call
-    /// reconnects.
+    /// `timeout`, on a stream of its own. A broken or timed-out connection is dropped from
+    /// the pool, so the next call reconnects.
     pub async fn request<Req, Resp>(
         &self,
         to: &NodeAddress,
@@ -121,31 +138,62 @@ impl Connections {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        let mut session = None;
+        let answer = self
+            .request_on(&mut session, to, alpn, request, timeout, frame_max)
+            .await;
+        drop(session);
+        answer
+    }
+
+    /// Like [`Connections::request`], on the stream `session` holds, opened first when it
+    /// holds none (or its connection died): a sequence of requests to one peer, one at a
+    /// time, shares one stream (the receiver answers each frame in turn). A failed request
+    /// leaves `session` empty: the stream's state is unknown, the next request opens a new
+    /// one.
+    pub async fn request_on<Req, Resp>(
+        &self,
+        session: &mut Option<Session>,
+        to: &NodeAddress,
+        alpn: &'static [u8],
+        request: &Req,
+        timeout: Duration,
+        frame_max: usize,
+    ) -> Result<Resp, RequestError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
         let attempt = async {
-            let conn = self.connection(to, alpn).await?;
+            if session
+                .as_ref()
+                .is_none_or(|s| s.conn.close_reason().is_some())
+            {
+                let conn = self.connection(to, alpn).await?;
+                let (send, recv) = conn.open_bi().await.map_err(|error| {
+                    // The stream never opened: nothing was sent.
+                    RequestError::Connect {
+                        address: to.to_string(),
+                        reason: error.to_string(),
+                    }
+                })?;
+                *session = Some(Session { conn, send, recv });
+            }
+            let Some(open) = session.as_mut() else {
+                unreachable!("opened above");
+            };
             let stream_error = |reason: String| RequestError::Stream {
                 address: to.to_string(),
                 reason,
             };
-            let (mut send, mut recv) = match conn.open_bi().await {
-                Ok(streams) => streams,
-                Err(error) => {
-                    // The stream never opened: nothing was sent.
-                    return Err(RequestError::Connect {
-                        address: to.to_string(),
-                        reason: error.to_string(),
-                    });
-                }
-            };
-            match write_frame(&mut send, request, frame_max).await {
+            match write_frame(&mut open.send, request, frame_max).await {
                 Ok(()) => {}
                 Err(FrameError::TooLarge { bytes, max }) => {
                     return Err(RequestError::Frame(FrameError::TooLarge { bytes, max }));
                 }
                 Err(error) => return Err(stream_error(error.to_string())),
             }
-            send.finish().map_err(|e| stream_error(e.to_string()))?;
-            read_frame(&mut recv, frame_max)
+            read_frame(&mut open.recv, frame_max)
                 .await
                 .map_err(|e| stream_error(e.to_string()))
         };
@@ -156,16 +204,16 @@ impl Connections {
                 ms: timeout.as_millis() as u64,
             }),
         };
-        // A timeout drops the connection too: the peer may have died and come back on the
-        // same address (a restarted process), which the old connection would only notice
-        // at its idle timeout. Requests still running on it keep their handle.
-        if matches!(
-            result,
-            Err(RequestError::Connect { .. }
-                | RequestError::Stream { .. }
-                | RequestError::Timeout { .. })
-        ) {
-            self.forget(to, alpn);
+        match &result {
+            Ok(_) | Err(RequestError::Frame(_)) => {}
+            Err(_) => {
+                *session = None;
+                // A timeout drops the connection too: the peer may have died and come back
+                // on the same address (a restarted process), which the old connection would
+                // only notice at its idle timeout. Requests still running on it keep their
+                // handle.
+                self.forget(to, alpn);
+            }
         }
         result
     }
@@ -205,6 +253,28 @@ mod tests {
                     let _ = write_frame(&mut send, &text, FRAME_MAX).await;
                     let _ = send.finish();
                     let _ = send.stopped().await;
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// Answers every frame of a stream in turn until the stream ends (what a session's
+    /// receiver does), counting the streams it accepted.
+    #[derive(Debug, Clone, Default)]
+    struct EchoEach(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl ProtocolHandler for EchoEach {
+        async fn accept(&self, conn: iroh::endpoint::Connection) -> Result<(), AcceptError> {
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    while let Ok(text) = read_frame::<_, String>(&mut recv, FRAME_MAX).await {
+                        if write_frame(&mut send, &text, FRAME_MAX).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = send.finish();
                 });
             }
             Ok(())
@@ -257,6 +327,60 @@ mod tests {
             second.stable_id(),
             "the request after the failure went over a new connection"
         );
+        router.shutdown().await.unwrap();
+    }
+
+    // Proves a session carries a sequence of requests over one stream (the receiver accepted
+    // one), and that against a receiver answering one frame per stream (an older node) the
+    // second request on it fails and empties the session, so the next one opens a new stream
+    // and succeeds.
+    #[tokio::test]
+    async fn a_session_shares_one_stream_and_recovers_from_a_one_shot_peer() {
+        let long = Duration::from_secs(30);
+        let streams = EchoEach::default();
+        let server = endpoint(vec![ALPN.to_vec()]).await;
+        let address = crate::net::endpoint::local_address(&server).unwrap();
+        let router = Router::builder(server)
+            .accept(ALPN, streams.clone())
+            .spawn();
+        let pool = Connections::new(endpoint(Vec::new()).await, Duration::from_secs(10));
+        let mut session = None;
+        for text in ["one", "two", "three"] {
+            let answer: String = pool
+                .request_on(
+                    &mut session,
+                    &address,
+                    ALPN,
+                    &text.to_string(),
+                    long,
+                    FRAME_MAX,
+                )
+                .await
+                .unwrap();
+            assert_eq!(answer, text);
+        }
+        assert_eq!(streams.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        router.shutdown().await.unwrap();
+
+        let server = endpoint(vec![ALPN.to_vec()]).await;
+        let address = crate::net::endpoint::local_address(&server).unwrap();
+        let router = Router::builder(server).accept(ALPN, Echo).spawn();
+        let mut session = None;
+        let mut ask = async |text: &str| {
+            pool.request_on::<_, String>(
+                &mut session,
+                &address,
+                ALPN,
+                &text.to_string(),
+                long,
+                FRAME_MAX,
+            )
+            .await
+        };
+        assert_eq!(ask("one").await.unwrap(), "one");
+        let failed = ask("two").await.unwrap_err();
+        assert!(matches!(failed, RequestError::Stream { .. }), "{failed}");
+        assert_eq!(ask("three").await.unwrap(), "three");
         router.shutdown().await.unwrap();
     }
 }

@@ -22,7 +22,7 @@ use crate::api::{HashKvError, KvHash, NodeId};
 use crate::command::{Entry, TypeConfig};
 use crate::fault::NetFaults;
 use crate::limits::{APPEND_ENTRIES_BYTES_MAX, FRAME_BYTES_MAX};
-use crate::net::connections::{Connections, RequestError};
+use crate::net::connections::{Connections, RequestError, Session};
 use crate::net::endpoint::{AddressError, NodeAddress};
 use crate::net::frame::FrameError;
 
@@ -116,6 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftTransport {
             transport: self.clone(),
             target,
             address: node.addr.parse(),
+            session: None,
         }
     }
 }
@@ -126,6 +127,8 @@ pub struct RaftPeer {
     transport: RaftTransport,
     target: NodeId,
     address: Result<NodeAddress, AddressError>,
+    /// The stream this peer's RPCs share (openraft sends them one at a time per peer).
+    session: Option<Session>,
 }
 
 impl RaftPeer {
@@ -133,7 +136,7 @@ impl RaftPeer {
     /// AppendEntries carries: one that does not fit a frame is reported as `PayloadTooLarge`
     /// with half as many entries as the hint, so openraft retries with fewer.
     async fn call<E: std::error::Error>(
-        &self,
+        &mut self,
         rpc: RaftRpc,
         entries: usize,
         timeout: Duration,
@@ -157,12 +160,34 @@ impl RaftPeer {
                 self.transport.node_id, self.target
             )));
         }
-        match self
-            .transport
-            .connections
-            .request(address, RAFT_ALPN, &rpc, timeout, FRAME_BYTES_MAX)
-            .await
-        {
+        let connections = &self.transport.connections;
+        let reused = self.session.is_some();
+        let mut sent = connections
+            .request_on(
+                &mut self.session,
+                address,
+                RAFT_ALPN,
+                &rpc,
+                timeout,
+                FRAME_BYTES_MAX,
+            )
+            .await;
+        // A kept stream the receiver ended (it restarted, or answers one RPC per stream as
+        // nodes before sessions did) fails the next RPC on it: Raft's RPCs may be sent twice,
+        // so it goes once more on a new stream.
+        if reused && matches!(sent, Err(RequestError::Stream { .. })) {
+            sent = connections
+                .request_on(
+                    &mut self.session,
+                    address,
+                    RAFT_ALPN,
+                    &rpc,
+                    timeout,
+                    FRAME_BYTES_MAX,
+                )
+                .await;
+        }
+        match sent {
             Ok(RaftReply::Refused(reason)) => Err(unreachable(format!(
                 "net: node {} refused the rpc: {reason}",
                 self.target

@@ -145,20 +145,31 @@ impl<P: RaftPort> ProtocolHandler for RaftService<P> {
         }
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             let service = self.clone();
+            // A stream carries one RPC after another (a sender's `Session`), each answered
+            // before the next is read, until the sender finishes it.
             tokio::spawn(async move {
-                let reply = match read_frame::<_, RaftRpc>(&mut recv, FRAME_BYTES_MAX).await {
-                    Ok(rpc) => service.serve(&remote, rpc).await,
-                    Err(error) => {
-                        tracing::warn!(%remote, %error, "net: bad raft frame");
-                        RaftReply::Refused(error.to_string())
+                let mut first = true;
+                loop {
+                    let reply = match read_frame::<_, RaftRpc>(&mut recv, FRAME_BYTES_MAX).await {
+                        Ok(rpc) => service.serve(&remote, rpc).await,
+                        // The sender finished (or dropped) the stream after its last RPC.
+                        Err(_) if !first => break,
+                        Err(error) => {
+                            tracing::warn!(%remote, %error, "net: bad raft frame");
+                            let refused = RaftReply::Refused(error.to_string());
+                            let _ = write_frame(&mut send, &refused, FRAME_BYTES_MAX).await;
+                            break;
+                        }
+                    };
+                    first = false;
+                    if write_frame(&mut send, &reply, FRAME_BYTES_MAX)
+                        .await
+                        .is_err()
+                    {
+                        return;
                     }
-                };
-                if write_frame(&mut send, &reply, FRAME_BYTES_MAX)
-                    .await
-                    .is_ok()
-                {
-                    let _ = send.finish();
                 }
+                let _ = send.finish();
             });
         }
         Ok(())
