@@ -1,6 +1,7 @@
 //! The Raft transport over ALPN `aspen/raft/1`, sending side: openraft's RPCs (AppendEntries,
 //! Vote and InstallSnapshot, whose chunks openraft bounds by `raft.snapshot_chunk_bytes`) as
-//! one frame each way on one stream, and the messages both sides speak; also the leader's
+//! one frame each way, one RPC after another on a stream each peer client keeps, and the
+//! messages both sides speak; also the leader's
 //! request for a member's hash at a hash check (`request_kv_hash`). The receiving side is
 //! `crate::net::raft_service`.
 

@@ -1,12 +1,12 @@
 //! The receiving side of the Raft transport (ALPN `aspen/raft/1`, messages in
-//! `crate::net::raft`): serves openraft's RPCs, one frame each way on one stream, to this
-//! node's Raft (and the leader's request for this node's hash at a hash check), reached
-//! through the [`RaftPort`] this module declares (never the node or the actors).
-//! Connections are accepted only from endpoint ids in the membership or in `net.peers`;
-//! anything else is closed and logged. Every RPC is checked again, against the
-//! membership of that moment: the node id it claims (the vote's leader or candidate) must be
-//! recorded with the connection's endpoint id, so a member cannot speak for another node and
-//! a removed member's open connection stops being served.
+//! `crate::net::raft`): serves openraft's RPCs, one frame each way, each in turn on its stream,
+//! to this node's Raft (and the leader's request for this node's hash at a hash check), reached
+//! through the [`RaftPort`] this module declares (never the node or the actors). Connections
+//! are accepted only from endpoint ids in the membership or in `net.peers`; anything else is
+//! closed and logged. Every RPC is checked again, against the membership of that moment: the
+//! node id it claims (the vote's leader or candidate) must be recorded with the connection's
+//! endpoint id, so a member cannot speak for another node and a removed member's open
+//! connection stops being served.
 
 use std::collections::HashSet;
 use std::sync::Arc;
