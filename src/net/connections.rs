@@ -40,19 +40,13 @@ impl RequestError {
 }
 
 /// A stream kept open on a pooled connection for a sequence of requests to one peer
-/// ([`Connections::request_on`]).
+/// ([`Connections::request_on`]). Dropping it finishes the stream (noq's `SendStream` does),
+/// so the receiver sees the sender is done.
 #[derive(Debug)]
 pub struct Session {
     conn: Connection,
     send: SendStream,
     recv: RecvStream,
-}
-
-impl Drop for Session {
-    /// Ends the stream cleanly: the receiver sees the sender is done, not an error.
-    fn drop(&mut self) {
-        let _ = self.send.finish();
-    }
 }
 
 /// Live connections by peer and protocol.
@@ -138,19 +132,19 @@ impl Connections {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let mut session = None;
-        let answer = self
-            .request_on(&mut session, to, alpn, request, timeout, frame_max)
-            .await;
-        drop(session);
-        answer
+        self.request_on(&mut None, to, alpn, request, timeout, frame_max)
+            .await
     }
 
     /// Like [`Connections::request`], on the stream `session` holds, opened first when it
     /// holds none (or its connection died): a sequence of requests to one peer, one at a
-    /// time, shares one stream (the receiver answers each frame in turn). A failed request
-    /// leaves `session` empty: the stream's state is unknown, the next request opens a new
-    /// one.
+    /// time, shares one stream (the receiver answers each frame in turn). The stream is back
+    /// in `session` only once its request was answered (or refused before a byte was
+    /// written): after a failure, and when the caller drops this future before the answer
+    /// (its own timeout), `session` is empty, so no later request can read an answer meant
+    /// for an earlier one. A failure on a stream used before drops only that stream (the
+    /// receiver may have ended it: a node answering one request per stream); any other
+    /// failure drops the connection too.
     pub async fn request_on<Req, Resp>(
         &self,
         session: &mut Option<Session>,
@@ -164,23 +158,22 @@ impl Connections {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        let kept = session.take().filter(|s| s.conn.close_reason().is_none());
+        let reused = kept.is_some();
         let attempt = async {
-            if session
-                .as_ref()
-                .is_none_or(|s| s.conn.close_reason().is_some())
-            {
-                let conn = self.connection(to, alpn).await?;
-                let (send, recv) = conn.open_bi().await.map_err(|error| {
-                    // The stream never opened: nothing was sent.
-                    RequestError::Connect {
-                        address: to.to_string(),
-                        reason: error.to_string(),
-                    }
-                })?;
-                *session = Some(Session { conn, send, recv });
-            }
-            let Some(open) = session.as_mut() else {
-                unreachable!("opened above");
+            let mut open = match kept {
+                Some(open) => open,
+                None => {
+                    let conn = self.connection(to, alpn).await?;
+                    let (send, recv) = conn.open_bi().await.map_err(|error| {
+                        // The stream never opened: nothing was sent.
+                        RequestError::Connect {
+                            address: to.to_string(),
+                            reason: error.to_string(),
+                        }
+                    })?;
+                    Session { conn, send, recv }
+                }
             };
             let stream_error = |reason: String| RequestError::Stream {
                 address: to.to_string(),
@@ -189,13 +182,17 @@ impl Connections {
             match write_frame(&mut open.send, request, frame_max).await {
                 Ok(()) => {}
                 Err(FrameError::TooLarge { bytes, max }) => {
+                    // Refused before writing: the stream is as it was.
+                    *session = Some(open);
                     return Err(RequestError::Frame(FrameError::TooLarge { bytes, max }));
                 }
                 Err(error) => return Err(stream_error(error.to_string())),
             }
-            read_frame(&mut open.recv, frame_max)
+            let answer = read_frame(&mut open.recv, frame_max)
                 .await
-                .map_err(|e| stream_error(e.to_string()))
+                .map_err(|e| stream_error(e.to_string()))?;
+            *session = Some(open);
+            Ok(answer)
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
@@ -206,14 +203,11 @@ impl Connections {
         };
         match &result {
             Ok(_) | Err(RequestError::Frame(_)) => {}
-            Err(_) => {
-                *session = None;
-                // A timeout drops the connection too: the peer may have died and come back
-                // on the same address (a restarted process), which the old connection would
-                // only notice at its idle timeout. Requests still running on it keep their
-                // handle.
-                self.forget(to, alpn);
-            }
+            Err(RequestError::Stream { .. }) if reused => {}
+            // A timeout drops the connection too: the peer may have died and come back on
+            // the same address (a restarted process), which the old connection would only
+            // notice at its idle timeout. Requests still running on it keep their handle.
+            Err(_) => self.forget(to, alpn),
         }
         result
     }
@@ -260,7 +254,7 @@ mod tests {
     }
 
     /// Answers every frame of a stream in turn until the stream ends (what a session's
-    /// receiver does), counting the streams it accepted.
+    /// receiver does; "slow" after 300 ms), counting the streams it accepted.
     #[derive(Debug, Clone, Default)]
     struct EchoEach(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -270,6 +264,9 @@ mod tests {
                 self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     while let Ok(text) = read_frame::<_, String>(&mut recv, FRAME_MAX).await {
+                        if text == "slow" {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
                         if write_frame(&mut send, &text, FRAME_MAX).await.is_err() {
                             return;
                         }
@@ -381,6 +378,59 @@ mod tests {
         let failed = ask("two").await.unwrap_err();
         assert!(matches!(failed, RequestError::Stream { .. }), "{failed}");
         assert_eq!(ask("three").await.unwrap(), "three");
+        router.shutdown().await.unwrap();
+    }
+
+    // Proves a session is safe when its caller gives up first (openraft's own timeout drops
+    // the call after the request was written): the next request goes on a new stream and
+    // gets its own answer, never the late answer of the abandoned one (before, it read "slow").
+    #[tokio::test]
+    async fn an_abandoned_request_never_answers_the_next() {
+        let server = endpoint(vec![ALPN.to_vec()]).await;
+        let address = crate::net::endpoint::local_address(&server).unwrap();
+        let router = Router::builder(server)
+            .accept(ALPN, EchoEach::default())
+            .spawn();
+        let pool = Connections::new(endpoint(Vec::new()).await, Duration::from_secs(10));
+        let long = Duration::from_secs(30);
+        let mut session = None;
+        let first: String = pool
+            .request_on(
+                &mut session,
+                &address,
+                ALPN,
+                &"first".to_string(),
+                long,
+                FRAME_MAX,
+            )
+            .await
+            .unwrap();
+        assert_eq!(first, "first");
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            pool.request_on::<_, String>(
+                &mut session,
+                &address,
+                ALPN,
+                &"slow".to_string(),
+                long,
+                FRAME_MAX,
+            ),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the caller gave up first");
+        let next: String = pool
+            .request_on(
+                &mut session,
+                &address,
+                ALPN,
+                &"next".to_string(),
+                long,
+                FRAME_MAX,
+            )
+            .await
+            .unwrap();
+        assert_eq!(next, "next");
         router.shutdown().await.unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! The Raft transport over ALPN `aspen/raft/1`, sending side: openraft's RPCs (AppendEntries,
 //! Vote and InstallSnapshot, whose chunks openraft bounds by `raft.snapshot_chunk_bytes`) as
-//! one frame each way, one RPC after another on a stream each peer client keeps, and the
+//! one frame each way, one RPC after another on a stream each openraft client keeps, and the
 //! messages both sides speak; also the leader's
 //! request for a member's hash at a hash check (`request_kv_hash`). The receiving side is
 //! `crate::net::raft_service`.
@@ -128,7 +128,8 @@ pub struct RaftPeer {
     transport: RaftTransport,
     target: NodeId,
     address: Result<NodeAddress, AddressError>,
-    /// The stream this peer's RPCs share (openraft sends them one at a time per peer).
+    /// The stream this client's RPCs share: openraft never calls one client concurrently
+    /// (replication, snapshots and each vote have a client of their own).
     session: Option<Session>,
 }
 
@@ -163,6 +164,7 @@ impl RaftPeer {
         }
         let connections = &self.transport.connections;
         let reused = self.session.is_some();
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut sent = connections
             .request_on(
                 &mut self.session,
@@ -175,15 +177,16 @@ impl RaftPeer {
             .await;
         // A kept stream the receiver ended (it restarted, or answers one RPC per stream as
         // nodes before sessions did) fails the next RPC on it: Raft's RPCs may be sent twice,
-        // so it goes once more on a new stream.
-        if reused && matches!(sent, Err(RequestError::Stream { .. })) {
+        // so it goes once more on a new stream, within what is left of the timeout.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if reused && !left.is_zero() && matches!(sent, Err(RequestError::Stream { .. })) {
             sent = connections
                 .request_on(
                     &mut self.session,
                     address,
                     RAFT_ALPN,
                     &rpc,
-                    timeout,
+                    left,
                     FRAME_BYTES_MAX,
                 )
                 .await;

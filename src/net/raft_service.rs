@@ -22,7 +22,7 @@ use crate::command::TypeConfig;
 use crate::fault::NetFaults;
 use crate::limits::{FRAME_BYTES_MAX, HASH_CHECK_WAIT_MS};
 use crate::net::endpoint::NodeAddress;
-use crate::net::frame::{read_frame, write_frame};
+use crate::net::frame::{FrameError, read_frame, write_frame};
 use crate::net::raft::{RaftReply, RaftRpc};
 
 /// QUIC application error code when a connection is refused.
@@ -152,8 +152,9 @@ impl<P: RaftPort> ProtocolHandler for RaftService<P> {
                 loop {
                     let reply = match read_frame::<_, RaftRpc>(&mut recv, FRAME_BYTES_MAX).await {
                         Ok(rpc) => service.serve(&remote, rpc).await,
-                        // The sender finished (or dropped) the stream after its last RPC.
-                        Err(_) if !first => break,
+                        // The sender finished the stream after its last RPC (or dropped it:
+                        // its caller gave up).
+                        Err(FrameError::Truncated | FrameError::Io(_)) if !first => break,
                         Err(error) => {
                             tracing::warn!(%remote, %error, "net: bad raft frame");
                             let refused = RaftReply::Refused(error.to_string());

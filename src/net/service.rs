@@ -250,7 +250,8 @@ impl<P: ClientPort> ClientService<P> {
                 CLIENT_ALPN,
                 &request,
                 self.request_timeout + request.op.response_allowance(),
-                FRAME_BYTES_MAX,
+                // A request at the largest `net.request_bytes_max` fits with the envelope.
+                FRAME_BYTES_MAX + FORWARD_ENVELOPE_BYTES_MAX,
             )
             .await
         {
@@ -367,10 +368,15 @@ impl<P: ClientPort> ProtocolHandler for ClientService<P> {
         let remote = conn.remote_id();
         // A member's connection (forwarding its clients' requests) is never refused nor
         // counted: clients filling `net.connections_max` must not cut the members off.
-        let slot = self.admission.try_connection();
+        let member = self.port.is_member_endpoint(&remote);
+        let slot = if member {
+            None
+        } else {
+            self.admission.try_connection()
+        };
         let _slot = match slot {
             Some(slot) => Some(slot),
-            None if self.port.is_member_endpoint(&remote) => None,
+            None if member => None,
             None => {
                 refused(self.node_id(), "connections");
                 let reason = format!(
