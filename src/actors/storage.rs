@@ -2,8 +2,8 @@
 //! ([`WriteJob`]: append, apply, vote, committed, truncate, purge, install a snapshot,
 //! compact) queued in order on the actor's queue, followed by a `StorageMsg::Drain`; the actor
 //! runs what is queued on the blocking pool, one transaction at a time, merging each run of
-//! appends and applies into one, and sends each result on the job's own channel once its
-//! transaction committed. Reads do not come here: they open redb read transactions on the
+//! appends and applies into one (split after a hash check entry), and sends each result on
+//! the job's own channel once its transaction committed. Reads do not come here: they open redb read transactions on the
 //! shared store. [`StorageWriter`] is the typed handle the rest of the node uses to send them:
 //! the actor publishes itself in it when it starts. A write that fails with an I/O error (a
 //! full or failing disk) ends the incarnation once every caller has its error; the supervisor
@@ -178,7 +178,7 @@ fn run(store: &Store, jobs: Vec<WriteJob>, merged: &metrics::Histogram) {
     run_merged(store, run, merged);
 }
 
-/// One transaction for a run of appends and applies.
+/// One transaction for a run of appends and applies (one more after each hash check entry).
 fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
     if run.is_empty() {
         return;
@@ -195,7 +195,9 @@ fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
     let outputs: Vec<Result<Option<Vec<Response>>, Error>> = match store.write_merged(&steps) {
         Ok(outputs) => outputs.into_iter().map(Ok).collect(),
         Err(error) => {
-            // None was written. The first caller gets the error itself, the others its text.
+            // Nothing was written, or (a hash check split the run) what came before the check
+            // was: either way the node treats it as a storage failure and recovery reads the
+            // file. The first caller gets the error itself, the others its text.
             let text = error.to_string();
             std::iter::once(Err(error))
                 .chain(std::iter::repeat_with(|| {

@@ -20,8 +20,9 @@ pub trait StoreWrite {
     fn append(&self, entries: &[Entry]) -> Result<()>;
     /// Applies committed entries in one transaction committed without fsync.
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Response>>;
-    /// Appends and applies in order in one transaction, fsync'd when one of them appends;
-    /// one output per step (the responses of each apply).
+    /// Appends and applies in order in one transaction (one more after each hash check
+    /// entry: `Store::write_merged`), fsync'd when it holds an append; one output per step
+    /// (the responses of each apply).
     fn write_merged(&self, steps: &[MergedStep<'_>]) -> Result<Vec<Option<Vec<Response>>>>;
     fn save_vote(&self, vote: &Vote) -> Result<()>;
     fn save_committed(&self, committed: Option<&LogId>) -> Result<()>;
