@@ -257,11 +257,7 @@ fn corrupt_check(alarm: Option<&crate::api::HashKvReport>) -> Check {
     let Some(report) = alarm else {
         return Check::ok();
     };
-    let revision = report
-        .members
-        .iter()
-        .find_map(|m| m.result.as_ref().ok())
-        .map_or(0, |hash| hash.revision);
+    let revision = report.revision();
     let nodes: Vec<String> = report.mismatched.iter().map(|id| id.to_string()).collect();
     Check::new(
         CheckStatus::Warning,

@@ -80,6 +80,12 @@ impl HashKvReport {
         }
     }
 
+    /// The revision the check was at (from any member's answer; 0 when none answered).
+    pub fn revision(&self) -> u64 {
+        let answered = self.members.iter().find_map(|m| m.result.as_ref().ok());
+        answered.map_or(0, |hash| hash.revision)
+    }
+
     /// Whether every member answered, with the same hash (a report of no members agrees on
     /// nothing).
     pub fn all_agree(&self) -> bool {

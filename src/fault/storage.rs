@@ -72,7 +72,10 @@ impl StorageFaults {
 
     /// The key whose value to damage now, once (`damage_value`).
     pub fn take_damage(&self) -> Option<Vec<u8>> {
-        if !self.0.damage_armed.swap(false, Ordering::SeqCst) {
+        // A load first: every apply asks, and a damage is almost never armed.
+        if !self.0.damage_armed.load(Ordering::Relaxed)
+            || !self.0.damage_armed.swap(false, Ordering::SeqCst)
+        {
             return None;
         }
         crate::sync::lock(&self.0.damage).take()

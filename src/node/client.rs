@@ -159,11 +159,7 @@ impl NodeCore {
             }
             ClientOp::HashKv => {
                 let report = self.hash_check().await?;
-                let revision = report
-                    .members
-                    .iter()
-                    .find_map(|m| m.result.as_ref().ok())
-                    .map_or(0, |hash| hash.revision);
+                let revision = report.revision();
                 Ok((ClientOutput::HashKv(report), revision))
             }
             ClientOp::AddLearner { id, address } => {

@@ -83,7 +83,7 @@ impl Store {
         for (i, step) in steps.iter().enumerate() {
             outputs.push(match step {
                 MergedStep::Append(entries) => {
-                    let current = Open::current(&mut open, self, durability(i))?;
+                    let current = Open::current(&mut open, self, || durability(i))?;
                     append_in(&current.txn, entries)?;
                     current.appended.push(entries);
                     None
@@ -91,7 +91,7 @@ impl Store {
                 MergedStep::Apply(entries) => {
                     let mut responses = Vec::with_capacity(entries.len());
                     for part in entries.split_inclusive(|entry| hash_check(entry).is_some()) {
-                        let current = Open::current(&mut open, self, durability(i))?;
+                        let current = Open::current(&mut open, self, || durability(i))?;
                         let applied = apply_in(&current.txn, part)?;
                         current.auth_changed |= applied.auth_changed;
                         // Raised before the commit: readers never judge expiry before an
@@ -135,11 +135,11 @@ impl<'s> Open<'s> {
     fn current<'o>(
         open: &'o mut Option<Open<'s>>,
         store: &Store,
-        durability: Durability,
+        durability: impl FnOnce() -> Durability,
     ) -> Result<&'o mut Open<'s>> {
         if open.is_none() {
             *open = Some(Open {
-                txn: store.begin_write(durability)?,
+                txn: store.begin_write(durability())?,
                 appended: Vec::new(),
                 auth_changed: false,
             });

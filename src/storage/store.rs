@@ -176,8 +176,8 @@ pub struct Store {
     pub(in crate::storage) current_snapshot: std::sync::Mutex<Option<crate::command::SnapshotMeta>>,
     /// The hash checks this node applied (`hashkv`).
     pub(in crate::storage) hash_checks: std::sync::Arc<crate::storage::hashkv::HashChecks>,
-    /// The node's storage faults (a file store's disk faults go through its backend; a
-    /// replica damage armed here is done by the next apply).
+    /// The node's storage faults: a file store's disk faults go through its backend (opened
+    /// again with them by `reopen`); a replica damage armed here is done by the next apply.
     pub(in crate::storage) faults: crate::fault::StorageFaults,
 }
 
@@ -185,7 +185,6 @@ pub struct Store {
 struct Reopen {
     path: PathBuf,
     cache_bytes: usize,
-    faults: crate::fault::StorageFaults,
     sync_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -316,7 +315,6 @@ impl Store {
                 StorageMode::File(dir) => Some(Reopen {
                     path: dir.join(DB_FILE_NAME),
                     cache_bytes: options.cache_bytes,
-                    faults: options.faults.clone(),
                     sync_failed: std::sync::Arc::clone(&sync_failed),
                 }),
                 StorageMode::InMemory => None,
@@ -391,7 +389,7 @@ impl Store {
             *db = Some(open_file(
                 &reopen.path,
                 reopen.cache_bytes,
-                &reopen.faults,
+                &self.faults,
                 &reopen.sync_failed,
             )?);
         }

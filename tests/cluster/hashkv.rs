@@ -9,7 +9,7 @@ use crate::util::{Cluster, eventually};
 // every member answers the same hash at the same revision; after one follower's stored value
 // is changed without Raft (the fault module's replica damage), the periodic check raises the
 // corrupt alarm on the leader (`/health` degraded naming that follower, `aspen_corrupt_alarm`
-// 1), and `hashkv` names that follower alone; once a write through Raft gives the key the
+// 1, the checks counted by outcome), and `hashkv` names that follower alone; once a write through Raft gives the key the
 // same value everywhere again, a check finds every member agreeing and the alarm clears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_names_the_damaged_replica() {
@@ -63,6 +63,17 @@ async fn the_check_names_the_damaged_replica() {
     );
     let report = client.hash_kv().await.unwrap();
     assert_eq!(report.mismatched, vec![follower], "{report:?}");
+    let counted = |outcome: &str| {
+        let series =
+            format!("aspen_hash_checks_total{{node_id=\"{leader}\",outcome=\"{outcome}\"}} ");
+        let page = aspen::metrics::render();
+        let line = page
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned));
+        line.and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(counted("agree") >= 1.0 && counted("mismatch") >= 1.0);
 
     client.put("k/3", "value").await.unwrap();
     let report = client.hash_kv().await.unwrap();

@@ -360,6 +360,10 @@ fn node_process_rejects_bad_config_with_exit_2() {
             "[raft]\nheartbeat_interval_ms = 500\n",
             "raft.election_timeout_min_ms (300) must exceed raft.heartbeat_interval_ms (500)",
         ),
+        (
+            "[health]\nhash_check_interval_ms = 10\n",
+            "health.hash_check_interval_ms (10) must be 0 (off) or at least 1000",
+        ),
     ] {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).unwrap();
