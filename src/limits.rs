@@ -35,6 +35,9 @@ pub const LOG_TAIL_ENTRIES_MAX: usize = 512;
 /// 209 MB RSS in `scripts/bench.sh 2 8`, over the 200 MB target; 4 MiB peaked at 161 MB in
 /// the same sequence of 3-node runs).
 pub const LOG_TAIL_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// How long a new Raft core waits for the appends an earlier core published to commit before
+/// it reads the log (`storage::published`); what has not committed by then counts as lost.
+pub const PUBLISHED_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// A batch stops growing once its requests carry this many bytes of keys and values (a request
 /// bigger than that is proposed alone), so one entry stays well inside a replication frame.
 pub const PROPOSAL_BATCH_BYTES_MAX: usize = 1024 * 1024;

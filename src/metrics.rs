@@ -19,6 +19,9 @@ pub const RAFT_BATCH_REQUESTS: &str = "aspen_raft_batch_requests";
 /// Quorum rounds run for linearizable reads, and the reads each answered.
 pub const READ_BARRIER_ROUNDS: &str = "aspen_read_barrier_rounds_total";
 pub const READ_BARRIER_READS: &str = "aspen_read_barrier_reads";
+/// AppendEntries a leader sent with its commit held back, because its own fsync of the entries
+/// still ran (`storage::published`).
+pub const RAFT_COMMITS_WITHHELD: &str = "aspen_raft_commits_withheld_total";
 pub const STORAGE_FSYNC_SECONDS: &str = "aspen_storage_fsync_duration_seconds";
 pub const STORAGE_APPLY_SECONDS: &str = "aspen_storage_apply_duration_seconds";
 /// Writes (appends and applies) per transaction of the StorageActor.

@@ -70,6 +70,11 @@ impl Actor for RaftActor {
         args: RaftArgs,
     ) -> Result<RaftState, ActorProcessingErr> {
         args.faults.take_start_failure(ActorKind::Raft)?;
+        // The core reads the log from the file: appends an earlier core published and queued
+        // commit (or count as lost) first.
+        args.store
+            .restart_published(crate::limits::PUBLISHED_SETTLE_WAIT)
+            .await?;
         let log = LogStore::new(
             Arc::clone(&args.store),
             args.writer.clone(),

@@ -3,9 +3,11 @@
 //! open redb read transactions on a blocking thread, so neither a commit waiting on fsync nor
 //! a read stalls a tokio worker.
 //!
-//! `append()` commits once with fsync and only then signals openraft's flush callback; it never
-//! applies anything (applying uncommitted entries would expose writes a new leader may
-//! truncate). `apply()` commits without fsync; `save_committed()` is kept in memory (no trip
+//! `append()` commits once with fsync and only then signals openraft's flush callback, except a
+//! leader's own entries: they are published (readable at once) and the callback signalled as
+//! soon as their append is queued, so replication overlaps the leader's fsync
+//! (`storage::published` says why that is safe). It never applies anything (applying
+//! uncommitted entries would expose writes a new leader may truncate). `apply()` commits without fsync; `save_committed()` is kept in memory (no trip
 //! to the StorageActor) and written by the next apply.
 
 use std::fmt::Debug;
@@ -68,9 +70,12 @@ async fn timed<T>(name: &'static str, node_id: &str, work: impl Future<Output = 
 pub struct LogStore {
     store: Arc<Store>,
     writer: StorageWriter,
+    id: u64,
     /// The `node_id` metric label.
     node_id: String,
     faults: crate::fault::Faults,
+    /// The vote saved (or read at start) last: it tells which appends are this leader's own.
+    vote: Option<Vote>,
 }
 
 impl LogStore {
@@ -83,9 +88,26 @@ impl LogStore {
         LogStore {
             store,
             writer,
+            id: node_id,
             node_id: node_id.to_string(),
             faults,
+            vote: None,
         }
+    }
+
+    /// Whether `entries` are this node's own as the leader of the vote saved last: proposed in
+    /// that term by this node, with the vote committed (a quorum granted it). Only such an
+    /// append is published before its fsync. A follower never appends them: another leader's
+    /// entries carry its id, and this node's entries of an earlier term another term.
+    fn leader_own(&self, entries: &[Entry]) -> bool {
+        let Some(vote) = self.vote.filter(|vote| vote.is_committed()) else {
+            return false;
+        };
+        vote.leader_id.node_id == self.id
+            && !entries.is_empty()
+            && entries
+                .iter()
+                .all(|entry| entry.log_id.leader_id == vote.leader_id)
     }
 }
 
@@ -127,19 +149,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
+        // Forgotten first: if the save fails, no append counts as this leader's own.
+        self.vote = None;
         write(
             ErrorSubject::Vote,
             ErrorVerb::Write,
             self.writer.save_vote(*vote),
         )
-        .await
+        .await?;
+        self.vote = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, RaftStorageError> {
-        blocking(&self.store, ErrorSubject::Vote, ErrorVerb::Read, |s| {
+        let vote = blocking(&self.store, ErrorSubject::Vote, ErrorVerb::Read, |s| {
             s.read_vote()
         })
-        .await
+        .await?;
+        self.vote = vote;
+        Ok(vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
@@ -173,6 +201,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 ErrorVerb::Write,
                 error,
             ));
+        }
+        if self.leader_own(&entries) {
+            let committed = self.writer.append_published(entries).map_err(|error| {
+                StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Write, &error)
+            })?;
+            // Readable now, and durable before anyone acts on their commit: openraft may
+            // replicate them while the fsync runs.
+            callback.log_io_completed(Ok(()));
+            let node_id = self.node_id.clone();
+            let started = std::time::Instant::now();
+            tokio::spawn(async move {
+                // A failure was handled where it happened (the entries are lost, and writes
+                // are refused until Raft restarts); this only measures.
+                if let Ok(Ok(())) = committed.await {
+                    metrics::histogram!(crate::metrics::STORAGE_FSYNC_SECONDS, "node_id" => node_id)
+                        .record(started.elapsed().as_secs_f64());
+                }
+            });
+            return Ok(());
         }
         let result = timed(
             crate::metrics::STORAGE_FSYNC_SECONDS,

@@ -49,8 +49,8 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 /// [`StorageMsg::Drain`]). The committed log id is not a job: [`StorageWriter::save_committed`]
 /// keeps it in memory and the next apply writes it.
 pub enum WriteJob {
-    /// Append Raft log entries.
-    Append(Vec<Entry>, Reply<()>),
+    /// Append Raft log entries; `true`: published first (`StorageWriter::append_published`).
+    Append(Vec<Entry>, Reply<()>, bool),
     /// Apply committed entries to the state machine; one response per entry.
     Apply(Vec<Entry>, Reply<Vec<Response>>),
     SaveVote(Vote, Reply<()>),
@@ -92,6 +92,10 @@ impl Actor for StorageActor {
         args: StorageArgs,
     ) -> Result<StorageState, ActorProcessingErr> {
         args.faults.take_start_failure(ActorKind::Storage)?;
+        // Published entries still pinned belong to appends queued on an incarnation that
+        // ended before running them: they will never commit.
+        args.store
+            .lose_published("the storage actor holding their append ended before it ran");
         let queue = Queue::default();
         *lock(&args.writer.actor) = Some((myself, Arc::downgrade(&queue), Arc::clone(&args.store)));
         Ok(StorageState {
@@ -187,7 +191,8 @@ fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
     let mut steps = Vec::with_capacity(run.len());
     for job in &run {
         steps.push(match job {
-            WriteJob::Append(entries, _) => MergedStep::Append(entries),
+            WriteJob::Append(entries, _, false) => MergedStep::Append(entries),
+            WriteJob::Append(entries, _, true) => MergedStep::AppendPublished(entries),
             WriteJob::Apply(entries, _) => MergedStep::Apply(entries),
             _ => unreachable!("only appends and applies are merged"),
         });
@@ -215,7 +220,7 @@ fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
             WriteJob::Apply(_, reply) => {
                 let _ = reply.send(output.map(Option::unwrap_or_default));
             }
-            WriteJob::Append(_, reply) => {
+            WriteJob::Append(_, reply, _) => {
                 let _ = reply.send(output.map(drop));
             }
             _ => unreachable!("only appends and applies are merged"),
@@ -272,7 +277,28 @@ impl std::fmt::Debug for StorageWriter {
 
 impl StorageWriter {
     pub async fn append(&self, entries: Vec<Entry>) -> Result<(), Error> {
-        self.send(|reply| WriteJob::Append(entries, reply)).await
+        self.send(|reply| WriteJob::Append(entries, reply, false))
+            .await
+    }
+
+    /// Publishes a leader's entries (readable from now on: `storage::published`) and queues
+    /// their append; returns once both are done, with the channel the commit's result comes
+    /// on. Published and queued under the queue's lock, so entries publish in queue order.
+    pub fn append_published(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
+        let (tx, rx) = oneshot::channel();
+        let published = lock(&self.actor);
+        let (actor, queue, store) = published.as_ref().ok_or_else(stopped)?;
+        let queue = queue.upgrade().ok_or_else(stopped)?;
+        store.publish(&entries)?;
+        lock(&queue).push(WriteJob::Append(entries, tx, true));
+        if actor.cast(StorageMsg::Drain).is_err() {
+            // Queued on an incarnation that is gone: its next one loses them at its start.
+            return Err(stopped());
+        }
+        Ok(rx)
     }
 
     pub async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Response>, Error> {

@@ -2,7 +2,8 @@
 //! (`ENOSPC`) or a failing one (`EIO`), or its syncs fail (`EIO`), through redb's own error
 //! path (`storage::backend::FaultyFile` asks here). And silent damage: one stored value of
 //! this replica changed behind Raft's back, as a bit flip would (the state machine's next
-//! apply does it), for the hash check to find.
+//! apply does it), for the hash check to find. And a slow disk: syncs of the file wait while
+//! stalled, so a test can hold a commit in the middle of its fsync.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,9 @@ struct Armed {
     /// Set with `damage`, so an apply checks one atomic, not a lock.
     damage_armed: AtomicBool,
     damage: Mutex<Option<Vec<u8>>>,
+    /// Set while syncs wait (`stall_syncs`).
+    stalled: Mutex<bool>,
+    resumed: std::sync::Condvar,
 }
 
 const NONE: u8 = 0;
@@ -79,6 +83,28 @@ impl StorageFaults {
             return None;
         }
         crate::sync::lock(&self.0.damage).take()
+    }
+
+    /// From now on, every sync of the file waits (on the thread that commits) until
+    /// `resume_syncs`.
+    pub fn stall_syncs(&self) {
+        *crate::sync::lock(&self.0.stalled) = true;
+    }
+
+    pub fn resume_syncs(&self) {
+        *crate::sync::lock(&self.0.stalled) = false;
+        self.0.resumed.notify_all();
+    }
+
+    /// Returns once syncs are not stalled (at once when they are not).
+    pub fn wait_while_stalled(&self) {
+        let stalled = crate::sync::lock(&self.0.stalled);
+        drop(
+            self.0
+                .resumed
+                .wait_while(stalled, |stalled| *stalled)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 
     /// The error a sync of the file gets now, if a fault is armed.

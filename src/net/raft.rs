@@ -20,7 +20,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::api::{HashKvError, KvHash, NodeId};
-use crate::command::{Entry, TypeConfig};
+use crate::command::{Entry, LogId, TypeConfig};
 use crate::fault::NetFaults;
 use crate::limits::{APPEND_ENTRIES_BYTES_MAX, FRAME_BYTES_MAX};
 use crate::net::connections::{Connections, RequestError, Session};
@@ -107,6 +107,9 @@ pub struct RaftTransport {
     pub node_id: NodeId,
     pub connections: Connections,
     pub faults: NetFaults,
+    /// Where this node's log stops being known durable: no AppendEntries announces a commit
+    /// at or past it (`storage::published`).
+    pub flush_mark: crate::sync::FlushMark,
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftTransport {
@@ -216,6 +219,26 @@ impl RaftPeer {
     }
 }
 
+/// The commit an AppendEntries may announce: `leader_commit`, or when that reaches entries
+/// from `first_unflushed` on (this leader's published entries, not durable here yet), the last
+/// id before them that the request names (its entries or `prev_log_id`), else none (followers
+/// keep what they know; the next request announces the rest).
+fn durable_commit(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    first_unflushed: Option<u64>,
+) -> Option<LogId> {
+    let first_unflushed = match (rpc.leader_commit, first_unflushed) {
+        (Some(commit), Some(first)) if commit.index >= first => first,
+        (commit, _) => return commit,
+    };
+    rpc.entries
+        .iter()
+        .rev()
+        .map(|entry| entry.log_id)
+        .chain(rpc.prev_log_id)
+        .find(|id| id.index < first_unflushed)
+}
+
 /// How many leading entries fit in `budget` bytes of keys and values (at least one).
 fn entries_within(entries: &[Entry], budget: usize) -> usize {
     let mut bytes = 0;
@@ -233,9 +256,15 @@ fn entries_within(entries: &[Entry], budget: usize) -> usize {
 impl RaftNetwork<TypeConfig> for RaftPeer {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let commit = durable_commit(&rpc, self.transport.flush_mark.first_unflushed());
+        if commit != rpc.leader_commit {
+            metrics::counter!(crate::metrics::RAFT_COMMITS_WITHHELD, "node_id" => self.transport.node_id.to_string())
+                .increment(1);
+            rpc.leader_commit = commit;
+        }
         let entries = rpc.entries.len();
         let fitting = entries_within(&rpc.entries, APPEND_ENTRIES_BYTES_MAX);
         if fitting < entries {

@@ -384,6 +384,10 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         node_id,
         connections: connections.clone(),
         faults: faults.net.clone(),
+        flush_mark: store
+            .as_ref()
+            .map(|store| store.flush_mark())
+            .unwrap_or_default(),
     };
     let raft_service = crate::net::raft_service::RaftService {
         port: Arc::clone(&core),

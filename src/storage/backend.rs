@@ -53,6 +53,7 @@ impl StorageBackend for FaultyFile {
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.faults.wait_while_stalled();
         let synced = match self.faults.sync_error() {
             Some(error) => Err(error),
             None => self.inner.sync_data(),

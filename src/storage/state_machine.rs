@@ -64,12 +64,28 @@ impl Store {
         &self,
         steps: &[MergedStep<'_>],
     ) -> Result<Vec<Option<Vec<Response>>>> {
+        let published = steps
+            .iter()
+            .any(|s| matches!(s, MergedStep::AppendPublished(_)));
+        let written = self.write_merged_steps(steps);
+        if let Err(error) = &written
+            && published
+        {
+            self.lose_published(&format!("their commit failed: {error}"));
+        }
+        written
+    }
+
+    fn write_merged_steps(&self, steps: &[MergedStep<'_>]) -> Result<Vec<Option<Vec<Response>>>> {
+        // Nothing is appended or applied while a published append is lost: openraft believes
+        // entries durable that the file does not hold (`published.rs`).
+        self.refuse_if_published_lost()?;
         // A transaction begun at step `i` is fsync'd when a step from `i` on appends (it may
         // hold that append; one that ends at a hash check before it syncs once too many).
         let durability = |i: usize| {
             let appends = steps[i..]
                 .iter()
-                .any(|s| matches!(s, MergedStep::Append(_)));
+                .any(|s| matches!(s, MergedStep::Append(_) | MergedStep::AppendPublished(_)));
             if appends {
                 Durability::Immediate
             } else {
@@ -86,6 +102,12 @@ impl Store {
                     let current = Open::current(&mut open, self, || durability(i))?;
                     append_in(&current.txn, entries)?;
                     current.appended.push(entries);
+                    None
+                }
+                MergedStep::AppendPublished(entries) => {
+                    let current = Open::current(&mut open, self, || durability(i))?;
+                    append_in(&current.txn, entries)?;
+                    current.published += entries.len();
                     None
                 }
                 MergedStep::Apply(entries) => {
@@ -127,6 +149,8 @@ struct Open<'s> {
     txn: WriteTransaction,
     /// Appended entries, which join the in-memory tail once committed.
     appended: Vec<&'s [Entry]>,
+    /// How many published entries this transaction appends (unpinned once committed).
+    published: usize,
     auth_changed: bool,
 }
 
@@ -141,6 +165,7 @@ impl<'s> Open<'s> {
             *open = Some(Open {
                 txn: store.begin_write(durability())?,
                 appended: Vec::new(),
+                published: 0,
                 auth_changed: false,
             });
         }
@@ -156,6 +181,10 @@ impl<'s> Open<'s> {
         let mut tail = crate::sync::lock(&store.tail);
         for entries in self.appended {
             tail.extend(entries);
+        }
+        drop(tail);
+        if self.published > 0 {
+            store.published_committed(self.published);
         }
         Ok(())
     }

@@ -179,6 +179,13 @@ pub struct Store {
     /// The node's storage faults: a file store's disk faults go through its backend (opened
     /// again with them by `reopen`); a replica damage armed here is done by the next apply.
     pub(in crate::storage) faults: crate::fault::StorageFaults,
+    /// A leader's published append that was lost before its commit (`published.rs`).
+    pub(in crate::storage) published_lost:
+        std::sync::Mutex<Option<crate::storage::published::Lost>>,
+    /// Woken when published entries commit or are lost.
+    pub(in crate::storage) published_settled: tokio::sync::Notify,
+    /// Where the log stops being known durable, for the Raft transport.
+    pub(in crate::storage) flush_mark: crate::sync::FlushMark,
 }
 
 /// What opening the database file again needs.
@@ -323,6 +330,9 @@ impl Store {
             current_snapshot: Default::default(),
             hash_checks: Default::default(),
             faults: options.faults.clone(),
+            published_lost: Default::default(),
+            published_settled: Default::default(),
+            flush_mark: Default::default(),
         };
         store.init_tables()?;
         store.load_memory()?;
@@ -373,6 +383,8 @@ impl Store {
     /// read transactions still open get "database closed". The in-memory store has no file
     /// and nothing to reopen.
     pub(in crate::storage) fn reopen(&self) -> Result<()> {
+        // Published entries the failed write held are gone with it.
+        self.lose_published("the database was opened again after an I/O error");
         let Some(reopen) = &self.reopen else {
             // No file (the in-memory store): nothing to open again.
             crate::sync::lock(&self.io_failed).take();
@@ -433,6 +445,9 @@ impl Store {
             current_snapshot: Default::default(),
             hash_checks: Default::default(),
             faults: Default::default(),
+            published_lost: Default::default(),
+            published_settled: Default::default(),
+            flush_mark: Default::default(),
         })
     }
 
@@ -644,14 +659,33 @@ impl Store {
     }
 
     /// Log entries with indexes in `range`, in order, read from the file (for a caller that
-    /// already asked the tail).
+    /// already asked the tail), followed by the published entries in `range` that the file
+    /// did not hold yet (`published.rs`).
     pub fn log_entries_in_file(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
+        // Taken before the read: what commits meanwhile is in the file.
+        let published = crate::sync::lock(&self.tail).pinned_entries();
         let txn = self.begin_read()?;
         let log = txn.open_table(RAFT_LOG)?;
         let mut entries = Vec::new();
-        for item in log.range(range)? {
+        for item in log.range((range.start_bound().cloned(), range.end_bound().cloned()))? {
             let (index, bytes) = item?;
             entries.push(decode_log_entry(index.value(), bytes.value())?);
+        }
+        let start = match range.start_bound() {
+            std::ops::Bound::Included(start) => Some(*start),
+            std::ops::Bound::Excluded(start) => Some(start + 1),
+            std::ops::Bound::Unbounded => None,
+        };
+        for entry in published {
+            let next = match entries.last() {
+                Some(last) => Some(last.log_id.index + 1),
+                None => start,
+            };
+            if range.contains(&entry.log_id.index)
+                && next.is_none_or(|next| next == entry.log_id.index)
+            {
+                entries.push(entry);
+            }
         }
         Ok(entries)
     }
@@ -718,13 +752,17 @@ impl Store {
     }
 
     /// Writes the committed log id saved last, raised to `applied` (this transaction's last
-    /// applied entry, which openraft committed before it applied it), in `txn`.
+    /// applied entry, which openraft committed before it applied it), in `txn`. A saved id at
+    /// or past a published entry not committed yet is not written (the file may not hold
+    /// that entry: `published.rs`); `applied` always is.
     pub(in crate::storage) fn write_committed(
         &self,
         txn: &WriteTransaction,
         applied: Option<LogId>,
     ) -> Result<()> {
-        let committed = (*crate::sync::lock(&self.committed)).max(applied);
+        let saved = (*crate::sync::lock(&self.committed))
+            .filter(|id| self.first_unflushed().is_none_or(|first| id.index < first));
+        let committed = saved.max(applied);
         if committed.is_some() {
             write_meta_opt(txn, COMMITTED, committed.as_ref())?;
         }

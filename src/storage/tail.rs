@@ -5,6 +5,9 @@
 //! Kept equal to a suffix of the file's log by the write paths of `Store`: appended entries
 //! join it after their commit, truncated and purged entries leave it before theirs (a reader
 //! that misses them in the tail reads the file, which still has them until that commit).
+//! The one exception is a leader's published append (`storage::published`): its entries join
+//! the tail when queued, pinned (never dropped for room) until their commit, so replication
+//! reads them while the leader's fsync runs.
 
 use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};
@@ -22,12 +25,20 @@ const ENTRY_OVERHEAD_BYTES: usize = 64;
 pub(crate) struct LogTail {
     entries: VecDeque<(Entry, usize)>,
     bytes: usize,
+    /// How many of the last entries are published but not committed: only the tail holds
+    /// them, so they are never dropped for room.
+    pinned: usize,
 }
 
 impl LogTail {
     /// Adds entries just committed to the log. Entries at or after the first one's index are
     /// replaced (as the file's insert does); a gap before them starts the tail afresh.
     pub(crate) fn extend(&mut self, appended: &[Entry]) {
+        self.push(appended, false);
+    }
+
+    /// `extend`, pinning the entries when `pin`.
+    fn push(&mut self, appended: &[Entry], pin: bool) {
         let Some(first) = appended.first() else {
             return;
         };
@@ -47,9 +58,47 @@ impl LogTail {
             self.bytes += bytes;
             self.entries.push_back((entry.clone(), bytes));
         }
-        while self.entries.len() > LOG_TAIL_ENTRIES_MAX || self.bytes > LOG_TAIL_BYTES_MAX {
+        if pin {
+            self.pinned = (self.pinned + appended.len()).min(self.entries.len());
+        }
+        while (self.entries.len() > LOG_TAIL_ENTRIES_MAX || self.bytes > LOG_TAIL_BYTES_MAX)
+            && self.entries.len() > self.pinned
+        {
             self.pop_front();
         }
+    }
+
+    /// Adds a leader's published entries, pinned until `unpin` (their commit). They must
+    /// follow the tail's last entry (or start it afresh, when nothing pinned precedes them).
+    pub(crate) fn publish(&mut self, entries: &[Entry]) {
+        if self.pinned > 0 {
+            debug_assert_eq!(
+                entries.first().map(|e| e.log_id.index),
+                self.last_index().map(|last| last + 1),
+                "published entries follow the pinned ones"
+            );
+        }
+        self.push(entries, true);
+    }
+
+    /// The oldest `count` pinned entries were committed to the file.
+    pub(crate) fn unpin(&mut self, count: usize) {
+        self.pinned = self.pinned.saturating_sub(count);
+    }
+
+    /// Index of the oldest pinned entry: the first one the file may not hold yet.
+    pub(crate) fn first_pinned(&self) -> Option<u64> {
+        let first = self.entries.len().checked_sub(self.pinned)?;
+        self.entries.get(first).map(|(entry, _)| entry.log_id.index)
+    }
+
+    /// Copies of the pinned entries, oldest first.
+    pub(crate) fn pinned_entries(&self) -> Vec<Entry> {
+        let first = self.entries.len() - self.pinned;
+        self.entries
+            .range(first..)
+            .map(|(entry, _)| entry.clone())
+            .collect()
     }
 
     /// Drops the entries from `index` on.
@@ -58,6 +107,7 @@ impl LogTail {
             let (_, bytes) = self.entries.pop_back().expect("a last entry");
             self.bytes -= bytes;
         }
+        self.pinned = self.pinned.min(self.entries.len());
     }
 
     /// Drops the entries up to and including `index`.
@@ -70,6 +120,7 @@ impl LogTail {
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
+        self.pinned = 0;
     }
 
     /// The entries of `range` when the tail holds all of them (`None`: read the file). An
@@ -116,6 +167,7 @@ impl LogTail {
         if let Some((_, bytes)) = self.entries.pop_front() {
             self.bytes -= bytes;
         }
+        self.pinned = self.pinned.min(self.entries.len());
     }
 }
 
@@ -180,6 +232,37 @@ mod tests {
         tail.extend(&[entry(3, 9, 8)]);
         assert!(tail.get(&(5..6)).is_none());
         assert_eq!(ids(&tail.get(&(9..10)).unwrap()), vec![(3, 9)]);
+    }
+
+    /// Proves published entries stay pinned past the bounds until unpinned (only the tail
+    /// holds them), are served like the others, and leave with a truncation or a clear.
+    #[test]
+    fn keeps_pinned_entries_until_their_commit() {
+        let mut tail = LogTail::default();
+        tail.extend(&[entry(1, 1, 8), entry(1, 2, 8)]);
+        assert_eq!(tail.first_pinned(), None);
+        let big = LOG_TAIL_BYTES_MAX / 2;
+        tail.publish(&[entry(1, 3, big), entry(1, 4, big), entry(1, 5, big)]);
+        assert_eq!(tail.first_pinned(), Some(3));
+        assert!(
+            tail.bytes > LOG_TAIL_BYTES_MAX,
+            "pinned entries are never dropped"
+        );
+        assert_eq!(tail.first_index(), Some(3), "unpinned ones make room");
+        assert_eq!(ids(&tail.pinned_entries()), vec![(1, 3), (1, 4), (1, 5)]);
+        tail.unpin(1);
+        assert_eq!(tail.first_pinned(), Some(4));
+        tail.extend(&[]);
+        tail.publish(&[entry(1, 6, 8)]);
+        assert_eq!(tail.first_index(), Some(4), "the unpinned entry made room");
+        assert_eq!(tail.first_pinned(), Some(4));
+        tail.truncate(5);
+        assert_eq!(ids(&tail.pinned_entries()), vec![(1, 4)]);
+        tail.unpin(usize::MAX);
+        assert_eq!(tail.first_pinned(), None);
+        tail.publish(&[entry(1, 5, 8)]);
+        tail.clear();
+        assert_eq!(tail.first_pinned(), None);
     }
 
     /// Proves the tail stays within its entry and byte bounds, dropping the oldest entries.

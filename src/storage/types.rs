@@ -126,5 +126,8 @@ mod tests {
 #[derive(Debug, Clone, Copy)]
 pub enum MergedStep<'a> {
     Append(&'a [Entry]),
+    /// An append whose entries were published first (`Store::publish`): they are in the log
+    /// tail already, pinned until this commit.
+    AppendPublished(&'a [Entry]),
     Apply(&'a [Entry]),
 }

@@ -24,6 +24,11 @@ pub trait StoreWrite {
     /// entry: `Store::write_merged`), fsync'd when it holds an append; one output per step
     /// (the responses of each apply).
     fn write_merged(&self, steps: &[MergedStep<'_>]) -> Result<Vec<Option<Vec<Response>>>>;
+    /// Makes a leader's entries readable before their append commits (`published.rs`); the
+    /// append then goes as `MergedStep::AppendPublished`.
+    fn publish(&self, entries: &[Entry]) -> Result<()>;
+    /// Published entries whose append will never run are lost (`published.rs`).
+    fn lose_published(&self, why: &str);
     fn save_vote(&self, vote: &Vote) -> Result<()>;
     fn save_committed(&self, committed: Option<&LogId>) -> Result<()>;
     /// Deletes the log from `index` on.
@@ -57,6 +62,14 @@ impl StoreWrite for Store {
 
     fn write_merged(&self, steps: &[MergedStep<'_>]) -> Result<Vec<Option<Vec<Response>>>> {
         self.sized(Store::write_merged(self, steps))
+    }
+
+    fn publish(&self, entries: &[Entry]) -> Result<()> {
+        Store::publish(self, entries)
+    }
+
+    fn lose_published(&self, why: &str) {
+        Store::lose_published(self, why)
     }
 
     fn save_vote(&self, vote: &Vote) -> Result<()> {

@@ -12,6 +12,7 @@ mod failover;
 mod hashkv;
 mod learner;
 mod partition;
+mod published;
 mod replication;
 mod security;
 mod shutdown;

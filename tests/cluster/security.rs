@@ -66,6 +66,7 @@ async fn outsiders_and_bad_frames_are_refused() {
         node_id: 99,
         connections: foreign_connections().await,
         faults: NetFaults::default(),
+        flush_mark: Default::default(),
     };
     let mut peer = outsider
         .new_client(target, &openraft::BasicNode::new(address.to_string()))
@@ -229,6 +230,7 @@ async fn a_member_speaks_only_for_itself_and_a_removed_one_not_at_all() {
         node_id: 99,
         connections: Connections::new(planted_endpoint, Duration::from_secs(2)),
         faults: NetFaults::default(),
+        flush_mark: Default::default(),
     };
     let mut peer = planted
         .new_client(

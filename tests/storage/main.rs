@@ -8,6 +8,7 @@ mod crash;
 mod fuzz_inputs;
 mod hashkv;
 mod model;
+mod published;
 mod reference;
 mod suite;
 mod tail;
