@@ -35,6 +35,8 @@ pub(super) enum Queued {
 pub(super) struct Proposer {
     pub(super) raft: Raft<TypeConfig>,
     pub(super) withdrawn: Arc<AtomicBool>,
+    /// Why the node stopped this instance (`RaftHandle::stopping_because`).
+    pub(super) stopped_because: Arc<std::sync::Mutex<Option<String>>>,
     pub(super) node_label: String,
 }
 
@@ -162,7 +164,10 @@ impl Proposer {
         {
             Ok(written) if count == 1 => vec![Ok(written.data)],
             Ok(written) => batch_answers(written.data, count),
-            Err(error) => vec![Err(write_error(error)); count],
+            Err(error) => {
+                let because = crate::sync::lock(&self.stopped_because).clone();
+                vec![Err(write_error(error, because)); count]
+            }
         };
         replies.into_iter().zip(answers).collect()
     }

@@ -159,6 +159,8 @@ struct Published {
     /// Set when the instance is withdrawn: the proposer answers what is still queued
     /// `NotRunning` instead of proposing it.
     withdrawn: Arc<AtomicBool>,
+    /// Why the node is stopping the instance, for the writes it leaves unanswered.
+    stopped_because: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -190,9 +192,11 @@ impl RaftHandle {
     fn publish(&self, raft: Raft<TypeConfig>) {
         let (proposals, queue) = mpsc::unbounded_channel();
         let withdrawn = Arc::new(AtomicBool::new(false));
+        let stopped_because = Arc::default();
         let proposer = Proposer {
             raft: raft.clone(),
             withdrawn: Arc::clone(&withdrawn),
+            stopped_because: Arc::clone(&stopped_because),
             node_label: self.node_id.to_string(),
         };
         tokio::spawn(proposer.run(queue));
@@ -200,7 +204,16 @@ impl RaftHandle {
             raft,
             proposals,
             withdrawn,
+            stopped_because,
         });
+    }
+
+    /// Records why the node is about to stop the running instance (a failure under it): the
+    /// writes it leaves in flight fail naming that, not only "raft stopped".
+    pub fn stopping_because(&self, reason: String) {
+        if let Some(published) = lock(&self.published).as_ref() {
+            *lock(&published.stopped_because) = Some(reason);
+        }
     }
 
     /// Withdraws the published instance and returns it (to be shut down). Writes still queued

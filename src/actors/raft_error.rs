@@ -22,15 +22,21 @@ pub enum RaftError {
     Unavailable(String),
 }
 
+/// `stopped_because`: why the node stopped this Raft instance, if it did (openraft itself
+/// only says "stopped").
 pub(super) fn write_error(
     error: OpenraftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    stopped_because: Option<String>,
 ) -> RaftError {
-    match error {
-        OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+    match (error, stopped_because) {
+        (OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward)), _) => {
             RaftError::NotLeader {
                 leader: forward.leader_id,
             }
         }
-        other => RaftError::Unavailable(other.to_string()),
+        (OpenraftError::Fatal(openraft::error::Fatal::Stopped), Some(because)) => {
+            RaftError::Unavailable(format!("raft stopped because {because}"))
+        }
+        (other, _) => RaftError::Unavailable(other.to_string()),
     }
 }

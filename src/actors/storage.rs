@@ -348,15 +348,32 @@ impl StorageWriter {
     /// Queues the write and wakes the actor; the write's result comes back on its channel.
     async fn send<T>(&self, job: impl FnOnce(Reply<T>) -> WriteJob) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        {
+        let store = {
             // Queued and woken under the lock, so writes queue in the order they were sent.
             let published = lock(&self.actor);
-            let (actor, queue, _) = published.as_ref().ok_or_else(stopped)?;
+            let (actor, queue, store) = published.as_ref().ok_or_else(stopped)?;
             let queue = queue.upgrade().ok_or_else(stopped)?;
             lock(&queue).push(job(tx));
             actor.cast(StorageMsg::Drain).map_err(|_| stopped())?;
-        }
-        rx.await.map_err(|_| stopped())?
+            Arc::clone(store)
+        };
+        rx.await.map_err(|_| stopped_after_failure(&store))?
+    }
+}
+
+/// A queued write dropped with its incarnation: names the failure that ended it, when known.
+fn stopped_after_failure(store: &Store) -> Error {
+    if let Err(lost) = store.refuse_if_published_lost() {
+        return lost;
+    }
+    match store.io_error() {
+        Some(failure) => Error::io(
+            "the storage actor",
+            std::io::Error::other(format!(
+                "stopped before the write ran, after a write failed: {failure}"
+            )),
+        ),
+        None => stopped(),
     }
 }
 

@@ -18,15 +18,8 @@
 
 use crate::command::Entry;
 use crate::storage::error::{Error, Result};
-use crate::storage::store::Store;
+use crate::storage::store::{LostAppend, Store};
 use crate::sync::lock;
-
-/// What a lost published append leaves: why, and the first index lost.
-#[derive(Debug, Clone)]
-pub(in crate::storage) struct Lost {
-    why: String,
-    first: u64,
-}
 
 impl Store {
     /// Makes a leader's appended entries readable before their commit: they join the log tail,
@@ -57,7 +50,7 @@ impl Store {
             why,
             "storage: a published log append was lost before its commit; Raft must restart"
         );
-        lock(&self.published_lost).get_or_insert(Lost {
+        lock(&self.published_lost).get_or_insert(LostAppend {
             why: why.to_string(),
             first,
         });
@@ -67,7 +60,7 @@ impl Store {
     }
 
     /// An error naming the lost append, while one is lost: appends and applies are refused.
-    pub(in crate::storage) fn refuse_if_published_lost(&self) -> Result<()> {
+    pub fn refuse_if_published_lost(&self) -> Result<()> {
         match &*lock(&self.published_lost) {
             None => Ok(()),
             Some(lost) => Err(Error::Refused(format!(

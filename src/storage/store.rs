@@ -180,12 +180,18 @@ pub struct Store {
     /// again with them by `reopen`); a replica damage armed here is done by the next apply.
     pub(in crate::storage) faults: crate::fault::StorageFaults,
     /// A leader's published append that was lost before its commit (`published.rs`).
-    pub(in crate::storage) published_lost:
-        std::sync::Mutex<Option<crate::storage::published::Lost>>,
+    pub(in crate::storage) published_lost: std::sync::Mutex<Option<LostAppend>>,
     /// Woken when published entries commit or are lost.
     pub(in crate::storage) published_settled: tokio::sync::Notify,
     /// Where the log stops being known durable, for the Raft transport.
     pub(in crate::storage) flush_mark: crate::sync::FlushMark,
+}
+
+/// What a lost published append leaves (`published.rs`): why, and the first index lost.
+#[derive(Debug, Clone)]
+pub(in crate::storage) struct LostAppend {
+    pub(in crate::storage) why: String,
+    pub(in crate::storage) first: u64,
 }
 
 /// What opening the database file again needs.

@@ -425,6 +425,11 @@ async fn on_child_failed(
     if kind == ActorKind::Raft {
         withdraw_raft(state).await;
     }
+    if kind == ActorKind::Storage {
+        state
+            .raft
+            .stopping_because(format!("storage failed: {reason}"));
+    }
     for dependent in dependents(kind) {
         stop_child(state, *dependent).await;
     }
