@@ -47,6 +47,8 @@ pub struct RaftArgs {
 pub struct RaftState {
     raft: Raft<TypeConfig>,
     handle: RaftHandle,
+    /// Announces commits the transport held back once they are durable here.
+    announcer: tokio::task::JoinHandle<()>,
 }
 
 pub type Metrics = RaftMetrics<NodeId, BasicNode>;
@@ -81,6 +83,7 @@ impl Actor for RaftActor {
             args.node_id,
             args.faults.clone(),
         );
+        let flush_mark = args.store.flush_mark();
         let sm = StateMachineStore::new(args.store, args.writer, args.node_id);
         let raft = Raft::new(args.node_id, args.config, args.transport, log, sm).await?;
         if args.bootstrap_single && !raft.is_initialized().await? {
@@ -91,12 +94,23 @@ impl Actor for RaftActor {
                 "raft: initialized a one-member cluster"
             );
         }
+        // A lone voter restarts as a follower (`LogStore::read_vote`): it elects itself at
+        // once rather than after an election timeout.
+        let alone = raft.with_raft_state(move |state| {
+            let membership = state.membership_state.effective().membership();
+            membership.voter_ids().eq([args.node_id]) && membership.learner_ids().next().is_none()
+        });
+        if alone.await.unwrap_or(false) && raft.current_leader().await != Some(args.node_id) {
+            let _ = raft.trigger().elect().await;
+        }
+        let announcer = tokio::spawn(announce_withheld_commits(raft.clone(), flush_mark));
         tokio::spawn(count_leader_changes(args.node_id, raft.metrics()));
         tokio::spawn(report_fatal(myself, raft.metrics()));
         args.handle.publish(raft.clone());
         Ok(RaftState {
             raft,
             handle: args.handle,
+            announcer,
         })
     }
 
@@ -106,6 +120,7 @@ impl Actor for RaftActor {
         state: &mut RaftState,
     ) -> Result<(), ActorProcessingErr> {
         state.handle.withdraw();
+        state.announcer.abort();
         state
             .raft
             .shutdown()
@@ -365,6 +380,18 @@ async fn count_leader_changes(node_id: NodeId, mut metrics: watch::Receiver<Metr
             tracing::info!(node_id, term, leader = ?now, "raft: leader changed");
             metrics::counter!(crate::metrics::RAFT_LEADER_CHANGES, "node_id" => node_id.to_string())
                 .increment(1);
+        }
+    }
+}
+
+/// Has the leader send a heartbeat each time its flush mark moves on after an AppendEntries
+/// held a commit back (`storage::published`): followers learn the commit as soon as it is
+/// durable here, not with the next periodic heartbeat.
+async fn announce_withheld_commits(raft: Raft<TypeConfig>, mark: crate::sync::FlushMark) {
+    loop {
+        mark.lifted().await;
+        if raft.trigger().heartbeat().await.is_err() {
+            return;
         }
     }
 }

@@ -161,11 +161,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// Read once, as a core starts. This node's own committed vote is handed back as not
+    /// committed, so the core starts as a follower and wins a new term instead of leading the
+    /// old one again: followers may hold entries of the old term this node published and then
+    /// lost (`storage::published`: a crash or a failed commit before its fsync returned), and a
+    /// new entry proposed at the same index in the same term would carry the same log id, so
+    /// they would keep theirs and apply something else. A new term's entries conflict with
+    /// theirs, and Raft's usual repair follows.
     async fn read_vote(&mut self) -> Result<Option<Vote>, RaftStorageError> {
-        let vote = blocking(&self.store, ErrorSubject::Vote, ErrorVerb::Read, |s| {
+        let stored = blocking(&self.store, ErrorSubject::Vote, ErrorVerb::Read, |s| {
             s.read_vote()
         })
         .await?;
+        let vote = stored.map(|vote| match vote.leader_id.node_id == self.id {
+            true => Vote {
+                committed: false,
+                ..vote
+            },
+            false => vote,
+        });
         self.vote = vote;
         Ok(vote)
     }

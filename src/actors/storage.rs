@@ -147,7 +147,10 @@ impl Actor for StorageActor {
                     "node_id" => state.node_label.clone()
                 );
                 let written = Arc::clone(&store);
-                tokio::task::spawn_blocking(move || run(&written, jobs, &merged))
+                // Only while this incarnation lives: one killed (ractor runs nothing of it
+                // then) must not write on behind its successor's back.
+                let alive = Arc::downgrade(&state.queue);
+                tokio::task::spawn_blocking(move || run(&written, jobs, &merged, &alive))
                     .await
                     .map_err(|e| format!("storage: write failed: {e}"))?;
                 if let Some(error) = store.io_error() {
@@ -165,8 +168,16 @@ impl Actor for StorageActor {
 }
 
 /// Commits `jobs` in order, merging each run of appends and applies, and sends each its
-/// result (a caller that went away does not stop the commit).
-fn run(store: &Store, jobs: Vec<WriteJob>, merged: &metrics::Histogram) {
+/// result (a caller that went away does not stop the commit). Stops once the incarnation
+/// whose queue `alive` points to ended: the jobs left are dropped, and their callers hear
+/// "stopped" (a transaction under way finishes first, holding redb's write lock, so nothing
+/// of a successor's commits before it).
+fn run(
+    store: &Store,
+    jobs: Vec<WriteJob>,
+    merged: &metrics::Histogram,
+    alive: &std::sync::Weak<Mutex<Vec<WriteJob>>>,
+) {
     let mut run: Vec<WriteJob> = Vec::new();
     for job in jobs {
         match job {
@@ -174,12 +185,20 @@ fn run(store: &Store, jobs: Vec<WriteJob>, merged: &metrics::Histogram) {
                 run.push(job);
             }
             alone => {
+                if alive.strong_count() == 0 {
+                    return;
+                }
                 run_merged(store, std::mem::take(&mut run), merged);
+                if alive.strong_count() == 0 {
+                    return;
+                }
                 run_alone(store, alone);
             }
         }
     }
-    run_merged(store, run, merged);
+    if alive.strong_count() > 0 {
+        run_merged(store, run, merged);
+    }
 }
 
 /// One transaction for a run of appends and applies (one more after each hash check entry).

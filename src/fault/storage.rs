@@ -2,8 +2,8 @@
 //! (`ENOSPC`) or a failing one (`EIO`), or its syncs fail (`EIO`), through redb's own error
 //! path (`storage::backend::FaultyFile` asks here). And silent damage: one stored value of
 //! this replica changed behind Raft's back, as a bit flip would (the state machine's next
-//! apply does it), for the hash check to find. And a slow disk: syncs of the file wait while
-//! stalled, so a test can hold a commit in the middle of its fsync.
+//! apply does it), for the hash check to find. And a slow disk: writes and syncs of the file
+//! wait while stalled, so a test can hold a commit before it wrote anything.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ struct Armed {
     /// Set with `damage`, so an apply checks one atomic, not a lock.
     damage_armed: AtomicBool,
     damage: Mutex<Option<Vec<u8>>>,
-    /// Set while syncs wait (`stall_syncs`).
+    /// Set while writes and syncs wait (`stall_disk`).
     stalled: Mutex<bool>,
     resumed: std::sync::Condvar,
 }
@@ -85,18 +85,18 @@ impl StorageFaults {
         crate::sync::lock(&self.0.damage).take()
     }
 
-    /// From now on, every sync of the file waits (on the thread that commits) until
-    /// `resume_syncs`.
-    pub fn stall_syncs(&self) {
+    /// From now on, every write and sync of the file waits (on the thread that commits) until
+    /// `resume_disk`; then the armed disk fault, if any, applies.
+    pub fn stall_disk(&self) {
         *crate::sync::lock(&self.0.stalled) = true;
     }
 
-    pub fn resume_syncs(&self) {
+    pub fn resume_disk(&self) {
         *crate::sync::lock(&self.0.stalled) = false;
         self.0.resumed.notify_all();
     }
 
-    /// Returns once syncs are not stalled (at once when they are not).
+    /// Returns once the disk is not stalled (at once when it is not).
     pub fn wait_while_stalled(&self) {
         let stalled = crate::sync::lock(&self.0.stalled);
         drop(

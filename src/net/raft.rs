@@ -261,6 +261,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let commit = durable_commit(&rpc, self.transport.flush_mark.first_unflushed());
         if commit != rpc.leader_commit {
+            self.transport.flush_mark.note_withheld();
             metrics::counter!(crate::metrics::RAFT_COMMITS_WITHHELD, "node_id" => self.transport.node_id.to_string())
                 .increment(1);
             rpc.leader_commit = commit;

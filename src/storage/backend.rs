@@ -65,6 +65,7 @@ impl StorageBackend for FaultyFile {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.faults.wait_while_stalled();
         self.check()?;
         self.inner.write(offset, data)
     }

@@ -27,22 +27,26 @@ impl Store {
     /// Refused while an earlier published append is lost.
     pub(in crate::storage) fn publish(&self, entries: &[Entry]) -> Result<()> {
         self.refuse_if_published_lost()?;
-        lock(&self.tail).publish(entries);
-        self.refresh_flush_mark();
+        let mut tail = lock(&self.tail);
+        tail.publish(entries);
+        self.set_flush_mark(&tail);
         Ok(())
     }
 
     /// The oldest `count` published entries were committed with fsync.
     pub(in crate::storage) fn published_committed(&self, count: usize) {
-        lock(&self.tail).unpin(count);
-        self.refresh_flush_mark();
+        let mut tail = lock(&self.tail);
+        tail.unpin(count);
+        self.set_flush_mark(&tail);
+        drop(tail);
         self.published_settled.notify_waiters();
     }
 
     /// Published entries not committed yet (the pinned tail) are lost: a write holding them
     /// failed, or the StorageActor that held them ended.
     pub(in crate::storage) fn lose_published(&self, why: &str) {
-        let Some(first) = lock(&self.tail).first_pinned() else {
+        let mut tail = lock(&self.tail);
+        let Some(first) = tail.first_pinned() else {
             return;
         };
         tracing::error!(
@@ -54,8 +58,9 @@ impl Store {
             why: why.to_string(),
             first,
         });
-        lock(&self.tail).unpin(usize::MAX);
-        self.refresh_flush_mark();
+        tail.unpin(usize::MAX);
+        self.set_flush_mark(&tail);
+        drop(tail);
         self.published_settled.notify_waiters();
     }
 
@@ -83,29 +88,35 @@ impl Store {
 
     /// Called before a Raft core starts on this store, once the old core stopped: waits (at
     /// most `wait`) for published appends still queued to commit, since the new core reads
-    /// the log from the file; what does not commit in time counts as lost. Then a lost
-    /// published append is forgotten, its entries leave the tail, and `committed` is read
-    /// again from the file (the old core may have saved one past the entries the file holds).
+    /// the log from the file, and fails if they have not by then (the core must not start
+    /// while an append it does not know of may still land; its start is retried). Appends
+    /// whose StorageActor ended are lost already (its next incarnation says so at its start).
+    /// Then a lost published append is forgotten, its entries leave the tail, and `committed`
+    /// is read again from the file (the old core may have saved one past what the file holds).
     pub async fn restart_published(&self, wait: std::time::Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let settled = self.published_settled.notified();
-            if lock(&self.tail).first_pinned().is_none() {
+            let Some(first) = lock(&self.tail).first_pinned() else {
                 break;
-            }
+            };
             if tokio::time::timeout_at(deadline, settled).await.is_err() {
-                self.lose_published("they were still queued when Raft restarted");
-                break;
+                return Err(Error::Refused(format!(
+                    "log entries from index {first} published by the previous Raft core still \
+                     wait for their commit after {} ms; Raft starts once they are written",
+                    wait.as_millis()
+                )));
             }
         }
         let Some(lost) = lock(&self.published_lost).take() else {
             return Ok(());
         };
-        lock(&self.tail).truncate(lost.first);
         let txn = self.begin_read()?;
         *lock(&self.committed) =
             crate::storage::codec::read_meta(&txn, crate::storage::schema::COMMITTED)?;
-        self.refresh_flush_mark();
+        let mut tail = lock(&self.tail);
+        tail.truncate(lost.first);
+        self.set_flush_mark(&tail);
         tracing::info!(
             first = lost.first,
             "storage: Raft restarts without the lost published entries"
@@ -113,8 +124,11 @@ impl Store {
         Ok(())
     }
 
-    fn refresh_flush_mark(&self) {
-        let pinned = lock(&self.tail).first_pinned();
+    /// Sets the flush mark from `tail` (the locked log tail: every change to what is pinned
+    /// happens under that lock, so marks are set in the order of the changes) and the lost
+    /// append, if any.
+    fn set_flush_mark(&self, tail: &crate::storage::tail::LogTail) {
+        let pinned = tail.first_pinned();
         let lost = lock(&self.published_lost).as_ref().map(|lost| lost.first);
         let first = match (pinned, lost) {
             (Some(a), Some(b)) => Some(a.min(b)),

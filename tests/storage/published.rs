@@ -49,9 +49,18 @@ fn published_lifecycle(store: &Store) {
 }
 
 fn lost_publish_refuses_writes(store: &Store) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let lost = [put(6)];
     store.publish(&lost).expect("publish");
     store.save_committed(Some(&lost[0].log_id)).unwrap();
+    // Still queued (nobody lost it): a new Raft core may not start yet.
+    let early = runtime
+        .block_on(store.restart_published(std::time::Duration::from_millis(20)))
+        .expect_err("a restart while a published append waits");
+    assert!(early.to_string().contains("from index 6"), "{early}");
     // What the StorageActor does after an I/O error: the append never commits.
     store.reopen().expect("reopen");
     assert_eq!(store.first_unflushed(), Some(6), "commits stay withheld");
@@ -59,10 +68,6 @@ fn lost_publish_refuses_writes(store: &Store) {
     assert!(refused.to_string().contains("from index 6"), "{refused}");
     assert!(store.append(&[put(7)]).is_err());
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
     runtime
         .block_on(store.restart_published(std::time::Duration::from_secs(1)))
         .expect("restart");
@@ -84,9 +89,10 @@ fn published_entries_are_readable_and_never_counted_before_their_commit() {
     }
 }
 
-// Proves a published append that never commits (the database opened again after an I/O
-// error) refuses appends and applies, naming the first lost index, and keeps commits
-// withheld, until a Raft restart forgets it: the entry leaves the tail, `committed` is read
+// Proves a new Raft core may not start while a published append still waits for its commit,
+// and that one that never commits (the database opened again after an I/O error) refuses
+// appends and applies, naming the first lost index, and keeps commits withheld, until a Raft
+// restart forgets it: the entry leaves the tail, `committed` is read
 // again from the file, and writes go on.
 #[test]
 fn a_lost_published_append_refuses_writes_until_raft_restarts() {
