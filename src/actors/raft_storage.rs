@@ -7,8 +7,9 @@
 //! leader's own entries: they are published (readable at once) and the callback signalled as
 //! soon as their append is queued, so replication overlaps the leader's fsync
 //! (`storage::published` says why that is safe). It never applies anything (applying
-//! uncommitted entries would expose writes a new leader may truncate). `apply()` commits without fsync; `save_committed()` is kept in memory (no trip
-//! to the StorageActor) and written by the next apply.
+//! uncommitted entries would expose writes a new leader may truncate). `apply()` commits
+//! without fsync; `save_committed()` is kept in memory (no trip to the StorageActor) and
+//! written by the next apply.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;

@@ -143,11 +143,11 @@ async fn a_leader_that_lost_a_published_entry_does_not_lead_its_term_again() {
     // there (once the disk works again) with the entry gone from its log.
     storage.fail_writes(aspen::fault::DiskFault::Failing);
     storage.resume_disk();
+    // Refused naming the disk's error: as the lost append its apply was refused for, or as
+    // the storage failure Raft was stopped for, whichever came first.
     let refused = put.await.unwrap().expect_err("a put whose commit failed");
     assert!(
-        refused
-            .to_string()
-            .contains("were handed to Raft before their commit"),
+        refused.to_string().contains("Input/output error"),
         "{refused}"
     );
     storage.heal();
