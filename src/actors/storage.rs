@@ -36,8 +36,14 @@ pub struct StorageState {
     store: Arc<Store>,
     writer: StorageWriter,
     queue: Queue,
+    /// Why this incarnation ended, set before it ends on an I/O error: the writes still
+    /// queued, dropped with it, fail naming it.
+    ended: Ended,
     node_label: String,
 }
+
+/// Why an incarnation ended (`None`: it has not, or it was stopped, killed or panicked).
+type Ended = Arc<Mutex<Option<String>>>;
 
 /// Where a write's result goes.
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -97,8 +103,15 @@ impl Actor for StorageActor {
         args.store
             .lose_published("the storage actor holding their append ended before it ran");
         let queue = Queue::default();
-        *lock(&args.writer.actor) = Some((myself, Arc::downgrade(&queue), Arc::clone(&args.store)));
+        let ended = Ended::default();
+        *lock(&args.writer.actor) = Some((
+            myself,
+            Arc::downgrade(&queue),
+            Arc::clone(&args.store),
+            Arc::clone(&ended),
+        ));
         Ok(StorageState {
+            ended,
             store: args.store,
             writer: args.writer,
             queue,
@@ -115,7 +128,7 @@ impl Actor for StorageActor {
         let mut published = lock(&state.writer.actor);
         if published
             .as_ref()
-            .is_some_and(|(_, queue, _)| queue.as_ptr() == Arc::as_ptr(&state.queue))
+            .is_some_and(|(_, queue, _, _)| queue.as_ptr() == Arc::as_ptr(&state.queue))
         {
             published.take();
         }
@@ -156,6 +169,7 @@ impl Actor for StorageActor {
                 if let Some(error) = store.io_error() {
                     // Every caller got its error. redb takes no write until the database is
                     // opened again: this incarnation ends, and the next reopens it.
+                    *lock(&state.ended) = Some(error.clone());
                     return Err(format!(
                         "{error} (the database is opened again before storage restarts)"
                     )
@@ -279,11 +293,12 @@ pub struct StorageWriter {
     actor: Arc<Mutex<Option<Incarnation>>>,
 }
 
-/// The running actor, its queue (gone once the actor ended) and its store.
+/// The running actor, its queue (gone once the actor ended), its store, and why it ended.
 type Incarnation = (
     ActorRef<StorageMsg>,
     std::sync::Weak<Mutex<Vec<WriteJob>>>,
     Arc<Store>,
+    Ended,
 );
 
 impl std::fmt::Debug for StorageWriter {
@@ -309,7 +324,7 @@ impl StorageWriter {
     ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let (tx, rx) = oneshot::channel();
         let published = lock(&self.actor);
-        let (actor, queue, store) = published.as_ref().ok_or_else(stopped)?;
+        let (actor, queue, store, _) = published.as_ref().ok_or_else(stopped)?;
         let queue = queue.upgrade().ok_or_else(stopped)?;
         store.publish(&entries)?;
         lock(&queue).push(WriteJob::Append(entries, tx, true));
@@ -335,7 +350,7 @@ impl StorageWriter {
     /// <= last log index` holds there; and `last_applied <= committed` because ids only rise.
     pub fn save_committed(&self, committed: Option<LogId>) -> Result<(), Error> {
         let published = lock(&self.actor);
-        let (_, queue, store) = published.as_ref().ok_or_else(stopped)?;
+        let (_, queue, store, _) = published.as_ref().ok_or_else(stopped)?;
         queue.upgrade().ok_or_else(stopped)?;
         StoreWrite::save_committed(&**store, committed.as_ref())
     }
@@ -367,25 +382,27 @@ impl StorageWriter {
     /// Queues the write and wakes the actor; the write's result comes back on its channel.
     async fn send<T>(&self, job: impl FnOnce(Reply<T>) -> WriteJob) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        let store = {
+        let (store, ended) = {
             // Queued and woken under the lock, so writes queue in the order they were sent.
             let published = lock(&self.actor);
-            let (actor, queue, store) = published.as_ref().ok_or_else(stopped)?;
+            let (actor, queue, store, ended) = published.as_ref().ok_or_else(stopped)?;
             let queue = queue.upgrade().ok_or_else(stopped)?;
             lock(&queue).push(job(tx));
             actor.cast(StorageMsg::Drain).map_err(|_| stopped())?;
-            Arc::clone(store)
+            (Arc::clone(store), Arc::clone(ended))
         };
-        rx.await.map_err(|_| stopped_after_failure(&store))?
+        rx.await
+            .map_err(|_| stopped_after_failure(&store, &ended))?
     }
 }
 
-/// A queued write dropped with its incarnation: names the failure that ended it, when known.
-fn stopped_after_failure(store: &Store) -> Error {
+/// A queued write dropped with its incarnation: names the failure that ended it, when known
+/// (a lost published append, or the I/O error the incarnation ended on).
+fn stopped_after_failure(store: &Store, ended: &Ended) -> Error {
     if let Err(lost) = store.refuse_if_published_lost() {
         return lost;
     }
-    match store.io_error() {
+    match lock(ended).clone().or_else(|| store.io_error()) {
         Some(failure) => Error::io(
             "the storage actor",
             std::io::Error::other(format!(
