@@ -324,8 +324,10 @@ impl StorageWriter {
     ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let (tx, rx) = oneshot::channel();
         let published = lock(&self.actor);
-        let (actor, queue, store, _) = published.as_ref().ok_or_else(stopped)?;
-        let queue = queue.upgrade().ok_or_else(stopped)?;
+        let (actor, queue, store, ended) = published.as_ref().ok_or_else(stopped)?;
+        let queue = queue
+            .upgrade()
+            .ok_or_else(|| stopped_after_failure(store, ended))?;
         store.publish(&entries)?;
         lock(&queue).push(WriteJob::Append(entries, tx, true));
         if actor.cast(StorageMsg::Drain).is_err() {
@@ -350,8 +352,10 @@ impl StorageWriter {
     /// <= last log index` holds there; and `last_applied <= committed` because ids only rise.
     pub fn save_committed(&self, committed: Option<LogId>) -> Result<(), Error> {
         let published = lock(&self.actor);
-        let (_, queue, store, _) = published.as_ref().ok_or_else(stopped)?;
-        queue.upgrade().ok_or_else(stopped)?;
+        let (_, queue, store, ended) = published.as_ref().ok_or_else(stopped)?;
+        queue
+            .upgrade()
+            .ok_or_else(|| stopped_after_failure(store, ended))?;
         StoreWrite::save_committed(&**store, committed.as_ref())
     }
 
@@ -386,7 +390,9 @@ impl StorageWriter {
             // Queued and woken under the lock, so writes queue in the order they were sent.
             let published = lock(&self.actor);
             let (actor, queue, store, ended) = published.as_ref().ok_or_else(stopped)?;
-            let queue = queue.upgrade().ok_or_else(stopped)?;
+            let queue = queue
+                .upgrade()
+                .ok_or_else(|| stopped_after_failure(store, ended))?;
             lock(&queue).push(job(tx));
             actor.cast(StorageMsg::Drain).map_err(|_| stopped())?;
             (Arc::clone(store), Arc::clone(ended))
