@@ -24,6 +24,30 @@ fn puts_during(command: &Command) -> bool {
     }
 }
 
+/// The members, the leader, its followers, a client of the leader, and the index every
+/// member applied once a first put went through.
+async fn settled(cluster: &Cluster) -> (Vec<u64>, u64, Vec<u64>, aspen::client::Client, u64) {
+    let ids = cluster.ids();
+    let leader = cluster.wait_leader(&ids).await;
+    let followers: Vec<u64> = ids.iter().copied().filter(|id| *id != leader).collect();
+    let client = cluster.client_of(leader).await;
+    client.put("before", "the test").await.unwrap();
+    cluster.wait_converged(leader, &ids).await;
+    let applied = cluster.last_applied(leader).unwrap();
+    (ids, leader, followers, client, applied)
+}
+
+/// The log id of the put of "during" in node `id`'s log after index `applied`, if it is there.
+fn put_after(cluster: &Cluster, id: u64, applied: u64) -> Option<aspen::command::LogId> {
+    let store = cluster.nodes[&id].node.store().expect("store");
+    store
+        .log_entries(applied + 1..applied + 4)
+        .expect("log")
+        .into_iter()
+        .find(puts_during_entry)
+        .map(|entry| entry.log_id)
+}
+
 /// The value of counter `name` for `node` on the metrics page (0 when absent).
 fn counter(name: &str, node: u64) -> f64 {
     let series = format!("{name}{{node_id=\"{node}\"}} ");
@@ -34,39 +58,22 @@ fn counter(name: &str, node: u64) -> f64 {
         .unwrap_or(0.0)
 }
 
-// Proves the overlap and its guard: with every write and sync of the leader's file stalled, a put's
-// entry still reaches both followers' logs (openraft replicates it before the leader's fsync
-// returned), the leader commits it with their acknowledgements and says so in AppendEntries
-// only up to what it holds durably (commits withheld), so no follower applies it and the
-// client hears nothing; once the leader's syncs resume, the put is answered and every member
-// applies it.
+// Proves the overlap and its guard: with every write and sync of the leader's file stalled, a
+// put's entry still reaches both followers' logs (openraft replicates it before the leader's
+// fsync returned), the leader commits it with their acknowledgements and says so in
+// AppendEntries only up to what it holds durably (commits withheld), so no follower applies
+// it and the client hears nothing; once the leader's disk resumes, the put is answered and
+// every member applies it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_get_the_entry_while_the_leaders_fsync_runs() {
     let cluster = Cluster::start(109, 3, |_| {}).await;
-    let ids = cluster.ids();
-    let leader = cluster.wait_leader(&ids).await;
-    let followers: Vec<u64> = ids.iter().copied().filter(|id| *id != leader).collect();
-    let client = cluster.client_of(leader).await;
-    client.put("before", "the stall").await.unwrap();
-    cluster.wait_converged(leader, &ids).await;
-    let applied = cluster.last_applied(leader).unwrap();
-    // Whether node `id`'s log holds the put of "during" after index `applied`.
-    let holds_the_put = |id: u64| {
-        let store = cluster.nodes[&id].node.store().expect("store");
-        store
-            .log_entries(applied + 1..applied + 4)
-            .expect("log")
-            .iter()
-            .any(|entry| {
-                matches!(&entry.payload, openraft::EntryPayload::Normal(request)
-                if puts_during(&request.command))
-            })
-    };
+    let (ids, leader, followers, client, applied) = settled(&cluster).await;
+    let holds_the_put = |id: u64| put_after(&cluster, id, applied).is_some();
     let withheld = counter(aspen::metrics::RAFT_COMMITS_WITHHELD, leader);
 
     let storage = cluster.nodes[&leader].faults().storage.clone();
     storage.stall_disk();
-    // Resumed however the test ends: a stalled sync holds a thread the runtime waits for.
+    // Resumed however the test ends: a stalled disk holds a thread the runtime waits for.
     let _resume = Resume(storage.clone());
     let put = tokio::spawn(async move { client.put("during", "the stall").await });
     eventually("both followers hold the new entry", || {
@@ -111,24 +118,8 @@ async fn a_leader_that_lost_a_published_entry_does_not_lead_its_term_again() {
         config.raft.election_timeout_max_ms = 3_000;
     })
     .await;
-    let ids = cluster.ids();
-    let leader = cluster.wait_leader(&ids).await;
-    let followers: Vec<u64> = ids.iter().copied().filter(|id| *id != leader).collect();
-    let client = cluster.client_of(leader).await;
-    client.put("before", "the loss").await.unwrap();
-    cluster.wait_converged(leader, &ids).await;
-    let applied = cluster.last_applied(leader).unwrap();
-    let lost_at = |cluster: &Cluster, id: u64| {
-        let store = cluster.nodes[&id].node.store().expect("store");
-        let entries = store.log_entries(applied + 1..applied + 4).expect("log");
-        entries
-            .into_iter()
-            .find(|entry| {
-                matches!(&entry.payload, openraft::EntryPayload::Normal(request)
-                if puts_during(&request.command))
-            })
-            .map(|entry| entry.log_id)
-    };
+    let (ids, leader, followers, client, applied) = settled(&cluster).await;
+    let lost_at = |cluster: &Cluster, id: u64| put_after(cluster, id, applied);
 
     let storage = cluster.nodes[&leader].faults().storage.clone();
     storage.stall_disk();
