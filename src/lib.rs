@@ -56,6 +56,7 @@ pub mod command;
 pub mod config;
 pub mod fault;
 pub mod files;
+pub mod flush;
 #[cfg(feature = "testing")]
 pub mod fuzzing;
 pub mod limits;

@@ -25,6 +25,14 @@ pub const WAIT_MS: u64 = 10_000;
 
 /// The tests' root client key: fixed, so every harness node and process names it in
 /// `auth.root_clients`.
+/// The value of the series `series` (name and labels, as the page prints them) on a
+/// Prometheus text page; 0 when absent.
+pub fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn root_key() -> iroh::SecretKey {
     iroh::SecretKey::from_bytes(&[0x5a; 32])
 }

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("fault", 0),
     ("sync", 0),
+    ("flush", 0),
     ("files", 0),
     ("command", 1),
     ("storage", 2),

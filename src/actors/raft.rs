@@ -387,7 +387,7 @@ async fn count_leader_changes(node_id: NodeId, mut metrics: watch::Receiver<Metr
 /// Has the leader send a heartbeat each time its flush mark moves on after an AppendEntries
 /// held a commit back (`storage::published`): followers learn the commit as soon as it is
 /// durable here, not with the next periodic heartbeat.
-async fn announce_withheld_commits(raft: Raft<TypeConfig>, mark: crate::sync::FlushMark) {
+async fn announce_withheld_commits(raft: Raft<TypeConfig>, mark: crate::flush::FlushMark) {
     loop {
         mark.lifted().await;
         if raft.trigger().heartbeat().await.is_err() {

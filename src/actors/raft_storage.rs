@@ -72,8 +72,6 @@ pub struct LogStore {
     store: Arc<Store>,
     writer: StorageWriter,
     id: u64,
-    /// The `node_id` metric label.
-    node_id: String,
     faults: crate::fault::Faults,
     /// The vote saved (or read at start) last: it tells which appends are this leader's own.
     vote: Option<Vote>,
@@ -90,7 +88,6 @@ impl LogStore {
             store,
             writer,
             id: node_id,
-            node_id: node_id.to_string(),
             faults,
             vote: None,
         }
@@ -218,32 +215,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ));
         }
         if self.leader_own(&entries) {
-            let committed = self.writer.append_published(entries).map_err(|error| {
+            self.writer.append_published(entries).map_err(|error| {
                 StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Write, &error)
             })?;
             // Readable now, and durable before anyone acts on their commit: openraft may
-            // replicate them while the fsync runs.
+            // replicate them while the fsync runs. A failed commit is handled where it
+            // happens (the entries are lost, and writes are refused until Raft restarts).
             callback.log_io_completed(Ok(()));
-            let node_id = self.node_id.clone();
-            let started = std::time::Instant::now();
-            tokio::spawn(async move {
-                // A failure was handled where it happened (the entries are lost, and writes
-                // are refused until Raft restarts); this only measures.
-                if let Ok(Ok(())) = committed.await {
-                    metrics::histogram!(crate::metrics::STORAGE_FSYNC_SECONDS, "node_id" => node_id)
-                        .record(started.elapsed().as_secs_f64());
-                }
-            });
             return Ok(());
         }
-        let result = timed(
-            crate::metrics::STORAGE_FSYNC_SECONDS,
-            &self.node_id,
-            write(
-                ErrorSubject::Logs,
-                ErrorVerb::Write,
-                self.writer.append(entries),
-            ),
+        // The StorageActor times the commit (`STORAGE_FSYNC_SECONDS`).
+        let result = write(
+            ErrorSubject::Logs,
+            ErrorVerb::Write,
+            self.writer.append(entries),
         )
         .await;
         // Signal only after the commit above returned: the entries are on disk.

@@ -155,15 +155,16 @@ impl Actor for StorageActor {
                 // redb commits wait on fsync and must not hold a tokio worker. A write that
                 // panics fails the actor, and the supervisor restarts storage.
                 let store = Arc::clone(&state.store);
-                let merged = metrics::histogram!(
-                    crate::metrics::STORAGE_MERGED_WRITES,
-                    "node_id" => state.node_label.clone()
-                );
+                let label = state.node_label.clone();
+                let metrics = RunMetrics {
+                    merged: metrics::histogram!(crate::metrics::STORAGE_MERGED_WRITES, "node_id" => label.clone()),
+                    fsync: metrics::histogram!(crate::metrics::STORAGE_FSYNC_SECONDS, "node_id" => label),
+                };
                 let written = Arc::clone(&store);
                 // Only while this incarnation lives: one killed (ractor runs nothing of it
                 // then) must not write on behind its successor's back.
                 let alive = Arc::downgrade(&state.queue);
-                tokio::task::spawn_blocking(move || run(&written, jobs, &merged, &alive))
+                tokio::task::spawn_blocking(move || run(&written, jobs, &metrics, &alive))
                     .await
                     .map_err(|e| format!("storage: write failed: {e}"))?;
                 if let Some(error) = store.io_error() {
@@ -189,7 +190,7 @@ impl Actor for StorageActor {
 fn run(
     store: &Store,
     jobs: Vec<WriteJob>,
-    merged: &metrics::Histogram,
+    metrics: &RunMetrics,
     alive: &std::sync::Weak<Mutex<Vec<WriteJob>>>,
 ) {
     let mut run: Vec<WriteJob> = Vec::new();
@@ -202,7 +203,7 @@ fn run(
                 if alive.strong_count() == 0 {
                     return;
                 }
-                run_merged(store, std::mem::take(&mut run), merged);
+                run_merged(store, std::mem::take(&mut run), metrics);
                 if alive.strong_count() == 0 {
                     return;
                 }
@@ -211,16 +212,23 @@ fn run(
         }
     }
     if alive.strong_count() > 0 {
-        run_merged(store, run, merged);
+        run_merged(store, run, metrics);
     }
 }
 
+/// What a drain records: jobs per merged run, and how long each run holding an append took to
+/// commit (its fsync, for published appends and others alike).
+struct RunMetrics {
+    merged: metrics::Histogram,
+    fsync: metrics::Histogram,
+}
+
 /// One transaction for a run of appends and applies (one more after each hash check entry).
-fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
+fn run_merged(store: &Store, run: Vec<WriteJob>, metrics: &RunMetrics) {
     if run.is_empty() {
         return;
     }
-    merged.record(run.len() as f64);
+    metrics.merged.record(run.len() as f64);
     let mut steps = Vec::with_capacity(run.len());
     for job in &run {
         steps.push(match job {
@@ -230,7 +238,15 @@ fn run_merged(store: &Store, run: Vec<WriteJob>, merged: &metrics::Histogram) {
             _ => unreachable!("only appends and applies are merged"),
         });
     }
-    let outputs: Vec<Result<Option<Vec<Response>>, Error>> = match store.write_merged(&steps) {
+    let appends = steps
+        .iter()
+        .any(|step| matches!(step, MergedStep::Append(_) | MergedStep::AppendPublished(_)));
+    let started = std::time::Instant::now();
+    let written = store.write_merged(&steps);
+    if appends {
+        metrics.fsync.record(started.elapsed().as_secs_f64());
+    }
+    let outputs: Vec<Result<Option<Vec<Response>>, Error>> = match written {
         Ok(outputs) => outputs.into_iter().map(Ok).collect(),
         Err(error) => {
             // Nothing was written, or (a hash check split the run) what came before the check
@@ -316,13 +332,11 @@ impl StorageWriter {
     }
 
     /// Publishes a leader's entries (readable from now on: `storage::published`) and queues
-    /// their append; returns once both are done, with the channel the commit's result comes
-    /// on. Published and queued under the queue's lock, so entries publish in queue order.
-    pub fn append_published(
-        &self,
-        entries: Vec<Entry>,
-    ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
-        let (tx, rx) = oneshot::channel();
+    /// their append; returns once both are done. Nobody waits for the commit: a failed one
+    /// marks the entries lost. Published and queued under the queue's lock, so entries
+    /// publish in queue order.
+    pub fn append_published(&self, entries: Vec<Entry>) -> Result<(), Error> {
+        let (tx, _) = oneshot::channel();
         let published = lock(&self.actor);
         let (actor, queue, store, ended) = published.as_ref().ok_or_else(stopped)?;
         let queue = queue
@@ -334,7 +348,7 @@ impl StorageWriter {
             // Queued on an incarnation that is gone: its next one loses them at its start.
             return Err(stopped());
         }
-        Ok(rx)
+        Ok(())
     }
 
     pub async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Response>, Error> {

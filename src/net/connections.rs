@@ -392,45 +392,31 @@ mod tests {
             .accept(ALPN, EchoEach::default())
             .spawn();
         let pool = Connections::new(endpoint(Vec::new()).await, Duration::from_secs(10));
-        let long = Duration::from_secs(30);
         let mut session = None;
-        let first: String = pool
-            .request_on(
-                &mut session,
-                &address,
-                ALPN,
-                &"first".to_string(),
-                long,
-                FRAME_MAX,
-            )
-            .await
-            .unwrap();
-        assert_eq!(first, "first");
+        async fn say(
+            pool: &Connections,
+            session: &mut Option<Session>,
+            address: &NodeAddress,
+            text: &str,
+        ) -> Result<String, RequestError> {
+            let long = Duration::from_secs(30);
+            pool.request_on(session, address, ALPN, &text.to_string(), long, FRAME_MAX)
+                .await
+        }
+        assert_eq!(
+            say(&pool, &mut session, &address, "first").await.unwrap(),
+            "first"
+        );
         let abandoned = tokio::time::timeout(
             Duration::from_millis(50),
-            pool.request_on::<_, String>(
-                &mut session,
-                &address,
-                ALPN,
-                &"slow".to_string(),
-                long,
-                FRAME_MAX,
-            ),
+            say(&pool, &mut session, &address, "slow"),
         )
         .await;
         assert!(abandoned.is_err(), "the caller gave up first");
-        let next: String = pool
-            .request_on(
-                &mut session,
-                &address,
-                ALPN,
-                &"next".to_string(),
-                long,
-                FRAME_MAX,
-            )
-            .await
-            .unwrap();
-        assert_eq!(next, "next");
+        assert_eq!(
+            say(&pool, &mut session, &address, "next").await.unwrap(),
+            "next"
+        );
         router.shutdown().await.unwrap();
     }
 }

@@ -109,7 +109,7 @@ pub struct RaftTransport {
     pub faults: NetFaults,
     /// Where this node's log stops being known durable: no AppendEntries announces a commit
     /// at or past it (`storage::published`).
-    pub flush_mark: crate::sync::FlushMark,
+    pub flush_mark: crate::flush::FlushMark,
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftTransport {

@@ -82,7 +82,7 @@ impl Store {
     }
 
     /// The shared flush mark the Raft transport reads.
-    pub fn flush_mark(&self) -> crate::sync::FlushMark {
+    pub fn flush_mark(&self) -> crate::flush::FlushMark {
         self.flush_mark.clone()
     }
 

@@ -184,7 +184,7 @@ pub struct Store {
     /// Woken when published entries commit or are lost.
     pub(in crate::storage) published_settled: tokio::sync::Notify,
     /// Where the log stops being known durable, for the Raft transport.
-    pub(in crate::storage) flush_mark: crate::sync::FlushMark,
+    pub(in crate::storage) flush_mark: crate::flush::FlushMark,
 }
 
 /// What a lost published append leaves (`published.rs`): why, and the first index lost.

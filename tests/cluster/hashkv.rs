@@ -9,8 +9,9 @@ use crate::util::{Cluster, eventually};
 // every member answers the same hash at the same revision; after one follower's stored value
 // is changed without Raft (the fault module's replica damage), the periodic check raises the
 // corrupt alarm on the leader (`/health` degraded naming that follower, `aspen_corrupt_alarm`
-// 1, the checks counted by outcome), and `hashkv` names that follower alone; once a write through Raft gives the key the
-// same value everywhere again, a check finds every member agreeing and the alarm clears.
+// 1, the checks counted by outcome), and `hashkv` names that follower alone; once a write
+// through Raft gives the key the same value everywhere again, a check finds every member
+// agreeing and the alarm clears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_names_the_damaged_replica() {
     let cluster = Cluster::start(100, 3, |config| {
@@ -65,13 +66,8 @@ async fn the_check_names_the_damaged_replica() {
     assert_eq!(report.mismatched, vec![follower], "{report:?}");
     let counted = |outcome: &str| {
         let series =
-            format!("aspen_hash_checks_total{{node_id=\"{leader}\",outcome=\"{outcome}\"}} ");
-        let page = aspen::metrics::render();
-        let line = page
-            .lines()
-            .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned));
-        line.and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+            format!("aspen_hash_checks_total{{node_id=\"{leader}\",outcome=\"{outcome}\"}}");
+        aspen::testing::metric_value(&aspen::metrics::render(), &series)
     };
     assert!(counted("agree") >= 1.0 && counted("mismatch") >= 1.0);
 

@@ -50,12 +50,8 @@ fn put_after(cluster: &Cluster, id: u64, applied: u64) -> Option<aspen::command:
 
 /// The value of counter `name` for `node` on the metrics page (0 when absent).
 fn counter(name: &str, node: u64) -> f64 {
-    let series = format!("{name}{{node_id=\"{node}\"}} ");
-    aspen::metrics::render()
-        .lines()
-        .find_map(|line| line.strip_prefix(series.as_str()).map(str::to_owned))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
+    let series = format!("{name}{{node_id=\"{node}\"}}");
+    aspen::testing::metric_value(&aspen::metrics::render(), &series)
 }
 
 // Proves the overlap and its guard: with every write and sync of the leader's file stalled, a

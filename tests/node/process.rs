@@ -13,6 +13,7 @@ use aspen::api::Put;
 use aspen::command::Request;
 use aspen::storage::StoreWrite;
 use aspen::testing::TestNode;
+use aspen::testing::metric_value as value;
 
 /// Every metric family the node must expose.
 const FAMILIES: [&str; 17] = [
@@ -250,13 +251,6 @@ fn assert_private(dir: &std::path::Path) {
     for name in ["aspen.redb", "node.key", "node.addr", "http.addr"] {
         assert!(files.iter().any(|f| f == name), "{name} missing: {files:?}");
     }
-}
-
-fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 // Proves every named metric family is exported and that the write-driven ones move after
