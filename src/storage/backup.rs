@@ -210,6 +210,15 @@ fn write_restored<R: Read>(
                 machine.set_clock(*clock_ms);
                 Ok(())
             }
+            Record::HistoryFloor(floor) => {
+                machine.restore_history_floor(*floor);
+                Ok(())
+            }
+            Record::History {
+                revision,
+                number,
+                event,
+            } => machine.restore_history(*revision, *number, event),
             Record::Header { .. } | Record::End { .. } | Record::Backup(_) => Ok(()),
         },
     )?;

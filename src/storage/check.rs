@@ -1,7 +1,8 @@
 //! The offline integrity check of a data directory (`aspen-node check`): redb's own check
 //! (page checksums, allocator state), the cross-storage validation, the file format, and a
 //! decode of every log entry, key-value entry, lease and vault, the vault metadata against a
-//! full scan of the keys, and the current snapshot file.
+//! full scan of the keys, the history (every event decodes, lies between the floor and the
+//! revision, and its two tables agree), and the current snapshot file.
 //! Reads only; the node must be stopped (redb allows one process per file).
 
 use std::collections::BTreeMap;
@@ -33,6 +34,9 @@ pub struct CheckReport {
     pub leases: u64,
     pub vaults: u64,
     pub revision: u64,
+    /// Rows of `history`, and the oldest revision it can rebuild (`None`: no history yet).
+    pub history_events: u64,
+    pub history_floor: Option<u64>,
     /// Committed entries a start would apply again (`committed - last_applied`).
     pub replay_on_start: u64,
     pub snapshot: Option<String>,
@@ -67,6 +71,8 @@ pub fn check_data_dir(dir: &Path) -> Result<CheckReport> {
         leases: 0,
         vaults: 0,
         revision: 0,
+        history_events: 0,
+        history_floor: None,
         replay_on_start: 0,
         snapshot: None,
         problems: Vec::new(),
@@ -93,6 +99,9 @@ pub fn check_data_dir(dir: &Path) -> Result<CheckReport> {
     }
     check_log(&store, &mut report)?;
     check_state(&store, &mut report)?;
+    if report.format >= FORMAT_VERSION {
+        check_history(&store, &mut report)?;
+    }
     check_snapshot(&store, &mut report);
     Ok(report)
 }
@@ -105,6 +114,9 @@ fn check_format(store: &Store, report: &mut CheckReport) -> Result<()> {
         Some(bytes) if bytes == FORMAT_VERSION.to_le_bytes() => report.format = FORMAT_VERSION,
         Some(bytes) if bytes == FORMAT_VERSION_BEFORE_VAULTS.to_le_bytes() => {
             report.format = FORMAT_VERSION_BEFORE_VAULTS;
+        }
+        Some(bytes) if bytes == FORMAT_VERSION_BEFORE_HISTORY.to_le_bytes() => {
+            report.format = FORMAT_VERSION_BEFORE_HISTORY;
         }
         Some(bytes) => report.problem(format!(
             "file_meta: format {bytes:?} is not this build's format {FORMAT_VERSION}"
@@ -133,6 +145,65 @@ fn check_log(store: &Store, report: &mut CheckReport) -> Result<()> {
         }
         previous = Some(index);
         report.log_entries += 1;
+    }
+    Ok(())
+}
+
+/// Every history event decodes, names a revision above the floor and at most the store's,
+/// and has its `history_keys` row; every `history_keys` row names an event of its key.
+fn check_history(store: &Store, report: &mut CheckReport) -> Result<()> {
+    let txn = store.begin_read()?;
+    match read_meta(&txn, HISTORY_FLOOR) {
+        Ok(floor) => report.history_floor = floor,
+        Err(error) => report.problem(format!("sm_meta {}: {error}", HISTORY_FLOOR.key)),
+    }
+    if let Some(floor) = report.history_floor
+        && floor > report.revision
+    {
+        report.problem(format!(
+            "history floor {floor} is above the store's revision {}",
+            report.revision
+        ));
+    }
+    let events = txn.open_table(HISTORY)?;
+    let keys = txn.open_table(HISTORY_KEYS)?;
+    let floor = report.history_floor.unwrap_or(report.revision);
+    for item in events.iter()? {
+        let (at, bytes) = item?;
+        let (revision, number) = at.value();
+        report.history_events += 1;
+        if revision <= floor || revision > report.revision {
+            report.problem(format!(
+                "history event {revision}.{number} lies outside ({floor}, {}]",
+                report.revision
+            ));
+        }
+        match postcard::from_bytes::<crate::storage::HistoryEvent>(bytes.value()) {
+            Ok(event) => {
+                if keys.get((event.key.as_slice(), revision, number))?.is_none() {
+                    report.problem(format!(
+                        "history event {revision}.{number} of key {} has no history_keys row",
+                        event.key.escape_ascii()
+                    ));
+                }
+            }
+            Err(error) => report.problem(format!("history event {revision}.{number}: {error}")),
+        }
+    }
+    for item in keys.iter()? {
+        let (row, _) = item?;
+        let (key, revision, number) = row.value();
+        let names_it = match events.get((revision, number))? {
+            Some(bytes) => postcard::from_bytes::<crate::storage::HistoryEvent>(bytes.value())
+                .is_ok_and(|event| event.key == key),
+            None => false,
+        };
+        if !names_it {
+            report.problem(format!(
+                "history_keys row {} at {revision}.{number} names no event of that key",
+                key.escape_ascii()
+            ));
+        }
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod check;
 pub mod codec;
 pub mod error;
 pub mod hashkv;
+pub mod history;
 pub(crate) mod published;
 pub mod reads;
 pub mod schema;

@@ -14,6 +14,7 @@ use crate::storage::codec::{
     decode_kv_entry, decode_kv_entry_ref, decode_lease, decode_vault, read_meta,
 };
 use crate::storage::error::Result;
+use crate::storage::history::{self, RevisionError};
 use crate::storage::schema::*;
 use crate::storage::store::Store;
 use crate::storage::types::{KvEntry, LeaseRecord};
@@ -165,6 +166,89 @@ impl ReadView {
             continuation,
             revision: self.revision,
         })
+    }
+
+    /// The oldest revision the state can be read at (`get_at`, `range_at`).
+    pub fn history_floor(&self) -> Result<u64> {
+        Ok(read_meta(&self.txn, HISTORY_FLOOR)?.unwrap_or(self.revision))
+    }
+
+    /// A key's record as of `revision`, as readers see it now (expiry judged at this view's
+    /// instant); refused below the history floor and above the current revision.
+    pub fn get_at(
+        &self,
+        key: &[u8],
+        revision: u64,
+    ) -> Result<std::result::Result<Option<KeyValue>, RevisionError>> {
+        if let Err(refused) = self.check_revision(revision)? {
+            return Ok(Err(refused));
+        }
+        let events = self.txn.open_table(HISTORY)?;
+        let keys = self.txn.open_table(HISTORY_KEYS)?;
+        let entry = history::entry_at(&events, &keys, &self.kv, key, revision)?;
+        Ok(Ok(history::live(entry, key, self.now_ms)))
+    }
+
+    /// As [`ReadView::range`], with the state as of `revision` (the page's revision is
+    /// `revision`).
+    pub fn range_at(
+        &self,
+        range: &KeyRange,
+        options: ScanOptions,
+        revision: u64,
+    ) -> Result<std::result::Result<Page, RevisionError>> {
+        if let Err(refused) = self.check_revision(revision)? {
+            return Ok(Err(refused));
+        }
+        let events = self.txn.open_table(HISTORY)?;
+        let keys = self.txn.open_table(HISTORY_KEYS)?;
+        let limit = options.limit.clamp(1, SCAN_ENTRIES_MAX);
+        let mut kvs: Vec<KeyValue> = Vec::new();
+        let mut continuation = None;
+        let mut page_bytes = 0usize;
+        for key in history::candidate_keys(&keys, &self.kv, range)? {
+            let entry = history::entry_at(&events, &keys, &self.kv, &key, revision)?;
+            let Some(mut kv) = history::live(entry, &key, self.now_ms) else {
+                continue;
+            };
+            if kvs.len() == limit {
+                continuation = Some(key);
+                break;
+            }
+            if options.keys_only {
+                kv.value.clear();
+            }
+            page_bytes = page_bytes.saturating_add(kv.key.len() + kv.value.len());
+            if !kvs.is_empty() && page_bytes > options.bytes_max {
+                continuation = Some(key);
+                break;
+            }
+            kvs.push(kv);
+        }
+        Ok(Ok(Page {
+            kvs,
+            continuation,
+            revision,
+        }))
+    }
+
+    /// Every history event in revision order, for snapshots and backups.
+    pub(crate) fn raw_history(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(u64, u32, crate::storage::HistoryEvent)>>> {
+        let events = self.txn.open_table(HISTORY)?;
+        Ok(events.range::<(u64, u32)>(..)?.map(|item| {
+            let (at, bytes) = item?;
+            let (revision, number) = at.value();
+            let event = postcard::from_bytes(bytes.value())
+                .map_err(|e| crate::storage::Error::corrupt(format!("history event {revision}.{number}"), e))?;
+            Ok((revision, number, event))
+        }))
+    }
+
+    fn check_revision(&self, revision: u64) -> Result<std::result::Result<(), RevisionError>> {
+        let floor = read_meta(&self.txn, HISTORY_FLOOR)?;
+        Ok(history::check_revision(revision, floor, self.revision))
     }
 
     /// Live keys in `range`. Reads no values: it counts stored keys and subtracts the expired

@@ -30,6 +30,12 @@ pub const IDX_LEASE_DEADLINE: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("idx_lease_deadline");
 /// Vaults: name → `VaultMeta`, changed in the same transaction as the vault's keys.
 pub const VAULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vaults");
+/// History: (revision, event number within the revision) → postcard `HistoryEvent`, one row
+/// per change readers saw, written in the transaction that applied it (`storage::history`).
+pub const HISTORY: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("history");
+/// History by key: (key, revision, event number) for every `HISTORY` row.
+pub const HISTORY_KEYS: TableDefinition<(&[u8], u64, u32), ()> =
+    TableDefinition::new("history_keys");
 /// File identity: `META_FORMAT` → u32 little endian.
 pub const FILE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("file_meta");
 
@@ -84,12 +90,20 @@ pub const NEXT_LEASE_ID: Meta<u64> = Meta::new(SM_META, "next_lease_id");
 pub const CLOCK: Meta<u64> = Meta::new(SM_META, "clock_ms");
 /// Clients, roles and grants (`crate::api::auth`); absent: no client is known yet.
 pub const AUTH: Meta<crate::api::AuthState> = Meta::new(SM_META, "auth");
+/// The oldest revision whose state `HISTORY` can rebuild: the revision history started at (a
+/// new file, the first write after an upgrade, a snapshot installed) or was compacted to.
+/// Absent: no history yet, only the current revision can be read.
+pub const HISTORY_FLOOR: Meta<u64> = Meta::new(SM_META, "history_floor");
 pub const META_FORMAT: &str = "format";
 
-/// Version of this schema, stored under `META_FORMAT`. 2 added `vaults` and `vault_limits`; a
-/// format-1 file is upgraded when opened (its vault metadata computed from its keys), any other
-/// version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of this schema, stored under `META_FORMAT`. 2 added `vaults` and `vault_limits`; 3
+/// added `history`, `history_keys` and `history_floor` (a build before them would write
+/// changes without their history, so it must refuse the file). A format-1 file is upgraded
+/// when opened (its vault metadata computed from its keys), a format-2 file by recording its
+/// format (its history starts at its next change); any other version is refused.
+pub const FORMAT_VERSION: u32 = 3;
+/// The format before history.
+pub const FORMAT_VERSION_BEFORE_HISTORY: u32 = 2;
 /// The format before vaults.
 pub const FORMAT_VERSION_BEFORE_VAULTS: u32 = 1;
 /// First byte of every stored log entry: the encoding of the rest. 2 wraps a client's write in

@@ -3,7 +3,9 @@
 //!
 //! Format (all integers little endian): `SNAPSHOT_MAGIC`, then records, each a `u32` length and a
 //! postcard `Record`: one `Header`, the `Key`s in key order, the `Lease`s in id order, one
-//! `VaultLimits`, the `Vault`s, the `Auth` state, the `Clock`, and one `End` carrying the counts and the
+//! `VaultLimits`, the `Vault`s, the `Auth` state, the `Clock`, the `HistoryFloor` and the
+//! `History` events in revision order (both absent in files from before history: the
+//! history then starts at the file's revision), and one `End` carrying the counts and the
 //! CRC-32 of every byte before it. Indexes are not stored: installing rebuilds them.
 //!
 //! The current snapshot is `snapshots/current.snap`, replaced by an atomic rename. Installing
@@ -69,6 +71,14 @@ pub(crate) enum Record {
     Auth(crate::api::AuthState),
     /// The largest `now_ms` applied (after the auth state; absent in older files).
     Clock(u64),
+    /// The oldest revision the history can rebuild (after the clock; absent in older files).
+    HistoryFloor(u64),
+    /// One history event (after the floor, in revision order).
+    History {
+        revision: u64,
+        number: u32,
+        event: crate::storage::types::HistoryEvent,
+    },
 }
 
 /// What a backup file says of itself before its keys: enough to show progress and to refuse a
@@ -241,6 +251,8 @@ impl Store {
         txn.delete_table(IDX_LEASE)?;
         txn.delete_table(IDX_LEASE_DEADLINE)?;
         txn.delete_table(VAULTS)?;
+        txn.delete_table(HISTORY)?;
+        txn.delete_table(HISTORY_KEYS)?;
         let mut machine = Machine::open(&txn)?;
         // An error anywhere below drops `txn` uncommitted: the state stays as it was.
         let summary = load_records(&mut reader, &mut tee, &mut machine)?;
@@ -378,6 +390,15 @@ pub(crate) fn write_state<W: Write>(
     }
     writer.record(&Record::Auth(view.auth()?))?;
     writer.record(&Record::Clock(view.clock_ms()?))?;
+    writer.record(&Record::HistoryFloor(view.history_floor()?))?;
+    for item in view.raw_history()? {
+        let (revision, number, event) = item?;
+        writer.record(&Record::History {
+            revision,
+            number,
+            event,
+        })?;
+    }
     writer.finish(keys, leases)?;
     progress(keys);
     Ok((keys, leases))
@@ -394,6 +415,9 @@ pub(crate) fn load_body<R: Read>(
     let what = reader.what;
     let (mut keys, mut leases) = (0u64, 0u64);
     let mut previous_key: Option<Vec<u8>> = None;
+    // The floor read, and the last event's place: events come after the floor, in order.
+    let mut floor: Option<u64> = None;
+    let mut previous_event: Option<(u64, u32)> = None;
     loop {
         let record = reader.record()?;
         check_record(what, &record)?;
@@ -436,6 +460,36 @@ pub(crate) fn load_body<R: Read>(
                 if let Some(machine) = machine.as_deref_mut() {
                     machine.set_clock(*clock_ms);
                 }
+            }
+            Record::HistoryFloor(at) => {
+                if floor.is_some() {
+                    return Err(Error::corrupt(what, "a second history floor"));
+                }
+                floor = Some(*at);
+                if let Some(machine) = machine.as_deref_mut() {
+                    machine.restore_history_floor(*at);
+                }
+            }
+            Record::History {
+                revision,
+                number,
+                event,
+            } => {
+                let Some(floor) = floor else {
+                    return Err(Error::corrupt(what, "a history event before the floor"));
+                };
+                if *revision <= floor || previous_event >= Some((*revision, *number)) {
+                    return Err(Error::corrupt(
+                        what,
+                        format!(
+                            "history event {revision}.{number} out of order (floor {floor}, previous {previous_event:?})"
+                        ),
+                    ));
+                }
+                if let Some(machine) = machine.as_deref_mut() {
+                    machine.restore_history(*revision, *number, event)?;
+                }
+                previous_event = Some((*revision, *number));
             }
             Record::End { .. } => {
                 finish_check(reader, keys, leases)?;
@@ -497,7 +551,25 @@ fn check_record(what: &str, record: &Record) -> Result<()> {
                 return refuse("auth state".into(), error.to_string());
             }
         }
+        Record::History { event, .. } => {
+            let subject = || {
+                format!(
+                    "history event of key {:?}",
+                    String::from_utf8_lossy(&event.key[..event.key.len().min(64)])
+                )
+            };
+            for entry in event.entry.iter().chain(&event.prev) {
+                if let Err(error) = crate::api::kv::check_stored_key(&event.key, entry.value.len())
+                {
+                    return refuse(subject(), error.to_string());
+                }
+            }
+            if event.entry.is_none() && event.prev.is_none() {
+                return refuse(subject(), "neither a record nor the one it replaced".into());
+            }
+        }
         Record::VaultLimits(_)
+        | Record::HistoryFloor(_)
         | Record::Clock(_)
         | Record::End { .. }
         | Record::Header { .. }

@@ -33,6 +33,7 @@ use crate::storage::codec::{
     decode_kv_entry, decode_lease, decode_vault, read_meta_in, write_meta,
 };
 use crate::storage::error::{Error, Result};
+use crate::storage::history::HistoryWriter;
 use crate::storage::reads::lease_keys_in;
 use crate::storage::schema::*;
 use crate::storage::store::{Store, append_in};
@@ -289,6 +290,8 @@ pub(crate) struct Machine<'txn> {
     auth: Option<AuthState>,
     /// The largest `now_ms` applied: a command stamped before it runs at it instead.
     clock_ms: u64,
+    /// Every change readers see, recorded under its revision.
+    history: HistoryWriter<'txn>,
 }
 
 impl<'txn> Machine<'txn> {
@@ -309,6 +312,7 @@ impl<'txn> Machine<'txn> {
             txn,
             auth: None,
             clock_ms: read_meta_in(txn, CLOCK)?.unwrap_or(0),
+            history: HistoryWriter::open(txn)?,
         })
     }
 
@@ -316,12 +320,15 @@ impl<'txn> Machine<'txn> {
     pub(crate) fn set_counters(&mut self, revision: u64, next_lease_id: u64) {
         self.revision = revision;
         self.next_lease_id = next_lease_id;
+        // A state loaded from a file without history has its history start here.
+        self.history.start_unless_restored(revision);
     }
 
     pub(crate) fn save_meta(&self, txn: &WriteTransaction) -> Result<()> {
         write_meta(txn, REVISION, &self.revision)?;
         write_meta(txn, NEXT_LEASE_ID, &self.next_lease_id)?;
         write_meta(txn, CLOCK, &self.clock_ms)?;
+        self.history.save(txn)?;
         if let Some(auth) = &self.auth {
             write_meta(txn, AUTH, auth)?;
         }
@@ -543,6 +550,8 @@ impl<'txn> Machine<'txn> {
         let bytes = postcard::to_allocvec(&entry).map_err(|e| Error::corrupt("kv entry", e))?;
         self.kv.insert(put.key.as_slice(), bytes.as_slice())?;
         self.index(&put.key, &entry)?;
+        self.history
+            .record(ctx.stamp, &put.key, Some(&entry), live_old.as_ref())?;
         let key_len = put.key.len() as u64;
         let old_bytes = old_value_len.map(|len| key_len + len);
         self.vault_account(
@@ -595,6 +604,9 @@ impl<'txn> Machine<'txn> {
             let bytes = (key.len() + entry.value.len()) as u64;
             let stamp = visible(entry).then_some(ctx.stamp);
             self.vault_account(key, Some(bytes), None, stamp)?;
+            if let Some(stamp) = stamp {
+                self.history.record(stamp, key, None, Some(entry))?;
+            }
         }
         Ok(removed)
     }
@@ -1004,6 +1016,21 @@ impl<'txn> Machine<'txn> {
     }
 
     /// Sets the clock, as read from a snapshot or a backup.
+    /// The history floor as read from a snapshot or backup.
+    pub(crate) fn restore_history_floor(&mut self, floor: u64) {
+        self.history.restart_at(floor);
+    }
+
+    /// A history event as read from a snapshot or backup.
+    pub(crate) fn restore_history(
+        &mut self,
+        revision: u64,
+        number: u32,
+        event: &crate::storage::types::HistoryEvent,
+    ) -> Result<()> {
+        self.history.restore(revision, number, event)
+    }
+
     pub(crate) fn set_clock(&mut self, clock_ms: u64) {
         self.clock_ms = self.clock_ms.max(clock_ms);
     }

@@ -469,6 +469,8 @@ impl Store {
             txn.open_table(IDX_LEASE)?;
             txn.open_table(IDX_LEASE_DEADLINE)?;
             txn.open_table(VAULTS)?;
+            txn.open_table(HISTORY)?;
+            txn.open_table(HISTORY_KEYS)?;
             let mut file_meta = txn.open_table(FILE_META)?;
             let stored = file_meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
             match stored {
@@ -476,6 +478,12 @@ impl Store {
                     file_meta.insert(META_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
                 }
                 Some(bytes) if bytes == FORMAT_VERSION.to_le_bytes() => {}
+                Some(bytes) if bytes == FORMAT_VERSION_BEFORE_HISTORY.to_le_bytes() => {
+                    tracing::info!(
+                        "storage: upgraded the file to format {FORMAT_VERSION} (history starts at its next change)"
+                    );
+                    file_meta.insert(META_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
+                }
                 Some(bytes) if bytes == FORMAT_VERSION_BEFORE_VAULTS.to_le_bytes() => {
                     let vaults = crate::storage::upgrade::rebuild_vaults(&txn)?;
                     tracing::info!(

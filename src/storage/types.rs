@@ -131,3 +131,13 @@ pub enum MergedStep<'a> {
     AppendPublished(&'a [Entry]),
     Apply(&'a [Entry]),
 }
+
+/// One change readers saw, as `HISTORY` keeps it: the key's record after it (`None`: deleted)
+/// and the live record it replaced (`None`: the key was absent or expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub entry: Option<KvEntry>,
+    pub prev: Option<KvEntry>,
+}

@@ -226,3 +226,97 @@ fn format_1_file_is_upgraded_with_vault_metadata() {
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.vaults, 2);
 }
+
+// Proves a file written before history existed (format 2) is upgraded when opened: it checks
+// out as format 2 before, its history starts at its revision (a read below is refused naming
+// it), and its next change reads back at both revisions.
+#[test]
+fn format_2_file_is_upgraded_with_history_from_its_revision() {
+    use aspen::storage::history::RevisionError;
+    use aspen::storage::schema::{HISTORY, HISTORY_FLOOR, HISTORY_KEYS, SM_META};
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
+        let mut driver = Driver::new(Arc::clone(&store));
+        for value in ["a", "b"] {
+            driver.run(1_000, Command::Write(WriteOp::Put(Put::new("k", value))));
+        }
+        store.close().expect("close");
+    }
+    damage(dir.path(), |txn| {
+        txn.delete_table(HISTORY).expect("drop history");
+        txn.delete_table(HISTORY_KEYS).expect("drop history_keys");
+        let mut sm_meta = txn.open_table(SM_META).expect("sm_meta");
+        sm_meta.remove(HISTORY_FLOOR.key).expect("drop the floor");
+        let mut meta = txn
+            .open_table(aspen::storage::schema::FILE_META)
+            .expect("meta");
+        meta.insert(
+            aspen::storage::schema::META_FORMAT,
+            2u32.to_le_bytes().as_slice(),
+        )
+        .expect("format 2");
+    });
+    let before = check_data_dir(dir.path()).expect("check runs");
+    assert!(before.is_ok(), "{:?}", before.problems);
+    assert_eq!(before.format, 2);
+    let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("upgrade"));
+    let view = store.read(0).unwrap();
+    assert_eq!(view.history_floor().unwrap(), 2);
+    assert_eq!(
+        view.get_at(b"k", 1).unwrap(),
+        Err(RevisionError::Compacted {
+            revision: 1,
+            oldest: 2
+        })
+    );
+    let mut driver = Driver::new(Arc::clone(&store));
+    driver.run(1_000, Command::Write(WriteOp::Put(Put::new("k", "c"))));
+    let view = store.read(0).unwrap();
+    let value_at = |revision| view.get_at(b"k", revision).unwrap().unwrap().unwrap().value;
+    assert_eq!(value_at(2), b"b".to_vec());
+    assert_eq!(value_at(3), b"c".to_vec());
+    drop((view, driver));
+    store.close().expect("close");
+    drop(store);
+    let after = check_data_dir(dir.path()).expect("check runs");
+    assert!(after.is_ok(), "{:?}", after.problems);
+    assert_eq!(after.format, 3);
+}
+
+// Proves the check reads the history: a sound file reports its events and floor, an event
+// that does not decode and an event without its `history_keys` row are each named.
+#[test]
+fn damaged_history_is_named() {
+    use aspen::storage::schema::{HISTORY, HISTORY_KEYS};
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
+        let mut driver = Driver::new(Arc::clone(&store));
+        for key in ["a", "b", "c"] {
+            driver.run(1_000, Command::Write(WriteOp::Put(Put::new(key, "v"))));
+        }
+        drop(driver);
+        store.close().expect("close");
+    }
+    let sound = check_data_dir(dir.path()).expect("check runs");
+    assert!(sound.is_ok(), "{:?}", sound.problems);
+    assert_eq!((sound.history_events, sound.history_floor), (3, Some(0)));
+    damage(dir.path(), |txn| {
+        let mut events = txn.open_table(HISTORY).expect("history");
+        events.insert((2u64, 0u32), [0xffu8; 3].as_slice()).expect("garbage");
+        let mut keys = txn.open_table(HISTORY_KEYS).expect("history_keys");
+        keys.remove((b"c".as_slice(), 3u64, 0u32)).expect("drop a row");
+    });
+    let report = check_data_dir(dir.path()).expect("check runs");
+    let problems = report.problems.join("\n");
+    assert!(problems.contains("history event 2.0:"), "{problems}");
+    assert!(
+        problems.contains("history event 3.0 of key c has no history_keys row"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("history_keys row b at 2.0 names no event of that key"),
+        "{problems}"
+    );
+}

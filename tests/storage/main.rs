@@ -7,6 +7,7 @@ mod conformance;
 mod crash;
 mod fuzz_inputs;
 mod hashkv;
+mod history;
 mod model;
 mod published;
 mod reference;

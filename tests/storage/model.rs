@@ -65,7 +65,7 @@ fn txn_op() -> impl Strategy<Value = TxnOp> {
     ]
 }
 
-fn command() -> impl Strategy<Value = Command> {
+pub(crate) fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         4 => put_strategy().prop_map(|put| Command::Write(WriteOp::Put(put))),
         2 => (key(), any::<bool>()).prop_map(|(key, prev_kv)| Command::Write(WriteOp::Delete { key, prev_kv })),

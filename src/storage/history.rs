@@ -1,0 +1,210 @@
+//! History, as etcd's MVCC keeps it: every change readers saw (a put, a delete, an expiry
+//! or a revoked lease's keys) is one `HISTORY` row under its revision, written in the
+//! transaction that applied it, with the key's record after it and the live record it
+//! replaced; `HISTORY_KEYS` finds a key's rows. A key's state at revision `r` (from the floor
+//! on) is its last event at or before `r`; without one, the record the first event after `r`
+//! replaced; without either, its current record. That rule holds whatever happened before the
+//! floor, so history can start at any revision (a new file, an upgraded one, a snapshot
+//! installed: the floor is then that revision) and be compacted by dropping rows below a
+//! revision.
+
+use std::collections::BTreeSet;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::api::{KeyRange, KeyValue};
+use crate::storage::codec::{decode_kv_entry, read_meta_in, write_meta};
+use crate::storage::error::{Error, Result};
+use crate::storage::schema::{HISTORY, HISTORY_FLOOR, HISTORY_KEYS};
+use crate::storage::types::{HistoryEvent, KvEntry};
+
+/// Why a read at a revision cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevisionError {
+    #[error("revision {revision} is compacted: the oldest revision kept is {oldest}")]
+    Compacted { revision: u64, oldest: u64 },
+    #[error("revision {revision} is a future revision: the current revision is {current}")]
+    Future { revision: u64, current: u64 },
+}
+
+/// Checks that the state at `revision` can be read, given the floor and the current revision.
+pub(crate) fn check_revision(
+    revision: u64,
+    floor: Option<u64>,
+    current: u64,
+) -> std::result::Result<(), RevisionError> {
+    if revision > current {
+        return Err(RevisionError::Future { revision, current });
+    }
+    let oldest = floor.unwrap_or(current);
+    if revision < oldest {
+        return Err(RevisionError::Compacted { revision, oldest });
+    }
+    Ok(())
+}
+
+/// The history tables of one write transaction.
+pub(crate) struct HistoryWriter<'txn> {
+    events: Table<'txn, (u64, u32), &'static [u8]>,
+    keys: Table<'txn, (&'static [u8], u64, u32), ()>,
+    /// The revision of the last event recorded here and its number within the revision.
+    last: Option<(u64, u32)>,
+    /// `HISTORY_FLOOR` as stored, or as it is to be written.
+    floor: Option<u64>,
+    floor_changed: bool,
+    /// Whether the floor came from a snapshot or backup being loaded.
+    restored: bool,
+}
+
+impl<'txn> HistoryWriter<'txn> {
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self> {
+        Ok(HistoryWriter {
+            events: txn.open_table(HISTORY)?,
+            keys: txn.open_table(HISTORY_KEYS)?,
+            last: None,
+            floor: read_meta_in(txn, HISTORY_FLOOR)?,
+            floor_changed: false,
+            restored: false,
+        })
+    }
+
+    /// Records a change of `key` at `revision`: `entry` after it (`None`: deleted), `prev` the
+    /// live record it replaced. A command's events share its revision and are numbered in the
+    /// order they happened (a command never spans two transactions).
+    pub(crate) fn record(
+        &mut self,
+        revision: u64,
+        key: &[u8],
+        entry: Option<&KvEntry>,
+        prev: Option<&KvEntry>,
+    ) -> Result<()> {
+        if self.floor.is_none() {
+            // The first change this file records: the state before it is the current one.
+            self.floor = Some(revision.saturating_sub(1));
+            self.floor_changed = true;
+        }
+        let number = match self.last {
+            Some((last, number)) if last == revision => number + 1,
+            _ => 0,
+        };
+        self.last = Some((revision, number));
+        let event = HistoryEvent {
+            key: key.to_vec(),
+            entry: entry.cloned(),
+            prev: prev.cloned(),
+        };
+        let bytes =
+            postcard::to_allocvec(&event).map_err(|e| Error::corrupt("history event", e))?;
+        self.events.insert((revision, number), bytes.as_slice())?;
+        self.keys.insert((key, revision, number), ())?;
+        Ok(())
+    }
+
+    /// Inserts an event as read from a snapshot or backup.
+    pub(crate) fn restore(&mut self, revision: u64, number: u32, event: &HistoryEvent) -> Result<()> {
+        let bytes =
+            postcard::to_allocvec(event).map_err(|e| Error::corrupt("history event", e))?;
+        self.events.insert((revision, number), bytes.as_slice())?;
+        self.keys.insert((event.key.as_slice(), revision, number), ())?;
+        Ok(())
+    }
+
+    /// The floor read from a snapshot or backup being loaded.
+    pub(crate) fn restart_at(&mut self, revision: u64) {
+        self.floor = Some(revision);
+        self.floor_changed = true;
+        self.restored = true;
+    }
+
+    /// A state loaded at `revision` (the tables were emptied) whose file named no floor (one
+    /// from before history) has its history start there.
+    pub(crate) fn start_unless_restored(&mut self, revision: u64) {
+        if !self.restored {
+            self.floor = Some(revision);
+            self.floor_changed = true;
+        }
+    }
+
+    /// Writes the floor if it changed.
+    pub(crate) fn save(&self, txn: &WriteTransaction) -> Result<()> {
+        match (self.floor_changed, self.floor) {
+            (true, Some(floor)) => write_meta(txn, HISTORY_FLOOR, &floor),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A key's record at `revision` (stored, live or not), from the history tables and the
+/// current `kv` table; `revision` must be at or above the floor.
+pub(crate) fn entry_at(
+    events: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    keys: &impl ReadableTable<(&'static [u8], u64, u32), ()>,
+    kv: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+    revision: u64,
+) -> Result<Option<KvEntry>> {
+    let event = |revision: u64, number: u32| -> Result<HistoryEvent> {
+        let bytes = events.get((revision, number))?.ok_or_else(|| {
+            Error::corrupt(
+                "history",
+                format!("history_keys names revision {revision}.{number}, history has no such row"),
+            )
+        })?;
+        postcard::from_bytes(bytes.value())
+            .map_err(|e| Error::corrupt(format!("history event {revision}.{number}"), e))
+    };
+    if let Some(row) = keys.range((key, 0, 0)..=(key, revision, u32::MAX))?.next_back() {
+        let (row, _) = row?;
+        let (_, at, number) = row.value();
+        return Ok(event(at, number)?.entry);
+    }
+    if let Some(after) = revision.checked_add(1)
+        && let Some(row) = keys.range((key, after, 0)..=(key, u64::MAX, u32::MAX))?.next()
+    {
+        let (row, _) = row?;
+        let (_, at, number) = row.value();
+        return Ok(event(at, number)?.prev);
+    }
+    match kv.get(key)? {
+        Some(bytes) => Ok(Some(decode_kv_entry(key, bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// The keys in `range` that may hold a record at some revision from the floor on: those held
+/// now and those history names (a key held earlier was deleted by an event since).
+pub(crate) fn candidate_keys(
+    keys: &impl ReadableTable<(&'static [u8], u64, u32), ()>,
+    kv: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    range: &KeyRange,
+) -> Result<BTreeSet<Vec<u8>>> {
+    let mut found = BTreeSet::new();
+    let current = match &range.end {
+        Some(end) => kv.range(range.start.as_slice()..end.as_slice())?,
+        None => kv.range(range.start.as_slice()..)?,
+    };
+    for item in current {
+        let (key, _) = item?;
+        found.insert(key.value().to_vec());
+    }
+    let start = (range.start.as_slice(), 0u64, 0u32);
+    let rows = match &range.end {
+        Some(end) => keys.range(start..(end.as_slice(), 0u64, 0u32))?,
+        None => keys.range(start..)?,
+    };
+    for item in rows {
+        let (row, _) = item?;
+        let (key, _, _) = row.value();
+        if found.last().map(Vec::as_slice) != Some(key) {
+            found.insert(key.to_vec());
+        }
+    }
+    Ok(found)
+}
+
+/// A record read at a revision, as readers see it at `now_ms` (`None`: absent or expired).
+pub(crate) fn live(entry: Option<KvEntry>, key: &[u8], now_ms: u64) -> Option<KeyValue> {
+    entry
+        .filter(|entry| entry.is_live(now_ms))
+        .map(|entry| entry.into_key_value(key.to_vec()))
+}
