@@ -35,10 +35,10 @@ for t in $(seq -w 0 999); do
     aspen txn --file "$work/txn.json" > /dev/null
 done
 aspen vault list
-aspen admin compact
+aspen admin defrag
 for d in 1 2 3 4 5 6 7 8 9; do aspen del "vault/bench/${d}" --prefix > /dev/null; done
 aspen vault list
 aspen admin snapshot
-aspen admin compact
+aspen admin defrag
 time aspen admin backup --out "$work/b.backup"
 time "$bin/aspen-node" restore --from "$work/b.backup" --data-dir "$work/restored"

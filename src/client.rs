@@ -99,6 +99,9 @@ pub struct RangeOptions {
     pub keys_only: bool,
     pub count_only: bool,
     pub consistency: Consistency,
+    /// Read the state as of this revision (from the history; every page at it), instead of
+    /// the current one.
+    pub revision: Option<u64>,
 }
 
 impl RangeOptions {
@@ -118,6 +121,7 @@ impl Default for RangeOptions {
             keys_only: false,
             count_only: false,
             consistency: Consistency::Linearizable,
+            revision: None,
         }
     }
 }
@@ -425,14 +429,44 @@ impl Client {
         Ok(page.kvs.into_iter().next())
     }
 
+    /// One key as of `revision` (read linearizably, from the history).
+    pub async fn get_at(&self, key: impl Into<Vec<u8>>, revision: u64) -> Result<Option<KeyValue>> {
+        let options = RangeOptions {
+            limit: 1,
+            revision: Some(revision),
+            ..RangeOptions::default()
+        };
+        let page = self
+            .range_page(KeyRange::single(&key.into()), &options)
+            .await?;
+        Ok(page.kvs.into_iter().next())
+    }
+
+    /// Drops the history before `revision` (etcd's compaction; root only): reads from
+    /// `revision` on still work. Not the database file's compaction (`aspen admin defrag`).
+    pub async fn compact(&self, revision: u64) -> Result<Written> {
+        self.write(WriteOp::Compact { revision }).await
+    }
+
     /// One page of `range` (the server caps a page at `SCAN_ENTRIES_MAX` entries).
     pub async fn range_page(&self, range: KeyRange, options: &RangeOptions) -> Result<RangePage> {
-        let op = ClientOp::Range {
-            range,
-            limit: options.limit.min(u32::MAX as u64) as u32,
-            keys_only: options.keys_only,
-            count_only: options.count_only,
-            consistency: options.consistency,
+        let limit = options.limit.min(u32::MAX as u64) as u32;
+        let op = match options.revision {
+            None => ClientOp::Range {
+                range,
+                limit,
+                keys_only: options.keys_only,
+                count_only: options.count_only,
+                consistency: options.consistency,
+            },
+            Some(revision) => ClientOp::RangeAt {
+                range,
+                limit,
+                keys_only: options.keys_only,
+                count_only: options.count_only,
+                revision,
+                consistency: options.consistency,
+            },
         };
         let response = self.request(op).await?;
         match response.result? {

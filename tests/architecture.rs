@@ -91,7 +91,7 @@ const KNOWN_CIRCLES: &[&str] = &[];
 const KNOWN_FILE_CIRCLES: &[&str] = &[];
 
 /// The only files outside `storage` that may write the store (name `storage::StoreWrite`):
-/// the StorageActor (every write: Raft's and `/admin/compact`), the supervisor (the closing
+/// the StorageActor (every write: Raft's and `/admin/defrag`), the supervisor (the closing
 /// commit), and the test harness and fuzz glue.
 const STORE_WRITERS: &[&str] = &[
     "src/actors/storage.rs",

@@ -244,7 +244,7 @@ fn quota_check(alarm: Option<(u64, u64)>) -> Check {
             CheckStatus::Warning,
             format!(
                 "quota alarm: the database file is {bytes} bytes, at or over the quota of {quota}: \
-                 writes that add data are refused until deletes and `aspen admin compact` bring it under"
+                 writes that add data are refused until deletes and `aspen admin defrag` bring it under"
             ),
         ),
     }

@@ -111,6 +111,16 @@ pub enum ClientOp {
     /// Compare the members' key spaces (root only; run by the leader): every member hashes
     /// its key space at one point of the log (`crate::api::hashkv`).
     HashKv,
+    /// As `Range`, with the state as of `revision` (from the history: refused below the
+    /// oldest revision kept and past the current one).
+    RangeAt {
+        range: KeyRange,
+        limit: u32,
+        keys_only: bool,
+        count_only: bool,
+        revision: u64,
+        consistency: Consistency,
+    },
 }
 
 impl ClientOp {
@@ -125,6 +135,7 @@ impl ClientOp {
             | ClientOp::Remove { .. }
             | ClientOp::HashKv => true,
             ClientOp::Range { consistency, .. }
+            | ClientOp::RangeAt { consistency, .. }
             | ClientOp::LeaseList { consistency }
             | ClientOp::Sql { consistency, .. }
             | ClientOp::VaultList { consistency }
@@ -137,6 +148,7 @@ impl ClientOp {
     pub fn consistency(&self) -> Option<Consistency> {
         match self {
             ClientOp::Range { consistency, .. }
+            | ClientOp::RangeAt { consistency, .. }
             | ClientOp::LeaseList { consistency }
             | ClientOp::Sql { consistency, .. }
             | ClientOp::VaultList { consistency }
@@ -150,6 +162,7 @@ impl ClientOp {
         matches!(
             self,
             ClientOp::Range { .. }
+                | ClientOp::RangeAt { .. }
                 | ClientOp::LeaseList { .. }
                 | ClientOp::Status
                 | ClientOp::Sql { .. }
@@ -193,7 +206,9 @@ impl ClientOp {
                 | WriteOp::LeaseKeepAlive { .. },
             )
             | ClientOp::LeaseList { .. } => Need::Known,
-            ClientOp::Range { range, .. } => keys(vec![(range.clone(), Perm::Read)]),
+            ClientOp::Range { range, .. } | ClientOp::RangeAt { range, .. } => {
+                keys(vec![(range.clone(), Perm::Read)])
+            }
             // What a query may see is narrowed to the client's prefixes where it runs.
             ClientOp::Sql { .. } | ClientOp::VaultList { .. } => Need::Known,
             // Only a node in no cluster yet takes it, and its sender becomes root.
@@ -203,7 +218,8 @@ impl ClientOp {
             | ClientOp::Remove { .. }
             | ClientOp::Auth(_)
             | ClientOp::AuthList { .. }
-            | ClientOp::HashKv => Need::Root,
+            | ClientOp::HashKv
+            | ClientOp::Write(WriteOp::Compact { .. }) => Need::Root,
         }
     }
 

@@ -38,7 +38,7 @@ pub enum CommandError {
     /// deletes and a compaction bring the file under it.
     #[error(
         "quota exceeded: the database file is {bytes} bytes, at or over the quota of {quota}; \
-         delete keys, then run `aspen admin compact`"
+         delete keys, then run `aspen admin defrag`"
     )]
     QuotaExceeded { bytes: u64, quota: u64 },
     #[error("storage: key {key:?} is not a vault key: {reason}")]
@@ -59,6 +59,12 @@ pub enum CommandError {
     /// revision at its maximum): the command was refused.
     #[error("storage: {what}; the command was refused")]
     Exhausted { what: String },
+    /// A read or a compaction at a revision whose history is gone.
+    #[error("revision {revision} is compacted: the oldest revision kept is {oldest}")]
+    Compacted { revision: u64, oldest: u64 },
+    /// A read or a compaction at a revision not reached yet.
+    #[error("revision {revision} is a future revision: the current revision is {current}")]
+    FutureRevision { revision: u64, current: u64 },
 }
 
 /// The three lists of a transaction, named in [`CommandError::TooManyTxnOps`].

@@ -36,6 +36,11 @@ pub enum WriteOp {
     LeaseKeepAlive {
         id: u64,
     },
+    /// Drops the history before `revision` (etcd's compaction): reads and watches from
+    /// `revision` on still work, older ones are refused. Changes no key, so no new revision.
+    Compact {
+        revision: u64,
+    },
 }
 
 impl WriteOp {
@@ -48,7 +53,8 @@ impl WriteOp {
             WriteOp::Delete { .. }
             | WriteOp::DeleteRange(_)
             | WriteOp::LeaseRevoke { .. }
-            | WriteOp::LeaseKeepAlive { .. } => false,
+            | WriteOp::LeaseKeepAlive { .. }
+            | WriteOp::Compact { .. } => false,
         }
     }
 
@@ -61,6 +67,7 @@ impl WriteOp {
             WriteOp::Txn(txn) => validate_txn(txn),
             WriteOp::LeaseGrant { ttl_ms, .. } => check_ttl(*ttl_ms),
             WriteOp::LeaseRevoke { id } | WriteOp::LeaseKeepAlive { id } => check_lease_id(*id),
+            WriteOp::Compact { .. } => Ok(()),
         }
     }
 
@@ -73,7 +80,8 @@ impl WriteOp {
             WriteOp::Txn(txn) => txn_payload_bytes(txn),
             WriteOp::LeaseGrant { .. }
             | WriteOp::LeaseRevoke { .. }
-            | WriteOp::LeaseKeepAlive { .. } => 0,
+            | WriteOp::LeaseKeepAlive { .. }
+            | WriteOp::Compact { .. } => 0,
         }
     }
 
@@ -87,6 +95,7 @@ impl WriteOp {
             WriteOp::LeaseGrant { .. } => "lease_grant",
             WriteOp::LeaseRevoke { .. } => "lease_revoke",
             WriteOp::LeaseKeepAlive { .. } => "lease_keepalive",
+            WriteOp::Compact { .. } => "compact",
         }
     }
 }

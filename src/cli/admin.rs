@@ -142,8 +142,8 @@ fn admin(http: &str, token: Option<String>, command: &AdminCommand) -> Result<An
                 answer,
             ))
         }
-        AdminCommand::Compact => {
-            let answer = client.post_json("compact").map_err(|e| e.to_string())?;
+        AdminCommand::Defrag => {
+            let answer = client.post_json("defrag").map_err(|e| e.to_string())?;
             let bytes = |name: &str| {
                 answer
                     .get(name)

@@ -50,6 +50,7 @@ pub(super) async fn get(client: &Client, command: &CliCommand) -> Result<Answer,
         keys_only,
         count_only,
         consistency,
+        rev,
     } = command
     else {
         unreachable!("called for `aspen get` only");
@@ -60,6 +61,7 @@ pub(super) async fn get(client: &Client, command: &CliCommand) -> Result<Answer,
         keys_only,
         count_only,
         consistency: consistency.into(),
+        revision: rev,
     };
     let range = key_range(key, prefix, range_end);
     let page = if count_only {
@@ -107,6 +109,14 @@ pub(super) async fn del(
     Ok(Answer::new(
         deleted.to_string(),
         json!({"revision": written.revision, "deleted": deleted}),
+    ))
+}
+
+pub(super) async fn compact(client: &Client, revision: u64) -> Result<Answer, String> {
+    let written = client.compact(revision).await.map_err(e)?;
+    Ok(Answer::new(
+        format!("compacted the history to revision {revision}"),
+        json!({"revision": written.revision, "compacted_to": revision}),
     ))
 }
 

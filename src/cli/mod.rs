@@ -91,7 +91,14 @@ pub enum CliCommand {
         count_only: bool,
         #[arg(long, value_enum, default_value = "linearizable")]
         consistency: ReadConsistency,
+        /// Read the state as of revision N (from the history; refused once compacted).
+        #[arg(long, value_name = "N")]
+        rev: Option<u64>,
     },
+    /// Drop the history before revision REV (etcd's compaction; root only): reads at REV and
+    /// later still work, older ones are refused. Not `aspen admin defrag`, which gives the
+    /// database file's free space back.
+    Compact { revision: u64 },
     /// Delete KEY, or a range of keys; prints how many were deleted.
     Del {
         key: String,
@@ -235,9 +242,10 @@ pub enum AdminCommand {
     },
     /// Build a Raft snapshot now; the log behind it is purged (keeping raft.log_entries_kept).
     Snapshot,
-    /// Reclaim the free space in the node's database file (after deletes and log purges);
-    /// reads and writes on that node wait while it runs. Prints the sizes and the wait.
-    Compact,
+    /// Reclaim the free space in the node's database file (after deletes, log purges and
+    /// history compactions; etcd's defrag); reads and writes on that node wait while it runs.
+    /// Prints the sizes and the wait. Not `aspen compact`, which drops old history.
+    Defrag,
     /// Stop the node gracefully: as the leader it first lets followers catch up; the last
     /// commit is durable, so a restart replays nothing.
     Shutdown,
@@ -352,6 +360,7 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             range_end,
         } => kv::del(&client, key, *prefix, range_end.as_deref()).await,
         command @ CliCommand::Txn { .. } => kv::txn(&client, command).await,
+        CliCommand::Compact { revision } => kv::compact(&client, *revision).await,
         CliCommand::Lease(command) => lease::lease(&client, command).await,
         CliCommand::Vault(VaultCommand::List) => kv::vault_list(&client).await,
         CliCommand::Cluster(command) => cluster::cluster(&client, command).await,

@@ -5,7 +5,7 @@
 //!   transaction while writes go on.
 //! - `/admin/snapshot`: builds a Raft snapshot now; the log behind it is purged as configured
 //!   (`raft.log_entries_kept`). Answers once the snapshot exists.
-//! - `/admin/compact`: reclaims the free space in the database file; answers the sizes before
+//! - `/admin/defrag`: reclaims the free space in the database file; answers the sizes before
 //!   and after and how long reads and writes waited.
 //! - `/admin/shutdown`: stops the node gracefully (see `crate::node::Node::shutdown`).
 //! - `/admin/faults` (only with `net.fault_injection`, for tests): `{"isolate": true}` cuts
@@ -70,7 +70,7 @@ pub struct SnapshotDone {
     pub last_log_index: Option<u64>,
 }
 
-/// What `/admin/compact` did.
+/// What `/admin/defrag` did.
 #[derive(Debug, Clone, Copy)]
 pub struct CompactDone {
     /// File sizes (`None` for the in-memory store).
@@ -203,7 +203,7 @@ pub fn router<P: AdminPort>(
     router
         .route("/admin/backup", post(backup::<P>))
         .route("/admin/snapshot", post(snapshot::<P>))
-        .route("/admin/compact", post(compact::<P>))
+        .route("/admin/defrag", post(compact::<P>))
         .route("/admin/shutdown", post(shutdown::<P>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -426,10 +426,12 @@ fn op_subject(op: &ClientOp) -> (&'static str, Option<&[u8]>) {
                 WriteOp::Txn(txn) => txn_keys(txn).next(),
                 WriteOp::LeaseGrant { .. }
                 | WriteOp::LeaseRevoke { .. }
-                | WriteOp::LeaseKeepAlive { .. } => None,
+                | WriteOp::LeaseKeepAlive { .. }
+                | WriteOp::Compact { .. } => None,
             },
         ),
         ClientOp::Range { range, .. } => ("range", Some(&range.start)),
+        ClientOp::RangeAt { range, .. } => ("range_at", Some(&range.start)),
         ClientOp::LeaseList { .. } => ("lease_list", None),
         ClientOp::ClusterInit { .. } => ("cluster_init", None),
         ClientOp::AddLearner { .. } => ("add_learner", None),

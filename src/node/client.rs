@@ -101,6 +101,21 @@ impl NodeCore {
                 self.read(move |store| read_range(store, range, limit, keys_only, count_only))
                     .await
             }
+            ClientOp::RangeAt {
+                range,
+                limit,
+                keys_only,
+                count_only,
+                revision,
+                consistency: _,
+            } => {
+                let (range, limit, keys_only, count_only, revision) =
+                    (range.clone(), *limit, *keys_only, *count_only, *revision);
+                self.read(move |store| {
+                    read_range_at(store, range, limit, keys_only, count_only, revision)
+                })
+                .await
+            }
             ClientOp::LeaseList { .. } => self.read(list_leases).await,
             ClientOp::VaultList { .. } => {
                 let readable = auth.map(|auth| (auth.clone(), client));
@@ -407,6 +422,66 @@ fn read_range(
         ..ScanOptions::default()
     };
     let page = view.range(&range, options).map_err(storage_error)?;
+    let output = ClientOutput::Range {
+        count: page.kvs.len() as u64,
+        kvs: page.kvs,
+        continuation: page.continuation,
+    };
+    Ok((output, page.revision))
+}
+
+/// As [`read_range`], with the state as of `revision`.
+fn read_range_at(
+    store: &Store,
+    range: KeyRange,
+    limit: u32,
+    keys_only: bool,
+    count_only: bool,
+    revision: u64,
+) -> Result<(ClientOutput, u64), ClientError> {
+    let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
+    let refused = |error: crate::storage::history::RevisionError| {
+        ClientError::Command(CommandError::from(error))
+    };
+    if count_only {
+        // Counted page by page, at most the page limit at a time.
+        let (mut count, mut range) = (0u64, range);
+        loop {
+            let options = ScanOptions {
+                limit: SCAN_ENTRIES_MAX,
+                keys_only: true,
+                bytes_max: usize::MAX,
+            };
+            let page = view
+                .range_at(&range, options, revision)
+                .map_err(storage_error)?
+                .map_err(refused)?;
+            count += page.kvs.len() as u64;
+            match page.continuation {
+                Some(next) => range.start = next,
+                None => break,
+            }
+        }
+        let output = ClientOutput::Range {
+            kvs: Vec::new(),
+            continuation: None,
+            count,
+        };
+        return Ok((output, revision));
+    }
+    let limit = match limit as usize {
+        0 => SCAN_ENTRIES_MAX,
+        n => n.min(SCAN_ENTRIES_MAX),
+    };
+    let options = ScanOptions {
+        limit,
+        keys_only,
+        ..ScanOptions::default()
+    };
+    let page = view
+        .range_at(&range, options, revision)
+        .map_err(storage_error)?
+        .map_err(refused)?;
     let output = ClientOutput::Range {
         count: page.kvs.len() as u64,
         kvs: page.kvs,

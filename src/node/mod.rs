@@ -3,7 +3,7 @@
 //! ports `net` declares (`client`: the client protocol; `http`: the HTTP endpoints and the Raft
 //! transport's receiving side) with the Raft handle, the SqlActor, read views of the store and the
 //! health board. Its only redb write is opening the store; every other write goes to the
-//! StorageActor (Raft's through the RaftHandle, `/admin/compact` through the `StorageWriter`).
+//! StorageActor (Raft's through the RaftHandle, `/admin/defrag` through the `StorageWriter`).
 //!
 //! Long because starting, running and stopping a node (with the leader handover) is one sequence of
 //! wiring.
@@ -51,7 +51,7 @@ pub struct NodeCore {
     pub board: Arc<HealthBoard>,
     pub raft: RaftHandle,
     sql: SqlHandle,
-    /// The StorageActor, for `/admin/compact`.
+    /// The StorageActor, for `/admin/defrag`.
     storage: StorageWriter,
     /// `None` when the file could not be opened (the node then fails and says why).
     store: Option<Arc<Store>>,

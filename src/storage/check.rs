@@ -180,7 +180,10 @@ fn check_history(store: &Store, report: &mut CheckReport) -> Result<()> {
         }
         match postcard::from_bytes::<crate::storage::HistoryEvent>(bytes.value()) {
             Ok(event) => {
-                if keys.get((event.key.as_slice(), revision, number))?.is_none() {
+                if keys
+                    .get((event.key.as_slice(), revision, number))?
+                    .is_none()
+                {
                     report.problem(format!(
                         "history event {revision}.{number} of key {} has no history_keys row",
                         event.key.escape_ascii()

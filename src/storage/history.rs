@@ -12,11 +12,15 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use crate::api::error::CommandError;
 use crate::api::{KeyRange, KeyValue};
 use crate::storage::codec::{decode_kv_entry, read_meta_in, write_meta};
 use crate::storage::error::{Error, Result};
 use crate::storage::schema::{HISTORY, HISTORY_FLOOR, HISTORY_KEYS};
 use crate::storage::types::{HistoryEvent, KvEntry};
+
+/// Events dropped per pass of a compaction (each pass collects, then removes).
+const COMPACT_CHUNK_EVENTS: usize = 1024;
 
 /// Why a read at a revision cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +29,19 @@ pub enum RevisionError {
     Compacted { revision: u64, oldest: u64 },
     #[error("revision {revision} is a future revision: the current revision is {current}")]
     Future { revision: u64, current: u64 },
+}
+
+impl From<RevisionError> for CommandError {
+    fn from(error: RevisionError) -> Self {
+        match error {
+            RevisionError::Compacted { revision, oldest } => {
+                CommandError::Compacted { revision, oldest }
+            }
+            RevisionError::Future { revision, current } => {
+                CommandError::FutureRevision { revision, current }
+            }
+        }
+    }
 }
 
 /// Checks that the state at `revision` can be read, given the floor and the current revision.
@@ -100,12 +117,55 @@ impl<'txn> HistoryWriter<'txn> {
         Ok(())
     }
 
+    /// Drops the events at or before `revision`: the state at `revision` and later still reads
+    /// the same (the first event after `revision` keeps the record it replaced). Refused
+    /// below the floor and past `current`.
+    pub(crate) fn compact(
+        &mut self,
+        revision: u64,
+        current: u64,
+    ) -> Result<std::result::Result<(), CommandError>> {
+        if let Err(refused) = check_revision(revision, self.floor, current) {
+            return Ok(Err(refused.into()));
+        }
+        loop {
+            let mut dropped = Vec::with_capacity(COMPACT_CHUNK_EVENTS);
+            for item in self
+                .events
+                .range((0, 0)..=(revision, u32::MAX))?
+                .take(COMPACT_CHUNK_EVENTS)
+            {
+                let (at, bytes) = item?;
+                let (at_revision, number) = at.value();
+                let event: HistoryEvent = postcard::from_bytes(bytes.value()).map_err(|e| {
+                    Error::corrupt(format!("history event {at_revision}.{number}"), e)
+                })?;
+                dropped.push((at_revision, number, event.key));
+            }
+            for (at_revision, number, key) in &dropped {
+                self.events.remove((*at_revision, *number))?;
+                self.keys.remove((key.as_slice(), *at_revision, *number))?;
+            }
+            if dropped.len() < COMPACT_CHUNK_EVENTS {
+                break;
+            }
+        }
+        self.floor = Some(revision);
+        self.floor_changed = true;
+        Ok(Ok(()))
+    }
+
     /// Inserts an event as read from a snapshot or backup.
-    pub(crate) fn restore(&mut self, revision: u64, number: u32, event: &HistoryEvent) -> Result<()> {
-        let bytes =
-            postcard::to_allocvec(event).map_err(|e| Error::corrupt("history event", e))?;
+    pub(crate) fn restore(
+        &mut self,
+        revision: u64,
+        number: u32,
+        event: &HistoryEvent,
+    ) -> Result<()> {
+        let bytes = postcard::to_allocvec(event).map_err(|e| Error::corrupt("history event", e))?;
         self.events.insert((revision, number), bytes.as_slice())?;
-        self.keys.insert((event.key.as_slice(), revision, number), ())?;
+        self.keys
+            .insert((event.key.as_slice(), revision, number), ())?;
         Ok(())
     }
 
@@ -153,13 +213,18 @@ pub(crate) fn entry_at(
         postcard::from_bytes(bytes.value())
             .map_err(|e| Error::corrupt(format!("history event {revision}.{number}"), e))
     };
-    if let Some(row) = keys.range((key, 0, 0)..=(key, revision, u32::MAX))?.next_back() {
+    if let Some(row) = keys
+        .range((key, 0, 0)..=(key, revision, u32::MAX))?
+        .next_back()
+    {
         let (row, _) = row?;
         let (_, at, number) = row.value();
         return Ok(event(at, number)?.entry);
     }
     if let Some(after) = revision.checked_add(1)
-        && let Some(row) = keys.range((key, after, 0)..=(key, u64::MAX, u32::MAX))?.next()
+        && let Some(row) = keys
+            .range((key, after, 0)..=(key, u64::MAX, u32::MAX))?
+            .next()
     {
         let (row, _) = row?;
         let (_, at, number) = row.value();

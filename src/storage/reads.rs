@@ -240,8 +240,9 @@ impl ReadView {
         Ok(events.range::<(u64, u32)>(..)?.map(|item| {
             let (at, bytes) = item?;
             let (revision, number) = at.value();
-            let event = postcard::from_bytes(bytes.value())
-                .map_err(|e| crate::storage::Error::corrupt(format!("history event {revision}.{number}"), e))?;
+            let event = postcard::from_bytes(bytes.value()).map_err(|e| {
+                crate::storage::Error::corrupt(format!("history event {revision}.{number}"), e)
+            })?;
             Ok((revision, number, event))
         }))
     }

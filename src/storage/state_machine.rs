@@ -500,6 +500,12 @@ impl<'txn> Machine<'txn> {
                 None => return Ok(Err(CommandError::LeaseNotFound { id: *id })),
             },
             WriteOp::LeaseKeepAlive { id } => return self.lease_keep_alive(ctx, *id),
+            WriteOp::Compact { revision } => {
+                if let Err(refused) = self.history.compact(*revision, self.revision)? {
+                    return Ok(Err(refused));
+                }
+                Output::None
+            }
         }))
     }
 

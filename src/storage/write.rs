@@ -1,7 +1,7 @@
 //! [`StoreWrite`]: every write the store accepts, in one trait. The methods behind it are
 //! private to `storage`; outside it, writing means importing this trait, and
 //! `tests/architecture.rs` lists the only files that may: the StorageActor (every write Raft
-//! drives), the node (`/admin/compact`), the supervisor (the closing commit) and the test
+//! drives), the node (`/admin/defrag`), the supervisor (the closing commit) and the test
 //! harness. Everyone else reads: `Store::read` and the log and meta readers.
 
 use std::fs::File;

@@ -59,7 +59,8 @@ fn fails(nodes: &str, args: &[&str], expected: &str) {
 }
 
 // Proves every `aspen` command against a local cluster started by `aspen-node cluster`:
-// output and exit code of put/get (prefix, range, limit, keys-only, count, stale), del, txn
+// output and exit code of put/get (prefix, range, limit, keys-only, count, stale, at a
+// revision, refused once compacted or past the current one), compact, del, txn
 // from flags and from a JSON file, lease grant/keepalive/list/revoke, cluster
 // status/members/remove/add-learner/promote/init, sql (on the leader and on a follower;
 // table, JSON and CSV), bench (every workload, JSON and text, bad options), auth (whoami, list,
@@ -191,6 +192,35 @@ async fn every_cli_command_against_a_local_cluster() {
     assert_eq!(ok(n, &["del", "a/", "--prefix"]), "2\n");
     assert_eq!(ok(n, &["del", "b/1"]), "1\n");
     assert_eq!(ok(n, &["del", "b/1"]), "0\n");
+
+    let revision_of = |stdout: String| -> u64 {
+        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        json["revision"].as_u64().expect("a revision")
+    };
+    let first = revision_of(ok(n, &["put", "h", "v1", "--output", "json"]));
+    let second = revision_of(ok(n, &["put", "h", "v2", "--output", "json"]));
+    let (first, second) = (first.to_string(), second.to_string());
+    assert_eq!(ok(n, &["get", "h", "--rev", &first]), "h\nv1\n");
+    assert_eq!(
+        ok(n, &["get", "h", "--prefix", "--rev", &second]),
+        "h\nv2\n"
+    );
+    assert_eq!(
+        ok(n, &["compact", &second]),
+        format!("compacted the history to revision {second}\n")
+    );
+    fails(
+        n,
+        &["get", "h", "--rev", &first],
+        &format!("revision {first} is compacted: the oldest revision kept is {second}"),
+    );
+    fails(
+        n,
+        &["get", "h", "--rev", "999999999"],
+        "revision 999999999 is a future revision",
+    );
+    assert_eq!(ok(n, &["get", "h", "--rev", &second]), "h\nv2\n");
+    assert_eq!(ok(n, &["del", "h"]), "1\n");
 
     let status = ok(n, &["cluster", "status"]);
     assert!(

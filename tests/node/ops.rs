@@ -430,7 +430,7 @@ async fn compaction_shrinks_the_file_and_keeps_the_data() {
     let answer = tokio::task::spawn_blocking(move || {
         AdminClient::new(&http, Some(token))
             .unwrap()
-            .post_json("compact")
+            .post_json("defrag")
     })
     .await
     .unwrap()
@@ -816,7 +816,7 @@ async fn admin_commands_shutdown_check_and_restore_as_processes() {
         ok && stdout.starts_with("snapshot at log index "),
         "{stdout}{stderr}"
     );
-    let (ok, stdout, stderr) = run(false, &[&admin[..], &["compact"][..]].concat());
+    let (ok, stdout, stderr) = run(false, &[&admin[..], &["defrag"][..]].concat());
     assert!(ok && stdout.starts_with("compacted: "), "{stdout}{stderr}");
 
     let (ok, stdout, stderr) = run(false, &[&admin[..], &["shutdown"][..]].concat());

@@ -304,9 +304,12 @@ fn damaged_history_is_named() {
     assert_eq!((sound.history_events, sound.history_floor), (3, Some(0)));
     damage(dir.path(), |txn| {
         let mut events = txn.open_table(HISTORY).expect("history");
-        events.insert((2u64, 0u32), [0xffu8; 3].as_slice()).expect("garbage");
+        events
+            .insert((2u64, 0u32), [0xffu8; 3].as_slice())
+            .expect("garbage");
         let mut keys = txn.open_table(HISTORY_KEYS).expect("history_keys");
-        keys.remove((b"c".as_slice(), 3u64, 0u32)).expect("drop a row");
+        keys.remove((b"c".as_slice(), 3u64, 0u32))
+            .expect("drop a row");
     });
     let report = check_data_dir(dir.path()).expect("check runs");
     let problems = report.problems.join("\n");

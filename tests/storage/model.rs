@@ -85,6 +85,7 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
             Command::SetVaultLimits(VaultLimits { vaults_max, keys_per_vault_max })
         }),
         1 => (0u64..4).prop_map(|check| Command::HashCheck { check }),
+        1 => (0u64..12).prop_map(|revision| Command::Write(WriteOp::Compact { revision })),
     ]
 }
 

@@ -25,6 +25,8 @@ pub struct Model {
     next_lease_id: u64,
     /// Auth changes the KV state never sees; kept so a refused change is refused here too.
     auth: aspen::api::AuthState,
+    /// The oldest revision the history keeps (compactions move it).
+    history_floor: u64,
 }
 
 struct Step {
@@ -159,6 +161,22 @@ impl Model {
                 Some(keys_deleted) => Ok(Output::LeaseRevoke { keys_deleted }),
                 None => Err(CommandError::LeaseNotFound { id: *id }),
             },
+            Command::Write(WriteOp::Compact { revision }) => {
+                if *revision > self.revision {
+                    return Err(CommandError::FutureRevision {
+                        revision: *revision,
+                        current: self.revision,
+                    });
+                }
+                if *revision < self.history_floor {
+                    return Err(CommandError::Compacted {
+                        revision: *revision,
+                        oldest: self.history_floor,
+                    });
+                }
+                self.history_floor = *revision;
+                Ok(Output::None)
+            }
             Command::Write(WriteOp::LeaseKeepAlive { id }) => {
                 if !self.lease_live(step, *id) {
                     return Err(CommandError::LeaseNotFound { id: *id });
