@@ -10,12 +10,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
     CACHE_BYTES_DEFAULT, EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, HASH_CHECK_INTERVAL_MS_MIN,
-    QUICK_REPAIR_DEFAULT, QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX, SQL_TIMEOUT_MS_MAX,
+    HISTORY_RETENTION_DEFAULT, QUICK_REPAIR_DEFAULT, QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX, SQL_TIMEOUT_MS_MAX,
     VAULT_KEYS_MAX_DEFAULT, VAULTS_MAX_DEFAULT,
 };
 
@@ -216,6 +217,70 @@ pub struct StorageSection {
     pub vaults_max: u64,
     /// Most keys one vault may hold.
     pub vault_keys_max: u64,
+    /// How much history the leader keeps: a revision count (`100000`), a duration (`"1h"`),
+    /// or `0` to keep it all. Older history is compacted automatically (`aspen compact`).
+    pub history_retention: HistoryRetention,
+}
+
+/// `storage.history_retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RetentionValue", into = "RetentionValue")]
+pub enum HistoryRetention {
+    /// Never compacted automatically.
+    All,
+    /// The last this many revisions.
+    Revisions(u64),
+    /// The revisions made in the last this long.
+    Duration(Duration),
+}
+
+/// How `storage.history_retention` is written: a number of revisions, or text (a number or a
+/// duration such as `"30m"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RetentionValue {
+    Count(u64),
+    Text(String),
+}
+
+impl TryFrom<RetentionValue> for HistoryRetention {
+    type Error = String;
+
+    fn try_from(value: RetentionValue) -> Result<Self, String> {
+        let count = match value {
+            RetentionValue::Count(count) => count,
+            RetentionValue::Text(text) => match text.trim().parse::<u64>() {
+                Ok(count) => count,
+                Err(_) => {
+                    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+                        format!(
+                            "storage.history_retention {text:?} is neither a revision count nor a duration: {e}"
+                        )
+                    })?;
+                    return Ok(match duration.is_zero() {
+                        true => HistoryRetention::All,
+                        false => HistoryRetention::Duration(duration),
+                    });
+                }
+            },
+        };
+        Ok(match count {
+            0 => HistoryRetention::All,
+            count => HistoryRetention::Revisions(count),
+        })
+    }
+}
+
+impl From<HistoryRetention> for RetentionValue {
+    fn from(retention: HistoryRetention) -> Self {
+        match retention {
+            HistoryRetention::All => RetentionValue::Count(0),
+            HistoryRetention::Revisions(count) => RetentionValue::Count(count),
+            HistoryRetention::Duration(duration) => {
+                RetentionValue::Text(humantime::format_duration(duration).to_string())
+            }
+        }
+    }
 }
 
 impl Default for StorageSection {
@@ -226,6 +291,7 @@ impl Default for StorageSection {
             quota_bytes: QUOTA_BYTES_DEFAULT,
             vaults_max: VAULTS_MAX_DEFAULT,
             vault_keys_max: VAULT_KEYS_MAX_DEFAULT,
+            history_retention: HistoryRetention::Revisions(HISTORY_RETENTION_DEFAULT),
         }
     }
 }
@@ -635,6 +701,29 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    // Proves `storage.history_retention` takes a revision count (number or text), a duration,
+    // or 0 for all, and that anything else is refused naming the key.
+    #[test]
+    fn history_retention_takes_counts_durations_and_zero() {
+        let parse = |value: &str| {
+            let (_dir, path) = write(&format!("[storage]\nhistory_retention = {value}\n"));
+            NodeConfig::load_with_env(&path, env(&[])).map(|c| c.storage.history_retention)
+        };
+        assert_eq!(parse("5000").unwrap(), HistoryRetention::Revisions(5000));
+        assert_eq!(parse("\"5000\"").unwrap(), HistoryRetention::Revisions(5000));
+        assert_eq!(
+            parse("\"30m\"").unwrap(),
+            HistoryRetention::Duration(Duration::from_secs(1800))
+        );
+        assert_eq!(parse("0").unwrap(), HistoryRetention::All);
+        let refused = parse("\"soon\"").unwrap_err().to_string();
+        assert!(refused.contains("storage.history_retention"), "{refused}");
+        assert_eq!(
+            NodeConfig::default().storage.history_retention,
+            HistoryRetention::Revisions(HISTORY_RETENTION_DEFAULT)
+        );
     }
 
     // Proves the shipped config/node.toml loads and validates as it is.

@@ -111,6 +111,9 @@ pub const CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 pub const QUICK_REPAIR_DEFAULT: bool = false;
 /// Default database quota: over it, writes fail with `quota exceeded`.
 pub const QUOTA_BYTES_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
+/// Revisions of history the leader keeps by default (`storage.history_retention`): about
+/// 60 MB of history at 256-byte values, and a watcher may fall this far behind.
+pub const HISTORY_RETENTION_DEFAULT: u64 = 100_000;
 
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX <= COMMAND_BYTES_MAX);
 const _: () = assert!(COMMAND_BYTES_MAX * 3 / 2 <= FRAME_BYTES_MAX);

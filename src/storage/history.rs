@@ -60,6 +60,15 @@ pub(crate) fn check_revision(
     Ok(())
 }
 
+/// [`HistoryEvent`] borrowed, for writing: the same encoding, without copying the records.
+#[derive(serde::Serialize)]
+struct HistoryEventRef<'a> {
+    #[serde(with = "serde_bytes")]
+    key: &'a [u8],
+    entry: Option<&'a KvEntry>,
+    prev: Option<&'a KvEntry>,
+}
+
 /// The history tables of one write transaction.
 pub(crate) struct HistoryWriter<'txn> {
     events: Table<'txn, (u64, u32), &'static [u8]>,
@@ -105,11 +114,7 @@ impl<'txn> HistoryWriter<'txn> {
             _ => 0,
         };
         self.last = Some((revision, number));
-        let event = HistoryEvent {
-            key: key.to_vec(),
-            entry: entry.cloned(),
-            prev: prev.cloned(),
-        };
+        let event = HistoryEventRef { key, entry, prev };
         let bytes =
             postcard::to_allocvec(&event).map_err(|e| Error::corrupt("history event", e))?;
         self.events.insert((revision, number), bytes.as_slice())?;

@@ -332,6 +332,7 @@ async fn spawn_child(
                 faults,
                 raft: state.raft.clone(),
                 roots: Arc::clone(&state.roots),
+                history_retention: state.config.storage.history_retention,
             };
             Actor::spawn_linked(name, TtlActor, args, supervisor)
                 .await

@@ -163,3 +163,40 @@ async fn a_system_clock_jump_neither_expires_early_nor_resurrects() {
     aspen::fault::set_system_clock_offset_ms(0);
     node.shutdown().await;
 }
+
+// Proves the leader compacts the history past `storage.history_retention` through Raft: with
+// 10 revisions kept, after 40 puts the history floor settles 10 revisions behind the current
+// one, a read below it is refused naming it, and the revisions kept still read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_compacts_history_past_its_retention() {
+    use aspen::config::HistoryRetention;
+    use aspen::storage::history::RevisionError;
+    let node = TestNode::start(24, |config| {
+        config.storage.history_retention = HistoryRetention::Revisions(10);
+    })
+    .await;
+    let mut revision = 0;
+    for i in 0..40 {
+        revision = node.put("k", &format!("v{i}")).await.unwrap().revision;
+    }
+    let floor = |n: &TestNode| {
+        let view = n.node.store().unwrap().read_at(0).unwrap();
+        view.history_floor().unwrap()
+    };
+    assert!(
+        node.wait_until(|n| floor(n) == revision - 10).await,
+        "history floor {} never reached {}",
+        floor(&node),
+        revision - 10
+    );
+    let view = node.node.store().unwrap().read_at(0).unwrap();
+    assert_eq!(
+        view.get_at(b"k", revision - 11).unwrap(),
+        Err(RevisionError::Compacted {
+            revision: revision - 11,
+            oldest: revision - 10
+        })
+    );
+    let kept = view.get_at(b"k", revision - 10).unwrap().unwrap().unwrap();
+    assert_eq!(kept.value, b"v29".to_vec());
+}
