@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{
     CACHE_BYTES_DEFAULT, EXPIRE_BATCH_MAX, FRAME_BYTES_MAX, HASH_CHECK_INTERVAL_MS_MIN,
-    HISTORY_RETENTION_DEFAULT, QUICK_REPAIR_DEFAULT, QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX, SQL_TIMEOUT_MS_MAX,
-    VAULT_KEYS_MAX_DEFAULT, VAULTS_MAX_DEFAULT,
+    HISTORY_RETENTION_DEFAULT, QUICK_REPAIR_DEFAULT, QUOTA_BYTES_DEFAULT, SQL_ROWS_MAX,
+    SQL_TIMEOUT_MS_MAX, VAULT_KEYS_MAX_DEFAULT, VAULTS_MAX_DEFAULT,
 };
 
 /// Prefix of environment overrides.
@@ -243,20 +243,28 @@ enum RetentionValue {
     Text(String),
 }
 
-impl TryFrom<RetentionValue> for HistoryRetention {
-    type Error = String;
+/// A `storage.history_retention` that is neither a revision count nor a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage.history_retention {value:?} is neither a revision count nor a duration: {reason}")]
+pub struct BadRetention {
+    value: String,
+    reason: String,
+}
 
-    fn try_from(value: RetentionValue) -> Result<Self, String> {
+impl TryFrom<RetentionValue> for HistoryRetention {
+    type Error = BadRetention;
+
+    fn try_from(value: RetentionValue) -> Result<Self, BadRetention> {
         let count = match value {
             RetentionValue::Count(count) => count,
             RetentionValue::Text(text) => match text.trim().parse::<u64>() {
                 Ok(count) => count,
                 Err(_) => {
-                    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
-                        format!(
-                            "storage.history_retention {text:?} is neither a revision count nor a duration: {e}"
-                        )
-                    })?;
+                    let duration =
+                        humantime::parse_duration(text.trim()).map_err(|e| BadRetention {
+                            value: text.clone(),
+                            reason: e.to_string(),
+                        })?;
                     return Ok(match duration.is_zero() {
                         true => HistoryRetention::All,
                         false => HistoryRetention::Duration(duration),
@@ -712,7 +720,10 @@ mod tests {
             NodeConfig::load_with_env(&path, env(&[])).map(|c| c.storage.history_retention)
         };
         assert_eq!(parse("5000").unwrap(), HistoryRetention::Revisions(5000));
-        assert_eq!(parse("\"5000\"").unwrap(), HistoryRetention::Revisions(5000));
+        assert_eq!(
+            parse("\"5000\"").unwrap(),
+            HistoryRetention::Revisions(5000)
+        );
         assert_eq!(
             parse("\"30m\"").unwrap(),
             HistoryRetention::Duration(Duration::from_secs(1800))

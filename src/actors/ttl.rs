@@ -16,8 +16,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::actors::ActorKind;
 use crate::actors::raft::RaftHandle;
 use crate::api::{ClientId, NodeId, Output, WriteOp};
-use crate::config::HistoryRetention;
 use crate::command::{Command, Request, VaultLimits};
+use crate::config::HistoryRetention;
 use crate::fault::Faults;
 use crate::storage::Store;
 
@@ -80,7 +80,11 @@ impl Retention {
                 (target >= floor.saturating_add((kept / 10).max(1))).then_some(target)?
             }
             HistoryRetention::Duration(kept) => {
-                if self.samples.back().is_none_or(|&(_, last)| last != revision) {
+                if self
+                    .samples
+                    .back()
+                    .is_none_or(|&(_, last)| last != revision)
+                {
                     self.samples.push_back((now, revision));
                 }
                 // At most one proposal per tenth of `kept` (at least a second).
@@ -193,10 +197,12 @@ async fn on_tick(state: &mut TtlState) -> Result<(), ActorProcessingErr> {
             Ok::<_, crate::storage::Error>((limits, expired, bootstrapped, history))
         })
         .await??;
-    if let Some(to) = state
-        .retention
-        .due(args.history_retention, revision, floor, std::time::Instant::now())
-    {
+    if let Some(to) = state.retention.due(
+        args.history_retention,
+        revision,
+        floor,
+        std::time::Instant::now(),
+    ) {
         let request = Request {
             now_ms,
             command: Command::Write(WriteOp::Compact { revision: to }),
@@ -302,9 +308,17 @@ mod tests {
         assert_eq!(retention.due(policy, 6, 0, at(1)), None);
         assert_eq!(retention.due(policy, 9, 0, at(59)), None);
         assert_eq!(retention.due(policy, 12, 0, at(60)), Some(5));
-        assert_eq!(retention.due(policy, 13, 5, at(61)), None, "too soon after the last");
+        assert_eq!(
+            retention.due(policy, 13, 5, at(61)),
+            None,
+            "too soon after the last"
+        );
         assert_eq!(retention.due(policy, 14, 5, at(66)), Some(6));
         assert_eq!(retention.due(policy, 14, 6, at(130)), Some(14));
-        assert_eq!(retention.due(policy, 14, 14, at(200)), None, "nothing older left");
+        assert_eq!(
+            retention.due(policy, 14, 14, at(200)),
+            None,
+            "nothing older left"
+        );
     }
 }

@@ -45,7 +45,7 @@ fn check_every_revision(
     };
     for revision in 0..=view.revision() {
         let page = view
-            .range_at(&KeyRange::prefix(b""), all.clone(), revision)
+            .range_at(&KeyRange::prefix(b""), all, revision)
             .map_err(|e| e.to_string())?;
         if revision < floor {
             let want = RevisionError::Compacted {
