@@ -210,8 +210,8 @@ fn write_restored<R: Read>(
                 machine.set_clock(*clock_ms);
                 Ok(())
             }
-            Record::HistoryFloor(floor) => {
-                machine.restore_history_floor(*floor);
+            Record::HistoryBounds(bounds) => {
+                machine.restore_history_bounds(*bounds);
                 Ok(())
             }
             Record::History {

@@ -34,9 +34,9 @@ pub struct CheckReport {
     pub leases: u64,
     pub vaults: u64,
     pub revision: u64,
-    /// Rows of `history`, and the oldest revision it can rebuild (`None`: no history yet).
+    /// Rows of `history`, and what it holds (`None`: no history yet).
     pub history_events: u64,
-    pub history_floor: Option<u64>,
+    pub history_bounds: Option<crate::storage::HistoryBounds>,
     /// Committed entries a start would apply again (`committed - last_applied`).
     pub replay_on_start: u64,
     pub snapshot: Option<String>,
@@ -72,7 +72,7 @@ pub fn check_data_dir(dir: &Path) -> Result<CheckReport> {
         vaults: 0,
         revision: 0,
         history_events: 0,
-        history_floor: None,
+        history_bounds: None,
         replay_on_start: 0,
         snapshot: None,
         problems: Vec::new(),
@@ -153,28 +153,28 @@ fn check_log(store: &Store, report: &mut CheckReport) -> Result<()> {
 /// and has its `history_keys` row; every `history_keys` row names an event of its key.
 fn check_history(store: &Store, report: &mut CheckReport) -> Result<()> {
     let txn = store.begin_read()?;
-    match read_meta(&txn, HISTORY_FLOOR) {
-        Ok(floor) => report.history_floor = floor,
-        Err(error) => report.problem(format!("sm_meta {}: {error}", HISTORY_FLOOR.key)),
+    match read_meta(&txn, HISTORY_BOUNDS) {
+        Ok(bounds) => report.history_bounds = bounds,
+        Err(error) => report.problem(format!("sm_meta {}: {error}", HISTORY_BOUNDS.key)),
     }
-    if let Some(floor) = report.history_floor
-        && floor > report.revision
+    if let Some(bounds) = report.history_bounds
+        && (bounds.floor > report.revision || bounds.events_from < bounds.floor)
     {
         report.problem(format!(
-            "history floor {floor} is above the store's revision {}",
+            "history bounds {bounds:?} do not fit the store's revision {}",
             report.revision
         ));
     }
     let events = txn.open_table(HISTORY)?;
     let keys = txn.open_table(HISTORY_KEYS)?;
-    let floor = report.history_floor.unwrap_or(report.revision);
+    let events_from = crate::storage::history::events_from(report.history_bounds, report.revision);
     for item in events.iter()? {
         let (at, bytes) = item?;
         let (revision, number) = at.value();
         report.history_events += 1;
-        if revision <= floor || revision > report.revision {
+        if revision < events_from || revision > report.revision {
             report.problem(format!(
-                "history event {revision}.{number} lies outside ({floor}, {}]",
+                "history event {revision}.{number} lies outside [{events_from}, {}]",
                 report.revision
             ));
         }

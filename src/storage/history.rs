@@ -6,7 +6,8 @@
 //! replaced; without either, its current record. That rule holds whatever happened before the
 //! floor, so history can start at any revision (a new file, an upgraded one, a snapshot
 //! installed: the floor is then that revision) and be compacted by dropping rows below a
-//! revision.
+//! revision. `HistoryBounds` says what is kept: the state from its `floor` on, the events
+//! from its `events_from` on (where a watch can start).
 
 use std::collections::BTreeSet;
 
@@ -16,8 +17,8 @@ use crate::api::error::CommandError;
 use crate::api::{KeyRange, KeyValue};
 use crate::storage::codec::{decode_kv_entry, read_meta_in, write_meta};
 use crate::storage::error::{Error, Result};
-use crate::storage::schema::{HISTORY, HISTORY_FLOOR, HISTORY_KEYS};
-use crate::storage::types::{HistoryEvent, KvEntry};
+use crate::storage::schema::{HISTORY, HISTORY_BOUNDS, HISTORY_KEYS};
+use crate::storage::types::{HistoryBounds, HistoryEvent, KvEntry};
 
 /// Events dropped per pass of a compaction (each pass collects, then removes).
 const COMPACT_CHUNK_EVENTS: usize = 1024;
@@ -44,20 +45,26 @@ impl From<RevisionError> for CommandError {
     }
 }
 
-/// Checks that the state at `revision` can be read, given the floor and the current revision.
+/// Checks that the state at `revision` can be read, given the bounds and the current
+/// revision.
 pub(crate) fn check_revision(
     revision: u64,
-    floor: Option<u64>,
+    bounds: Option<HistoryBounds>,
     current: u64,
 ) -> std::result::Result<(), RevisionError> {
     if revision > current {
         return Err(RevisionError::Future { revision, current });
     }
-    let oldest = floor.unwrap_or(current);
+    let oldest = bounds.map_or(current, |bounds| bounds.floor);
     if revision < oldest {
         return Err(RevisionError::Compacted { revision, oldest });
     }
     Ok(())
+}
+
+/// The first revision a watch can start from: every event from there on is kept.
+pub(crate) fn events_from(bounds: Option<HistoryBounds>, current: u64) -> u64 {
+    bounds.map_or(current.saturating_add(1), |bounds| bounds.events_from)
 }
 
 /// [`HistoryEvent`] borrowed, for writing: the same encoding, without copying the records.
@@ -75,10 +82,10 @@ pub(crate) struct HistoryWriter<'txn> {
     keys: Table<'txn, (&'static [u8], u64, u32), ()>,
     /// The revision of the last event recorded here and its number within the revision.
     last: Option<(u64, u32)>,
-    /// `HISTORY_FLOOR` as stored, or as it is to be written.
-    floor: Option<u64>,
-    floor_changed: bool,
-    /// Whether the floor came from a snapshot or backup being loaded.
+    /// `HISTORY_BOUNDS` as stored, or as they are to be written.
+    bounds: Option<HistoryBounds>,
+    bounds_changed: bool,
+    /// Whether the bounds came from a snapshot or backup being loaded.
     restored: bool,
 }
 
@@ -88,8 +95,8 @@ impl<'txn> HistoryWriter<'txn> {
             events: txn.open_table(HISTORY)?,
             keys: txn.open_table(HISTORY_KEYS)?,
             last: None,
-            floor: read_meta_in(txn, HISTORY_FLOOR)?,
-            floor_changed: false,
+            bounds: read_meta_in(txn, HISTORY_BOUNDS)?,
+            bounds_changed: false,
             restored: false,
         })
     }
@@ -104,10 +111,10 @@ impl<'txn> HistoryWriter<'txn> {
         entry: Option<&KvEntry>,
         prev: Option<&KvEntry>,
     ) -> Result<()> {
-        if self.floor.is_none() {
+        if self.bounds.is_none() {
             // The first change this file records: the state before it is the current one.
-            self.floor = Some(revision.saturating_sub(1));
-            self.floor_changed = true;
+            self.bounds = Some(HistoryBounds::starting_at(revision.saturating_sub(1)));
+            self.bounds_changed = true;
         }
         let number = match self.last {
             Some((last, number)) if last == revision => number + 1,
@@ -122,22 +129,22 @@ impl<'txn> HistoryWriter<'txn> {
         Ok(())
     }
 
-    /// Drops the events at or before `revision`: the state at `revision` and later still reads
-    /// the same (the first event after `revision` keeps the record it replaced). Refused
-    /// below the floor and past `current`.
+    /// Drops the events before `revision` (etcd's compaction): the state at `revision` and
+    /// later still reads the same (an event after it keeps the record it replaced), and a
+    /// watch can start at `revision`. Refused below the floor and past `current`.
     pub(crate) fn compact(
         &mut self,
         revision: u64,
         current: u64,
     ) -> Result<std::result::Result<(), CommandError>> {
-        if let Err(refused) = check_revision(revision, self.floor, current) {
+        if let Err(refused) = check_revision(revision, self.bounds, current) {
             return Ok(Err(refused.into()));
         }
         loop {
             let mut dropped = Vec::with_capacity(COMPACT_CHUNK_EVENTS);
             for item in self
                 .events
-                .range((0, 0)..=(revision, u32::MAX))?
+                .range((0, 0)..(revision, 0))?
                 .take(COMPACT_CHUNK_EVENTS)
             {
                 let (at, bytes) = item?;
@@ -155,8 +162,12 @@ impl<'txn> HistoryWriter<'txn> {
                 break;
             }
         }
-        self.floor = Some(revision);
-        self.floor_changed = true;
+        let events_from = self.bounds.map_or(revision, |bounds| bounds.events_from);
+        self.bounds = Some(HistoryBounds {
+            floor: revision,
+            events_from: events_from.max(revision),
+        });
+        self.bounds_changed = true;
         Ok(Ok(()))
     }
 
@@ -174,26 +185,26 @@ impl<'txn> HistoryWriter<'txn> {
         Ok(())
     }
 
-    /// The floor read from a snapshot or backup being loaded.
-    pub(crate) fn restart_at(&mut self, revision: u64) {
-        self.floor = Some(revision);
-        self.floor_changed = true;
+    /// The bounds read from a snapshot or backup being loaded.
+    pub(crate) fn restore_bounds(&mut self, bounds: HistoryBounds) {
+        self.bounds = Some(bounds);
+        self.bounds_changed = true;
         self.restored = true;
     }
 
-    /// A state loaded at `revision` (the tables were emptied) whose file named no floor (one
+    /// A state loaded at `revision` (the tables were emptied) whose file named no bounds (one
     /// from before history) has its history start there.
     pub(crate) fn start_unless_restored(&mut self, revision: u64) {
         if !self.restored {
-            self.floor = Some(revision);
-            self.floor_changed = true;
+            self.bounds = Some(HistoryBounds::starting_at(revision));
+            self.bounds_changed = true;
         }
     }
 
-    /// Writes the floor if it changed.
+    /// Writes the bounds if they changed.
     pub(crate) fn save(&self, txn: &WriteTransaction) -> Result<()> {
-        match (self.floor_changed, self.floor) {
-            (true, Some(floor)) => write_meta(txn, HISTORY_FLOOR, &floor),
+        match (self.bounds_changed, self.bounds) {
+            (true, Some(bounds)) => write_meta(txn, HISTORY_BOUNDS, &bounds),
             _ => Ok(()),
         }
     }

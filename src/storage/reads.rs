@@ -170,7 +170,17 @@ impl ReadView {
 
     /// The oldest revision the state can be read at (`get_at`, `range_at`).
     pub fn history_floor(&self) -> Result<u64> {
-        Ok(read_meta(&self.txn, HISTORY_FLOOR)?.unwrap_or(self.revision))
+        Ok(read_meta(&self.txn, HISTORY_BOUNDS)?.map_or(self.revision, |bounds| bounds.floor))
+    }
+
+    /// The history's bounds as stored (`None`: no history yet).
+    pub fn history_bounds(&self) -> Result<Option<crate::storage::HistoryBounds>> {
+        read_meta(&self.txn, HISTORY_BOUNDS)
+    }
+
+    /// The first revision a watch can start from (every event from there on is kept).
+    pub fn events_from(&self) -> Result<u64> {
+        Ok(history::events_from(self.history_bounds()?, self.revision))
     }
 
     /// A key's record as of `revision`, as readers see it now (expiry judged at this view's
@@ -248,8 +258,8 @@ impl ReadView {
     }
 
     fn check_revision(&self, revision: u64) -> Result<std::result::Result<(), RevisionError>> {
-        let floor = read_meta(&self.txn, HISTORY_FLOOR)?;
-        Ok(history::check_revision(revision, floor, self.revision))
+        let bounds = read_meta(&self.txn, HISTORY_BOUNDS)?;
+        Ok(history::check_revision(revision, bounds, self.revision))
     }
 
     /// Live keys in `range`. Reads no values: it counts stored keys and subtracts the expired

@@ -90,14 +90,15 @@ pub const NEXT_LEASE_ID: Meta<u64> = Meta::new(SM_META, "next_lease_id");
 pub const CLOCK: Meta<u64> = Meta::new(SM_META, "clock_ms");
 /// Clients, roles and grants (`crate::api::auth`); absent: no client is known yet.
 pub const AUTH: Meta<crate::api::AuthState> = Meta::new(SM_META, "auth");
-/// The oldest revision whose state `HISTORY` can rebuild: the revision history started at (a
-/// new file, the first write after an upgrade, a snapshot installed) or was compacted to.
-/// Absent: no history yet, only the current revision can be read.
-pub const HISTORY_FLOOR: Meta<u64> = Meta::new(SM_META, "history_floor");
+/// What the history holds (`types::HistoryBounds`): the oldest revision whose state can be
+/// read and the first whose events are kept. Absent: no history yet (only the current
+/// revision can be read, a watch starts at the next one).
+pub const HISTORY_BOUNDS: Meta<crate::storage::types::HistoryBounds> =
+    Meta::new(SM_META, "history_bounds");
 pub const META_FORMAT: &str = "format";
 
 /// Version of this schema, stored under `META_FORMAT`. 2 added `vaults` and `vault_limits`; 3
-/// added `history`, `history_keys` and `history_floor` (a build before them would write
+/// added `history`, `history_keys` and `history_bounds` (a build before them would write
 /// changes without their history, so it must refuse the file). A format-1 file is upgraded
 /// when opened (its vault metadata computed from its keys), a format-2 file by recording its
 /// format (its history starts at its next change); any other version is refused.

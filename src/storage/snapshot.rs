@@ -3,7 +3,7 @@
 //!
 //! Format (all integers little endian): `SNAPSHOT_MAGIC`, then records, each a `u32` length and a
 //! postcard `Record`: one `Header`, the `Key`s in key order, the `Lease`s in id order, one
-//! `VaultLimits`, the `Vault`s, the `Auth` state, the `Clock`, the `HistoryFloor` and the
+//! `VaultLimits`, the `Vault`s, the `Auth` state, the `Clock`, the `HistoryBounds` and the
 //! `History` events in revision order (both absent in files from before history: the
 //! history then starts at the file's revision), and one `End` carrying the counts and the
 //! CRC-32 of every byte before it. Indexes are not stored: installing rebuilds them.
@@ -71,8 +71,8 @@ pub(crate) enum Record {
     Auth(crate::api::AuthState),
     /// The largest `now_ms` applied (after the auth state; absent in older files).
     Clock(u64),
-    /// The oldest revision the history can rebuild (after the clock; absent in older files).
-    HistoryFloor(u64),
+    /// What the history holds (after the clock; absent in older files).
+    HistoryBounds(crate::storage::types::HistoryBounds),
     /// One history event (after the floor, in revision order).
     History {
         revision: u64,
@@ -390,7 +390,12 @@ pub(crate) fn write_state<W: Write>(
     }
     writer.record(&Record::Auth(view.auth()?))?;
     writer.record(&Record::Clock(view.clock_ms()?))?;
-    writer.record(&Record::HistoryFloor(view.history_floor()?))?;
+    let bounds =
+        view.history_bounds()?
+            .unwrap_or(crate::storage::types::HistoryBounds::starting_at(
+                view.revision(),
+            ));
+    writer.record(&Record::HistoryBounds(bounds))?;
     for item in view.raw_history()? {
         let (revision, number, event) = item?;
         writer.record(&Record::History {
@@ -415,8 +420,8 @@ pub(crate) fn load_body<R: Read>(
     let what = reader.what;
     let (mut keys, mut leases) = (0u64, 0u64);
     let mut previous_key: Option<Vec<u8>> = None;
-    // The floor read, and the last event's place: events come after the floor, in order.
-    let mut floor: Option<u64> = None;
+    // The bounds read, and the last event's place: events come after the bounds, in order.
+    let mut bounds: Option<crate::storage::types::HistoryBounds> = None;
     let mut previous_event: Option<(u64, u32)> = None;
     loop {
         let record = reader.record()?;
@@ -461,13 +466,19 @@ pub(crate) fn load_body<R: Read>(
                     machine.set_clock(*clock_ms);
                 }
             }
-            Record::HistoryFloor(at) => {
-                if floor.is_some() {
-                    return Err(Error::corrupt(what, "a second history floor"));
+            Record::HistoryBounds(read) => {
+                if bounds.is_some() {
+                    return Err(Error::corrupt(what, "second history bounds"));
                 }
-                floor = Some(*at);
+                if read.events_from < read.floor {
+                    return Err(Error::corrupt(
+                        what,
+                        format!("history bounds {read:?}: events from before the floor"),
+                    ));
+                }
+                bounds = Some(*read);
                 if let Some(machine) = machine.as_deref_mut() {
-                    machine.restore_history_floor(*at);
+                    machine.restore_history_bounds(*read);
                 }
             }
             Record::History {
@@ -475,14 +486,15 @@ pub(crate) fn load_body<R: Read>(
                 number,
                 event,
             } => {
-                let Some(floor) = floor else {
-                    return Err(Error::corrupt(what, "a history event before the floor"));
+                let Some(bounds) = bounds else {
+                    return Err(Error::corrupt(what, "a history event before the bounds"));
                 };
-                if *revision <= floor || previous_event >= Some((*revision, *number)) {
+                if *revision < bounds.events_from || previous_event >= Some((*revision, *number)) {
                     return Err(Error::corrupt(
                         what,
                         format!(
-                            "history event {revision}.{number} out of order (floor {floor}, previous {previous_event:?})"
+                            "history event {revision}.{number} out of order (events from {}, previous {previous_event:?})",
+                            bounds.events_from
                         ),
                     ));
                 }
@@ -569,7 +581,7 @@ fn check_record(what: &str, record: &Record) -> Result<()> {
             }
         }
         Record::VaultLimits(_)
-        | Record::HistoryFloor(_)
+        | Record::HistoryBounds(_)
         | Record::Clock(_)
         | Record::End { .. }
         | Record::Header { .. }

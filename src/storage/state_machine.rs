@@ -1022,9 +1022,9 @@ impl<'txn> Machine<'txn> {
     }
 
     /// Sets the clock, as read from a snapshot or a backup.
-    /// The history floor as read from a snapshot or backup.
-    pub(crate) fn restore_history_floor(&mut self, floor: u64) {
-        self.history.restart_at(floor);
+    /// The history bounds as read from a snapshot or backup.
+    pub(crate) fn restore_history_bounds(&mut self, bounds: crate::storage::types::HistoryBounds) {
+        self.history.restore_bounds(bounds);
     }
 
     /// A history event as read from a snapshot or backup.

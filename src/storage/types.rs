@@ -141,3 +141,24 @@ pub struct HistoryEvent {
     pub entry: Option<KvEntry>,
     pub prev: Option<KvEntry>,
 }
+
+/// What the history holds (`schema::HISTORY_BOUNDS`): the state can be read at every
+/// revision from `floor` on, and every event from revision `events_from` on is kept (a watch
+/// can start there). After a compaction to C both are C; where history started (a new file,
+/// an upgraded one, a state loaded from a file without history) at revision R, the state at R
+/// is the current one but its events are not kept: `events_from` is R + 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryBounds {
+    pub floor: u64,
+    pub events_from: u64,
+}
+
+impl HistoryBounds {
+    /// History starting at `revision`: its state readable, its events not kept.
+    pub fn starting_at(revision: u64) -> Self {
+        HistoryBounds {
+            floor: revision,
+            events_from: revision.saturating_add(1),
+        }
+    }
+}

@@ -233,7 +233,7 @@ fn format_1_file_is_upgraded_with_vault_metadata() {
 #[test]
 fn format_2_file_is_upgraded_with_history_from_its_revision() {
     use aspen::storage::history::RevisionError;
-    use aspen::storage::schema::{HISTORY, HISTORY_FLOOR, HISTORY_KEYS, SM_META};
+    use aspen::storage::schema::{HISTORY, HISTORY_BOUNDS, HISTORY_KEYS, SM_META};
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
@@ -247,7 +247,7 @@ fn format_2_file_is_upgraded_with_history_from_its_revision() {
         txn.delete_table(HISTORY).expect("drop history");
         txn.delete_table(HISTORY_KEYS).expect("drop history_keys");
         let mut sm_meta = txn.open_table(SM_META).expect("sm_meta");
-        sm_meta.remove(HISTORY_FLOOR.key).expect("drop the floor");
+        sm_meta.remove(HISTORY_BOUNDS.key).expect("drop the bounds");
         let mut meta = txn
             .open_table(aspen::storage::schema::FILE_META)
             .expect("meta");
@@ -301,7 +301,14 @@ fn damaged_history_is_named() {
     }
     let sound = check_data_dir(dir.path()).expect("check runs");
     assert!(sound.is_ok(), "{:?}", sound.problems);
-    assert_eq!((sound.history_events, sound.history_floor), (3, Some(0)));
+    let bounds = aspen::storage::HistoryBounds {
+        floor: 0,
+        events_from: 1,
+    };
+    assert_eq!(
+        (sound.history_events, sound.history_bounds),
+        (3, Some(bounds))
+    );
     damage(dir.path(), |txn| {
         let mut events = txn.open_table(HISTORY).expect("history");
         events
