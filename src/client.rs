@@ -17,6 +17,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod watch;
+
+pub use watch::{WatchBatch, Watcher};
+
 use crate::api::*;
 use crate::limits::FRAME_BYTES_MAX;
 use crate::net::connections::{Connections, RequestError};

@@ -121,6 +121,15 @@ pub enum ClientOp {
         revision: u64,
         consistency: Consistency,
     },
+    /// Stream the changes of `range` from revision `start_revision` (0: the next one) on this
+    /// node, in revision order: the answer is a sequence of frames (`ClientOutput::Watch`)
+    /// until the client closes the stream or the watch fails. Served by the node it reaches
+    /// (never forwarded), from its applied state.
+    Watch {
+        range: KeyRange,
+        start_revision: u64,
+        options: crate::api::watch::WatchOptions,
+    },
 }
 
 impl ClientOp {
@@ -140,7 +149,10 @@ impl ClientOp {
             | ClientOp::Sql { consistency, .. }
             | ClientOp::VaultList { consistency }
             | ClientOp::AuthList { consistency } => *consistency == Consistency::Linearizable,
-            ClientOp::ClusterInit { .. } | ClientOp::Status | ClientOp::WhoAmI => false,
+            ClientOp::ClusterInit { .. }
+            | ClientOp::Status
+            | ClientOp::WhoAmI
+            | ClientOp::Watch { .. } => false,
         }
     }
 
@@ -206,9 +218,9 @@ impl ClientOp {
                 | WriteOp::LeaseKeepAlive { .. },
             )
             | ClientOp::LeaseList { .. } => Need::Known,
-            ClientOp::Range { range, .. } | ClientOp::RangeAt { range, .. } => {
-                keys(vec![(range.clone(), Perm::Read)])
-            }
+            ClientOp::Range { range, .. }
+            | ClientOp::RangeAt { range, .. }
+            | ClientOp::Watch { range, .. } => keys(vec![(range.clone(), Perm::Read)]),
             // What a query may see is narrowed to the client's prefixes where it runs.
             ClientOp::Sql { .. } | ClientOp::VaultList { .. } => Need::Known,
             // Only a node in no cluster yet takes it, and its sender becomes root.
@@ -267,6 +279,9 @@ pub enum ClientOutput {
     Auth(AuthState),
     WhoAmI(WhoAmI),
     HashKv(HashKvReport),
+    /// A watch's events, whole revisions in order; none: a progress notification (every
+    /// event up to the response's revision was delivered).
+    Watch(Vec<crate::api::watch::WatchEvent>),
 }
 
 /// Who a node takes the client for.

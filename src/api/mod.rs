@@ -1,7 +1,8 @@
 //! Every type a client sees: node addresses, keys, ranges, puts and transactions and what
 //! they answer (`kv`), a client's write (`write`), the refusals of a write (`error`), the
 //! request and response frames of the client protocol (`client`), SQL results (`sql`), the
-//! `/health` report (`health`), replica hashes (`hashkv`), who may do what (`auth`), and the bounded decoders of the
+//! `/health` report (`health`), replica hashes (`hashkv`), who may do what (`auth`), watch
+//! events and options (`watch`), and the bounded decoders of the
 //! lists a request carries (`bounded`). Plain data with serde derives.
 //!
 //! Never names redb, openraft, DataFusion or any module of this crate but `limits` (layer 0
@@ -16,6 +17,7 @@ pub mod hashkv;
 pub mod health;
 pub mod kv;
 pub mod sql;
+pub mod watch;
 pub mod write;
 
 pub use address::{AddressError, NodeAddress};
@@ -29,4 +31,5 @@ pub use kv::{
     VAULT_PREFIX, VaultInfo, VaultMeta, strinc, vault_of,
 };
 pub use sql::{SqlColumn, SqlResult, SqlValue};
+pub use watch::{EventKind, WatchEvent, WatchFilter, WatchOptions};
 pub use write::WriteOp;

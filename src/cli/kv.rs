@@ -112,6 +112,84 @@ pub(super) async fn del(
     ))
 }
 
+/// Prints events as they come until interrupted (or the watch fails).
+pub(super) async fn watch(
+    client: &Client,
+    command: &CliCommand,
+    json: bool,
+) -> Result<Answer, String> {
+    let &CliCommand::Watch {
+        ref key,
+        prefix,
+        ref range_end,
+        rev,
+        prev_kv,
+        filter,
+        progress,
+    } = command
+    else {
+        unreachable!("called for `aspen watch` only");
+    };
+    let options = crate::api::WatchOptions {
+        filter: match filter {
+            None => crate::api::WatchFilter::All,
+            Some(super::WatchOnly::Put) => crate::api::WatchFilter::PutsOnly,
+            Some(super::WatchOnly::Delete) => crate::api::WatchFilter::DeletesOnly,
+        },
+        prev_kv,
+        progress_ms: progress.map_or(0, |every| every.as_millis().max(1) as u64),
+    };
+    let range = key_range(key, prefix, range_end.as_deref());
+    let mut watcher = client.watch(range, rev, options).await.map_err(e)?;
+    use std::io::Write;
+    loop {
+        let batch = watcher.next().await.map_err(e)?;
+        let mut out = std::io::stdout().lock();
+        if batch.events.is_empty() && progress.is_some() {
+            let line = match json {
+                true => json!({"progress": batch.revision}).to_string(),
+                false => format!("progress: revision {}", batch.revision),
+            };
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+        }
+        for event in &batch.events {
+            let line = match json {
+                true => json!({
+                    "revision": event.revision,
+                    "kind": match event.kind {
+                        crate::api::EventKind::Put => "PUT",
+                        crate::api::EventKind::Delete => "DELETE",
+                    },
+                    "key": String::from_utf8_lossy(&event.key),
+                    "kv": event.kv.as_ref().map(kv_json),
+                    "prev_kv": event.prev.as_ref().map(kv_json),
+                })
+                .to_string(),
+                false => {
+                    let key = String::from_utf8_lossy(&event.key);
+                    let mut text = match &event.kv {
+                        Some(kv) => format!(
+                            "PUT {key} (rev {})\n{}",
+                            event.revision,
+                            String::from_utf8_lossy(&kv.value)
+                        ),
+                        None => format!("DELETE {key} (rev {})", event.revision),
+                    };
+                    if let Some(prev) = &event.prev {
+                        text.push_str(&format!(
+                            "\nprevious: {}",
+                            String::from_utf8_lossy(&prev.value)
+                        ));
+                    }
+                    text
+                }
+            };
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+        }
+        out.flush().map_err(|e| e.to_string())?;
+    }
+}
+
 pub(super) async fn compact(client: &Client, revision: u64) -> Result<Answer, String> {
     let written = client.compact(revision).await.map_err(e)?;
     Ok(Answer::new(

@@ -95,6 +95,29 @@ pub enum CliCommand {
         #[arg(long, value_name = "N")]
         rev: Option<u64>,
     },
+    /// Print the changes of KEY (or a range) as they come, from revision --rev on (default:
+    /// the next change), until interrupted: `PUT KEY (rev N)` and the value, `DELETE KEY (rev
+    /// N)`; JSON lines with `--output json`. Resumes on another node when its node goes away,
+    /// without losing or repeating an event.
+    Watch {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+        #[arg(long, conflicts_with = "prefix")]
+        range_end: Option<String>,
+        /// Start at revision N (replays the history from there).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        rev: u64,
+        /// Print each event's previous value too.
+        #[arg(long)]
+        prev_kv: bool,
+        /// Only puts, or only deletes.
+        #[arg(long, value_enum)]
+        filter: Option<WatchOnly>,
+        /// While nothing changes, print the revision reached this often (e.g. 5s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        progress: Option<std::time::Duration>,
+    },
     /// Drop the history before revision REV (etcd's compaction; root only): reads at REV and
     /// later still work, older ones are refused. Not `aspen admin defrag`, which gives the
     /// database file's free space back.
@@ -232,6 +255,13 @@ pub enum VaultCommand {
     List,
 }
 
+/// `aspen watch --filter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchOnly {
+    Put,
+    Delete,
+}
+
 #[derive(Debug, Clone, Subcommand)]
 pub enum AdminCommand {
     /// Write a backup of the node's state (keys, revisions, leases) to FILE, taken from one
@@ -361,6 +391,9 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
         } => kv::del(&client, key, *prefix, range_end.as_deref()).await,
         command @ CliCommand::Txn { .. } => kv::txn(&client, command).await,
         CliCommand::Compact { revision } => kv::compact(&client, *revision).await,
+        command @ CliCommand::Watch { .. } => {
+            kv::watch(&client, command, cli.output == OutputFormat::Json).await
+        }
         CliCommand::Lease(command) => lease::lease(&client, command).await,
         CliCommand::Vault(VaultCommand::List) => kv::vault_list(&client).await,
         CliCommand::Cluster(command) => cluster::cluster(&client, command).await,

@@ -113,7 +113,8 @@ impl Connections {
             .is_some_and(|conn| conn.close_reason().is_none())
     }
 
-    fn forget(&self, to: &NodeAddress, alpn: &'static [u8]) {
+    /// Drops the pooled connection to `to` on `alpn`: the next call reconnects.
+    pub fn forget(&self, to: &NodeAddress, alpn: &'static [u8]) {
         self.lock().remove(&(*to, alpn));
     }
 

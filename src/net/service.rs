@@ -53,6 +53,19 @@ pub trait ClientPort: Send + Sync + 'static {
     /// Runs `op` for `client` on this node (checking what it may do): the answer and the
     /// revision it reflects, or why not.
     fn execute(&self, client: ClientId, op: &ClientOp) -> impl Future<Output = Served> + Send;
+    /// Starts the watch `op` (a `ClientOp::Watch`) for `client` on this node (checked like a
+    /// read of its range): the frames it sends (output and revision, or why it ended), until
+    /// the receiver is dropped.
+    fn watch(
+        &self,
+        client: ClientId,
+        op: &ClientOp,
+    ) -> impl Future<
+        Output = Result<
+            tokio::sync::mpsc::Receiver<Result<(ClientOutput, u64), ClientError>>,
+            ClientError,
+        >,
+    > + Send;
 }
 
 pub struct ClientService<P> {
@@ -279,7 +292,15 @@ impl<P: ClientPort> ClientService<P> {
                     max: u64::from(self.admission.requests_max()),
                 }))
             }
-            Some(_) => self.read_and_serve(remote, &mut recv).await,
+            Some(_) => match self.read_request(remote, &mut recv).await {
+                Ok(request) if matches!(request.op, ClientOp::Watch { .. }) => {
+                    // A watch lasts: it holds no request slot once it runs.
+                    drop(permit);
+                    return self.serve_watch(remote, request, send).await;
+                }
+                Ok(request) => self.serve(remote, request).await,
+                Err(refused) => refused,
+            },
         };
         // The answer must be taken within the request timeout too: a client that never reads
         // would otherwise hold its permit, the page and QUIC's send buffer for good.
@@ -307,12 +328,78 @@ impl<P: ClientPort> ClientService<P> {
         }
     }
 
-    /// Reads one request frame (whole within the request timeout) and serves it.
-    async fn read_and_serve(
+    /// Runs a watch on `send`: one frame per batch of events (or progress), until the client
+    /// stops reading or the watch ends (its last frame then says why).
+    async fn serve_watch(
+        &self,
+        remote: ClientId,
+        request: ClientRequest,
+        mut send: iroh::endpoint::SendStream,
+    ) {
+        let started = if request.version != PROTOCOL_VERSION {
+            Err(ClientError::Version {
+                got: request.version,
+                supported: PROTOCOL_VERSION,
+            })
+        } else if request.on_behalf_of.is_some() {
+            Err(ClientError::BadRequest(
+                "a watch is served by the node the client reaches, never forwarded".into(),
+            ))
+        } else {
+            self.port.watch(remote, &request.op).await
+        };
+        let mut frames = match started {
+            Ok(frames) => frames,
+            Err(error) => {
+                let refused = self.respond(Err(error));
+                let _ = tokio::time::timeout(self.request_timeout, async {
+                    let _ = write_frame(&mut send, &refused, FRAME_BYTES_MAX).await;
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                })
+                .await;
+                return;
+            }
+        };
+        loop {
+            let frame = tokio::select! {
+                frame = frames.recv() => frame,
+                // The client went away: the feed stops when `frames` is dropped.
+                _ = send.stopped() => return,
+            };
+            let Some(frame) = frame else {
+                let _ = send.finish();
+                return;
+            };
+            let last = frame.is_err();
+            let response = match frame {
+                Ok((output, revision)) => ClientResponse {
+                    revision,
+                    ..self.respond(Ok(output))
+                },
+                Err(error) => self.respond(Err(error)),
+            };
+            if write_frame(&mut send, &response, FRAME_BYTES_MAX)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if last {
+                let _ = send.finish();
+                let _ = tokio::time::timeout(self.request_timeout, send.stopped()).await;
+                return;
+            }
+        }
+    }
+
+    /// Reads one request frame (whole within the request timeout): the request, or the
+    /// answer refusing it.
+    async fn read_request(
         &self,
         remote: ClientId,
         recv: &mut iroh::endpoint::RecvStream,
-    ) -> ClientResponse {
+    ) -> Result<ClientRequest, ClientResponse> {
         // A member forwarding a client's request adds its envelope (`forwarded`, the client's
         // id) to a frame the client kept within the limit: it may pass the limit by that much.
         let member_max = self.request_bytes_max + FORWARD_ENVELOPE_BYTES_MAX;
@@ -331,10 +418,7 @@ impl<P: ClientPort> ClientService<P> {
                 }
             }
             Ok(Ok(payload)) => {
-                return match decode_request(&payload) {
-                    Ok(request) => self.serve(remote, request).await,
-                    Err(error) => self.respond(Err(error)),
-                };
+                return decode_request(&payload).map_err(|error| self.respond(Err(error)));
             }
             Ok(Err(FrameError::TooLarge { bytes, .. })) => {
                 refused(self.node_id(), "too_large");
@@ -350,7 +434,7 @@ impl<P: ClientPort> ClientService<P> {
             }
         };
         let _ = recv.stop(FRAME_REFUSED.into());
-        self.respond(Err(error))
+        Err(self.respond(Err(error)))
     }
 }
 
@@ -432,6 +516,7 @@ fn op_subject(op: &ClientOp) -> (&'static str, Option<&[u8]>) {
         ),
         ClientOp::Range { range, .. } => ("range", Some(&range.start)),
         ClientOp::RangeAt { range, .. } => ("range_at", Some(&range.start)),
+        ClientOp::Watch { range, .. } => ("watch", Some(&range.start)),
         ClientOp::LeaseList { .. } => ("lease_list", None),
         ClientOp::ClusterInit { .. } => ("cluster_init", None),
         ClientOp::AddLearner { .. } => ("add_learner", None),

@@ -82,6 +82,46 @@ impl ClientPort for NodeCore {
         };
         self.run(client, auth.as_deref(), op).await
     }
+
+    async fn watch(
+        &self,
+        client: ClientId,
+        op: &ClientOp,
+    ) -> Result<tokio::sync::mpsc::Receiver<crate::node::watcher::WatchFrame>, ClientError> {
+        let ClientOp::Watch {
+            range,
+            start_revision,
+            options,
+        } = op
+        else {
+            return Err(ClientError::BadRequest("not a watch".into()));
+        };
+        range
+            .validate()
+            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        match self.authorize(client, op).await {
+            Ok(_) => {}
+            Err(Failure::Error(error)) => return Err(error),
+            Err(Failure::Redirect(_)) => {
+                return Err(ClientError::Unavailable(
+                    "this node cannot check the watch".into(),
+                ));
+            }
+        }
+        let store = self
+            .store
+            .clone()
+            .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::node::watcher::WATCH_BATCHES_QUEUED);
+        tokio::spawn(crate::node::watcher::feed(
+            store,
+            range.clone(),
+            *start_revision,
+            *options,
+            tx,
+        ));
+        Ok(rx)
+    }
 }
 
 impl NodeCore {
@@ -117,6 +157,11 @@ impl NodeCore {
                 .await
             }
             ClientOp::LeaseList { .. } => self.read(list_leases).await,
+            // The client service runs a watch on its own stream (`ClientPort::watch`).
+            ClientOp::Watch { .. } => Err(ClientError::BadRequest(
+                "a watch is served on a stream of its own, not as one request".into(),
+            )
+            .into()),
             ClientOp::VaultList { .. } => {
                 let readable = auth.map(|auth| (auth.clone(), client));
                 self.read(move |store| {

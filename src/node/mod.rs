@@ -13,6 +13,7 @@ mod client;
 mod data_dir;
 mod hashkv;
 mod http;
+pub(crate) mod watcher;
 
 pub use data_dir::CLIENT_KEY_FILE;
 

@@ -289,3 +289,34 @@ pub(crate) fn live(entry: Option<KvEntry>, key: &[u8], now_ms: u64) -> Option<Ke
         .filter(|entry| entry.is_live(now_ms))
         .map(|entry| entry.into_key_value(key.to_vec()))
 }
+
+/// A history event as a watch of `range` with `options` delivers it, if it does.
+pub(crate) fn watch_event(
+    revision: u64,
+    event: HistoryEvent,
+    range: &KeyRange,
+    options: crate::api::WatchOptions,
+) -> Option<crate::api::WatchEvent> {
+    use crate::api::EventKind;
+    if !range.contains(&event.key) {
+        return None;
+    }
+    let kind = match event.entry {
+        Some(_) => EventKind::Put,
+        None => EventKind::Delete,
+    };
+    if !options.filter.admits(kind) {
+        return None;
+    }
+    let key = event.key;
+    Some(crate::api::WatchEvent {
+        revision,
+        kind,
+        kv: event.entry.map(|entry| entry.into_key_value(key.clone())),
+        prev: event
+            .prev
+            .filter(|_| options.prev_kv)
+            .map(|prev| prev.into_key_value(key.clone())),
+        key,
+    })
+}

@@ -242,6 +242,47 @@ impl ReadView {
         }))
     }
 
+    /// The events of keys in `range` from revision `from` on, as a watch delivers them: whole
+    /// revisions in order, stopping at the first revision boundary after `max` events (or
+    /// after `max * 16` rows looked at). Returns them and the revision to go on from (past
+    /// the current revision once every kept event was looked at). Refused when events from
+    /// `from` are no longer kept.
+    pub fn events(
+        &self,
+        from: u64,
+        range: &KeyRange,
+        options: crate::api::WatchOptions,
+        max: usize,
+    ) -> Result<std::result::Result<(Vec<crate::api::WatchEvent>, u64), RevisionError>> {
+        let oldest = self.events_from()?;
+        if from < oldest {
+            return Ok(Err(RevisionError::Compacted {
+                revision: from,
+                oldest,
+            }));
+        }
+        let table = self.txn.open_table(HISTORY)?;
+        let mut events = Vec::new();
+        let (mut looked_at, mut last) = (0usize, None);
+        for item in table.range((from, 0)..)? {
+            let (at, bytes) = item?;
+            let (revision, number) = at.value();
+            if last != Some(revision) && (events.len() >= max || looked_at >= max * 16) {
+                return Ok(Ok((events, revision)));
+            }
+            last = Some(revision);
+            looked_at += 1;
+            let event: crate::storage::HistoryEvent =
+                postcard::from_bytes(bytes.value()).map_err(|e| {
+                    crate::storage::Error::corrupt(format!("history event {revision}.{number}"), e)
+                })?;
+            if let Some(event) = history::watch_event(revision, event, range, options) {
+                events.push(event);
+            }
+        }
+        Ok(Ok((events, from.max(self.revision.saturating_add(1)))))
+    }
+
     /// Every history event in revision order, for snapshots and backups.
     pub(crate) fn raw_history(
         &self,

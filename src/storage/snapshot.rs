@@ -283,6 +283,7 @@ impl Store {
         self.raise_clock(clock_ms);
         txn.commit()?;
         self.auth_changed();
+        self.state_changed();
         // Only once the install committed: a failed one leaves `committed` where it was.
         *crate::sync::lock(&self.committed) = raised;
         let path = self.current_snapshot_path();

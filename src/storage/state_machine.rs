@@ -117,6 +117,7 @@ impl Store {
                         let current = Open::current(&mut open, self, || durability(i))?;
                         let applied = apply_in(&current.txn, part)?;
                         current.auth_changed |= applied.auth_changed;
+                        current.applies = true;
                         // Raised before the commit: readers never judge expiry before an
                         // instant the state they read was applied at (time only moves on, so
                         // a failed commit leaves it merely early).
@@ -153,6 +154,8 @@ struct Open<'s> {
     /// How many published entries this transaction appends (unpinned once committed).
     published: usize,
     auth_changed: bool,
+    /// Whether it applies entries.
+    applies: bool,
 }
 
 impl<'s> Open<'s> {
@@ -168,6 +171,7 @@ impl<'s> Open<'s> {
                 appended: Vec::new(),
                 published: 0,
                 auth_changed: false,
+                applies: false,
             });
         }
         Ok(open.as_mut().expect("begun above"))
@@ -177,6 +181,9 @@ impl<'s> Open<'s> {
         self.txn.commit()?;
         if self.auth_changed {
             store.auth_changed();
+        }
+        if self.applies {
+            store.state_changed();
         }
         // Committed: the appended entries join the in-memory tail, in order.
         let mut tail = crate::sync::lock(&store.tail);

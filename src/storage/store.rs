@@ -183,6 +183,9 @@ pub struct Store {
     pub(in crate::storage) published_lost: std::sync::Mutex<Option<LostAppend>>,
     /// Woken when published entries commit or are lost.
     pub(in crate::storage) published_settled: tokio::sync::Notify,
+    /// Counts the commits that changed the state machine (applies, snapshot installs): what
+    /// watches wait on.
+    pub(in crate::storage) changes: tokio::sync::watch::Sender<u64>,
     /// Where the log stops being known durable, for the Raft transport.
     pub(in crate::storage) flush_mark: crate::flush::FlushMark,
 }
@@ -338,6 +341,7 @@ impl Store {
             faults: options.faults.clone(),
             published_lost: Default::default(),
             published_settled: Default::default(),
+            changes: tokio::sync::watch::Sender::new(0),
             flush_mark: Default::default(),
         };
         store.init_tables()?;
@@ -453,8 +457,20 @@ impl Store {
             faults: Default::default(),
             published_lost: Default::default(),
             published_settled: Default::default(),
+            changes: tokio::sync::watch::Sender::new(0),
             flush_mark: Default::default(),
         })
+    }
+
+    /// Changes each time a commit changed the state machine (an apply, a snapshot installed):
+    /// a watch reads the history again when it does.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(in crate::storage) fn state_changed(&self) {
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     fn init_tables(&self) -> Result<()> {

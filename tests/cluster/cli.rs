@@ -60,7 +60,8 @@ fn fails(nodes: &str, args: &[&str], expected: &str) {
 
 // Proves every `aspen` command against a local cluster started by `aspen-node cluster`:
 // output and exit code of put/get (prefix, range, limit, keys-only, count, stale, at a
-// revision, refused once compacted or past the current one), compact, del, txn
+// revision, refused once compacted or past the current one), watch from a revision, compact,
+// del, txn
 // from flags and from a JSON file, lease grant/keepalive/list/revoke, cluster
 // status/members/remove/add-learner/promote/init, sql (on the leader and on a follower;
 // table, JSON and CSV), bench (every workload, JSON and text, bad options), auth (whoami, list,
@@ -204,6 +205,30 @@ async fn every_cli_command_against_a_local_cluster() {
     assert_eq!(
         ok(n, &["get", "h", "--prefix", "--rev", &second]),
         "h\nv2\n"
+    );
+    // `aspen watch` replays from a revision and prints each event as it comes.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .args(["watch", "h", "--rev", &first, "--prev-kv"])
+        .env("ASPEN_NODE", n)
+        .env("ASPEN_KEY", KEY.get().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn aspen watch");
+    let watch_out = watch.stdout.take().unwrap();
+    // Terminated and reaped on drop, like the cluster.
+    let _watch = LocalCluster(watch);
+    let mut watched = BufReader::new(watch_out).lines();
+    let mut line = || watched.next().expect("a line").expect("read");
+    assert_eq!(
+        [line(), line(), line(), line(), line()],
+        [
+            format!("PUT h (rev {first})"),
+            "v1".to_string(),
+            format!("PUT h (rev {second})"),
+            "v2".to_string(),
+            "previous: v1".to_string(),
+        ]
     );
     assert_eq!(
         ok(n, &["compact", &second]),

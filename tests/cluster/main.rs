@@ -17,3 +17,4 @@ mod replication;
 mod security;
 mod shutdown;
 mod util;
+mod watch;
