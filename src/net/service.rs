@@ -37,6 +37,9 @@ const CONNECTIONS_FULL: u32 = 2;
 /// byte to 33 (a 32-byte client id); `forwarded` stays one byte.
 const FORWARD_ENVELOPE_BYTES_MAX: usize = 64;
 
+/// The frames of a running watch: output and revision, or why it ended.
+pub type WatchFrames = tokio::sync::mpsc::Receiver<Result<(ClientOutput, u64), ClientError>>;
+
 /// What the client server needs from the node. Declared here, implemented by the node with
 /// its actors' handles.
 pub trait ClientPort: Send + Sync + 'static {
@@ -60,12 +63,7 @@ pub trait ClientPort: Send + Sync + 'static {
         &self,
         client: ClientId,
         op: &ClientOp,
-    ) -> impl Future<
-        Output = Result<
-            tokio::sync::mpsc::Receiver<Result<(ClientOutput, u64), ClientError>>,
-            ClientError,
-        >,
-    > + Send;
+    ) -> impl Future<Output = Result<WatchFrames, ClientError>> + Send;
 }
 
 pub struct ClientService<P> {

@@ -21,7 +21,10 @@ async fn events(watcher: &mut Watcher<'_>, count: usize) -> Vec<WatchEvent> {
     got
 }
 
-fn summary(events: &[WatchEvent]) -> Vec<(u64, EventKind, String, Option<String>, Option<String>)> {
+/// An event as (revision, kind, key, value, previous value).
+type Seen = (u64, EventKind, String, Option<String>, Option<String>);
+
+fn summary(events: &[WatchEvent]) -> Vec<Seen> {
     let text = |v: &Vec<u8>| String::from_utf8_lossy(v).into_owned();
     events
         .iter()
