@@ -138,7 +138,7 @@ impl NodeCore {
             } => {
                 let (range, limit, keys_only, count_only) =
                     (range.clone(), *limit, *keys_only, *count_only);
-                self.read(move |store| read_range(store, range, limit, keys_only, count_only))
+                self.read(move |store| read_range(store, range, limit, keys_only, count_only, None))
                     .await
             }
             ClientOp::RangeAt {
@@ -152,7 +152,7 @@ impl NodeCore {
                 let (range, limit, keys_only, count_only, revision) =
                     (range.clone(), *limit, *keys_only, *count_only, *revision);
                 self.read(move |store| {
-                    read_range_at(store, range, limit, keys_only, count_only, revision)
+                    read_range(store, range, limit, keys_only, count_only, Some(revision))
                 })
                 .await
             }
@@ -440,79 +440,51 @@ pub(super) fn storage_error(error: crate::storage::Error) -> ClientError {
     ClientError::Storage(error.to_string())
 }
 
+/// A page of `range` (or only its count), as of `revision` when given (from the history),
+/// else as it is now.
 fn read_range(
     store: &Store,
     range: KeyRange,
     limit: u32,
     keys_only: bool,
     count_only: bool,
+    revision: Option<u64>,
 ) -> Result<(ClientOutput, u64), ClientError> {
     let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
-    if count_only {
-        let count = view.count(&range).map_err(storage_error)?;
-        let output = ClientOutput::Range {
-            kvs: Vec::new(),
-            continuation: None,
-            count,
-        };
-        return Ok((output, view.revision()));
-    }
-    let limit = match limit as usize {
-        0 => SCAN_ENTRIES_MAX,
-        n => n.min(SCAN_ENTRIES_MAX),
-    };
-    let options = ScanOptions {
-        limit,
-        keys_only,
-        ..ScanOptions::default()
-    };
-    let page = view.range(&range, options).map_err(storage_error)?;
-    let output = ClientOutput::Range {
-        count: page.kvs.len() as u64,
-        kvs: page.kvs,
-        continuation: page.continuation,
-    };
-    Ok((output, page.revision))
-}
-
-/// As [`read_range`], with the state as of `revision`.
-fn read_range_at(
-    store: &Store,
-    range: KeyRange,
-    limit: u32,
-    keys_only: bool,
-    count_only: bool,
-    revision: u64,
-) -> Result<(ClientOutput, u64), ClientError> {
-    let view = store.read(crate::clock::now_ms()).map_err(storage_error)?;
-    let refused = |error: crate::storage::history::RevisionError| {
-        ClientError::Command(CommandError::from(error))
+    let page_of = |range: &KeyRange, options: ScanOptions| match revision {
+        None => view.range(range, options).map_err(storage_error),
+        Some(at) => view
+            .range_at(range, options, at)
+            .map_err(storage_error)?
+            .map_err(|refused| ClientError::Command(CommandError::from(refused))),
     };
     if count_only {
-        // Counted page by page, at most the page limit at a time.
-        let (mut count, mut range) = (0u64, range);
-        loop {
-            let options = ScanOptions {
-                limit: SCAN_ENTRIES_MAX,
-                keys_only: true,
-                bytes_max: usize::MAX,
-            };
-            let page = view
-                .range_at(&range, options, revision)
-                .map_err(storage_error)?
-                .map_err(refused)?;
-            count += page.kvs.len() as u64;
-            match page.continuation {
-                Some(next) => range.start = next,
-                None => break,
+        let count = match revision {
+            None => view.count(&range).map_err(storage_error)?,
+            // Counted page by page: the history has no count of its own.
+            Some(_) => {
+                let (mut count, mut range) = (0u64, range);
+                loop {
+                    let options = ScanOptions {
+                        limit: SCAN_ENTRIES_MAX,
+                        keys_only: true,
+                        bytes_max: usize::MAX,
+                    };
+                    let page = page_of(&range, options)?;
+                    count += page.kvs.len() as u64;
+                    match page.continuation {
+                        Some(next) => range.start = next,
+                        None => break count,
+                    }
+                }
             }
-        }
+        };
         let output = ClientOutput::Range {
             kvs: Vec::new(),
             continuation: None,
             count,
         };
-        return Ok((output, revision));
+        return Ok((output, revision.unwrap_or(view.revision())));
     }
     let limit = match limit as usize {
         0 => SCAN_ENTRIES_MAX,
@@ -523,10 +495,7 @@ fn read_range_at(
         keys_only,
         ..ScanOptions::default()
     };
-    let page = view
-        .range_at(&range, options, revision)
-        .map_err(storage_error)?
-        .map_err(refused)?;
+    let page = page_of(&range, options)?;
     let output = ClientOutput::Range {
         count: page.kvs.len() as u64,
         kvs: page.kvs,

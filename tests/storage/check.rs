@@ -30,6 +30,19 @@ fn healthy_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A data dir whose store took `puts` (key, value) in order, closed.
+fn written(puts: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
+    let mut driver = Driver::new(Arc::clone(&store));
+    for (key, value) in puts {
+        driver.run(1_000, Command::Write(WriteOp::Put(Put::new(*key, *value))));
+    }
+    drop(driver);
+    store.close().expect("close");
+    dir
+}
+
 /// Overwrites one raw record of a redb table around the store, as a damaged disk would.
 fn damage(dir: &std::path::Path, write: impl FnOnce(&redb::WriteTransaction)) {
     let store = Store::open(&small(StoreOptions::file(dir))).expect("open");
@@ -167,15 +180,12 @@ fn missing_store_is_refused() {
 // vault key afterwards keeps the figures exact.
 #[test]
 fn format_1_file_is_upgraded_with_vault_metadata() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
-        let mut driver = Driver::new(Arc::clone(&store));
-        for key in ["vault/a/1", "vault/a/2", "vault/b/1", "plain"] {
-            driver.run(1_000, Command::Write(WriteOp::Put(Put::new(key, "value"))));
-        }
-        store.close().expect("close");
-    }
+    let dir = written(&[
+        ("vault/a/1", "value"),
+        ("vault/a/2", "value"),
+        ("vault/b/1", "value"),
+        ("plain", "value"),
+    ]);
     damage(dir.path(), |txn| {
         txn.delete_table(aspen::storage::schema::VAULTS)
             .expect("drop vaults");
@@ -234,15 +244,7 @@ fn format_1_file_is_upgraded_with_vault_metadata() {
 fn format_2_file_is_upgraded_with_history_from_its_revision() {
     use aspen::storage::history::RevisionError;
     use aspen::storage::schema::{HISTORY, HISTORY_BOUNDS, HISTORY_KEYS, SM_META};
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
-        let mut driver = Driver::new(Arc::clone(&store));
-        for value in ["a", "b"] {
-            driver.run(1_000, Command::Write(WriteOp::Put(Put::new("k", value))));
-        }
-        store.close().expect("close");
-    }
+    let dir = written(&[("k", "a"), ("k", "b")]);
     damage(dir.path(), |txn| {
         txn.delete_table(HISTORY).expect("drop history");
         txn.delete_table(HISTORY_KEYS).expect("drop history_keys");
@@ -289,16 +291,7 @@ fn format_2_file_is_upgraded_with_history_from_its_revision() {
 #[test]
 fn damaged_history_is_named() {
     use aspen::storage::schema::{HISTORY, HISTORY_KEYS};
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let store = Arc::new(Store::open(&small(StoreOptions::file(dir.path()))).expect("open"));
-        let mut driver = Driver::new(Arc::clone(&store));
-        for key in ["a", "b", "c"] {
-            driver.run(1_000, Command::Write(WriteOp::Put(Put::new(key, "v"))));
-        }
-        drop(driver);
-        store.close().expect("close");
-    }
+    let dir = written(&[("a", "v"), ("b", "v"), ("c", "v")]);
     let sound = check_data_dir(dir.path()).expect("check runs");
     assert!(sound.is_ok(), "{:?}", sound.problems);
     let bounds = aspen::storage::HistoryBounds {
