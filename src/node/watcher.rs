@@ -16,6 +16,9 @@ use crate::storage::Store;
 pub(crate) const WATCH_BATCHES_QUEUED: usize = 4;
 /// Events per batch (a revision is never split: one may make it longer).
 const WATCH_BATCH_EVENTS: usize = 256;
+/// Bytes of keys and values per batch (likewise): with `WATCH_BATCHES_QUEUED`, what a watch
+/// that is not read holds in memory, besides QUIC's stream window.
+const WATCH_BATCH_BYTES: usize = 1 << 20;
 
 /// One frame of a watch: events (or none: progress) and the revision they bring the watcher
 /// to; or why the watch ended.
@@ -45,7 +48,8 @@ pub(crate) async fn feed(
                     0 => view.revision().saturating_add(1),
                     from => from,
                 };
-                let events = view.events(from, &range, options, WATCH_BATCH_EVENTS)?;
+                let events =
+                    view.events(from, &range, options, WATCH_BATCH_EVENTS, WATCH_BATCH_BYTES)?;
                 Ok::<_, crate::storage::Error>((events, view.revision()))
             })
             .await

@@ -243,8 +243,8 @@ impl ReadView {
     }
 
     /// The events of keys in `range` from revision `from` on, as a watch delivers them: whole
-    /// revisions in order, stopping at the first revision boundary after `max` events (or
-    /// after `max * 16` rows looked at). Returns them and the revision to go on from (past
+    /// revisions in order, stopping at the first revision boundary after `max` events or
+    /// `max_bytes` of keys and values (or after `max * 16` rows looked at). Returns them and the revision to go on from (past
     /// the current revision once every kept event was looked at). Refused when events from
     /// `from` are no longer kept.
     pub fn events(
@@ -253,6 +253,7 @@ impl ReadView {
         range: &KeyRange,
         options: crate::api::WatchOptions,
         max: usize,
+        max_bytes: usize,
     ) -> Result<std::result::Result<(Vec<crate::api::WatchEvent>, u64), RevisionError>> {
         let oldest = self.events_from()?;
         if from < oldest {
@@ -263,11 +264,13 @@ impl ReadView {
         }
         let table = self.txn.open_table(HISTORY)?;
         let mut events = Vec::new();
-        let (mut looked_at, mut last) = (0usize, None);
+        let (mut looked_at, mut held, mut last) = (0usize, 0usize, None);
         for item in table.range((from, 0)..)? {
             let (at, bytes) = item?;
             let (revision, number) = at.value();
-            if last != Some(revision) && (events.len() >= max || looked_at >= max * 16) {
+            if last != Some(revision)
+                && (events.len() >= max || held >= max_bytes || looked_at >= max * 16)
+            {
                 return Ok(Ok((events, revision)));
             }
             last = Some(revision);
@@ -277,6 +280,8 @@ impl ReadView {
                     crate::storage::Error::corrupt(format!("history event {revision}.{number}"), e)
                 })?;
             if let Some(event) = history::watch_event(revision, event, range, options) {
+                let values = event.kv.iter().chain(&event.prev);
+                held += event.key.len() + values.map(|kv| kv.value.len()).sum::<usize>();
                 events.push(event);
             }
         }

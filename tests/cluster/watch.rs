@@ -179,3 +179,57 @@ async fn a_watch_resumes_on_another_node_without_losing_or_repeating_an_event() 
     );
     cluster.shutdown().await;
 }
+
+// Proves a watcher that reads nothing does not make its node hold the events it has not
+// read: while 1,000 puts of 16 KiB (16 MB) commit, the node reads ahead only a few batches;
+// once the history is compacted past the watcher, it gets the events held for it and then
+// the compacted refusal, not all 1,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_reads_nothing_is_held_back_not_buffered() {
+    let cluster = Cluster::start(121, 1, |_| {}).await;
+    let client = cluster.client().await;
+    // Progress notifications let the loop below see a watch that got everything.
+    let progress = WatchOptions {
+        progress_ms: 100,
+        ..WatchOptions::default()
+    };
+    let mut watcher = client
+        .watch(KeyRange::prefix(b"s/"), 0, progress)
+        .await
+        .unwrap();
+    let value = vec![b'x'; 16 << 10];
+    let mut last = 0;
+    for i in 0..1000 {
+        last = client
+            .put(format!("s/{i:04}"), value.clone())
+            .await
+            .unwrap()
+            .revision;
+    }
+    client.compact(last).await.unwrap();
+    let mut delivered = 0;
+    let refused = loop {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(20), watcher.next())
+            .await
+            .expect("an answer within 20 s");
+        match batch {
+            Ok(batch) if batch.events.is_empty() && delivered == 1000 => {
+                panic!("all 1000 events were held for the watcher")
+            }
+            Ok(batch) => delivered += batch.events.len(),
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        delivered < 1000,
+        "all {delivered} events were held for the watcher"
+    );
+    assert!(
+        matches!(
+            refused,
+            Error::Server(ClientError::Command(CommandError::Compacted { oldest, .. })) if oldest == last
+        ),
+        "{refused:?}"
+    );
+    cluster.shutdown().await;
+}
