@@ -150,7 +150,7 @@ fn check_log(store: &Store, report: &mut CheckReport) -> Result<()> {
 }
 
 /// Every history event decodes, names a revision above the floor and at most the store's,
-/// and has its `history_keys` row; every `history_keys` row names an event of its key.
+/// in order.
 fn check_history(store: &Store, report: &mut CheckReport) -> Result<()> {
     let txn = store.begin_read()?;
     match read_meta(&txn, HISTORY_BOUNDS) {
@@ -166,7 +166,6 @@ fn check_history(store: &Store, report: &mut CheckReport) -> Result<()> {
         ));
     }
     let events = txn.open_table(HISTORY)?;
-    let keys = txn.open_table(HISTORY_KEYS)?;
     let events_from = crate::storage::history::events_from(report.history_bounds, report.revision);
     for item in events.iter()? {
         let (at, bytes) = item?;
@@ -179,33 +178,12 @@ fn check_history(store: &Store, report: &mut CheckReport) -> Result<()> {
             ));
         }
         match postcard::from_bytes::<crate::storage::HistoryEvent>(bytes.value()) {
-            Ok(event) => {
-                if keys
-                    .get((event.key.as_slice(), revision, number))?
-                    .is_none()
-                {
-                    report.problem(format!(
-                        "history event {revision}.{number} of key {} has no history_keys row",
-                        event.key.escape_ascii()
-                    ));
-                }
-            }
+            Ok(event) if event.entry.is_none() && event.prev.is_none() => report.problem(format!(
+                "history event {revision}.{number} of key {} holds neither a record nor the one it replaced",
+                event.key.escape_ascii()
+            )),
+            Ok(_) => {}
             Err(error) => report.problem(format!("history event {revision}.{number}: {error}")),
-        }
-    }
-    for item in keys.iter()? {
-        let (row, _) = item?;
-        let (key, revision, number) = row.value();
-        let names_it = match events.get((revision, number))? {
-            Some(bytes) => postcard::from_bytes::<crate::storage::HistoryEvent>(bytes.value())
-                .is_ok_and(|event| event.key == key),
-            None => false,
-        };
-        if !names_it {
-            report.problem(format!(
-                "history_keys row {} at {revision}.{number} names no event of that key",
-                key.escape_ascii()
-            ));
         }
     }
     Ok(())

@@ -1,15 +1,15 @@
 //! History, as etcd's MVCC keeps it: every change readers saw (a put, a delete, an expiry
 //! or a revoked lease's keys) is one `HISTORY` row under its revision, written in the
 //! transaction that applied it, with the key's record after it and the live record it
-//! replaced; `HISTORY_KEYS` finds a key's rows. A key's state at revision `r` (from the floor
-//! on) is its last event at or before `r`; without one, the record the first event after `r`
-//! replaced; without either, its current record. That rule holds whatever happened before the
-//! floor, so history can start at any revision (a new file, an upgraded one, a snapshot
+//! replaced. A key's state at revision `r` (from the floor on) is the record its first event
+//! after `r` replaced; without one, its current record. That rule needs nothing from before
+//! `r`, so history can start at any revision (a new file, an upgraded one, a snapshot
 //! installed: the floor is then that revision) and be compacted by dropping rows below a
-//! revision. `HistoryBounds` says what is kept: the state from its `floor` on, the events
+//! revision; and one append-only table is all a write adds (no index by key: a read at a
+//! revision looks at the events since it, as etcd's does). `HistoryBounds` says what is kept: the state from its `floor` on, the events
 //! from its `events_from` on (where a watch can start).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -17,11 +17,8 @@ use crate::api::error::CommandError;
 use crate::api::{KeyRange, KeyValue};
 use crate::storage::codec::{decode_kv_entry, read_meta_in, write_meta};
 use crate::storage::error::{Error, Result};
-use crate::storage::schema::{HISTORY, HISTORY_BOUNDS, HISTORY_KEYS};
+use crate::storage::schema::{HISTORY, HISTORY_BOUNDS};
 use crate::storage::types::{HistoryBounds, HistoryEvent, KvEntry};
-
-/// Events dropped per pass of a compaction (each pass collects, then removes).
-const COMPACT_CHUNK_EVENTS: usize = 1024;
 
 /// Why a read at a revision cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,7 +76,6 @@ struct HistoryEventRef<'a> {
 /// The history tables of one write transaction.
 pub(crate) struct HistoryWriter<'txn> {
     events: Table<'txn, (u64, u32), &'static [u8]>,
-    keys: Table<'txn, (&'static [u8], u64, u32), ()>,
     /// The revision of the last event recorded here and its number within the revision.
     last: Option<(u64, u32)>,
     /// `HISTORY_BOUNDS` as stored, or as they are to be written.
@@ -93,7 +89,6 @@ impl<'txn> HistoryWriter<'txn> {
     pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self> {
         Ok(HistoryWriter {
             events: txn.open_table(HISTORY)?,
-            keys: txn.open_table(HISTORY_KEYS)?,
             last: None,
             bounds: read_meta_in(txn, HISTORY_BOUNDS)?,
             bounds_changed: false,
@@ -125,7 +120,6 @@ impl<'txn> HistoryWriter<'txn> {
         let bytes =
             postcard::to_allocvec(&event).map_err(|e| Error::corrupt("history event", e))?;
         self.events.insert((revision, number), bytes.as_slice())?;
-        self.keys.insert((key, revision, number), ())?;
         Ok(())
     }
 
@@ -140,28 +134,7 @@ impl<'txn> HistoryWriter<'txn> {
         if let Err(refused) = check_revision(revision, self.bounds, current) {
             return Ok(Err(refused.into()));
         }
-        loop {
-            let mut dropped = Vec::with_capacity(COMPACT_CHUNK_EVENTS);
-            for item in self
-                .events
-                .range((0, 0)..(revision, 0))?
-                .take(COMPACT_CHUNK_EVENTS)
-            {
-                let (at, bytes) = item?;
-                let (at_revision, number) = at.value();
-                let event: HistoryEvent = postcard::from_bytes(bytes.value()).map_err(|e| {
-                    Error::corrupt(format!("history event {at_revision}.{number}"), e)
-                })?;
-                dropped.push((at_revision, number, event.key));
-            }
-            for (at_revision, number, key) in &dropped {
-                self.events.remove((*at_revision, *number))?;
-                self.keys.remove((key.as_slice(), *at_revision, *number))?;
-            }
-            if dropped.len() < COMPACT_CHUNK_EVENTS {
-                break;
-            }
-        }
+        self.events.retain_in((0, 0)..(revision, 0), |_, _| false)?;
         let events_from = self.bounds.map_or(revision, |bounds| bounds.events_from);
         self.bounds = Some(HistoryBounds {
             floor: revision,
@@ -180,8 +153,6 @@ impl<'txn> HistoryWriter<'txn> {
     ) -> Result<()> {
         let bytes = postcard::to_allocvec(event).map_err(|e| Error::corrupt("history event", e))?;
         self.events.insert((revision, number), bytes.as_slice())?;
-        self.keys
-            .insert((event.key.as_slice(), revision, number), ())?;
         Ok(())
     }
 
@@ -210,77 +181,78 @@ impl<'txn> HistoryWriter<'txn> {
     }
 }
 
-/// A key's record at `revision` (stored, live or not), from the history tables and the
-/// current `kv` table; `revision` must be at or above the floor.
+/// The key of an encoded `HistoryEvent`, read without decoding the rest (postcard writes the
+/// key first: its length as a varint, then its bytes).
+fn event_key(bytes: &[u8]) -> Option<&[u8]> {
+    let (mut len, mut shift, mut at) = (0usize, 0u32, 0usize);
+    loop {
+        let byte = *bytes.get(at)?;
+        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    bytes.get(at..at.checked_add(len)?)
+}
+
+fn decode_event(revision: u64, number: u32, bytes: &[u8]) -> Result<HistoryEvent> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::corrupt(format!("history event {revision}.{number}"), e))
+}
+
+/// The records keys in `range` had at `revision`, for the keys changed since (the record
+/// their first later event replaced: `None` where they were absent or expired). Keys not in
+/// it have their current record.
+pub(crate) fn changed_since(
+    events: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    range: &KeyRange,
+    revision: u64,
+) -> Result<BTreeMap<Vec<u8>, Option<KvEntry>>> {
+    let mut changed = BTreeMap::new();
+    let Some(after) = revision.checked_add(1) else {
+        return Ok(changed);
+    };
+    for item in events.range((after, 0)..)? {
+        let (at, bytes) = item?;
+        let (at_revision, number) = at.value();
+        let bytes = bytes.value();
+        let key = event_key(bytes).ok_or_else(|| {
+            Error::corrupt(
+                format!("history event {at_revision}.{number}"),
+                "no key at its start",
+            )
+        })?;
+        if range.contains(key) && !changed.contains_key(key) {
+            let event = decode_event(at_revision, number, bytes)?;
+            changed.insert(event.key, event.prev);
+        }
+    }
+    Ok(changed)
+}
+
+/// A key's record at `revision` (stored, live or not), from the history and the current
+/// `kv` table; `revision` must be at or above the floor.
 pub(crate) fn entry_at(
     events: &impl ReadableTable<(u64, u32), &'static [u8]>,
-    keys: &impl ReadableTable<(&'static [u8], u64, u32), ()>,
     kv: &impl ReadableTable<&'static [u8], &'static [u8]>,
     key: &[u8],
     revision: u64,
 ) -> Result<Option<KvEntry>> {
-    let event = |revision: u64, number: u32| -> Result<HistoryEvent> {
-        let bytes = events.get((revision, number))?.ok_or_else(|| {
-            Error::corrupt(
-                "history",
-                format!("history_keys names revision {revision}.{number}, history has no such row"),
-            )
-        })?;
-        postcard::from_bytes(bytes.value())
-            .map_err(|e| Error::corrupt(format!("history event {revision}.{number}"), e))
-    };
-    if let Some(row) = keys
-        .range((key, 0, 0)..=(key, revision, u32::MAX))?
-        .next_back()
-    {
-        let (row, _) = row?;
-        let (_, at, number) = row.value();
-        return Ok(event(at, number)?.entry);
-    }
-    if let Some(after) = revision.checked_add(1)
-        && let Some(row) = keys
-            .range((key, after, 0)..=(key, u64::MAX, u32::MAX))?
-            .next()
-    {
-        let (row, _) = row?;
-        let (_, at, number) = row.value();
-        return Ok(event(at, number)?.prev);
+    if let Some(after) = revision.checked_add(1) {
+        for item in events.range((after, 0)..)? {
+            let (at, bytes) = item?;
+            if event_key(bytes.value()) == Some(key) {
+                let (at_revision, number) = at.value();
+                return Ok(decode_event(at_revision, number, bytes.value())?.prev);
+            }
+        }
     }
     match kv.get(key)? {
         Some(bytes) => Ok(Some(decode_kv_entry(key, bytes.value())?)),
         None => Ok(None),
     }
-}
-
-/// The keys in `range` that may hold a record at some revision from the floor on: those held
-/// now and those history names (a key held earlier was deleted by an event since).
-pub(crate) fn candidate_keys(
-    keys: &impl ReadableTable<(&'static [u8], u64, u32), ()>,
-    kv: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    range: &KeyRange,
-) -> Result<BTreeSet<Vec<u8>>> {
-    let mut found = BTreeSet::new();
-    let current = match &range.end {
-        Some(end) => kv.range(range.start.as_slice()..end.as_slice())?,
-        None => kv.range(range.start.as_slice()..)?,
-    };
-    for item in current {
-        let (key, _) = item?;
-        found.insert(key.value().to_vec());
-    }
-    let start = (range.start.as_slice(), 0u64, 0u32);
-    let rows = match &range.end {
-        Some(end) => keys.range(start..(end.as_slice(), 0u64, 0u32))?,
-        None => keys.range(start..)?,
-    };
-    for item in rows {
-        let (row, _) = item?;
-        let (key, _, _) = row.value();
-        if found.last().map(Vec::as_slice) != Some(key) {
-            found.insert(key.to_vec());
-        }
-    }
-    Ok(found)
 }
 
 /// A record read at a revision, as readers see it at `now_ms` (`None`: absent or expired).

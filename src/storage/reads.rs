@@ -194,8 +194,7 @@ impl ReadView {
             return Ok(Err(refused));
         }
         let events = self.txn.open_table(HISTORY)?;
-        let keys = self.txn.open_table(HISTORY_KEYS)?;
-        let entry = history::entry_at(&events, &keys, &self.kv, key, revision)?;
+        let entry = history::entry_at(&events, &self.kv, key, revision)?;
         Ok(Ok(history::live(entry, key, self.now_ms)))
     }
 
@@ -211,13 +210,40 @@ impl ReadView {
             return Ok(Err(refused));
         }
         let events = self.txn.open_table(HISTORY)?;
-        let keys = self.txn.open_table(HISTORY_KEYS)?;
         let limit = options.limit.clamp(1, SCAN_ENTRIES_MAX);
         let mut kvs: Vec<KeyValue> = Vec::new();
         let mut continuation = None;
         let mut page_bytes = 0usize;
-        for key in history::candidate_keys(&keys, &self.kv, range)? {
-            let entry = history::entry_at(&events, &keys, &self.kv, &key, revision)?;
+        // The keys changed since `revision` with the records they had then, merged in key
+        // order with the current records of the others.
+        let mut changed = history::changed_since(&events, range, revision)?
+            .into_iter()
+            .peekable();
+        let mut current = self.kv_range(range)?;
+        let mut next_current = current.next().transpose()?;
+        loop {
+            let from_history = match (&next_current, changed.peek()) {
+                (None, None) => break,
+                (Some((key, _)), Some((changed_key, _))) => changed_key.as_slice() <= key.value(),
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            let (key, entry) = if from_history {
+                let (key, entry) = changed.next().expect("peeked");
+                if next_current
+                    .as_ref()
+                    .is_some_and(|(current_key, _)| current_key.value() == key.as_slice())
+                {
+                    next_current = current.next().transpose()?;
+                }
+                (key, entry)
+            } else {
+                let (key, bytes) = next_current.take().expect("matched");
+                let key = key.value().to_vec();
+                let entry = decode_kv_entry(&key, bytes.value())?;
+                next_current = current.next().transpose()?;
+                (key, Some(entry))
+            };
             let Some(mut kv) = history::live(entry, &key, self.now_ms) else {
                 continue;
             };

@@ -33,9 +33,6 @@ pub const VAULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vaults")
 /// History: (revision, event number within the revision) → postcard `HistoryEvent`, one row
 /// per change readers saw, written in the transaction that applied it (`storage::history`).
 pub const HISTORY: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("history");
-/// History by key: (key, revision, event number) for every `HISTORY` row.
-pub const HISTORY_KEYS: TableDefinition<(&[u8], u64, u32), ()> =
-    TableDefinition::new("history_keys");
 /// File identity: `META_FORMAT` → u32 little endian.
 pub const FILE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("file_meta");
 
@@ -98,7 +95,7 @@ pub const HISTORY_BOUNDS: Meta<crate::storage::types::HistoryBounds> =
 pub const META_FORMAT: &str = "format";
 
 /// Version of this schema, stored under `META_FORMAT`. 2 added `vaults` and `vault_limits`; 3
-/// added `history`, `history_keys` and `history_bounds` (a build before them would write
+/// added `history` and `history_bounds` (a build before them would write
 /// changes without their history, so it must refuse the file). A format-1 file is upgraded
 /// when opened (its vault metadata computed from its keys), a format-2 file by recording its
 /// format (its history starts at its next change); any other version is refused.

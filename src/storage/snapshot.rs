@@ -252,7 +252,6 @@ impl Store {
         txn.delete_table(IDX_LEASE_DEADLINE)?;
         txn.delete_table(VAULTS)?;
         txn.delete_table(HISTORY)?;
-        txn.delete_table(HISTORY_KEYS)?;
         let mut machine = Machine::open(&txn)?;
         // An error anywhere below drops `txn` uncommitted: the state stays as it was.
         let summary = load_records(&mut reader, &mut tee, &mut machine)?;

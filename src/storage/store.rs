@@ -486,7 +486,6 @@ impl Store {
             txn.open_table(IDX_LEASE_DEADLINE)?;
             txn.open_table(VAULTS)?;
             txn.open_table(HISTORY)?;
-            txn.open_table(HISTORY_KEYS)?;
             let mut file_meta = txn.open_table(FILE_META)?;
             let stored = file_meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
             match stored {

@@ -243,11 +243,10 @@ fn format_1_file_is_upgraded_with_vault_metadata() {
 #[test]
 fn format_2_file_is_upgraded_with_history_from_its_revision() {
     use aspen::storage::history::RevisionError;
-    use aspen::storage::schema::{HISTORY, HISTORY_BOUNDS, HISTORY_KEYS, SM_META};
+    use aspen::storage::schema::{HISTORY, HISTORY_BOUNDS, SM_META};
     let dir = written(&[("k", "a"), ("k", "b")]);
     damage(dir.path(), |txn| {
         txn.delete_table(HISTORY).expect("drop history");
-        txn.delete_table(HISTORY_KEYS).expect("drop history_keys");
         let mut sm_meta = txn.open_table(SM_META).expect("sm_meta");
         sm_meta.remove(HISTORY_BOUNDS.key).expect("drop the bounds");
         let mut meta = txn
@@ -286,11 +285,13 @@ fn format_2_file_is_upgraded_with_history_from_its_revision() {
     assert_eq!(after.format, 3);
 }
 
-// Proves the check reads the history: a sound file reports its events and floor, an event
-// that does not decode and an event without its `history_keys` row are each named.
+// Proves the check reads the history: a sound file reports its events and bounds; an event
+// that does not decode and one that holds neither a record nor the one it replaced are each
+// named.
 #[test]
 fn damaged_history_is_named() {
-    use aspen::storage::schema::{HISTORY, HISTORY_KEYS};
+    use aspen::storage::HistoryEvent;
+    use aspen::storage::schema::HISTORY;
     let dir = written(&[("a", "v"), ("b", "v"), ("c", "v")]);
     let sound = check_data_dir(dir.path()).expect("check runs");
     assert!(sound.is_ok(), "{:?}", sound.problems);
@@ -307,19 +308,22 @@ fn damaged_history_is_named() {
         events
             .insert((2u64, 0u32), [0xffu8; 3].as_slice())
             .expect("garbage");
-        let mut keys = txn.open_table(HISTORY_KEYS).expect("history_keys");
-        keys.remove((b"c".as_slice(), 3u64, 0u32))
-            .expect("drop a row");
+        let empty = HistoryEvent {
+            key: b"c".to_vec(),
+            entry: None,
+            prev: None,
+        };
+        let bytes = postcard::to_allocvec(&empty).unwrap();
+        events
+            .insert((3u64, 0u32), bytes.as_slice())
+            .expect("an empty event");
     });
     let report = check_data_dir(dir.path()).expect("check runs");
     let problems = report.problems.join("\n");
     assert!(problems.contains("history event 2.0:"), "{problems}");
     assert!(
-        problems.contains("history event 3.0 of key c has no history_keys row"),
-        "{problems}"
-    );
-    assert!(
-        problems.contains("history_keys row b at 2.0 names no event of that key"),
+        problems
+            .contains("history event 3.0 of key c holds neither a record nor the one it replaced"),
         "{problems}"
     );
 }
