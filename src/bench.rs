@@ -60,6 +60,10 @@ pub enum Workload {
     Mixed,
     /// The SQL `--query`, run again and again.
     Sql,
+    /// Puts as `put`, while `--watchers` watch every bench key (spread over the nodes):
+    /// reports events delivered per second and the latency from sending a put to its event
+    /// reaching a watcher.
+    Watch,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -92,6 +96,9 @@ pub struct BenchOptions {
     /// For sql.
     #[arg(long, default_value = "SELECT count(*) FROM kv")]
     pub query: String,
+    /// For watch: watchers of the bench's keys.
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
 }
 
 /// What a run measured.
@@ -109,6 +116,10 @@ pub struct Report {
     pub conflicts: u64,
     /// Each node's process during the run (nodes that did not report it are left out).
     pub processes: Vec<NodeProcess>,
+    /// watch: events delivered to all watchers, and their latency from put sent to event
+    /// received, in microseconds.
+    pub events: u64,
+    pub event_latency: Histogram<u64>,
 }
 
 /// What one node's process spent during a run, from its status before and after.
@@ -192,6 +203,14 @@ impl Report {
             }
             Workload::Mixed => report["read_percent"] = json!(self.options.read_percent),
             Workload::Sql => report["query"] = json!(self.options.query),
+            Workload::Watch => {
+                let at = |q: f64| self.event_latency.value_at_quantile(q) as f64 / 1000.0;
+                report["watchers"] = json!(self.options.watchers);
+                report["events"] = json!(self.events);
+                report["events_per_s"] =
+                    json!(self.events as f64 / self.elapsed.as_secs_f64().max(1e-9));
+                report["event_latency_ms"] = json!({"p50": at(0.5), "p99": at(0.99)});
+            }
             Workload::Put => {}
         }
         report
@@ -252,6 +271,14 @@ impl Report {
                 "swaps        {} succeeded, {} conflicted\n",
                 self.hits, self.conflicts
             )),
+            Workload::Watch => text.push_str(&format!(
+                "watch        {} watchers, {} events ({:.0}/s), put sent to event ms p50 {:.3}  p99 {:.3}\n",
+                self.options.watchers,
+                self.events,
+                self.events as f64 / self.elapsed.as_secs_f64().max(1e-9),
+                self.event_latency.value_at_quantile(0.5) as f64 / 1000.0,
+                self.event_latency.value_at_quantile(0.99) as f64 / 1000.0,
+            )),
             _ => {}
         }
         for (kind, count) in &self.errors {
@@ -268,6 +295,7 @@ fn workload_name(workload: Workload) -> &'static str {
         Workload::TxnCas => "txn-cas",
         Workload::Mixed => "mixed",
         Workload::Sql => "sql",
+        Workload::Watch => "watch",
     }
 }
 
@@ -312,6 +340,9 @@ impl BenchOptions {
         }
         if self.read_percent > 100 {
             return Err("--read-percent must be 0 to 100".into());
+        }
+        if self.watchers == 0 || self.watchers > CLIENTS_MAX {
+            return Err(format!("--watchers must be 1 to {CLIENTS_MAX}"));
         }
         Ok(())
     }
@@ -369,6 +400,10 @@ pub async fn run(
     progress: impl Fn(u64),
 ) -> Result<Report, String> {
     options.validate()?;
+    if workload == Workload::Watch && options.value_size < 8 {
+        // The watch workload stamps each value with when it was sent.
+        return Err("--value-size must be at least 8 bytes for the watch workload".into());
+    }
     let total = options.total_ops();
     let mut connections = Vec::with_capacity(options.connections);
     for i in 0..options.connections {
@@ -380,6 +415,25 @@ pub async fn run(
     }
     let cpu_before = process_usage(&connections[0], nodes).await;
     let start = Instant::now();
+    let watching = Arc::new(AtomicBool::new(true));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(options.watchers.max(1));
+    let mut watchers = tokio::task::JoinSet::new();
+    if workload == Workload::Watch {
+        for i in 0..options.watchers {
+            let client = connections[i % connections.len()].clone();
+            let (watching, ready) = (watching.clone(), ready_tx.clone());
+            watchers.spawn(async move { watch_loop(&client, start, &watching, ready).await });
+        }
+        // The writers start once every watcher is set up.
+        for _ in 0..options.watchers {
+            if ready_rx.recv().await.is_none() {
+                break;
+            }
+        }
+        if let Some(Ok(Err(error))) = watchers.try_join_next() {
+            return Err(error);
+        }
+    }
     let budget = Arc::new(Budget {
         issued: AtomicU64::new(0),
         total,
@@ -392,9 +446,9 @@ pub async fn run(
     for i in 0..options.clients {
         let client = connections[i % connections.len()].clone();
         let (budget, done, options) = (budget.clone(), done.clone(), options.clone());
-        tasks.spawn(
-            async move { client_loop(workload, i, &client, &budget, &done, &options).await },
-        );
+        tasks.spawn(async move {
+            client_loop(workload, i, &client, &budget, &done, &options, start).await
+        });
     }
     let mut tallies = Vec::with_capacity(options.clients);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -413,6 +467,17 @@ pub async fn run(
     }
     let elapsed = start.elapsed();
     progress(done.load(Ordering::Relaxed));
+    // Watchers get a moment to receive the last puts' events.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watching.store(false, Ordering::Relaxed);
+    let (mut events, mut event_latency) = (0u64, new_histogram());
+    while let Some(joined) = watchers.join_next().await {
+        let (count, histogram) = joined.map_err(|e| format!("a watcher failed: {e}"))??;
+        events += count;
+        event_latency
+            .add(&histogram)
+            .map_err(|e| format!("histogram: {e}"))?;
+    }
     let mut histogram = new_histogram();
     let mut errors = BTreeMap::new();
     let (mut hits, mut conflicts) = (0, 0);
@@ -448,7 +513,50 @@ pub async fn run(
         errors,
         hits,
         conflicts,
+        events,
+        event_latency,
     })
+}
+
+/// One watcher of the watch workload: counts the events it gets and records how long after
+/// its put was sent each arrived (the put's value starts with that instant, in microseconds
+/// since `start`), until `watching` is cleared.
+async fn watch_loop(
+    client: &Client,
+    start: Instant,
+    watching: &AtomicBool,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> Result<(u64, Histogram<u64>), String> {
+    let mut watcher = client
+        .watch(
+            crate::api::KeyRange::prefix(b"b"),
+            0,
+            crate::api::WatchOptions {
+                progress_ms: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("watcher: {e}"))?;
+    let _ = ready.send(()).await;
+    drop(ready);
+    let (mut events, mut histogram) = (0u64, new_histogram());
+    while watching.load(Ordering::Relaxed) {
+        let batch = watcher.next().await.map_err(|e| format!("watcher: {e}"))?;
+        let now = start.elapsed().as_micros() as u64;
+        for event in batch.events {
+            events += 1;
+            let sent = event
+                .kv
+                .as_ref()
+                .and_then(|kv| kv.value.get(..8))
+                .map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")));
+            if let Some(sent) = sent {
+                histogram.saturating_record(now.saturating_sub(sent).clamp(1, LATENCY_MAX_US));
+            }
+        }
+    }
+    Ok((events, histogram))
 }
 
 /// Each node's process usage from its status (nodes that do not answer are left out).
@@ -482,6 +590,7 @@ async fn client_loop(
     budget: &Budget,
     done: &AtomicU64,
     options: &BenchOptions,
+    start: Instant,
 ) -> Tally {
     let mut tally = Tally {
         histogram: new_histogram(),
@@ -501,6 +610,17 @@ async fn client_loop(
                 .put(options.key(n % options.keyspace), value.clone())
                 .await
                 .map(|_| Outcome::Done),
+            Workload::Watch => {
+                // The value starts with when it was sent, for the watchers' latency.
+                let mut stamped = value.clone();
+                let sent = (started.duration_since(start).as_micros() as u64).to_le_bytes();
+                let len = stamped.len().min(8);
+                stamped[..len].copy_from_slice(&sent[..len]);
+                client
+                    .put(options.key(n % options.keyspace), stamped)
+                    .await
+                    .map(|_| Outcome::Done)
+            }
             Workload::Get => get(client, options.key(n % options.keyspace), consistency).await,
             Workload::Mixed => {
                 let key = options.key(rng.random_range(0..options.keyspace));

@@ -352,6 +352,7 @@ async fn every_cli_command_against_a_local_cluster() {
             "sql",
             &["--query", "SELECT count(*) FROM kv WHERE key LIKE 'b%'"][..],
         ),
+        ("watch", &["--watchers", "3"][..]),
     ] {
         let mut args = vec!["--output", "json", "bench", workload];
         args.extend(["--total", "40", "--clients", "4", "--connections", "2"]);
@@ -382,6 +383,11 @@ async fn every_cli_command_against_a_local_cluster() {
                 report["swapped"].as_u64().unwrap() + report["conflicts"].as_u64().unwrap(),
                 40
             ),
+            // Every watcher got every put's event.
+            "watch" => {
+                assert_eq!(report["events"], 3 * 40, "{report}");
+                assert!(report["event_latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+            }
             _ => {}
         }
     }
