@@ -12,13 +12,14 @@ use tokio::sync::mpsc;
 use crate::api::{ClientError, ClientOutput, KeyRange, WatchOptions};
 use crate::storage::Store;
 
-/// Batches a watch may have waiting for its client.
-pub(crate) const WATCH_BATCHES_QUEUED: usize = 4;
+/// Batches a watch may have waiting for its client (4 batches of 1 MiB measured the same
+/// node RSS under 100 watchers: docs/performance.md).
+pub(crate) const WATCH_BATCHES_QUEUED: usize = 2;
 /// Events per batch (a revision is never split: one may make it longer).
 const WATCH_BATCH_EVENTS: usize = 256;
 /// Bytes of keys and values per batch (likewise): with `WATCH_BATCHES_QUEUED`, what a watch
 /// that is not read holds in memory, besides QUIC's stream window.
-const WATCH_BATCH_BYTES: usize = 1 << 20;
+const WATCH_BATCH_BYTES: usize = 256 << 10;
 
 /// One frame of a watch: events (or none: progress) and the revision they bring the watcher
 /// to; or why the watch ended.
