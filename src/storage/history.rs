@@ -6,8 +6,9 @@
 //! `r`, so history can start at any revision (a new file, an upgraded one, a snapshot
 //! installed: the floor is then that revision) and be compacted by dropping rows below a
 //! revision; and one append-only table is all a write adds (no index by key: a read at a
-//! revision looks at the events since it, as etcd's does). `HistoryBounds` says what is kept: the state from its `floor` on, the events
-//! from its `events_from` on (where a watch can start).
+//! revision looks at the events since it, as etcd's does). `HistoryBounds` says what is
+//! kept: the state from its `floor` on, the events from its `events_from` on (where a watch
+//! can start).
 
 use std::collections::BTreeMap;
 
@@ -135,7 +136,9 @@ impl<'txn> HistoryWriter<'txn> {
             return Ok(Err(refused.into()));
         }
         self.events.retain_in((0, 0)..(revision, 0), |_, _| false)?;
-        let events_from = self.bounds.map_or(revision, |bounds| bounds.events_from);
+        // No bounds yet: the history starts at the current revision (its events not kept).
+        let kept = self.bounds.unwrap_or(HistoryBounds::starting_at(current));
+        let events_from = kept.events_from;
         self.bounds = Some(HistoryBounds {
             floor: revision,
             events_from: events_from.max(revision),

@@ -239,7 +239,8 @@ fn format_1_file_is_upgraded_with_vault_metadata() {
 
 // Proves a file written before history existed (format 2) is upgraded when opened: it checks
 // out as format 2 before, its history starts at its revision (a read below is refused naming
-// it), and its next change reads back at both revisions.
+// it; a compaction to it leaves watches starting after it), and its next change reads back at
+// both revisions.
 #[test]
 fn format_2_file_is_upgraded_with_history_from_its_revision() {
     use aspen::storage::history::RevisionError;
@@ -272,6 +273,13 @@ fn format_2_file_is_upgraded_with_history_from_its_revision() {
         })
     );
     let mut driver = Driver::new(Arc::clone(&store));
+    // Compacting to where the history starts keeps it there: its events were never kept.
+    let compact = Command::Write(WriteOp::Compact { revision: 2 });
+    assert_eq!(
+        driver.run(1_000, compact).result,
+        Ok(aspen::api::Output::None)
+    );
+    assert_eq!(store.read(0).unwrap().events_from().unwrap(), 3);
     driver.run(1_000, Command::Write(WriteOp::Put(Put::new("k", "c"))));
     let view = store.read(0).unwrap();
     let value_at = |revision| view.get_at(b"k", revision).unwrap().unwrap().unwrap().value;
