@@ -10,6 +10,7 @@
 
 mod functions;
 mod guard;
+pub mod history;
 pub mod keys;
 pub mod result;
 pub mod tables;
@@ -296,6 +297,10 @@ impl SqlEngine {
             schema.register_table(
                 "vaults".into(),
                 Arc::new(VaultsTable::new(Arc::clone(&view))),
+            )?;
+            schema.register_table(
+                "history".into(),
+                Arc::new(history::HistoryTable::new(Arc::clone(&view))),
             )?;
         }
         let names = &self.state.config_options().catalog;

@@ -4,7 +4,8 @@
 //! - `kv_bytes`: the same rows with key and value as binary;
 //! - `leases` (id, ttl_ms, remaining_ms, key_count);
 //! - `vaults` (name, key_count, total_bytes, created_revision, updated_revision): the vault
-//!   metadata (at most `storage.vaults_max` rows, read whole when the query is planned).
+//!   metadata (at most `storage.vaults_max` rows, read whole when the query is planned);
+//! - `history` (`super::history`).
 //!
 //! Rows are produced on the blocking pool in batches of the session's batch size and handed to
 //! DataFusion through a bounded channel, so a scan never holds the table in memory. Filters on
@@ -224,14 +225,14 @@ impl TableProvider for KvTable {
 
 /// What a scan builds: the projected columns (indices into the table's schema), their
 /// schema, and the session's batch size.
-struct Projected {
-    indices: Vec<usize>,
-    schema: SchemaRef,
-    batch_rows: usize,
+pub(super) struct Projected {
+    pub(super) indices: Vec<usize>,
+    pub(super) schema: SchemaRef,
+    pub(super) batch_rows: usize,
 }
 
 impl Projected {
-    fn new(
+    pub(super) fn new(
         table: &SchemaRef,
         projection: Option<&Vec<usize>>,
         state: &dyn Session,
@@ -249,7 +250,7 @@ impl Projected {
 }
 
 /// A plan of one partition whose batches `produce` makes on the blocking pool.
-fn blocking_scan(
+pub(super) fn blocking_scan(
     schema: SchemaRef,
     ordering: Option<LexOrdering>,
     limit: Option<usize>,
@@ -329,12 +330,12 @@ impl KvScan {
 
 /// Sends a batch (or its error) to the query; `false` when the scan should stop: the batch
 /// failed, or the query is gone (finished early or cancelled).
-fn send(tx: &Sender<Result<RecordBatch>>, batch: Result<RecordBatch>) -> bool {
+pub(super) fn send(tx: &Sender<Result<RecordBatch>>, batch: Result<RecordBatch>) -> bool {
     let failed = batch.is_err();
     tx.blocking_send(batch).is_ok() && !failed
 }
 
-fn external(error: impl Into<crate::storage::Error>) -> DataFusionError {
+pub(super) fn external(error: impl Into<crate::storage::Error>) -> DataFusionError {
     DataFusionError::External(Box::new(error.into()))
 }
 

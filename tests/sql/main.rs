@@ -2,6 +2,7 @@
 //! limits, snapshot reads) and the SqlActor of a node over the client protocol. The CLI
 //! against a local cluster is in `tests/cluster/cli.rs`.
 
+mod history;
 mod limits;
 mod node;
 mod oracle;
