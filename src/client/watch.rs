@@ -78,8 +78,9 @@ impl Watcher<'_> {
             }
             match self.read().await {
                 Ok(batch) => return Ok(batch),
-                // The stream broke: the next call resumes elsewhere.
-                Err(Error::Request(_)) => {
+                // The stream broke, or its node could not go on (busy, stopping, its storage
+                // closing or failing): the next turn resumes elsewhere.
+                Err(error) if goes_on(&error) => {
                     self.stream = None;
                     self._send = None;
                 }
@@ -148,12 +149,7 @@ impl Watcher<'_> {
             let node = self.client.nodes[index % nodes];
             let error = match self.open(&node).await {
                 Ok(()) => return Ok(()),
-                Err(error @ Error::Request(_)) => error,
-                Err(Error::Server(
-                    error @ (ClientError::Unavailable(_)
-                    | ClientError::Busy { .. }
-                    | ClientError::NotLeader { .. }),
-                )) => Error::Server(error),
+                Err(error) if goes_on(&error) => error,
                 Err(error) => return Err(error),
             };
             index += 1;
@@ -215,4 +211,19 @@ impl Watcher<'_> {
         self.pending = Some(batch);
         Ok(())
     }
+}
+
+/// Whether the watch goes on on another node after `error` (the stream broke; the node is
+/// busy, stopping, or its storage could not serve it), rather than end (compacted, denied).
+fn goes_on(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Request(_)
+            | Error::Server(
+                ClientError::Unavailable(_)
+                    | ClientError::Busy { .. }
+                    | ClientError::NotLeader { .. }
+                    | ClientError::Storage(_)
+            )
+    )
 }
