@@ -456,7 +456,7 @@ fn read_range(
         Some(at) => view
             .range_at(range, options, at)
             .map_err(storage_error)?
-            .map_err(|refused| ClientError::Command(CommandError::from(refused))),
+            .map_err(ClientError::Command),
     };
     if count_only {
         let count = match revision {

@@ -58,7 +58,7 @@ pub(crate) async fn feed(
         let (events, after, revision) = match read {
             Ok(Ok((Ok((events, after)), revision))) => (events, after, revision),
             Ok(Ok((Err(refused), _))) => {
-                let _ = tx.send(Err(ClientError::Command(refused.into()))).await;
+                let _ = tx.send(Err(ClientError::Command(refused))).await;
                 return;
             }
             Ok(Err(error)) => {

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Int64Builder, RecordBatch, StringBuilder};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result, ScalarValue};
@@ -19,7 +19,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::mpsc::Sender;
 
 use crate::sql::tables::{Projected, blocking_scan, external, send};
-use crate::storage::ReadView;
+use crate::storage::{HistoryEvent, ReadView};
+
+/// One event as the table reads it: revision, number within the revision, the event.
+type Row = (u64, u32, HistoryEvent);
 use crate::storage::schema::HISTORY;
 
 pub struct HistoryTable {
@@ -143,40 +146,34 @@ fn scan_history(
     let events = view.transaction().open_table(HISTORY).map_err(external)?;
     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
-    let mut rows: Vec<(u64, u32, crate::storage::HistoryEvent)> = Vec::with_capacity(batch_rows);
-    let flush = |rows: &mut Vec<(u64, u32, crate::storage::HistoryEvent)>| -> Result<RecordBatch> {
-        let mut ints: Vec<Int64Builder> = (0..6).map(|_| Int64Builder::new()).collect();
-        let mut texts: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
-        for (revision, number, event) in rows.drain(..) {
-            let record = event.entry.as_ref().or(event.prev.as_ref());
-            ints[0].append_value(as_i64(revision));
-            ints[1].append_value(i64::from(number));
-            ints[2].append_option(event.entry.as_ref().map(|e| as_i64(e.version)));
-            ints[3].append_option(record.map(|e| as_i64(e.create_revision)));
-            ints[4].append_option(event.entry.as_ref().map(|e| as_i64(e.mod_revision)));
-            ints[5].append_option(event.entry.as_ref().and_then(|e| e.lease).map(as_i64));
-            texts[0].append_option(text(&event.key));
-            texts[1].append_value(if event.entry.is_some() {
-                "PUT"
-            } else {
-                "DELETE"
-            });
-            texts[2].append_option(event.entry.as_ref().and_then(|e| text(&e.value)));
-            texts[3].append_option(event.prev.as_ref().and_then(|e| text(&e.value)));
-        }
-        let mut ints = ints.into_iter().map(|mut b| Arc::new(b.finish()) as _);
-        let mut texts = texts.into_iter().map(|mut b| Arc::new(b.finish()) as _);
-        let mut next = |int: bool| match int {
-            true => ints.next().expect("six"),
-            false => texts.next().expect("four"),
+    let mut rows: Vec<Row> = Vec::with_capacity(batch_rows);
+    // The columns in schema order, from one batch of rows.
+    let flush = |rows: &mut Vec<Row>| -> Result<RecordBatch> {
+        let batch = std::mem::take(rows);
+        let int = |f: &dyn Fn(&Row) -> Option<i64>| -> ArrayRef {
+            Arc::new(Int64Array::from_iter(batch.iter().map(f)))
         };
-        // Schema order: revision, number, key, kind, value, prev_value, version,
-        // create_revision, mod_revision, lease_id.
-        let (revision, number) = (next(true), next(true));
-        let (key, kind, value, prev) = (next(false), next(false), next(false), next(false));
-        let (version, create, modified, lease) = (next(true), next(true), next(true), next(true));
+        let string = |f: &dyn Fn(&Row) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from_iter(batch.iter().map(f)))
+        };
+        let kind = |event: &HistoryEvent| match event.entry {
+            Some(_) => "PUT",
+            None => "DELETE",
+        };
         let columns = vec![
-            revision, number, key, kind, value, prev, version, create, modified, lease,
+            int(&|(revision, _, _)| Some(as_i64(*revision))),
+            int(&|(_, number, _)| Some(i64::from(*number))),
+            string(&|(_, _, e)| text(&e.key)),
+            string(&|(_, _, e)| Some(kind(e).to_string())),
+            string(&|(_, _, e)| e.entry.as_ref().and_then(|kv| text(&kv.value))),
+            string(&|(_, _, e)| e.prev.as_ref().and_then(|kv| text(&kv.value))),
+            int(&|(_, _, e)| e.entry.as_ref().map(|kv| as_i64(kv.version))),
+            int(&|(_, _, e)| {
+                let record = e.entry.as_ref().or(e.prev.as_ref());
+                record.map(|kv| as_i64(kv.create_revision))
+            }),
+            int(&|(_, _, e)| e.entry.as_ref().map(|kv| as_i64(kv.mod_revision))),
+            int(&|(_, _, e)| e.entry.as_ref().and_then(|kv| kv.lease).map(as_i64)),
         ];
         Ok(RecordBatch::try_new(Arc::clone(schema), columns)?.project(indices)?)
     };

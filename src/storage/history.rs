@@ -8,7 +8,10 @@
 //! revision; and one append-only table is all a write adds (no index by key: a read at a
 //! revision looks at the events since it, as etcd's does). `HistoryBounds` says what is
 //! kept: the state from its `floor` on, the events from its `events_from` on (where a watch
-//! can start).
+//! can start). The writing side is `HistoryWriter` (one per apply transaction); the reading
+//! side is `ReadView`'s `get_at`, `range_at` and `events`, at the end of this file.
+//!
+//! Long because writing and reading the history must agree on one rule, kept in one file.
 
 use std::collections::BTreeMap;
 
@@ -16,32 +19,12 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::api::error::CommandError;
 use crate::api::{KeyRange, KeyValue};
-use crate::storage::codec::{decode_kv_entry, read_meta_in, write_meta};
+use crate::limits::SCAN_ENTRIES_MAX;
+use crate::storage::codec::{decode_kv_entry, read_meta, read_meta_in, write_meta};
 use crate::storage::error::{Error, Result};
+use crate::storage::reads::{Page, ReadView, ScanOptions};
 use crate::storage::schema::{HISTORY, HISTORY_BOUNDS};
 use crate::storage::types::{HistoryBounds, HistoryEvent, KvEntry};
-
-/// Why a read at a revision cannot be answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RevisionError {
-    #[error("revision {revision} is compacted: the oldest revision kept is {oldest}")]
-    Compacted { revision: u64, oldest: u64 },
-    #[error("revision {revision} is a future revision: the current revision is {current}")]
-    Future { revision: u64, current: u64 },
-}
-
-impl From<RevisionError> for CommandError {
-    fn from(error: RevisionError) -> Self {
-        match error {
-            RevisionError::Compacted { revision, oldest } => {
-                CommandError::Compacted { revision, oldest }
-            }
-            RevisionError::Future { revision, current } => {
-                CommandError::FutureRevision { revision, current }
-            }
-        }
-    }
-}
 
 /// Checks that the state at `revision` can be read, given the bounds and the current
 /// revision.
@@ -49,13 +32,13 @@ pub(crate) fn check_revision(
     revision: u64,
     bounds: Option<HistoryBounds>,
     current: u64,
-) -> std::result::Result<(), RevisionError> {
+) -> std::result::Result<(), CommandError> {
     if revision > current {
-        return Err(RevisionError::Future { revision, current });
+        return Err(CommandError::FutureRevision { revision, current });
     }
     let oldest = bounds.map_or(current, |bounds| bounds.floor);
     if revision < oldest {
-        return Err(RevisionError::Compacted { revision, oldest });
+        return Err(CommandError::Compacted { revision, oldest });
     }
     Ok(())
 }
@@ -133,7 +116,7 @@ impl<'txn> HistoryWriter<'txn> {
         current: u64,
     ) -> Result<std::result::Result<(), CommandError>> {
         if let Err(refused) = check_revision(revision, self.bounds, current) {
-            return Ok(Err(refused.into()));
+            return Ok(Err(refused));
         }
         self.events.retain_in((0, 0)..(revision, 0), |_, _| false)?;
         // No bounds yet: the history starts at the current revision (its events not kept).
@@ -294,4 +277,171 @@ pub(crate) fn watch_event(
             .map(|prev| prev.into_key_value(key.clone())),
         key,
     })
+}
+
+/// Reads of the state at a revision and of the events since one: the history's side of a
+/// [`ReadView`].
+impl ReadView {
+    /// The oldest revision the state can be read at (`get_at`, `range_at`).
+    pub fn history_floor(&self) -> Result<u64> {
+        Ok(read_meta(&self.txn, HISTORY_BOUNDS)?.map_or(self.revision, |bounds| bounds.floor))
+    }
+
+    /// The history's bounds as stored (`None`: no history yet).
+    pub fn history_bounds(&self) -> Result<Option<crate::storage::HistoryBounds>> {
+        read_meta(&self.txn, HISTORY_BOUNDS)
+    }
+
+    /// The first revision a watch can start from (every event from there on is kept).
+    pub fn events_from(&self) -> Result<u64> {
+        Ok(events_from(self.history_bounds()?, self.revision))
+    }
+
+    /// A key's record as of `revision`, as readers see it now (expiry judged at this view's
+    /// instant); refused below the history floor and above the current revision.
+    pub fn get_at(
+        &self,
+        key: &[u8],
+        revision: u64,
+    ) -> Result<std::result::Result<Option<KeyValue>, CommandError>> {
+        if let Err(refused) = self.check_revision(revision)? {
+            return Ok(Err(refused));
+        }
+        let events = self.txn.open_table(HISTORY)?;
+        let entry = entry_at(&events, &self.kv, key, revision)?;
+        Ok(Ok(live(entry, key, self.now_ms)))
+    }
+
+    /// As [`ReadView::range`], with the state as of `revision` (the page's revision is
+    /// `revision`).
+    pub fn range_at(
+        &self,
+        range: &KeyRange,
+        options: ScanOptions,
+        revision: u64,
+    ) -> Result<std::result::Result<Page, CommandError>> {
+        if let Err(refused) = self.check_revision(revision)? {
+            return Ok(Err(refused));
+        }
+        let events = self.txn.open_table(HISTORY)?;
+        let limit = options.limit.clamp(1, SCAN_ENTRIES_MAX);
+        let mut kvs: Vec<KeyValue> = Vec::new();
+        let mut continuation = None;
+        let mut page_bytes = 0usize;
+        // The keys changed since `revision` with the records they had then, merged in key
+        // order with the current records of the others.
+        let mut changed = changed_since(&events, range, revision)?
+            .into_iter()
+            .peekable();
+        let mut current = self.kv_range(range)?;
+        let mut next_current = current.next().transpose()?;
+        loop {
+            let from_history = match (&next_current, changed.peek()) {
+                (None, None) => break,
+                (Some((key, _)), Some((changed_key, _))) => changed_key.as_slice() <= key.value(),
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            let (key, entry) = if from_history {
+                let (key, entry) = changed.next().expect("peeked");
+                if next_current
+                    .as_ref()
+                    .is_some_and(|(current_key, _)| current_key.value() == key.as_slice())
+                {
+                    next_current = current.next().transpose()?;
+                }
+                (key, entry)
+            } else {
+                let (key, bytes) = next_current.take().expect("matched");
+                let key = key.value().to_vec();
+                let entry = decode_kv_entry(&key, bytes.value())?;
+                next_current = current.next().transpose()?;
+                (key, Some(entry))
+            };
+            let Some(mut kv) = live(entry, &key, self.now_ms) else {
+                continue;
+            };
+            if kvs.len() == limit {
+                continuation = Some(key);
+                break;
+            }
+            if options.keys_only {
+                kv.value.clear();
+            }
+            page_bytes = page_bytes.saturating_add(kv.key.len() + kv.value.len());
+            if !kvs.is_empty() && page_bytes > options.bytes_max {
+                continuation = Some(key);
+                break;
+            }
+            kvs.push(kv);
+        }
+        Ok(Ok(Page {
+            kvs,
+            continuation,
+            revision,
+        }))
+    }
+
+    /// The events of keys in `range` from revision `from` on, as a watch delivers them: whole
+    /// revisions in order, stopping at the first revision boundary after `max` events or
+    /// `max_bytes` of keys and values (or after `max * 16` rows looked at). Returns them and the revision to go on from (past
+    /// the current revision once every kept event was looked at). Refused when events from
+    /// `from` are no longer kept.
+    pub fn events(
+        &self,
+        from: u64,
+        range: &KeyRange,
+        options: crate::api::WatchOptions,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<std::result::Result<(Vec<crate::api::WatchEvent>, u64), CommandError>> {
+        let oldest = self.events_from()?;
+        if from < oldest {
+            return Ok(Err(CommandError::Compacted {
+                revision: from,
+                oldest,
+            }));
+        }
+        let table = self.txn.open_table(HISTORY)?;
+        let mut events = Vec::new();
+        let (mut looked_at, mut held, mut last) = (0usize, 0usize, None);
+        for item in table.range((from, 0)..)? {
+            let (at, bytes) = item?;
+            let (revision, number) = at.value();
+            if last != Some(revision)
+                && (events.len() >= max || held >= max_bytes || looked_at >= max * 16)
+            {
+                return Ok(Ok((events, revision)));
+            }
+            last = Some(revision);
+            looked_at += 1;
+            let event: crate::storage::HistoryEvent = postcard::from_bytes(bytes.value())
+                .map_err(|e| Error::corrupt(format!("history event {revision}.{number}"), e))?;
+            if let Some(event) = watch_event(revision, event, range, options) {
+                let values = event.kv.iter().chain(&event.prev);
+                held += event.key.len() + values.map(|kv| kv.value.len()).sum::<usize>();
+                events.push(event);
+            }
+        }
+        Ok(Ok((events, from.max(self.revision.saturating_add(1)))))
+    }
+
+    /// Every history event in revision order, for snapshots and backups.
+    pub(crate) fn raw_history(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(u64, u32, crate::storage::HistoryEvent)>>> {
+        let events = self.txn.open_table(HISTORY)?;
+        Ok(events.range::<(u64, u32)>(..)?.map(|item| {
+            let (at, bytes) = item?;
+            let (revision, number) = at.value();
+            let event = postcard::from_bytes(bytes.value())
+                .map_err(|e| Error::corrupt(format!("history event {revision}.{number}"), e))?;
+            Ok((revision, number, event))
+        }))
+    }
+
+    fn check_revision(&self, revision: u64) -> Result<std::result::Result<(), CommandError>> {
+        let bounds = read_meta(&self.txn, HISTORY_BOUNDS)?;
+        Ok(check_revision(revision, bounds, self.revision))
+    }
 }

@@ -14,7 +14,6 @@ use crate::storage::codec::{
     decode_kv_entry, decode_kv_entry_ref, decode_lease, decode_vault, read_meta,
 };
 use crate::storage::error::Result;
-use crate::storage::history::{self, RevisionError};
 use crate::storage::schema::*;
 use crate::storage::store::Store;
 use crate::storage::types::{KvEntry, LeaseRecord};
@@ -77,10 +76,10 @@ impl Store {
 /// The state machine as of one read transaction. Only the `kv` table and the revision are
 /// opened up front (a point get needs nothing else); the rest open on first use.
 pub struct ReadView {
-    txn: ReadTransaction,
-    kv: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    revision: u64,
-    now_ms: u64,
+    pub(in crate::storage) txn: ReadTransaction,
+    pub(in crate::storage) kv: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    pub(in crate::storage) revision: u64,
+    pub(in crate::storage) now_ms: u64,
 }
 
 impl ReadView {
@@ -166,172 +165,6 @@ impl ReadView {
             continuation,
             revision: self.revision,
         })
-    }
-
-    /// The oldest revision the state can be read at (`get_at`, `range_at`).
-    pub fn history_floor(&self) -> Result<u64> {
-        Ok(read_meta(&self.txn, HISTORY_BOUNDS)?.map_or(self.revision, |bounds| bounds.floor))
-    }
-
-    /// The history's bounds as stored (`None`: no history yet).
-    pub fn history_bounds(&self) -> Result<Option<crate::storage::HistoryBounds>> {
-        read_meta(&self.txn, HISTORY_BOUNDS)
-    }
-
-    /// The first revision a watch can start from (every event from there on is kept).
-    pub fn events_from(&self) -> Result<u64> {
-        Ok(history::events_from(self.history_bounds()?, self.revision))
-    }
-
-    /// A key's record as of `revision`, as readers see it now (expiry judged at this view's
-    /// instant); refused below the history floor and above the current revision.
-    pub fn get_at(
-        &self,
-        key: &[u8],
-        revision: u64,
-    ) -> Result<std::result::Result<Option<KeyValue>, RevisionError>> {
-        if let Err(refused) = self.check_revision(revision)? {
-            return Ok(Err(refused));
-        }
-        let events = self.txn.open_table(HISTORY)?;
-        let entry = history::entry_at(&events, &self.kv, key, revision)?;
-        Ok(Ok(history::live(entry, key, self.now_ms)))
-    }
-
-    /// As [`ReadView::range`], with the state as of `revision` (the page's revision is
-    /// `revision`).
-    pub fn range_at(
-        &self,
-        range: &KeyRange,
-        options: ScanOptions,
-        revision: u64,
-    ) -> Result<std::result::Result<Page, RevisionError>> {
-        if let Err(refused) = self.check_revision(revision)? {
-            return Ok(Err(refused));
-        }
-        let events = self.txn.open_table(HISTORY)?;
-        let limit = options.limit.clamp(1, SCAN_ENTRIES_MAX);
-        let mut kvs: Vec<KeyValue> = Vec::new();
-        let mut continuation = None;
-        let mut page_bytes = 0usize;
-        // The keys changed since `revision` with the records they had then, merged in key
-        // order with the current records of the others.
-        let mut changed = history::changed_since(&events, range, revision)?
-            .into_iter()
-            .peekable();
-        let mut current = self.kv_range(range)?;
-        let mut next_current = current.next().transpose()?;
-        loop {
-            let from_history = match (&next_current, changed.peek()) {
-                (None, None) => break,
-                (Some((key, _)), Some((changed_key, _))) => changed_key.as_slice() <= key.value(),
-                (None, Some(_)) => true,
-                (Some(_), None) => false,
-            };
-            let (key, entry) = if from_history {
-                let (key, entry) = changed.next().expect("peeked");
-                if next_current
-                    .as_ref()
-                    .is_some_and(|(current_key, _)| current_key.value() == key.as_slice())
-                {
-                    next_current = current.next().transpose()?;
-                }
-                (key, entry)
-            } else {
-                let (key, bytes) = next_current.take().expect("matched");
-                let key = key.value().to_vec();
-                let entry = decode_kv_entry(&key, bytes.value())?;
-                next_current = current.next().transpose()?;
-                (key, Some(entry))
-            };
-            let Some(mut kv) = history::live(entry, &key, self.now_ms) else {
-                continue;
-            };
-            if kvs.len() == limit {
-                continuation = Some(key);
-                break;
-            }
-            if options.keys_only {
-                kv.value.clear();
-            }
-            page_bytes = page_bytes.saturating_add(kv.key.len() + kv.value.len());
-            if !kvs.is_empty() && page_bytes > options.bytes_max {
-                continuation = Some(key);
-                break;
-            }
-            kvs.push(kv);
-        }
-        Ok(Ok(Page {
-            kvs,
-            continuation,
-            revision,
-        }))
-    }
-
-    /// The events of keys in `range` from revision `from` on, as a watch delivers them: whole
-    /// revisions in order, stopping at the first revision boundary after `max` events or
-    /// `max_bytes` of keys and values (or after `max * 16` rows looked at). Returns them and the revision to go on from (past
-    /// the current revision once every kept event was looked at). Refused when events from
-    /// `from` are no longer kept.
-    pub fn events(
-        &self,
-        from: u64,
-        range: &KeyRange,
-        options: crate::api::WatchOptions,
-        max: usize,
-        max_bytes: usize,
-    ) -> Result<std::result::Result<(Vec<crate::api::WatchEvent>, u64), RevisionError>> {
-        let oldest = self.events_from()?;
-        if from < oldest {
-            return Ok(Err(RevisionError::Compacted {
-                revision: from,
-                oldest,
-            }));
-        }
-        let table = self.txn.open_table(HISTORY)?;
-        let mut events = Vec::new();
-        let (mut looked_at, mut held, mut last) = (0usize, 0usize, None);
-        for item in table.range((from, 0)..)? {
-            let (at, bytes) = item?;
-            let (revision, number) = at.value();
-            if last != Some(revision)
-                && (events.len() >= max || held >= max_bytes || looked_at >= max * 16)
-            {
-                return Ok(Ok((events, revision)));
-            }
-            last = Some(revision);
-            looked_at += 1;
-            let event: crate::storage::HistoryEvent =
-                postcard::from_bytes(bytes.value()).map_err(|e| {
-                    crate::storage::Error::corrupt(format!("history event {revision}.{number}"), e)
-                })?;
-            if let Some(event) = history::watch_event(revision, event, range, options) {
-                let values = event.kv.iter().chain(&event.prev);
-                held += event.key.len() + values.map(|kv| kv.value.len()).sum::<usize>();
-                events.push(event);
-            }
-        }
-        Ok(Ok((events, from.max(self.revision.saturating_add(1)))))
-    }
-
-    /// Every history event in revision order, for snapshots and backups.
-    pub(crate) fn raw_history(
-        &self,
-    ) -> Result<impl Iterator<Item = Result<(u64, u32, crate::storage::HistoryEvent)>>> {
-        let events = self.txn.open_table(HISTORY)?;
-        Ok(events.range::<(u64, u32)>(..)?.map(|item| {
-            let (at, bytes) = item?;
-            let (revision, number) = at.value();
-            let event = postcard::from_bytes(bytes.value()).map_err(|e| {
-                crate::storage::Error::corrupt(format!("history event {revision}.{number}"), e)
-            })?;
-            Ok((revision, number, event))
-        }))
-    }
-
-    fn check_revision(&self, revision: u64) -> Result<std::result::Result<(), RevisionError>> {
-        let bounds = read_meta(&self.txn, HISTORY_BOUNDS)?;
-        Ok(history::check_revision(revision, bounds, self.revision))
     }
 
     /// Live keys in `range`. Reads no values: it counts stored keys and subtracts the expired

@@ -230,6 +230,33 @@ async fn every_cli_command_against_a_local_cluster() {
             "previous: v1".to_string(),
         ]
     );
+    // As JSON lines, puts only.
+    let mut watch_json = Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .args([
+            "--output", "json", "watch", "h", "--rev", &second, "--filter", "put",
+        ])
+        .env("ASPEN_NODE", n)
+        .env("ASPEN_KEY", KEY.get().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn aspen watch --output json");
+    let json_out = watch_json.stdout.take().unwrap();
+    let _watch_json = LocalCluster(watch_json);
+    let event: serde_json::Value = serde_json::from_str(
+        &BufReader::new(json_out)
+            .lines()
+            .next()
+            .expect("a line")
+            .expect("read"),
+    )
+    .unwrap();
+    assert_eq!(
+        (&event["kind"], &event["key"], &event["kv"]["value"]),
+        (&"PUT".into(), &"h".into(), &"v2".into()),
+        "{event}"
+    );
+    assert_eq!(event["revision"].to_string(), second);
     assert_eq!(
         ok(n, &["compact", &second]),
         format!("compacted the history to revision {second}\n")

@@ -169,8 +169,8 @@ async fn a_system_clock_jump_neither_expires_early_nor_resurrects() {
 // one, a read below it is refused naming it, and the revisions kept still read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_compacts_history_past_its_retention() {
+    use aspen::api::CommandError;
     use aspen::config::HistoryRetention;
-    use aspen::storage::history::RevisionError;
     let node = TestNode::start(24, |config| {
         config.storage.history_retention = HistoryRetention::Revisions(10);
     })
@@ -192,7 +192,7 @@ async fn the_leader_compacts_history_past_its_retention() {
     let view = node.node.store().unwrap().read_at(0).unwrap();
     assert_eq!(
         view.get_at(b"k", revision - 11).unwrap(),
-        Err(RevisionError::Compacted {
+        Err(CommandError::Compacted {
             revision: revision - 11,
             oldest: revision - 10
         })

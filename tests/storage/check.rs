@@ -243,7 +243,7 @@ fn format_1_file_is_upgraded_with_vault_metadata() {
 // both revisions.
 #[test]
 fn format_2_file_is_upgraded_with_history_from_its_revision() {
-    use aspen::storage::history::RevisionError;
+    use aspen::api::CommandError;
     use aspen::storage::schema::{HISTORY, HISTORY_BOUNDS, SM_META};
     let dir = written(&[("k", "a"), ("k", "b")]);
     damage(dir.path(), |txn| {
@@ -267,7 +267,7 @@ fn format_2_file_is_upgraded_with_history_from_its_revision() {
     assert_eq!(view.history_floor().unwrap(), 2);
     assert_eq!(
         view.get_at(b"k", 1).unwrap(),
-        Err(RevisionError::Compacted {
+        Err(CommandError::Compacted {
             revision: 1,
             oldest: 2
         })

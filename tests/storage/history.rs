@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use aspen::api::error::CommandError;
 use aspen::api::{KeyRange, KeyValue, Output, Put, WriteOp};
 use aspen::command::Command;
-use aspen::storage::history::RevisionError;
 use aspen::storage::{ScanOptions, Store, StoreOptions, StoreWrite, restore_backup};
 use proptest::prelude::*;
 
@@ -48,7 +47,7 @@ fn check_every_revision(
             .range_at(&KeyRange::prefix(b""), all, revision)
             .map_err(|e| e.to_string())?;
         if revision < floor {
-            let want = RevisionError::Compacted {
+            let want = CommandError::Compacted {
                 revision,
                 oldest: floor,
             };
