@@ -126,6 +126,7 @@ pub(super) async fn watch(
         prev_kv,
         filter,
         progress,
+        consistency,
     } = command
     else {
         unreachable!("called for `aspen watch` only");
@@ -140,7 +141,11 @@ pub(super) async fn watch(
         progress_ms: progress.map_or(0, |every| every.as_millis().max(1) as u64),
     };
     let range = key_range(key, prefix, range_end.as_deref());
-    let mut watcher = client.watch(range, rev, options).await.map_err(e)?;
+    let mut watcher = match (rev, consistency) {
+        (0, ReadConsistency::Linearizable) => client.watch_linearizable(range, options).await,
+        (rev, _) => client.watch(range, rev, options).await,
+    }
+    .map_err(e)?;
     use std::io::Write;
     loop {
         let batch = watcher.next().await.map_err(e)?;

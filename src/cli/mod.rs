@@ -117,6 +117,11 @@ pub enum CliCommand {
         /// While nothing changes, print the revision reached this often (e.g. 5s).
         #[arg(long, value_parser = humantime::parse_duration)]
         progress: Option<std::time::Duration>,
+        /// Without --rev, where "the next change" starts: after the cluster's revision as a
+        /// linearizable read sees it (the default), or after the serving node's own revision
+        /// (stale: no round trip to the leader, but a follower may be behind).
+        #[arg(long, value_enum, default_value = "linearizable")]
+        consistency: ReadConsistency,
     },
     /// Drop the history before revision REV (etcd's compaction; root only): reads at REV and
     /// later still work, older ones are refused. Not `aspen admin defrag`, which gives the

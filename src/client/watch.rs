@@ -33,6 +33,9 @@ pub struct Watcher<'c> {
     _send: Option<iroh::endpoint::SendStream>,
     /// A batch read while the watch was set up, not handed out yet.
     pending: Option<WatchBatch>,
+    /// The index of the node it watches through (or tries first): the client's preferred
+    /// node when the watch began, then the next one each time it fails over.
+    node: usize,
 }
 
 impl Client {
@@ -45,6 +48,18 @@ impl Client {
         start_revision: u64,
         options: WatchOptions,
     ) -> Result<Watcher<'_>> {
+        let node = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
+        self.watch_through(node, range, start_revision, options)
+            .await
+    }
+
+    async fn watch_through(
+        &self,
+        node: usize,
+        range: KeyRange,
+        start_revision: u64,
+        options: WatchOptions,
+    ) -> Result<Watcher<'_>> {
         let mut watcher = Watcher {
             client: self,
             range,
@@ -53,9 +68,33 @@ impl Client {
             stream: None,
             _send: None,
             pending: None,
+            node,
         };
         watcher.resume().await?;
         Ok(watcher)
+    }
+
+    /// Watches `range` from the revision after the cluster's current one, as a linearizable
+    /// read sees it (the leader confirms it with a quorum): every write acknowledged before
+    /// this call is before the watch, every later one in it, whichever node serves the watch
+    /// (a follower that is behind waits until it has applied that far). `watch` from 0
+    /// instead starts after the serving node's own revision, which on a follower may be
+    /// older.
+    pub async fn watch_linearizable(
+        &self,
+        range: KeyRange,
+        options: WatchOptions,
+    ) -> Result<Watcher<'_>> {
+        // The read goes to the leader (and makes it the client's preferred node); the watch
+        // is still served through the node preferred before it.
+        let node = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
+        let count = crate::client::RangeOptions {
+            count_only: true,
+            ..Default::default()
+        };
+        let now = self.range_page(range.clone(), &count).await?.revision;
+        self.watch_through(node, range, now.saturating_add(1), options)
+            .await
     }
 }
 
@@ -83,6 +122,7 @@ impl Watcher<'_> {
                 Err(error) if goes_on(&error) => {
                     self.stream = None;
                     self._send = None;
+                    self.node = (self.node + 1) % self.client.nodes.len();
                 }
                 Err(error) => return Err(error),
             }
@@ -141,18 +181,14 @@ impl Watcher<'_> {
         let deadline = tokio::time::Instant::now() + self.client.retry_budget;
         let mut delay = Duration::from_millis(20);
         let nodes = self.client.nodes.len();
-        let mut index = self
-            .client
-            .preferred
-            .load(std::sync::atomic::Ordering::Relaxed);
         loop {
-            let node = self.client.nodes[index % nodes];
+            let node = self.client.nodes[self.node % nodes];
             let error = match self.open(&node).await {
                 Ok(()) => return Ok(()),
                 Err(error) if goes_on(&error) => error,
                 Err(error) => return Err(error),
             };
-            index += 1;
+            self.node = (self.node + 1) % nodes;
             if tokio::time::Instant::now() + delay > deadline {
                 return Err(error);
             }

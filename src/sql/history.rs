@@ -2,7 +2,9 @@
 //! (revision, number within the revision, key, kind `PUT` or `DELETE`, the value after a put,
 //! the value it replaced, and the record's version, create and mod revisions and lease; text
 //! as in `kv`). Filters on `revision` (`=`, `>`, `>=`, `<`, `<=` against a number) choose the
-//! part of the table read; DataFusion applies them again.
+//! part of the table read; filters on `key` (as in `kv`: `=`, `IN`, `LIKE 'p%'`, comparisons)
+//! skip the other keys' events after reading only their key. DataFusion applies both again.
+//! A client that may read only some prefixes sees only their events.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,7 +20,9 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::mpsc::Sender;
 
+use crate::sql::keys::{KeySet, key_filter};
 use crate::sql::tables::{Projected, blocking_scan, external, send};
+use crate::storage::history::{decode_event, stored_event_key};
 use crate::storage::{HistoryEvent, ReadView};
 
 /// One event as the table reads it: revision, number within the revision, the event.
@@ -28,6 +32,8 @@ use crate::storage::schema::HISTORY;
 pub struct HistoryTable {
     view: Arc<ReadView>,
     schema: SchemaRef,
+    /// The keys whose events the table shows.
+    visible: KeySet,
 }
 
 impl HistoryTable {
@@ -46,7 +52,17 @@ impl HistoryTable {
             int("mod_revision", true),
             int("lease_id", true),
         ]));
-        HistoryTable { view, schema }
+        HistoryTable {
+            view,
+            schema,
+            visible: KeySet::all(),
+        }
+    }
+
+    /// Shows only the events of keys in `visible`.
+    pub fn visible(mut self, visible: KeySet) -> Self {
+        self.visible = visible;
+        self
     }
 }
 
@@ -102,9 +118,11 @@ impl TableProvider for HistoryTable {
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|filter| match revision_bounds(filter) {
-                Some(_) => TableProviderFilterPushDown::Inexact,
-                None => TableProviderFilterPushDown::Unsupported,
+            .map(|filter| {
+                match revision_bounds(filter).is_some() || key_filter(filter, "key").is_some() {
+                    true => TableProviderFilterPushDown::Inexact,
+                    false => TableProviderFilterPushDown::Unsupported,
+                }
             })
             .collect())
     }
@@ -120,16 +138,30 @@ impl TableProvider for HistoryTable {
         for (low, high) in filters.iter().filter_map(revision_bounds) {
             (from, to) = (from.max(low), to.min(high));
         }
+        let mut keys = self.visible.clone();
+        for filter in filters.iter().filter_map(|f| key_filter(f, "key")) {
+            keys = keys.intersect(&filter.keys);
+        }
         let Projected {
             indices,
             schema,
             batch_rows,
         } = Projected::new(&self.schema, projection, state)?;
         let (view, full) = (Arc::clone(&self.view), Arc::clone(&self.schema));
+        let wanted = Wanted {
+            revisions: (from, to),
+            keys,
+        };
         blocking_scan(schema, None, limit, move |tx| {
-            scan_history(&view, &full, &indices, batch_rows, (from, to), tx)
+            scan_history(&view, &full, &indices, batch_rows, &wanted, tx)
         })
     }
+}
+
+/// The events a scan reads: revisions (inclusive) and keys.
+struct Wanted {
+    revisions: (u64, u64),
+    keys: KeySet,
 }
 
 fn scan_history(
@@ -137,12 +169,14 @@ fn scan_history(
     schema: &SchemaRef,
     indices: &[usize],
     batch_rows: usize,
-    (from, to): (u64, u64),
+    wanted: &Wanted,
     tx: &Sender<Result<RecordBatch>>,
 ) -> Result<()> {
-    if from > to {
+    let (from, to) = wanted.revisions;
+    if from > to || wanted.keys.ranges().is_empty() {
         return Ok(());
     }
+    let every_key = wanted.keys.is_all();
     let events = view.transaction().open_table(HISTORY).map_err(external)?;
     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
@@ -183,12 +217,15 @@ fn scan_history(
         if revision > to {
             break;
         }
-        let event = postcard::from_bytes(bytes.value()).map_err(|e| {
-            external(crate::storage::Error::corrupt(
-                format!("history event {revision}.{number}"),
-                e,
-            ))
-        })?;
+        let bytes = bytes.value();
+        if !every_key
+            && !wanted
+                .keys
+                .contains(stored_event_key(revision, number, bytes).map_err(external)?)
+        {
+            continue;
+        }
+        let event = decode_event(revision, number, bytes).map_err(external)?;
         rows.push((revision, number, event));
         if rows.len() == batch_rows && !send(tx, flush(&mut rows)) {
             return Ok(());

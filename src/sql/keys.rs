@@ -53,6 +53,10 @@ impl KeySet {
         &self.0
     }
 
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.0.iter().any(|range| range.contains(key))
+    }
+
     pub fn is_all(&self) -> bool {
         *self == KeySet::all()
     }

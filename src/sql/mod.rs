@@ -182,7 +182,8 @@ impl SqlEngine {
     }
 
     /// Runs `sql` for a client that may read only the keys under `readable` (`None`: every
-    /// key): `kv` and `kv_bytes` hold only those, and `leases` and `vaults` do not exist.
+    /// key): `kv`, `kv_bytes` and `history` hold only those, and `leases` and `vaults` do not
+    /// exist.
     pub async fn query_as(
         &self,
         store: &Arc<Store>,
@@ -269,8 +270,8 @@ impl SqlEngine {
         Ok((plan(&context, sql).await?, stats))
     }
 
-    /// A session over `view`'s tables; with `visible`, only `kv` and `kv_bytes`, holding
-    /// only those keys.
+    /// A session over `view`'s tables; with `visible`, only `kv`, `kv_bytes` and `history`,
+    /// holding only those keys.
     fn context(
         &self,
         view: ReadView,
@@ -289,6 +290,11 @@ impl SqlEngine {
         };
         schema.register_table("kv".into(), kv(Encoding::Text))?;
         schema.register_table("kv_bytes".into(), kv(Encoding::Binary))?;
+        let mut history = history::HistoryTable::new(Arc::clone(&view));
+        if let Some(keys) = &visible {
+            history = history.visible(keys.clone());
+        }
+        schema.register_table("history".into(), Arc::new(history))?;
         if visible.is_none() {
             schema.register_table(
                 "leases".into(),
@@ -297,10 +303,6 @@ impl SqlEngine {
             schema.register_table(
                 "vaults".into(),
                 Arc::new(VaultsTable::new(Arc::clone(&view))),
-            )?;
-            schema.register_table(
-                "history".into(),
-                Arc::new(history::HistoryTable::new(Arc::clone(&view))),
             )?;
         }
         let names = &self.state.config_options().catalog;

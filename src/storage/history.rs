@@ -183,7 +183,17 @@ fn event_key(bytes: &[u8]) -> Option<&[u8]> {
     bytes.get(at..at.checked_add(len)?)
 }
 
-fn decode_event(revision: u64, number: u32, bytes: &[u8]) -> Result<HistoryEvent> {
+/// [`event_key`], or the damage named.
+pub(crate) fn stored_event_key(revision: u64, number: u32, bytes: &[u8]) -> Result<&[u8]> {
+    event_key(bytes).ok_or_else(|| {
+        Error::corrupt(
+            format!("history event {revision}.{number}"),
+            "no key at its start",
+        )
+    })
+}
+
+pub(crate) fn decode_event(revision: u64, number: u32, bytes: &[u8]) -> Result<HistoryEvent> {
     postcard::from_bytes(bytes)
         .map_err(|e| Error::corrupt(format!("history event {revision}.{number}"), e))
 }
@@ -204,12 +214,7 @@ pub(crate) fn changed_since(
         let (at, bytes) = item?;
         let (at_revision, number) = at.value();
         let bytes = bytes.value();
-        let key = event_key(bytes).ok_or_else(|| {
-            Error::corrupt(
-                format!("history event {at_revision}.{number}"),
-                "no key at its start",
-            )
-        })?;
+        let key = stored_event_key(at_revision, number, bytes)?;
         if range.contains(key) && !changed.contains_key(key) {
             let event = decode_event(at_revision, number, bytes)?;
             changed.insert(event.key, event.prev);
@@ -415,8 +420,11 @@ impl ReadView {
             }
             last = Some(revision);
             looked_at += 1;
-            let event: crate::storage::HistoryEvent = postcard::from_bytes(bytes.value())
-                .map_err(|e| Error::corrupt(format!("history event {revision}.{number}"), e))?;
+            // Only the events of the range are decoded whole.
+            if !range.contains(stored_event_key(revision, number, bytes.value())?) {
+                continue;
+            }
+            let event = decode_event(revision, number, bytes.value())?;
             if let Some(event) = watch_event(revision, event, range, options) {
                 let values = event.kv.iter().chain(&event.prev);
                 held += event.key.len() + values.map(|kv| kv.value.len()).sum::<usize>();
@@ -434,9 +442,11 @@ impl ReadView {
         Ok(events.range::<(u64, u32)>(..)?.map(|item| {
             let (at, bytes) = item?;
             let (revision, number) = at.value();
-            let event = postcard::from_bytes(bytes.value())
-                .map_err(|e| Error::corrupt(format!("history event {revision}.{number}"), e))?;
-            Ok((revision, number, event))
+            Ok((
+                revision,
+                number,
+                decode_event(revision, number, bytes.value())?,
+            ))
         }))
     }
 
