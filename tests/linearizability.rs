@@ -7,6 +7,12 @@
 //! against a register model by a Wing-Gong-Lowe search with memoization; on failure the test
 //! prints the smallest non-linearizable part of the key's history.
 //!
+//! Meanwhile one watcher per node watches the keys from the first revision on, resuming on
+//! another node whenever its node dies or cannot serve; at the end every watcher's stream must
+//! be the committed history of the keys exactly: no gap, no duplicate, in revision order,
+//! every acknowledged write in it once, each event's previous value the one before it, ending
+//! at the final state, and equal to a fresh replay of the history on every node.
+//!
 //! CI runs 6 faults; `ASPEN_TEST_LONG=1` runs 60.
 
 #[allow(dead_code)]
@@ -18,7 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aspen::api::{Compare, CompareOp, CompareTarget, Consistency, NodeId, Output, Put, Txn, TxnOp};
+use aspen::api::{
+    Compare, CompareOp, CompareTarget, Consistency, KeyRange, NodeId, Output, Put, Txn, TxnOp,
+    WatchEvent, WatchOptions,
+};
 use aspen::net::endpoint::NodeAddress;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -519,6 +528,139 @@ async fn run_client(
     history
 }
 
+// ---------------------------------------------------------------------------------------------
+// The watchers.
+
+/// The range the watchers watch: every key the clients write, and `END`.
+const WATCHED: &[u8] = b"k";
+/// Written once the clients stopped: a watcher that delivered it has everything before it.
+const END: &str = "k-end";
+
+/// One event as the watchers compare them: revision, key, value (none: a delete), previous.
+type Seen = (u64, String, Option<String>, Option<String>);
+
+fn seen(event: &WatchEvent) -> Seen {
+    let text = |v: &[u8]| String::from_utf8(v.to_vec()).unwrap();
+    (
+        event.revision,
+        text(&event.key),
+        event.kv.as_ref().map(|kv| text(&kv.value)),
+        event.prev.as_ref().map(|kv| text(&kv.value)),
+    )
+}
+
+/// Watches the keys through `addresses[index]` (first) from revision 1 until `END` arrives,
+/// returning every event delivered and the nodes that served them.
+async fn run_watcher(index: usize, addresses: Vec<NodeAddress>) -> (Vec<Seen>, BTreeSet<NodeId>) {
+    let client = aspen::testing::root_client(&addresses)
+        .await
+        .unwrap()
+        .prefer(index)
+        // A watch outlives a node's restart or isolation, however long the run takes.
+        .with_retry_budget(Duration::from_secs(60))
+        .with_request_timeout(Duration::from_secs(2));
+    let options = WatchOptions {
+        prev_kv: true,
+        // A killed node's silence is noticed within three intervals.
+        progress_ms: 300,
+        ..WatchOptions::default()
+    };
+    let mut watcher = client
+        .watch(KeyRange::prefix(WATCHED), 1, options)
+        .await
+        .unwrap_or_else(|e| panic!("watcher {index}: {e}"));
+    let (mut events, mut served_by) = (Vec::new(), BTreeSet::new());
+    loop {
+        let batch = watcher
+            .next()
+            .await
+            .unwrap_or_else(|e| panic!("watcher {index} ended: {e}"));
+        served_by.insert(batch.served_by);
+        for event in &batch.events {
+            events.push(seen(event));
+            if event.key == END.as_bytes() {
+                return (events, served_by);
+            }
+        }
+    }
+}
+
+/// Checks one watcher's stream against what the clients did and the keys' final values
+/// (key to value and revision): revisions strictly increasing; every event a put of a value
+/// some client tried to write to that key, its previous value the key's last value before
+/// it; every acknowledged write there exactly once; each key's last event its final value.
+fn check_stream(
+    watcher: usize,
+    stream: &[Seen],
+    history: &[Event],
+    last: &BTreeMap<String, (Value, u64)>,
+) {
+    let mut tried: BTreeMap<&str, &str> = BTreeMap::new();
+    for event in history {
+        if let Some(value) = written(event) {
+            let refused = matches!(event.outcome, Outcome::Refused(_));
+            if !refused {
+                tried.insert(value, &event.key);
+            }
+        }
+    }
+    let mut current: BTreeMap<&str, (Value, u64)> = BTreeMap::new();
+    let mut delivered: BTreeMap<&str, usize> = BTreeMap::new();
+    for pair in stream.windows(2) {
+        assert!(
+            pair[0].0 < pair[1].0,
+            "watcher {watcher}: revision {} after {}",
+            pair[1].0,
+            pair[0].0
+        );
+    }
+    for (revision, key, value, prev) in stream.iter().filter(|e| e.1 != END) {
+        let value = value
+            .as_deref()
+            .unwrap_or_else(|| panic!("watcher {watcher}: a delete of {key} at {revision}"));
+        assert_eq!(
+            tried.get(value).copied(),
+            Some(key.as_str()),
+            "watcher {watcher}: {key} = {value} at {revision} was never written there"
+        );
+        let before = current.get(key.as_str()).and_then(|(v, _)| v.clone());
+        assert_eq!(
+            *prev, before,
+            "watcher {watcher}: the previous value of {key} at {revision}"
+        );
+        current.insert(key, (Some(value.to_string()), *revision));
+        *delivered.entry(value).or_default() += 1;
+    }
+    for (value, times) in &delivered {
+        assert_eq!(
+            *times, 1,
+            "watcher {watcher}: {value} delivered {times} times"
+        );
+    }
+    for event in history {
+        let acknowledged = matches!(
+            (&event.op, &event.outcome),
+            (Op::Put(_) | Op::Cas { .. }, Outcome::Ok)
+        );
+        if acknowledged {
+            let value = written(event).unwrap();
+            assert!(
+                delivered.contains_key(value),
+                "watcher {watcher}: the acknowledged write {value} of {} is missing",
+                event.key
+            );
+        }
+    }
+    for (key, (value, revision)) in last {
+        let streamed = current.get(key.as_str()).cloned().unwrap_or((None, 0));
+        let expected = (value.clone(), value.as_ref().map_or(0, |_| *revision));
+        assert_eq!(
+            streamed, expected,
+            "watcher {watcher}: the last event of {key} against its final value"
+        );
+    }
+}
+
 /// The leader as node `via` sees it.
 async fn leader_seen_by(address: &NodeAddress) -> Option<NodeId> {
     let client = aspen::testing::root_client(&[*address]).await.ok()?;
@@ -540,7 +682,8 @@ async fn set_isolated(node: &NodeProcess, isolate: bool) {
 
 // Proves: with five clients doing puts, linearizable gets and CASes on four keys while nodes
 // are SIGKILLed and restarted (the leader, then a follower) and the leader is isolated from
-// its peers and healed, the recorded history of every key is linearizable.
+// its peers and healed, the recorded history of every key is linearizable, and a watcher that
+// started on each node delivered the committed history of the keys exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_under_kills_and_partitions_is_linearizable() {
     let root = tempfile::tempdir().unwrap();
@@ -556,6 +699,9 @@ async fn history_under_kills_and_partitions_is_linearizable() {
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let succeeded = Arc::new(AtomicU64::new(0));
+    let watchers: Vec<_> = (0..addresses.len())
+        .map(|i| tokio::spawn(run_watcher(i, addresses.clone())))
+        .collect();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
             tokio::spawn(run_client(
@@ -629,6 +775,48 @@ async fn history_under_kills_and_partitions_is_linearizable() {
         history.len(),
         log.lock().unwrap()
     );
+
+    // The watchers: every stream ends at END, after every key's final value.
+    let closing = aspen::testing::root_client(&addresses)
+        .await
+        .unwrap()
+        .with_retry_budget(Duration::from_secs(30));
+    closing.put(END, "end").await.unwrap();
+    let mut last = BTreeMap::new();
+    for key in KEYS {
+        let kv = closing.get(key).await.unwrap();
+        let revision = kv.as_ref().map_or(0, |kv| kv.mod_revision);
+        let value = kv.map(|kv| String::from_utf8(kv.value).unwrap());
+        last.insert(key.to_string(), (value, revision));
+    }
+    let mut streams = Vec::new();
+    for (i, watcher) in watchers.into_iter().enumerate() {
+        let (stream, served_by) = tokio::time::timeout(Duration::from_secs(120), watcher)
+            .await
+            .unwrap_or_else(|_| panic!("watcher {i} did not reach the end"))
+            .unwrap();
+        eprintln!(
+            "watcher {i}: {} events, served by nodes {served_by:?}",
+            stream.len()
+        );
+        check_stream(i, &stream, &history, &last);
+        streams.push(stream);
+    }
+    // The committed history: each node's replay of it from revision 1, read afresh.
+    for (i, address) in addresses.iter().enumerate() {
+        let (replay, served_by) = run_watcher(0, vec![*address]).await;
+        assert_eq!(served_by.len(), 1);
+        for (w, stream) in streams.iter().enumerate() {
+            assert!(
+                *stream == replay,
+                "watcher {w}'s stream differs from node {}'s history ({} against {} events)",
+                i + 1,
+                stream.len(),
+                replay.len()
+            );
+        }
+    }
+
     // The search recurses once per operation of a key: give it a stack to match.
     std::thread::Builder::new()
         .stack_size(256 << 20)

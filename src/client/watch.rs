@@ -250,7 +250,8 @@ impl Watcher<'_> {
 }
 
 /// Whether the watch goes on on another node after `error` (the stream broke; the node is
-/// busy, stopping, or its storage could not serve it), rather than end (compacted, denied).
+/// busy, stopping, has not applied the cluster's root yet, or its storage could not serve
+/// it), rather than end (compacted, denied).
 fn goes_on(error: &Error) -> bool {
     matches!(
         error,
@@ -259,6 +260,7 @@ fn goes_on(error: &Error) -> bool {
                 ClientError::Unavailable(_)
                     | ClientError::Busy { .. }
                     | ClientError::NotLeader { .. }
+                    | ClientError::NoRootYet
                     | ClientError::Storage(_)
             )
     )
