@@ -108,13 +108,13 @@ impl ClientPort for NodeCore {
                 ));
             }
         }
-        let store = self
-            .store
+        let hub = self
+            .watch_hub
             .clone()
             .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(crate::node::watcher::WATCH_BATCHES_QUEUED);
         tokio::spawn(crate::node::watcher::feed(
-            store,
+            hub,
             range.clone(),
             *start_revision,
             *options,

@@ -56,6 +56,8 @@ pub struct NodeCore {
     storage: StorageWriter,
     /// `None` when the file could not be opened (the node then fails and says why).
     store: Option<Arc<Store>>,
+    /// The reader of live events the node's watches share (with the store).
+    watch_hub: Option<Arc<crate::node::watcher::WatchHub>>,
     address: NodeAddress,
     /// `storage.quota_bytes`.
     quota_bytes: u64,
@@ -371,6 +373,10 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         sql: sql.clone(),
         storage: storage.clone(),
         store: store.as_ref().ok().cloned(),
+        watch_hub: store
+            .as_ref()
+            .ok()
+            .map(|store| Arc::new(crate::node::watcher::WatchHub::new(Arc::clone(store)))),
         address,
         quota_bytes: config.storage.quota_bytes,
         request_timeout,
