@@ -16,7 +16,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-export ASPEN_NODE__DATA_DIR=$work/data ASPEN_HTTP__ADDRESS=127.0.0.1:0 ASPEN_NET__ADDRESS=127.0.0.1:0
+export ASPEN_NODE__DATA_DIR=$work/data ASPEN_HTTP__ADDRESS=127.0.0.1:0 ASPEN_NET__ADDRESS=127.0.0.1:0 ASPEN_ETCD__ADDRESS=127.0.0.1:0
 export ASPEN_HTTP__ADMIN_TOKEN=measure ASPEN_ADMIN_TOKEN=measure
 "$bin/aspen-node" --config config/node.toml > "$work/node.out" 2> "$work/node.err" &
 node_pid=$!

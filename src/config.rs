@@ -48,6 +48,36 @@ pub struct NodeConfig {
     pub supervisor: SupervisorSection,
     pub sql: SqlSection,
     pub auth: AuthSection,
+    pub etcd: EtcdSection,
+}
+
+/// etcd v3's gRPC API (docs/etcd.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdSection {
+    /// Where etcd's clients connect (TCP, gRPC without TLS): loopback by default, port 0
+    /// picks a free port (written to `DATA_DIR/etcd.addr`), empty turns the API off.
+    pub address: String,
+    /// The key file of the Aspen client whose roles requests through the etcd API get (etcd's
+    /// clients prove no Aspen identity). Empty: an identity of the node's own with no roles,
+    /// which is served only with `auth.enabled = false`.
+    pub client_key: String,
+}
+
+impl Default for EtcdSection {
+    fn default() -> Self {
+        EtcdSection {
+            address: "127.0.0.1:2379".into(),
+            client_key: String::new(),
+        }
+    }
+}
+
+impl EtcdSection {
+    /// The address to serve on; `None`: off. Refused by `validate` when it does not parse.
+    pub fn socket_address(&self) -> Option<SocketAddr> {
+        self.address.trim().parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -588,6 +618,22 @@ impl NodeConfig {
             format!(
                 "auth.enabled = false is for a local node only: net.address {} is not loopback",
                 self.net.address
+            ),
+        );
+        let etcd = self.etcd.address.trim();
+        rule(
+            etcd.is_empty() || etcd.parse::<SocketAddr>().is_ok(),
+            format!("etcd.address {etcd:?} is not IP:PORT (or empty: off)"),
+        );
+        rule(
+            self.auth.enabled
+                || self
+                    .etcd
+                    .socket_address()
+                    .is_none_or(|address| address.ip().is_loopback()),
+            format!(
+                "auth.enabled = false is for a local node only: etcd.address {etcd} is not \
+                 loopback"
             ),
         );
         let sql = &self.sql;

@@ -54,6 +54,7 @@ pub mod client;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod etcd;
 pub mod fault;
 pub mod files;
 pub mod flush;

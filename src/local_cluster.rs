@@ -86,6 +86,8 @@ async fn start(
         } else {
             add_auth_section(&config, &roots)?;
         }
+        add_etcd_section(&config, &key_path)?;
+        let _ = std::fs::remove_file(dir.join(crate::node::ETCD_ADDR_FILE));
         let _ = std::fs::remove_file(dir.join(ADDR_FILE));
         let log = crate::files::private_file()
             .create(true)
@@ -157,6 +159,19 @@ async fn start(
     println!("  export ASPEN_KEY={}", key_path.display());
     println!("  (without ASPEN_KEY, aspen uses your ~/.config/aspen/client.key: root here too)");
     println!("  aspen put hello world && aspen get hello");
+    let etcd: Vec<String> = members
+        .iter()
+        .filter_map(|m| std::fs::read_to_string(m.dir.join(crate::node::ETCD_ADDR_FILE)).ok())
+        .map(|a| a.trim().to_string())
+        .collect();
+    if !etcd.is_empty() {
+        println!("or with etcd's clients (acting as the root client above):");
+        println!(
+            "  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={}",
+            etcd.join(",")
+        );
+        println!("  etcdctl put hello world && etcdctl get hello");
+    }
     println!("Ctrl-C stops every node.");
     Ok(())
 }
@@ -209,6 +224,25 @@ fn add_auth_section(path: &Path, roots: &[crate::api::ClientId]) -> Result<(), S
         return Ok(());
     }
     let section = format!("\n{}", auth_section(roots));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, section.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A config without an `[etcd]` section gets one: the etcd API on a free loopback port (kept
+/// across runs), acting as the cluster's first root client.
+fn add_etcd_section(path: &Path, key: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.lines().any(|line| line.trim() == "[etcd]") {
+        return Ok(());
+    }
+    let section = format!(
+        "\n[etcd]\naddress = \"127.0.0.1:{}\"\nclient_key = {:?}\n",
+        free_port(false)?,
+        key.display().to_string()
+    );
     std::fs::OpenOptions::new()
         .append(true)
         .open(path)

@@ -72,6 +72,8 @@ pub fn test_config(node_id: u64, data_dir: &std::path::Path) -> NodeConfig {
     config.node.data_dir = data_dir.to_path_buf();
     config.http.address = "127.0.0.1:0".parse().expect("loopback address");
     config.net.address = "127.0.0.1:0".parse().expect("loopback address");
+    // Off unless a test turns it on (`etcd.address = "127.0.0.1:0"`).
+    config.etcd.address = String::new();
     config.storage.cache_bytes = 8 << 20;
     config.raft.heartbeat_interval_ms = 50;
     config.raft.election_timeout_min_ms = 150;

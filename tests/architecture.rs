@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sql", 3),
     ("net", 3),
     ("client", 3),
+    ("etcd", 3),
     ("actors", 4),
     ("supervisor", 5),
     ("node", 6),

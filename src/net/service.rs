@@ -46,6 +46,8 @@ pub trait ClientPort: Send + Sync + 'static {
     fn node_id(&self) -> NodeId;
     /// The leader as this node knows it.
     fn leader(&self) -> Option<NodeId>;
+    /// The Raft term as this node knows it.
+    fn term(&self) -> u64;
     /// Where member `id` is reached, from the membership.
     fn member_address(&self, id: NodeId) -> Option<NodeAddress>;
     /// Whether the node is stopping: requests are refused (as not proposed) from then on.

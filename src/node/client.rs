@@ -39,6 +39,10 @@ impl ClientPort for NodeCore {
         self.raft.leader()
     }
 
+    fn term(&self) -> u64 {
+        self.raft.with_metrics(|m| m.current_term).unwrap_or(0)
+    }
+
     fn member_address(&self, id: NodeId) -> Option<NodeAddress> {
         self.raft
             .with_metrics(|m| {

@@ -40,6 +40,8 @@ use crate::supervisor::{HealthBoard, NodeSupervisor, SupervisorArgs, SupervisorM
 
 /// `DATA_DIR/http.addr`: the HTTP address the node serves on (`aspen admin --data-dir`).
 pub const HTTP_ADDR_FILE: &str = "http.addr";
+/// The etcd API's address, written into the data dir once it listens (`etcd.address`).
+pub const ETCD_ADDR_FILE: &str = "etcd.addr";
 
 /// How long a write or a read barrier waits for Raft's answer before giving up.
 pub const RAFT_WAIT_MS: u64 = 10_000;
@@ -189,6 +191,8 @@ pub struct Node {
     http_task: tokio::task::JoinHandle<()>,
     /// The periodic hash check (`health.hash_check_interval_ms`), when on.
     hash_task: Option<tokio::task::JoinHandle<()>>,
+    /// The etcd API (`etcd.address`), when on.
+    etcd: Option<crate::etcd::EtcdServer>,
 }
 
 impl Node {
@@ -214,6 +218,11 @@ impl Node {
     /// This node's address: `ENDPOINT_ID@IP:PORT`.
     pub fn address(&self) -> NodeAddress {
         self.address
+    }
+
+    /// Where the etcd API listens, when it is on.
+    pub fn etcd_address(&self) -> Option<SocketAddr> {
+        self.etcd.as_ref().map(|etcd| etcd.address)
     }
 
     /// Stops taking requests; as the leader, waits (at most `HANDOVER_WAIT`) until every voter
@@ -259,6 +268,9 @@ impl Node {
         let _ = self.supervisor_task.await;
         self.http_task.abort();
         let _ = self.http_task.await;
+        if let Some(etcd) = self.etcd.take() {
+            etcd.stop().await;
+        }
     }
 }
 
@@ -427,6 +439,24 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         prepared.admin_token,
         config.net.fault_injection.then(|| faults.net.clone()),
     ));
+    let etcd = match config.etcd.socket_address() {
+        None => None,
+        Some(etcd_address) => {
+            let client = match config.etcd.client_key.trim() {
+                "" => iroh::SecretKey::generate().public(),
+                path => crate::client::load_key(Path::new(path))
+                    .map_err(|e| std::io::Error::other(format!("etcd.client_key: {e}")))?
+                    .public(),
+            };
+            let server = crate::etcd::start(etcd_address, client_service.clone(), client)
+                .await
+                .map_err(|e| std::io::Error::other(format!("etcd.address {etcd_address}: {e}")))?;
+            if let Some(dir) = data_dir::data_dir(&config) {
+                endpoint::write_text_file(dir, ETCD_ADDR_FILE, &server.address.to_string())?;
+            }
+            Some(server)
+        }
+    };
     let hash_task = match config.health.hash_check_interval_ms {
         0 => None,
         ms => Some(tokio::spawn(hashkv::check_periodically(
@@ -477,6 +507,7 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         supervisor_task,
         http_task,
         hash_task,
+        etcd,
     })
 }
 

@@ -184,11 +184,17 @@ impl NodeProcess {
         let _ = std::fs::remove_file(self.dir.join("node.addr"));
         let _ = std::fs::remove_file(self.dir.join(aspen::node::HTTP_ADDR_FILE));
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/node.toml");
+        // etcd's clients act as the tests' root client (beside the data dir, which the node
+        // makes private itself).
+        let root_key = aspen::testing::write_root_key(self.dir.parent().expect("a parent dir"));
+        let _ = std::fs::remove_file(self.dir.join(aspen::node::ETCD_ADDR_FILE));
         let child = Command::new(env!("CARGO_BIN_EXE_aspen-node"))
             .args(["--config", config])
             .env("ASPEN_NODE__ID", self.id.to_string())
             .env("ASPEN_NODE__DATA_DIR", &self.dir)
             .env("ASPEN_HTTP__ADDRESS", "127.0.0.1:0")
+            .env("ASPEN_ETCD__ADDRESS", "127.0.0.1:0")
+            .env("ASPEN_ETCD__CLIENT_KEY", &root_key)
             .env("ASPEN_NET__ADDRESS", format!("127.0.0.1:{}", self.port))
             .env("ASPEN_RAFT__BOOTSTRAP", self.bootstrap)
             .env("ASPEN_RAFT__HEARTBEAT_INTERVAL_MS", "50")
@@ -226,6 +232,18 @@ impl NodeProcess {
         })
         .await;
         address.expect("http address").trim().to_string()
+    }
+
+    /// The etcd API address the running process wrote to DIR/etcd.addr.
+    #[allow(dead_code)] // used by tests/cluster only
+    pub async fn etcd_address(&self) -> String {
+        let mut address = None;
+        eventually("the node wrote etcd.addr", || {
+            address = std::fs::read_to_string(self.dir.join(aspen::node::ETCD_ADDR_FILE)).ok();
+            std::future::ready(address.is_some())
+        })
+        .await;
+        address.expect("etcd address").trim().to_string()
     }
 
     /// The running process's id.

@@ -731,6 +731,7 @@ fn start_node_process(dir: &std::path::Path) -> Reaped {
         ])
         .env("ASPEN_NODE__DATA_DIR", dir)
         .env("ASPEN_HTTP__ADDRESS", "127.0.0.1:0")
+        .env("ASPEN_ETCD__ADDRESS", "127.0.0.1:0")
         .env("ASPEN_NET__ADDRESS", "127.0.0.1:0")
         .env("ASPEN_HTTP__ADMIN_TOKEN", TOKEN)
         .env("ASPEN_NET__SLOW_REQUEST_MS", "0")

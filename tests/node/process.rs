@@ -59,6 +59,7 @@ async fn seed(config: &str, dir: &std::path::Path) {
             dir.display().to_string(),
         ),
         ("ASPEN_HTTP__ADDRESS".to_string(), "127.0.0.1:0".to_string()),
+        ("ASPEN_ETCD__ADDRESS".to_string(), "127.0.0.1:0".to_string()),
         ("ASPEN_NET__ADDRESS".to_string(), "127.0.0.1:0".to_string()),
     ];
     let config = aspen::config::NodeConfig::load_with_env(config.as_ref(), env).unwrap();
@@ -111,6 +112,7 @@ async fn node_process_serves_health_status_and_metrics() {
         .args(["--config", config])
         .env("ASPEN_NODE__DATA_DIR", dir.path())
         .env("ASPEN_HTTP__ADDRESS", "127.0.0.1:0")
+        .env("ASPEN_ETCD__ADDRESS", "127.0.0.1:0")
         .env("ASPEN_NET__ADDRESS", "127.0.0.1:0")
         .env("ASPEN_HEALTH__INTERVAL_MS", "50")
         .env("ASPEN_HEALTH__PING_TIMEOUT_MS", "40")
@@ -331,6 +333,7 @@ fn node_process_refuses_corrupt_storage_and_exits() {
         .env("ASPEN_NODE__DATA_DIR", dir.path())
         .env("ASPEN_NODE__EXIT_ON_FAILURE", "true")
         .env("ASPEN_HTTP__ADDRESS", "127.0.0.1:0")
+        .env("ASPEN_ETCD__ADDRESS", "127.0.0.1:0")
         .env("ASPEN_NET__ADDRESS", "127.0.0.1:0")
         .env("RUST_LOG", "error")
         .output()
@@ -357,6 +360,10 @@ fn node_process_rejects_bad_config_with_exit_2() {
         (
             "[health]\nhash_check_interval_ms = 10\n",
             "health.hash_check_interval_ms (10) must be 0 (off) or at least 1000",
+        ),
+        (
+            "[etcd]\naddress = \"localhost\"\n",
+            "etcd.address \"localhost\" is not IP:PORT (or empty: off)",
         ),
     ] {
         let path = dir.path().join("bad.toml");

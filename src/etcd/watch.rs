@@ -1,0 +1,305 @@
+//! etcd's `Watch` service: one bidirectional stream carries many watches. Each created
+//! watch is an Aspen watch on this node (`ClientPort::watch`, served from its applied state,
+//! as etcd serves watches from the member the client reached); a task per watch turns its
+//! frames into `WatchResponse`s on the stream's one bounded queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::api::error::CommandError;
+use crate::api::{
+    ClientError, ClientOp, ClientOutput, EventKind, KeyValue, WatchEvent, WatchFilter, WatchOptions,
+};
+use crate::etcd::kv::to_kv;
+use crate::etcd::proto::etcdserverpb::{
+    self as pb, watch_create_request::FilterType, watch_request, watch_server::Watch,
+};
+use crate::etcd::proto::mvccpb;
+use crate::etcd::{Gateway, key_range, signed, unsigned};
+use crate::net::service::ClientPort;
+
+/// Responses a stream may have waiting for its client; a watch whose events do not fit
+/// waits (its node-side feed is bounded too).
+const RESPONSES_QUEUED: usize = 16;
+/// Watches one stream may run at once.
+pub const WATCHES_PER_STREAM_MAX: usize = 1_000;
+/// How often a watch created with `progress_notify` hears the revision it reached while
+/// nothing changes: etcd's default (10 minutes).
+const PROGRESS_NOTIFY_MS: u64 = 10 * 60 * 1000;
+
+type Responses = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+/// A running watch of a stream: its task and the revision it has delivered up to.
+struct Running {
+    task: tokio::task::JoinHandle<()>,
+    reached: Arc<AtomicU64>,
+}
+
+/// An Aspen event as etcd's: a delete carries the key and the revision of the delete.
+fn event(e: WatchEvent) -> mvccpb::Event {
+    let kind = match e.kind {
+        EventKind::Put => mvccpb::event::EventType::Put,
+        EventKind::Delete => mvccpb::event::EventType::Delete,
+    };
+    let kv = match e.kv {
+        Some(kv) => to_kv(kv),
+        None => to_kv(KeyValue {
+            key: e.key,
+            value: Vec::new(),
+            version: 0,
+            create_revision: 0,
+            mod_revision: e.revision,
+            lease: None,
+            expires_at_ms: None,
+        }),
+    };
+    mvccpb::Event {
+        r#type: kind as i32,
+        kv: Some(kv),
+        prev_kv: e.prev.map(to_kv),
+    }
+}
+
+impl<P: ClientPort> Gateway<P> {
+    fn watch_response(&self, id: i64, revision: u64) -> pb::WatchResponse {
+        pb::WatchResponse {
+            header: self.local_header(revision),
+            watch_id: id,
+            ..pb::WatchResponse::default()
+        }
+    }
+
+    /// The answer to a watch that could not start or had to end: canceled, with the oldest
+    /// revision kept when it was compacted.
+    fn canceled(&self, id: i64, error: &ClientError) -> pb::WatchResponse {
+        let compact_revision = match error {
+            ClientError::Command(CommandError::Compacted { oldest, .. }) => signed(*oldest),
+            _ => 0,
+        };
+        let reason = match compact_revision {
+            0 => error.to_string(),
+            _ => "etcdserver: mvcc: required revision has been compacted".to_string(),
+        };
+        pb::WatchResponse {
+            canceled: true,
+            compact_revision,
+            cancel_reason: reason,
+            ..self.watch_response(id, 0)
+        }
+    }
+
+    /// Starts watch `id` from `create`; its responses go to `out`.
+    async fn create(
+        &self,
+        id: i64,
+        create: pb::WatchCreateRequest,
+        out: &Responses,
+    ) -> Option<Running> {
+        let (puts, deletes) = (
+            !create.filters.contains(&(FilterType::Noput as i32)),
+            !create.filters.contains(&(FilterType::Nodelete as i32)),
+        );
+        let filter = match (puts, deletes) {
+            (true, true) => WatchFilter::All,
+            (true, false) => WatchFilter::PutsOnly,
+            (false, true) => WatchFilter::DeletesOnly,
+            (false, false) => {
+                let refused = ClientError::BadRequest(
+                    "a watch that filters out both puts and deletes sees nothing".into(),
+                );
+                let _ = out.send(Ok(self.canceled(id, &refused))).await;
+                return None;
+            }
+        };
+        let op = ClientOp::Watch {
+            range: key_range(&create.key, &create.range_end),
+            start_revision: unsigned(create.start_revision),
+            options: WatchOptions {
+                filter,
+                prev_kv: create.prev_kv,
+                progress_ms: if create.progress_notify {
+                    PROGRESS_NOTIFY_MS
+                } else {
+                    0
+                },
+            },
+        };
+        let frames = match self.port().watch(self.client(), &op).await {
+            Ok(frames) => frames,
+            Err(error) => {
+                let created = pb::WatchResponse {
+                    created: true,
+                    ..self.watch_response(id, 0)
+                };
+                if out.send(Ok(created)).await.is_ok() {
+                    let _ = out.send(Ok(self.canceled(id, &error))).await;
+                }
+                return None;
+            }
+        };
+        let reached = Arc::new(AtomicU64::new(0));
+        let task =
+            tokio::spawn(
+                self.clone()
+                    .forward(id, frames, out.clone(), Arc::clone(&reached)),
+            );
+        Some(Running { task, reached })
+    }
+
+    /// Turns watch `id`'s frames into responses: `created` first, then events (or progress),
+    /// and a cancel with the reason when the watch ends.
+    async fn forward(
+        self,
+        id: i64,
+        mut frames: crate::net::service::WatchFrames,
+        out: Responses,
+        reached: Arc<AtomicU64>,
+    ) {
+        let mut created = false;
+        while let Some(frame) = frames.recv().await {
+            let answer = match frame {
+                Ok((ClientOutput::Watch(events), revision)) => {
+                    reached.store(revision, Ordering::Relaxed);
+                    if !created {
+                        created = true;
+                        let first = pb::WatchResponse {
+                            created: true,
+                            ..self.watch_response(id, revision)
+                        };
+                        if out.send(Ok(first)).await.is_err() {
+                            return;
+                        }
+                        if events.is_empty() {
+                            continue;
+                        }
+                    }
+                    pb::WatchResponse {
+                        events: events.into_iter().map(event).collect(),
+                        ..self.watch_response(id, revision)
+                    }
+                }
+                Ok(_) => continue,
+                Err(error) => {
+                    // As etcd: the watch was created, then canceled (compacted: with the
+                    // oldest revision kept).
+                    if !created {
+                        let first = pb::WatchResponse {
+                            created: true,
+                            ..self.watch_response(id, 0)
+                        };
+                        if out.send(Ok(first)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = out.send(Ok(self.canceled(id, &error))).await;
+                    return;
+                }
+            };
+            if out.send(Ok(answer)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One stream: creates, cancels and progress requests until the client closes it.
+    async fn session(self, mut requests: Streaming<pb::WatchRequest>, out: Responses) {
+        let mut running: HashMap<i64, Running> = HashMap::new();
+        let mut next_id: i64 = 0;
+        loop {
+            let request = tokio::select! {
+                request = requests.message() => request,
+                () = out.closed() => break,
+                () = self.stopped() => break,
+            };
+            let Ok(Some(request)) = request else { break };
+            running.retain(|_, watch| !watch.task.is_finished());
+            match request.request_union {
+                Some(watch_request::RequestUnion::CreateRequest(create)) => {
+                    let id = match create.watch_id {
+                        0 => {
+                            while running.contains_key(&next_id) {
+                                next_id += 1;
+                            }
+                            next_id
+                        }
+                        id => id,
+                    };
+                    let refused = if running.contains_key(&id) {
+                        Some(format!("etcdserver: duplicate watch ID {id}"))
+                    } else if running.len() >= WATCHES_PER_STREAM_MAX {
+                        Some(format!(
+                            "aspen: a stream runs at most {WATCHES_PER_STREAM_MAX} watches"
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = refused {
+                        let answer = pb::WatchResponse {
+                            created: true,
+                            canceled: true,
+                            cancel_reason: reason,
+                            ..self.watch_response(id, 0)
+                        };
+                        if out.send(Ok(answer)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    if let Some(watch) = self.create(id, create, &out).await {
+                        running.insert(id, watch);
+                    }
+                }
+                Some(watch_request::RequestUnion::CancelRequest(cancel)) => {
+                    if let Some(watch) = running.remove(&cancel.watch_id) {
+                        watch.task.abort();
+                    }
+                    let answer = pb::WatchResponse {
+                        canceled: true,
+                        ..self.watch_response(cancel.watch_id, 0)
+                    };
+                    if out.send(Ok(answer)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(watch_request::RequestUnion::ProgressRequest(_)) => {
+                    // Every watch of the stream delivered up to the least revision reached.
+                    let revision = running
+                        .values()
+                        .map(|watch| watch.reached.load(Ordering::Relaxed))
+                        .min()
+                        .unwrap_or(0);
+                    if out
+                        .send(Ok(self.watch_response(-1, revision)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                None => {}
+            }
+        }
+        for watch in running.into_values() {
+            watch.task.abort();
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<P: ClientPort> Watch for Gateway<P> {
+    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (out, responses) = mpsc::channel(RESPONSES_QUEUED);
+        tokio::spawn(self.clone().session(request.into_inner(), out));
+        Ok(Response::new(ReceiverStream::new(responses)))
+    }
+}
