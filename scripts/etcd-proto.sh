@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p src/etcd/proto
 CARGO_TARGET_DIR=target/etcd-proto cargo run --quiet --release \
-  --manifest-path tools/etcd-proto/Cargo.toml -- proto/etcd src/etcd/proto
+  --manifest-path tools/etcd-proto/Cargo.toml --bin etcd-proto -- proto/etcd src/etcd/proto
 rustfmt --edition 2024 src/etcd/proto/*.rs

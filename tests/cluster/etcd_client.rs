@@ -1,0 +1,293 @@
+//! The Rust `etcd-client` crate (etcd's gRPC API, as its users call it) against Aspen's etcd
+//! API on a 3-node cluster of real processes: the storage calls of the Kubernetes API
+//! server, and a watch that outlives the leader.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+
+use crate::util::{NodeProcess, start_process_cluster};
+
+async fn etcd_addresses(nodes: &BTreeMap<u64, NodeProcess>) -> BTreeMap<u64, String> {
+    let mut addresses = BTreeMap::new();
+    for (id, node) in nodes {
+        addresses.insert(*id, node.etcd_address().await);
+    }
+    addresses
+}
+
+/// The revision in a response's header.
+fn revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+    header.expect("a response header").revision()
+}
+
+// Proves the Kubernetes API server's call pattern works through etcd-client: create if absent
+// (a transaction on mod_revision = 0, the loser reading what is there), update (a transaction
+// on the mod_revision read; a stale one fails), a paginated list with a limit at one fixed
+// revision that a later write does not change, a watch from a revision with a progress
+// request answered at the revision reached, a lease per batch of events, and a compaction
+// by revision after which the old revision is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_call_pattern_works_through_etcd_client() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, _) = start_process_cluster(root.path(), 1..=3, &[]).await;
+    let endpoints: Vec<String> = etcd_addresses(&nodes).await.into_values().collect();
+    let mut client = Client::connect(&endpoints, None).await.expect("connect");
+
+    // Create if absent.
+    let create = |key: &str, value: &str| {
+        Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)])
+    };
+    let created = client.txn(create("/registry/pods/a", "v1")).await.unwrap();
+    assert!(created.succeeded());
+    let again = client
+        .txn(create("/registry/pods/a", "other"))
+        .await
+        .unwrap();
+    assert!(!again.succeeded());
+    let existing = match &again.op_responses()[..] {
+        [TxnOpResponse::Get(get)] => get.kvs()[0].clone(),
+        other => panic!("the failure branch answered {other:?}"),
+    };
+    assert_eq!(existing.value(), b"v1");
+
+    // Update on the mod revision read; a stale one fails.
+    let update = |revision: i64, value: &str| {
+        Txn::new()
+            .when([Compare::mod_revision(
+                "/registry/pods/a",
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::put("/registry/pods/a", value, None)])
+            .or_else([TxnOp::get("/registry/pods/a", None)])
+    };
+    let read = existing.mod_revision();
+    assert!(client.txn(update(read, "v2")).await.unwrap().succeeded());
+    assert!(!client.txn(update(read, "v3")).await.unwrap().succeeded());
+
+    // A paginated list at one revision.
+    for i in 0..10 {
+        client
+            .put(format!("/registry/nodes/{i:02}"), "n", None)
+            .await
+            .unwrap();
+    }
+    let first = client
+        .get(
+            "/registry/nodes/",
+            Some(GetOptions::new().with_prefix().with_limit(4)),
+        )
+        .await
+        .unwrap();
+    assert!(first.more());
+    assert_eq!(first.count(), 10);
+    let at = revision(first.header());
+    client
+        .put("/registry/nodes/99", "late", None)
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = first
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_string())
+        .collect();
+    loop {
+        let mut from = listed.last().unwrap().clone().into_bytes();
+        from.push(0);
+        let page = client
+            .get(
+                from,
+                Some(
+                    GetOptions::new()
+                        .with_range("/registry/nodes0")
+                        .with_limit(4)
+                        .with_revision(at),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(revision(page.header()), at);
+        listed.extend(
+            page.kvs()
+                .iter()
+                .map(|kv| kv.key_str().unwrap().to_string()),
+        );
+        if !page.more() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("/registry/nodes/{i:02}")).collect();
+    assert_eq!(listed, expected, "the list at revision {at}");
+
+    // A watch from a revision, and a progress request.
+    let mut watch = client
+        .watch(
+            "/registry/nodes/",
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(at + 1)
+                    .with_progress_notify(),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while events.is_empty() {
+        let response = tokio::time::timeout(Duration::from_secs(20), watch.message())
+            .await
+            .expect("a watch response within 20 s")
+            .unwrap()
+            .expect("the stream is open");
+        events.extend(response.events().iter().map(|e| {
+            let kv = e.kv().unwrap();
+            (
+                e.event_type(),
+                kv.key_str().unwrap().to_string(),
+                kv.mod_revision(),
+            )
+        }));
+    }
+    assert_eq!(events[0].0, EventType::Put);
+    assert_eq!(events[0].1, "/registry/nodes/99");
+    let late = events[0].2;
+    watch.request_progress().await.unwrap();
+    let progress = loop {
+        let response = tokio::time::timeout(Duration::from_secs(20), watch.message())
+            .await
+            .expect("a progress response within 20 s")
+            .unwrap()
+            .expect("the stream is open");
+        if response.events().is_empty() && !response.created() {
+            break response;
+        }
+    };
+    assert!(revision(progress.header()) >= late, "{progress:?}");
+
+    // A lease for a batch of events.
+    let lease = client.lease_grant(60, None).await.unwrap().id();
+    client
+        .put(
+            "/registry/events/e1",
+            "x",
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+    let event = client.get("/registry/events/e1", None).await.unwrap();
+    assert_eq!(event.kvs()[0].lease(), lease);
+
+    // Compaction by revision.
+    let now = revision(event.header());
+    client.compact(now, None).await.unwrap();
+    let old = client
+        .get(
+            "/registry/pods/a",
+            Some(GetOptions::new().with_revision(read)),
+        )
+        .await
+        .expect_err("a compacted revision is refused");
+    assert!(
+        old.to_string()
+            .contains("required revision has been compacted"),
+        "{old}"
+    );
+}
+
+// Proves a watch through etcd-client survives the loss of its node, as a Kubernetes reflector
+// resumes one: the watch runs on the leader while puts commit through another node; the
+// leader is SIGKILLed part way; the watcher watches again through a live node from the
+// revision after the last event it got, and every put arrives exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_through_etcd_client_outlives_the_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, members) = start_process_cluster(root.path(), 1..=3, &[]).await;
+    let addresses = etcd_addresses(&nodes).await;
+    let aspen = aspen::testing::root_client(&members.values().copied().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let leader = aspen.status().await.unwrap().leader.expect("a leader");
+    let others: Vec<String> = addresses
+        .iter()
+        .filter(|(id, _)| **id != leader)
+        .map(|(_, a)| a.clone())
+        .collect();
+
+    let mut writer = Client::connect(&others, None).await.unwrap();
+    let start = revision(writer.get("w/", None).await.unwrap().header()) + 1;
+    let writes = tokio::spawn(async move {
+        let mut revisions = Vec::new();
+        for i in 0..60 {
+            // Created only if absent, so a put tried again after its answer was lost (the
+            // leader died) is not applied twice; its revision is then the key's.
+            let key = format!("w/{i:03}");
+            let create = Txn::new()
+                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), "v", None)])
+                .or_else([TxnOp::get(key.as_str(), None)]);
+            let revision = loop {
+                match writer.txn(create.clone()).await {
+                    Ok(txn) if txn.succeeded() => break revision(txn.header()),
+                    Ok(txn) => match &txn.op_responses()[..] {
+                        [TxnOpResponse::Get(get)] => break get.kvs()[0].mod_revision(),
+                        other => panic!("the failure branch answered {other:?}"),
+                    },
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
+            revisions.push(revision);
+        }
+        revisions
+    });
+
+    let watch_through = |address: String, from: i64| async move {
+        let mut client = Client::connect([address], None).await?;
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        let stream = client.watch("w/", Some(options)).await?;
+        Ok::<_, etcd_client::Error>((client, stream))
+    };
+    let (mut _watching, mut stream) = watch_through(addresses[&leader].clone(), start)
+        .await
+        .unwrap();
+    let mut got: Vec<(String, i64)> = Vec::new();
+    let mut killed = false;
+    let mut next = start;
+    while got.len() < 60 {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("a watch response within 30 s");
+        match message {
+            Ok(Some(response)) => {
+                assert!(!response.canceled(), "{response:?}");
+                for event in response.events() {
+                    let kv = event.kv().unwrap();
+                    got.push((kv.key_str().unwrap().to_string(), kv.mod_revision()));
+                    next = kv.mod_revision() + 1;
+                }
+            }
+            // The stream broke: watch again through a live node, from the next revision.
+            Ok(None) | Err(_) => {
+                (_watching, stream) = watch_through(others[got.len() % others.len()].clone(), next)
+                    .await
+                    .expect("a watch through a live node");
+            }
+        }
+        if !killed && got.len() >= 20 {
+            killed = true;
+            nodes.get_mut(&leader).unwrap().kill();
+        }
+    }
+    let revisions = writes.await.unwrap();
+    let keys: Vec<String> = got.iter().map(|(k, _)| k.clone()).collect();
+    let expected: Vec<String> = (0..60).map(|i| format!("w/{i:03}")).collect();
+    assert_eq!(keys, expected, "every put once, in order");
+    assert_eq!(got.iter().map(|(_, r)| *r).collect::<Vec<_>>(), revisions);
+}
