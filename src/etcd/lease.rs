@@ -36,6 +36,21 @@ impl<P: ClientPort> Gateway<P> {
         }
     }
 
+    /// Every live lease (a linearizable read), and the header of the answer.
+    async fn leases(
+        &self,
+    ) -> Result<(Vec<crate::api::LeaseSummary>, Option<pb::ResponseHeader>), Status> {
+        let answer = self
+            .run(ClientOp::LeaseList {
+                consistency: Consistency::Linearizable,
+            })
+            .await?;
+        let ClientOutput::Leases(leases) = answer.output else {
+            return Err(Status::internal("a lease list answered something else"));
+        };
+        Ok((leases, self.header(answer.revision, answer.served_by)))
+    }
+
     /// One keep-alive: the lease's TTL in seconds, 0 when it is gone (as etcd answers).
     async fn keep_alive(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let op = WriteOp::LeaseKeepAlive { id: unsigned(id) };
@@ -125,15 +140,7 @@ impl<P: ClientPort> Lease for Gateway<P> {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let r = request.into_inner();
-        let answer = self
-            .run(ClientOp::LeaseList {
-                consistency: Consistency::Linearizable,
-            })
-            .await?;
-        let ClientOutput::Leases(leases) = answer.output else {
-            return Err(Status::internal("a lease list answered something else"));
-        };
-        let header = self.header(answer.revision, answer.served_by);
+        let (leases, header) = self.leases().await?;
         let Some(lease) = leases.into_iter().find(|l| l.id == unsigned(r.id)) else {
             // As etcd: a lease that is gone has a TTL of -1.
             return Ok(Response::new(pb::LeaseTimeToLiveResponse {
@@ -182,16 +189,9 @@ impl<P: ClientPort> Lease for Gateway<P> {
         &self,
         _request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        let answer = self
-            .run(ClientOp::LeaseList {
-                consistency: Consistency::Linearizable,
-            })
-            .await?;
-        let ClientOutput::Leases(leases) = answer.output else {
-            return Err(Status::internal("a lease list answered something else"));
-        };
+        let (leases, header) = self.leases().await?;
         Ok(Response::new(pb::LeaseLeasesResponse {
-            header: self.header(answer.revision, answer.served_by),
+            header,
             leases: leases
                 .into_iter()
                 .map(|l| pb::LeaseStatus { id: signed(l.id) })

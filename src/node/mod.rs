@@ -428,17 +428,6 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
         admission: admission.clone(),
     };
 
-    let listener = tokio::net::TcpListener::bind(config.http.address).await?;
-    let http_address = listener.local_addr()?;
-    if let Some(dir) = data_dir::data_dir(&config) {
-        endpoint::write_text_file(dir, HTTP_ADDR_FILE, &http_address.to_string())?;
-    }
-    let http_task = tokio::spawn(crate::net::http::serve(
-        listener,
-        Arc::clone(&core),
-        prepared.admin_token,
-        config.net.fault_injection.then(|| faults.net.clone()),
-    ));
     let etcd = match config.etcd.socket_address() {
         None => None,
         Some(etcd_address) => {
@@ -457,6 +446,17 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
             Some(server)
         }
     };
+    let listener = tokio::net::TcpListener::bind(config.http.address).await?;
+    let http_address = listener.local_addr()?;
+    if let Some(dir) = data_dir::data_dir(&config) {
+        endpoint::write_text_file(dir, HTTP_ADDR_FILE, &http_address.to_string())?;
+    }
+    let http_task = tokio::spawn(crate::net::http::serve(
+        listener,
+        Arc::clone(&core),
+        prepared.admin_token,
+        config.net.fault_injection.then(|| faults.net.clone()),
+    ));
     let hash_task = match config.health.hash_check_interval_ms {
         0 => None,
         ms => Some(tokio::spawn(hashkv::check_periodically(
