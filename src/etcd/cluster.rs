@@ -1,4 +1,4 @@
-//! etcd's `Cluster` (member list) and `Maintenance` (status) services from the node's
+//! etcd's `Cluster` (member list, promote, remove) and `Maintenance` (status) services from the node's
 //! cluster status. Member ids are Raft node ids; a member's peer URL is its Aspen address.
 
 use tonic::{Request, Response, Status};
@@ -21,14 +21,9 @@ impl<P: ClientPort> Gateway<P> {
             _ => Err(Status::internal("a status answered something else")),
         }
     }
-}
 
-#[tonic::async_trait]
-impl<P: ClientPort> Cluster for Gateway<P> {
-    async fn member_list(
-        &self,
-        _request: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
+    /// The members as etcd lists them, with the header of the status read.
+    async fn members(&self) -> Result<(Vec<pb::Member>, Option<pb::ResponseHeader>), Status> {
         let (status, revision) = self.status_of_node().await?;
         let members = status
             .members
@@ -41,10 +36,59 @@ impl<P: ClientPort> Cluster for Gateway<P> {
                 is_learner: !member.voter,
             })
             .collect();
-        Ok(Response::new(pb::MemberListResponse {
-            header: self.local_header(revision),
-            members,
-        }))
+        Ok((members, self.local_header(revision)))
+    }
+
+    /// Runs a membership change (forwarded to the leader), then lists the members.
+    async fn change_members(
+        &self,
+        op: ClientOp,
+    ) -> Result<(Vec<pb::Member>, Option<pb::ResponseHeader>), Status> {
+        self.run(op).await?;
+        self.members().await
+    }
+}
+
+#[tonic::async_trait]
+impl<P: ClientPort> Cluster for Gateway<P> {
+    async fn member_list(
+        &self,
+        _request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let (members, header) = self.members().await?;
+        Ok(Response::new(pb::MemberListResponse { header, members }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let id = request.into_inner().id;
+        if !self.members().await?.0.iter().any(|member| member.id == id) {
+            return Err(Status::not_found("etcdserver: member not found"));
+        }
+        let (members, header) = self.change_members(ClientOp::Remove { id }).await?;
+        Ok(Response::new(pb::MemberRemoveResponse { header, members }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let id = request.into_inner().id;
+        let (members, _) = self.members().await?;
+        // As etcd: only a learner is promoted.
+        match members.iter().find(|member| member.id == id) {
+            None => return Err(Status::not_found("etcdserver: member not found")),
+            Some(member) if !member.is_learner => {
+                return Err(Status::failed_precondition(
+                    "etcdserver: can only promote a learner member",
+                ));
+            }
+            Some(_) => {}
+        }
+        let (members, header) = self.change_members(ClientOp::Promote { id }).await?;
+        Ok(Response::new(pb::MemberPromoteResponse { header, members }))
     }
 }
 

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{Cluster, start_process_cluster};
+use crate::util::{Cluster, NodeProcess, start_process_cluster};
 
 /// What an etcdctl run printed.
 struct Run {
@@ -50,13 +50,14 @@ fn revision(endpoints: &str) -> u64 {
 
 // Proves etcdctl's put, get (prefix, limit, sort, keys only, at a revision), txn, del, watch
 // (replay and live), lease grant/attach/timetolive/list/keep-alive/revoke, member list,
-// endpoint status and compaction work against a 3-node cluster of real processes through
-// any member, printing what etcd 3.4 prints (the expected lines were taken from etcd 3.4.23
-// on this machine), and that a compacted revision gets etcd's error.
+// member promote and remove (of a learner added with aspen), endpoint status and compaction
+// work against a 3-node cluster of real processes through any member, printing what etcd
+// 3.4 prints (the expected lines were taken from etcd 3.4.23 on this machine), and that a
+// compacted revision, a voter's promotion and an unknown member get etcd's errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_a_three_node_cluster() {
     let root = tempfile::tempdir().unwrap();
-    let (nodes, _) = start_process_cluster(root.path(), 1..=3, &[]).await;
+    let (nodes, addresses) = start_process_cluster(root.path(), 1..=3, &[]).await;
     let mut endpoints = Vec::new();
     for node in nodes.values() {
         endpoints.push(node.etcd_address().await);
@@ -185,6 +186,50 @@ async fn etcdctl_works_against_a_three_node_cluster() {
             "{line}"
         );
     }
+    // A learner added the Aspen way is listed as one, promoted and removed the etcd way.
+    let learner = NodeProcess::start(4, &root.path().join("n4"), "none");
+    let aspen = aspen::testing::root_client(&addresses.values().copied().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    aspen
+        .add_learner(4, &learner.address().await)
+        .await
+        .unwrap();
+    let listed = run(&["member", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("4, started, node4, ") && l.ends_with(", true")),
+        "{listed}"
+    );
+    let promoted = run(&["member", "promote", "4"]);
+    assert!(
+        promoted.starts_with("Member") && promoted.contains("4 promoted in cluster"),
+        "{promoted}"
+    );
+    let again = etcdctl(&all, &["member", "promote", "4"], None);
+    assert!(!again.ok);
+    assert!(
+        again
+            .stderr
+            .contains("etcdserver: can only promote a learner member"),
+        "{}",
+        again.stderr
+    );
+    let removed = run(&["member", "remove", "4"]);
+    assert!(
+        removed.starts_with("Member") && removed.contains("4 removed from cluster"),
+        "{removed}"
+    );
+    assert_eq!(run(&["member", "list"]).lines().count(), 3);
+    let unknown = etcdctl(&all, &["member", "remove", "9"], None);
+    assert!(
+        unknown.stderr.contains("etcdserver: member not found"),
+        "{}",
+        unknown.stderr
+    );
+    drop(learner);
+
     let status = run(&["endpoint", "status"]);
     let leaders = status
         .lines()
