@@ -1,5 +1,6 @@
-//! etcd's `Cluster` (member list, promote, remove) and `Maintenance` (status) services from the node's
-//! cluster status. Member ids are Raft node ids; a member's peer URL is its Aspen address.
+//! etcd's `Cluster` (member list, promote, remove) and `Maintenance` (status) services from
+//! the node's cluster status. Member ids are Raft node ids; a member's peer URL is its Aspen
+//! address.
 
 use tonic::{Request, Response, Status};
 

@@ -20,19 +20,12 @@ fn seconds(ms: u64) -> i64 {
 impl<P: ClientPort> Gateway<P> {
     /// A lease write: the lease's id and TTL (ms) after it, the revision and the member.
     async fn lease_write(&self, op: WriteOp) -> Result<(Output, u64, u64), ClientError> {
-        let response = self
-            .service
-            .serve(
-                self.client,
-                crate::api::ClientRequest::new(ClientOp::Write(op)),
-            )
-            .await;
-        match response.result {
-            Ok(ClientOutput::Write(output)) => Ok((output, response.revision, response.served_by)),
-            Ok(_) => Err(ClientError::Storage(
+        let answer = self.serve(ClientOp::Write(op)).await?;
+        match answer.output {
+            ClientOutput::Write(output) => Ok((output, answer.revision, answer.served_by)),
+            _ => Err(ClientError::Storage(
                 "a lease write answered something else".into(),
             )),
-            Err(error) => Err(error),
         }
     }
 

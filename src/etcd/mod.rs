@@ -56,17 +56,42 @@ impl<P: ClientPort> Gateway<P> {
 
     /// Runs `op` as the gateway's client (forwarded to the leader when only it can serve).
     pub(crate) async fn run(&self, op: ClientOp) -> Result<Answer, Status> {
-        let response = self
-            .service
-            .serve(self.client, ClientRequest::new(op))
-            .await;
-        match response.result {
-            Ok(output) => Ok(Answer {
-                output,
-                revision: response.revision,
-                served_by: response.served_by,
-            }),
+        match self.serve(op).await {
+            Ok(answer) => Ok(answer),
             Err(error) => Err(status(&error)),
+        }
+    }
+
+    /// Serves `op`, waiting out (within the request timeout) what says it was not proposed
+    /// and may pass: no leader yet (an election), a busy node, no root yet. etcd's server
+    /// waits for a leader likewise instead of failing at once, and etcd's clients do not all
+    /// retry. Anything else (an answer that may have been applied included) is returned.
+    pub(crate) async fn serve(&self, op: ClientOp) -> Result<Answer, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.service.request_timeout;
+        let mut delay = std::time::Duration::from_millis(10);
+        loop {
+            let response = self
+                .service
+                .serve(self.client, ClientRequest::new(op.clone()))
+                .await;
+            match response.result {
+                Ok(output) => {
+                    return Ok(Answer {
+                        output,
+                        revision: response.revision,
+                        served_by: response.served_by,
+                    });
+                }
+                Err(
+                    ClientError::NotLeader { .. }
+                    | ClientError::Busy { .. }
+                    | ClientError::NoRootYet,
+                ) if tokio::time::Instant::now() + delay < deadline => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_millis(200));
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
 
