@@ -1,14 +1,14 @@
-//! etcd's `Cluster` (member list, promote, remove) and `Maintenance` (status) services from
-//! the node's cluster status. Member ids are Raft node ids; a member's peer URL is its Aspen
-//! address.
+//! etcd's `Cluster` (member list, promote, remove) and `Maintenance` (status, hash)
+//! services from the node's cluster status and hash check. Member ids are Raft node ids; a
+//! member's peer URL is its Aspen address.
 
 use tonic::{Request, Response, Status};
 
 use crate::api::{ClientOp, ClientOutput, ClusterStatus};
-use crate::etcd::Gateway;
 use crate::etcd::proto::etcdserverpb::{
     self as pb, cluster_server::Cluster, maintenance_server::Maintenance,
 };
+use crate::etcd::{Gateway, unsupported};
 use crate::net::service::ClientPort;
 
 /// The etcd API version Aspen answers as (`etcdctl endpoint status` prints it).
@@ -116,5 +116,35 @@ impl<P: ClientPort> Maintenance for Gateway<P> {
             db_size_in_use: 0,
             is_learner: learner,
         }))
+    }
+
+    /// Aspen's hash check (`aspen cluster hashkv`: every member hashes its key space at one
+    /// point of the log) answered with this member's hash, at the check's revision.
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        if request.into_inner().revision > 0 {
+            return Err(unsupported(
+                "HashKV at a given revision (the hash is of the current state)",
+            ));
+        }
+        let answer = self.run(ClientOp::HashKv).await?;
+        let ClientOutput::HashKv(report) = answer.output else {
+            return Err(Status::internal("a hash check answered something else"));
+        };
+        let me = self.port().node_id();
+        let mine = report.members.into_iter().find(|member| member.id == me);
+        match mine.map(|member| member.result) {
+            Some(Ok(hash)) => Ok(Response::new(pb::HashKvResponse {
+                header: self.header(hash.revision, me),
+                hash: hash.hash,
+                compact_revision: 0,
+            })),
+            Some(Err(error)) => Err(Status::unavailable(format!("hash check: {error}"))),
+            None => Err(Status::unavailable(
+                "hash check: this member was not part of it",
+            )),
+        }
     }
 }

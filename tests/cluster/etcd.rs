@@ -50,7 +50,8 @@ fn revision(endpoints: &str) -> u64 {
 
 // Proves etcdctl's put, get (prefix, limit, sort, keys only, at a revision), txn, del, watch
 // (replay and live), lease grant/attach/timetolive/list/keep-alive/revoke, member list,
-// member promote and remove (of a learner added with aspen), endpoint status and compaction
+// member promote and remove (of a learner added with aspen), endpoint status and hashkv, and
+// compaction
 // work against a 3-node cluster of real processes through any member, printing what etcd
 // 3.4 prints (the expected lines were taken from etcd 3.4.23 on this machine), and that a
 // compacted revision, a voter's promotion and an unknown member get etcd's errors.
@@ -237,6 +238,20 @@ async fn etcdctl_works_against_a_three_node_cluster() {
         .count();
     assert_eq!(status.lines().count(), 3, "{status}");
     assert_eq!(leaders, 1, "{status}");
+
+    // Every member hashes the same key space.
+    let hashes = run(&["endpoint", "hashkv"]);
+    let hashes: Vec<&str> = hashes
+        .lines()
+        .map(|line| line.rsplit(", ").next().unwrap())
+        .collect();
+    assert_eq!(hashes.len(), 3, "{hashes:?}");
+    assert!(
+        hashes
+            .iter()
+            .all(|h| *h == hashes[0] && h.parse::<u32>().is_ok()),
+        "{hashes:?}"
+    );
 
     let now = revision(&all);
     assert_eq!(
