@@ -116,6 +116,28 @@ impl RangeOptions {
             ..RangeOptions::default()
         }
     }
+
+    /// The request for one page of `range` read with these options.
+    pub fn op(&self, range: KeyRange) -> ClientOp {
+        let limit = self.limit.min(u32::MAX as u64) as u32;
+        match self.revision {
+            None => ClientOp::Range {
+                range,
+                limit,
+                keys_only: self.keys_only,
+                count_only: self.count_only,
+                consistency: self.consistency,
+            },
+            Some(revision) => ClientOp::RangeAt {
+                range,
+                limit,
+                keys_only: self.keys_only,
+                count_only: self.count_only,
+                revision,
+                consistency: self.consistency,
+            },
+        }
+    }
 }
 
 impl Default for RangeOptions {
@@ -454,25 +476,7 @@ impl Client {
 
     /// One page of `range` (the server caps a page at `SCAN_ENTRIES_MAX` entries).
     pub async fn range_page(&self, range: KeyRange, options: &RangeOptions) -> Result<RangePage> {
-        let limit = options.limit.min(u32::MAX as u64) as u32;
-        let op = match options.revision {
-            None => ClientOp::Range {
-                range,
-                limit,
-                keys_only: options.keys_only,
-                count_only: options.count_only,
-                consistency: options.consistency,
-            },
-            Some(revision) => ClientOp::RangeAt {
-                range,
-                limit,
-                keys_only: options.keys_only,
-                count_only: options.count_only,
-                revision,
-                consistency: options.consistency,
-            },
-        };
-        let response = self.request(op).await?;
+        let response = self.request(options.op(range)).await?;
         match response.result? {
             ClientOutput::Range {
                 kvs,

@@ -5,12 +5,13 @@
 use tonic::{Request, Response, Status};
 
 use crate::api::{
-    ClientOp, ClientOutput, Compare, CompareOp, CompareTarget, Consistency, KeyRange, KeyValue,
-    Output, Put, Txn, TxnOp, WriteOp,
+    ClientOutput, Compare, CompareOp, CompareTarget, Consistency, KeyRange, KeyValue, Output, Put,
+    Txn, TxnOp, WriteOp,
 };
+use crate::client::RangeOptions;
 use crate::etcd::proto::etcdserverpb::{self as pb, kv_server::Kv, range_request};
 use crate::etcd::proto::mvccpb;
-use crate::etcd::{Gateway, key_range, signed, unsigned, unsupported};
+use crate::etcd::{Gateway, key_range, signed, status, unsigned, unsupported};
 use crate::net::service::ClientPort;
 
 /// Times a put with `ignore_value` or `ignore_lease` reads the key again after another write
@@ -71,29 +72,20 @@ impl<P: ClientPort> Gateway<P> {
             // One key past the limit tells whether there are more.
             let want = match limit {
                 0 => 0,
-                limit => (limit + 1 - read.kvs.len() as u64).min(u64::from(u32::MAX)) as u32,
+                limit => limit + 1 - read.kvs.len() as u64,
             };
             let page = KeyRange {
                 start,
                 end: range.end.clone(),
             };
-            let op = match read.revision {
-                0 => ClientOp::Range {
-                    range: page,
-                    limit: want,
-                    keys_only,
-                    count_only: false,
-                    consistency,
-                },
-                revision => ClientOp::RangeAt {
-                    range: page,
-                    limit: want,
-                    keys_only,
-                    count_only: false,
-                    revision,
-                    consistency,
-                },
-            };
+            let op = RangeOptions {
+                limit: want,
+                keys_only,
+                count_only: false,
+                consistency,
+                revision: (read.revision > 0).then_some(read.revision),
+            }
+            .op(page);
             let answer = self.run(op).await?;
             let ClientOutput::Range {
                 kvs, continuation, ..
@@ -125,23 +117,14 @@ impl<P: ClientPort> Gateway<P> {
         revision: u64,
         consistency: Consistency,
     ) -> Result<(u64, u64, u64), Status> {
-        let op = match revision {
-            0 => ClientOp::Range {
-                range,
-                limit: 0,
-                keys_only: true,
-                count_only: true,
-                consistency,
-            },
-            revision => ClientOp::RangeAt {
-                range,
-                limit: 0,
-                keys_only: true,
-                count_only: true,
-                revision,
-                consistency,
-            },
-        };
+        let op = RangeOptions {
+            limit: 0,
+            keys_only: true,
+            count_only: true,
+            consistency,
+            revision: (revision > 0).then_some(revision),
+        }
+        .op(range);
         let answer = self.run(op).await?;
         match answer.output {
             ClientOutput::Range { count, .. } => Ok((count, answer.revision, answer.served_by)),
@@ -219,11 +202,7 @@ impl<P: ClientPort> Gateway<P> {
     }
 
     pub(crate) async fn write(&self, op: WriteOp) -> Result<(Output, u64, u64), Status> {
-        let answer = self.run(ClientOp::Write(op)).await?;
-        match answer.output {
-            ClientOutput::Write(output) => Ok((output, answer.revision, answer.served_by)),
-            _ => Err(Status::internal("a write answered something else")),
-        }
+        self.write_op(op).await.map_err(|error| status(&error))
     }
 
     /// A put that keeps the key's value or lease: read, then write only if the key was not

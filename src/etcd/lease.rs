@@ -18,17 +18,6 @@ fn seconds(ms: u64) -> i64 {
 }
 
 impl<P: ClientPort> Gateway<P> {
-    /// A lease write: the lease's id and TTL (ms) after it, the revision and the member.
-    async fn lease_write(&self, op: WriteOp) -> Result<(Output, u64, u64), ClientError> {
-        let answer = self.serve(ClientOp::Write(op)).await?;
-        match answer.output {
-            ClientOutput::Write(output) => Ok((output, answer.revision, answer.served_by)),
-            _ => Err(ClientError::Storage(
-                "a lease write answered something else".into(),
-            )),
-        }
-    }
-
     /// Every live lease (a linearizable read), and the header of the answer.
     async fn leases(
         &self,
@@ -47,7 +36,7 @@ impl<P: ClientPort> Gateway<P> {
     /// One keep-alive: the lease's TTL in seconds, 0 when it is gone (as etcd answers).
     async fn keep_alive(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let op = WriteOp::LeaseKeepAlive { id: unsigned(id) };
-        let (ttl, revision, member) = match self.lease_write(op).await {
+        let (ttl, revision, member) = match self.write_op(op).await {
             Ok((Output::Lease { ttl_ms, .. }, revision, member)) => {
                 (seconds(ttl_ms), revision, member)
             }
@@ -77,7 +66,7 @@ impl<P: ClientPort> Lease for Gateway<P> {
             id: unsigned(r.id),
             ttl_ms,
         };
-        let (output, revision, member) = self.lease_write(op).await.map_err(|e| status(&e))?;
+        let (output, revision, member) = self.write_op(op).await.map_err(|e| status(&e))?;
         let Output::Lease { id, ttl_ms, .. } = output else {
             return Err(Status::internal("a lease grant answered something else"));
         };
@@ -95,7 +84,7 @@ impl<P: ClientPort> Lease for Gateway<P> {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let id = unsigned(request.into_inner().id);
         let (_, revision, member) = self
-            .lease_write(WriteOp::LeaseRevoke { id })
+            .write_op(WriteOp::LeaseRevoke { id })
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::LeaseRevokeResponse {

@@ -95,6 +95,22 @@ impl<P: ClientPort> Gateway<P> {
         }
     }
 
+    /// Runs a write: the state machine's output, the revision after it and the member that
+    /// served it; refusals as Aspen's errors (the lease calls answer some of them their own
+    /// way).
+    pub(crate) async fn write_op(
+        &self,
+        op: crate::api::WriteOp,
+    ) -> Result<(crate::api::Output, u64, u64), ClientError> {
+        let answer = self.serve(ClientOp::Write(op)).await?;
+        match answer.output {
+            ClientOutput::Write(output) => Ok((output, answer.revision, answer.served_by)),
+            _ => Err(ClientError::Storage(
+                "a write answered something else".into(),
+            )),
+        }
+    }
+
     /// etcd's response header: Aspen has one cluster-wide revision, and member ids are
     /// Raft node ids. Aspen keeps no cluster id: 0.
     pub(crate) fn header(&self, revision: u64, member: u64) -> Option<ResponseHeader> {

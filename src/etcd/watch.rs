@@ -129,20 +129,36 @@ impl<P: ClientPort> Gateway<P> {
                 },
             },
         };
-        let frames = match self.port().watch(self.client(), &op).await {
+        // The first frame (the watch is set up, or why not) is answered here, so `created`
+        // answers come in the order of the create requests, which etcd's Go client relies on.
+        let mut frames = match self.port().watch(self.client(), &op).await {
             Ok(frames) => frames,
             Err(error) => {
-                let created = pb::WatchResponse {
-                    created: true,
-                    ..self.watch_response(id, 0)
-                };
-                if out.send(Ok(created)).await.is_ok() {
-                    let _ = out.send(Ok(self.canceled(id, &error))).await;
-                }
+                self.created_then_canceled(id, &error, out).await;
                 return None;
             }
         };
-        let reached = Arc::new(AtomicU64::new(0));
+        let (events, revision) = match frames.recv().await {
+            Some(Ok((ClientOutput::Watch(events), revision))) => (events, revision),
+            Some(Err(error)) => {
+                self.created_then_canceled(id, &error, out).await;
+                return None;
+            }
+            Some(Ok(_)) | None => {
+                let ended = ClientError::Unavailable("the watch ended as it started".into());
+                self.created_then_canceled(id, &ended, out).await;
+                return None;
+            }
+        };
+        let created = pb::WatchResponse {
+            created: true,
+            ..self.watch_response(id, revision)
+        };
+        out.send(Ok(created)).await.ok()?;
+        if !events.is_empty() {
+            out.send(Ok(self.events(id, events, revision))).await.ok()?;
+        }
+        let reached = Arc::new(AtomicU64::new(revision));
         let task =
             tokio::spawn(
                 self.clone()
@@ -151,8 +167,27 @@ impl<P: ClientPort> Gateway<P> {
         Some(Running { task, reached })
     }
 
-    /// Turns watch `id`'s frames into responses: `created` first, then events (or progress),
-    /// and a cancel with the reason when the watch ends.
+    /// As etcd answers a watch that could not start: created, then canceled (compacted: with
+    /// the oldest revision kept).
+    async fn created_then_canceled(&self, id: i64, error: &ClientError, out: &Responses) {
+        let created = pb::WatchResponse {
+            created: true,
+            ..self.watch_response(id, 0)
+        };
+        if out.send(Ok(created)).await.is_ok() {
+            let _ = out.send(Ok(self.canceled(id, error))).await;
+        }
+    }
+
+    fn events(&self, id: i64, events: Vec<WatchEvent>, revision: u64) -> pb::WatchResponse {
+        pb::WatchResponse {
+            events: events.into_iter().map(event).collect(),
+            ..self.watch_response(id, revision)
+        }
+    }
+
+    /// Turns watch `id`'s frames after the first into responses: events (or progress), and
+    /// a cancel with the reason when the watch ends.
     async fn forward(
         self,
         id: i64,
@@ -160,47 +195,17 @@ impl<P: ClientPort> Gateway<P> {
         out: Responses,
         reached: Arc<AtomicU64>,
     ) {
-        let mut created = false;
         while let Some(frame) = frames.recv().await {
             let answer = match frame {
                 Ok((ClientOutput::Watch(events), revision)) => {
                     reached.store(revision, Ordering::Relaxed);
-                    if !created {
-                        created = true;
-                        let first = pb::WatchResponse {
-                            created: true,
-                            ..self.watch_response(id, revision)
-                        };
-                        if out.send(Ok(first)).await.is_err() {
-                            return;
-                        }
-                        if events.is_empty() {
-                            continue;
-                        }
-                    }
-                    pb::WatchResponse {
-                        events: events.into_iter().map(event).collect(),
-                        ..self.watch_response(id, revision)
-                    }
+                    self.events(id, events, revision)
                 }
                 Ok(_) => continue,
-                Err(error) => {
-                    // As etcd: the watch was created, then canceled (compacted: with the
-                    // oldest revision kept).
-                    if !created {
-                        let first = pb::WatchResponse {
-                            created: true,
-                            ..self.watch_response(id, 0)
-                        };
-                        if out.send(Ok(first)).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = out.send(Ok(self.canceled(id, &error))).await;
-                    return;
-                }
+                Err(error) => self.canceled(id, &error),
             };
-            if out.send(Ok(answer)).await.is_err() {
+            let ended = answer.canceled;
+            if out.send(Ok(answer)).await.is_err() || ended {
                 return;
             }
         }

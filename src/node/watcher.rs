@@ -107,18 +107,18 @@ async fn read_for_all(
         loop {
             let read = read_events(&store, &all, next, options).await;
             let (events, after, revision) = match read {
-                Ok(Ok(read)) => read,
+                Ok(read) => read,
                 // Compacted past the reader (it fell behind): it goes on where the history
                 // does; the watches see the gap and read from disk, where they meet the
                 // compaction themselves.
-                Ok(Err(ClientError::Command(crate::api::error::CommandError::Compacted {
+                Err(ClientError::Command(crate::api::error::CommandError::Compacted {
                     oldest,
                     ..
-                }))) => {
+                })) => {
                     next = oldest;
                     continue;
                 }
-                Ok(Err(_)) | Err(()) => {
+                Err(_) => {
                     lock(&running).take();
                     return;
                 }
@@ -161,13 +161,13 @@ async fn read_for_all(
 
 /// One read of the history on the blocking pool: the events of `range` from `from` (0: the
 /// revision after the current one), the revision to go on from, and the current revision;
-/// or the refusal (compacted) or failure that ends a watch. `Err(())`: the read task died.
+/// or the refusal (compacted) or failure (of the store or the read task) that ends a watch.
 async fn read_events(
     store: &Arc<Store>,
     range: &KeyRange,
     from: u64,
     options: WatchOptions,
-) -> Result<Result<(Vec<WatchEvent>, u64, u64), ClientError>, ()> {
+) -> Result<(Vec<WatchEvent>, u64, u64), ClientError> {
     let (store, range) = (Arc::clone(store), range.clone());
     let read = tokio::task::spawn_blocking(move || {
         let view = store.read(crate::clock::now_ms())?;
@@ -179,12 +179,12 @@ async fn read_events(
         Ok::<_, crate::storage::Error>((events, view.revision()))
     })
     .await;
-    Ok(match read {
+    match read {
         Ok(Ok((Ok((events, after)), revision))) => Ok((events, after, revision)),
         Ok(Ok((Err(refused), _))) => Err(ClientError::Command(refused)),
         Ok(Err(error)) => Err(ClientError::Storage(error.to_string())),
         Err(join) => Err(ClientError::Storage(format!("watch read task: {join}"))),
-    })
+    }
 }
 
 /// A watch's position and its way to the client.
@@ -215,12 +215,11 @@ impl Feed {
         loop {
             let read = read_events(&self.store, &self.range, self.next, self.options).await;
             let (events, after, revision) = match read {
-                Ok(Ok(read)) => read,
-                Ok(Err(error)) => {
+                Ok(read) => read,
+                Err(error) => {
                     let _ = self.tx.send(Err(error)).await;
                     return false;
                 }
-                Err(()) => return false,
             };
             self.next = after;
             // Every event before `next` was delivered (or is in this batch).
@@ -293,40 +292,40 @@ pub(crate) async fn feed(
             }
         };
         tokio::select! {
-            batch = live.recv() => match batch {
-                Ok(batch) if batch.to < feed.next => {}
-                // A gap between what this watch delivered and the batch: from disk.
-                Ok(batch) if batch.from > feed.next => {
-                    if !feed.catch_up().await {
+            batch = live.recv() => {
+                let batch = match batch {
+                    Ok(batch) => Some(batch),
+                    // This watch fell behind the hub.
+                    Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        let stopped =
+                            ClientError::Unavailable("the node's watch reader stopped".into());
+                        let _ = feed.tx.send(Err(stopped)).await;
                         return;
                     }
-                    quiet_since = tokio::time::Instant::now();
-                }
-                Ok(batch) => {
-                    let events = feed.select(&batch);
-                    feed.next = batch.to + 1;
-                    if !events.is_empty() {
-                        if !feed.send(events, batch.to).await {
+                };
+                match batch {
+                    Some(batch) if batch.to < feed.next => {}
+                    Some(batch) if batch.from <= feed.next => {
+                        let events = feed.select(&batch);
+                        feed.next = batch.to + 1;
+                        if !events.is_empty() {
+                            if !feed.send(events, batch.to).await {
+                                return;
+                            }
+                            quiet_since = tokio::time::Instant::now();
+                        }
+                    }
+                    // Lagged, or a gap between what this watch delivered and the batch:
+                    // from disk.
+                    _ => {
+                        if !feed.catch_up().await {
                             return;
                         }
                         quiet_since = tokio::time::Instant::now();
                     }
                 }
-                // This watch fell behind the hub: from disk.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if !feed.catch_up().await {
-                        return;
-                    }
-                    quiet_since = tokio::time::Instant::now();
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let _ = feed
-                        .tx
-                        .send(Err(ClientError::Unavailable("the node's watch reader stopped".into())))
-                        .await;
-                    return;
-                }
-            },
+            }
             () = quiet => {
                 let reached = feed.next.saturating_sub(1);
                 if !feed.send(Vec::new(), reached).await {

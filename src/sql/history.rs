@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::mpsc::Sender;
 
-use crate::sql::keys::{KeySet, key_filter};
+use crate::sql::keys::{KeySet, key_filter, narrowed};
 use crate::sql::tables::{Projected, blocking_scan, external, send};
 use crate::storage::history::{decode_event, stored_event_key};
 use crate::storage::{HistoryEvent, ReadView};
@@ -138,10 +138,7 @@ impl TableProvider for HistoryTable {
         for (low, high) in filters.iter().filter_map(revision_bounds) {
             (from, to) = (from.max(low), to.min(high));
         }
-        let mut keys = self.visible.clone();
-        for filter in filters.iter().filter_map(|f| key_filter(f, "key")) {
-            keys = keys.intersect(&filter.keys);
-        }
+        let (keys, _) = narrowed(&self.visible, filters);
         let Projected {
             indices,
             schema,

@@ -87,6 +87,18 @@ fn is_empty(range: &KeyRange) -> bool {
     range.end.as_ref().is_some_and(|end| *end <= range.start)
 }
 
+/// The keys of `visible` that every filter on `key` among `filters` accepts (a superset
+/// where a filter is inexact), and whether any filter was on `key`.
+pub fn narrowed(visible: &KeySet, filters: &[Expr]) -> (KeySet, bool) {
+    let mut keys = visible.clone();
+    let mut filtered = false;
+    for filter in filters.iter().filter_map(|f| key_filter(f, "key")) {
+        keys = keys.intersect(&filter.keys);
+        filtered = true;
+    }
+    (keys, filtered)
+}
+
 /// What a filter on `key` becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyFilter {

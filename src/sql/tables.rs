@@ -37,7 +37,7 @@ use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use tokio::sync::mpsc::Sender;
 
-use crate::sql::keys::{KeySet, key_filter};
+use crate::sql::keys::{KeySet, key_filter, narrowed};
 use crate::storage::codec::{decode_kv_entry_ref, decode_lease};
 use crate::storage::schema::{IDX_LEASE, LEASES};
 use crate::storage::{KvEntryRef, ReadView};
@@ -183,14 +183,7 @@ impl TableProvider for KvTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut keys = self.visible.clone();
-        let mut key_filtered = false;
-        for filter in filters {
-            if let Some(f) = key_filter(filter, "key") {
-                keys = keys.intersect(&f.keys);
-                key_filtered = true;
-            }
-        }
+        let (keys, key_filtered) = narrowed(&self.visible, filters);
         let Projected {
             indices,
             schema,

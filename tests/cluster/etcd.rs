@@ -49,7 +49,8 @@ fn revision(endpoints: &str) -> u64 {
 }
 
 // Proves etcdctl's put, get (prefix, limit, sort, keys only, at a revision), txn, del, watch
-// (replay and live), lease grant/attach/timetolive/list/keep-alive/revoke, member list,
+// (replay and live), put keeping the value or the lease, lease
+// grant/attach/timetolive/list/keep-alive/revoke, member list,
 // member promote and remove (of a learner added with aspen), endpoint status and hashkv, and
 // compaction
 // work against a 3-node cluster of real processes through any member, printing what etcd
@@ -116,7 +117,17 @@ async fn etcdctl_works_against_a_three_node_cluster() {
     assert_eq!(run(&["get", "x"]), "x\nno\n");
     assert_eq!(txn(r#"value("x") = "no""#), "SUCCESS\n\nOK\n");
     assert_eq!(run(&["get", "x"]), "x\nyes\n");
-    assert_eq!(run(&["del", "a/", "--prefix"]), "2\n");
+    run(&["put", "a/3", "z"]);
+    let refused = etcdctl(&all, &["del", "a/", "--prefix", "--prev-kv"], None);
+    assert!(
+        !refused.ok
+            && refused
+                .stderr
+                .contains("does not support prev_kv on a range delete"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(run(&["del", "a/", "--prefix"]), "3\n");
 
     // A watch from the next revision sees a put and a delete.
     let next = revision(&all) + 1;
@@ -157,6 +168,24 @@ async fn etcdctl_works_against_a_three_node_cluster() {
         .to_string();
     assert_eq!(granted, format!("lease {id} granted with TTL(60s)\n"));
     assert_eq!(run(&["put", "--lease", &id, "lk", "lv"]), "OK\n");
+    // A put keeping the value, then one keeping the lease.
+    assert_eq!(run(&["put", "lk", "--ignore-value"]), "OK\n");
+    assert_eq!(run(&["get", "lk"]), "lk\nlv\n");
+    // (The put keeping the value sent no lease, so it left the lease, as etcd's does.)
+    assert_eq!(run(&["put", "--lease", &id, "lk", "lv"]), "OK\n");
+    assert_eq!(run(&["put", "lk", "lv2", "--ignore-lease"]), "OK\n");
+    let kept = etcdctl(&all, &["get", "lk", "-w", "json"], None).stdout;
+    let kept: serde_json::Value = serde_json::from_str(&kept).unwrap();
+    assert_eq!(
+        format!("{:016x}", kept["kvs"][0]["lease"].as_u64().unwrap()),
+        id
+    );
+    let missing = etcdctl(&all, &["put", "nothing-here", "--ignore-value"], None);
+    assert!(
+        !missing.ok && missing.stderr.contains("Error: etcdserver: key not found"),
+        "{}",
+        missing.stderr
+    );
     let ttl = run(&["lease", "timetolive", &id, "--keys"]);
     assert!(
         ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(5"))
@@ -176,6 +205,16 @@ async fn etcdctl_works_against_a_three_node_cluster() {
     assert_eq!(
         run(&["lease", "timetolive", &id]),
         format!("lease {id} already expired\n")
+    );
+    // A keep-alive of a lease that is gone: TTL 0, which etcd's client reports as not found.
+    let gone = etcdctl(&all, &["lease", "keep-alive", "--once", &id], None);
+    assert!(
+        !gone.ok
+            && gone
+                .stderr
+                .contains("Error: etcdserver: requested lease not found"),
+        "{}",
+        gone.stderr
     );
 
     let members = run(&["member", "list"]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    WatchFilterType, WatchOptions,
 };
 
 use crate::util::{NodeProcess, start_process_cluster};
@@ -28,9 +28,9 @@ fn revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
 // Proves the Kubernetes API server's call pattern works through etcd-client: create if absent
 // (a transaction on mod_revision = 0, the loser reading what is there), update (a transaction
 // on the mod_revision read; a stale one fails), a paginated list with a limit at one fixed
-// revision that a later write does not change, a watch from a revision with a progress
-// request answered at the revision reached, a lease per batch of events, and a compaction
-// by revision after which the old revision is refused.
+// revision that a later write does not change, min/max revision filters, a watch from a
+// revision with a progress request answered at the revision reached, a lease per batch of
+// events, and a compaction by revision after which the old revision is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_call_pattern_works_through_etcd_client() {
     let root = tempfile::tempdir().unwrap();
@@ -126,6 +126,26 @@ async fn the_kubernetes_call_pattern_works_through_etcd_client() {
     }
     let expected: Vec<String> = (0..10).map(|i| format!("/registry/nodes/{i:02}")).collect();
     assert_eq!(listed, expected, "the list at revision {at}");
+    // The revision filters: keys written from node 05 on, created before node 99.
+    let from = client.get("/registry/nodes/05", None).await.unwrap().kvs()[0].mod_revision();
+    let recent = client
+        .get(
+            "/registry/nodes/",
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_min_mod_revision(from)
+                    .with_max_create_revision(at),
+            ),
+        )
+        .await
+        .unwrap();
+    let recent: Vec<&str> = recent
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap())
+        .collect();
+    assert_eq!(recent, &expected[5..], "keys modified from revision {from}");
 
     // A watch from a revision, and a progress request.
     let mut watch = client
@@ -290,4 +310,109 @@ async fn a_watch_through_etcd_client_outlives_the_leader() {
     let expected: Vec<String> = (0..60).map(|i| format!("w/{i:03}")).collect();
     assert_eq!(keys, expected, "every put once, in order");
     assert_eq!(got.iter().map(|(_, r)| *r).collect::<Vec<_>>(), revisions);
+}
+
+// Proves one etcd watch stream carries several watches, each answered under its own id:
+// watch ids chosen by the client, a NODELETE filter, prev_kv, a cancel (no more events for
+// that watch, the other goes on), and a duplicate id refused with etcd's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_etcd_watch_stream_carries_several_watches() {
+    let keys = tempfile::tempdir().unwrap();
+    let root_key = aspen::testing::write_root_key(keys.path());
+    let cluster = crate::util::Cluster::start(128, 1, |config| {
+        config.etcd.address = "127.0.0.1:0".into();
+        config.etcd.client_key = root_key.display().to_string();
+    })
+    .await;
+    let endpoint = cluster.nodes[&128].node.etcd_address().unwrap().to_string();
+    let mut client = Client::connect([endpoint], None).await.unwrap();
+    let mut stream = client
+        .watch(
+            "a",
+            Some(WatchOptions::new().with_watch_id(7).with_prev_key()),
+        )
+        .await
+        .unwrap();
+    let only_puts = WatchOptions::new()
+        .with_watch_id(8)
+        .with_filters([WatchFilterType::NoDelete]);
+    stream.watch("a", Some(only_puts)).await.unwrap();
+    stream
+        .watch("a", Some(WatchOptions::new().with_watch_id(8)))
+        .await
+        .unwrap();
+
+    /// An event as (type, value, previous value).
+    type Event = (EventType, String, Option<String>);
+    // Every response, as (watch id, created, canceled, events).
+    type Seen = (i64, bool, bool, Vec<Event>);
+    let mut responses: Vec<Seen> = Vec::new();
+    let read = async |stream: &mut etcd_client::WatchStream, count: usize| {
+        let mut got = Vec::new();
+        while got.len() < count {
+            let response = tokio::time::timeout(Duration::from_secs(20), stream.message())
+                .await
+                .expect("a watch response within 20 s")
+                .unwrap()
+                .expect("the stream is open");
+            let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+            let events = response
+                .events()
+                .iter()
+                .map(|e| {
+                    let value = e.kv().map(|kv| text(kv.value())).unwrap_or_default();
+                    (
+                        e.event_type(),
+                        value,
+                        e.prev_kv().map(|kv| text(kv.value())),
+                    )
+                })
+                .collect();
+            got.push((
+                response.watch_id(),
+                response.created(),
+                response.canceled(),
+                events,
+            ));
+        }
+        got
+    };
+    // Two created, and the duplicate id created then canceled at once.
+    responses.extend(read(&mut stream, 3).await);
+    assert_eq!(responses[0], (7, true, false, vec![]));
+    assert_eq!(responses[1], (8, true, false, vec![]));
+    assert_eq!(responses[2].0, 8);
+    assert!(responses[2].1 && responses[2].2, "{:?}", responses[2]);
+
+    client.put("a", "1", None).await.unwrap();
+    client.delete("a", None).await.unwrap();
+    let mut events: Vec<Seen> = read(&mut stream, 3).await;
+    events.sort_by_key(|(id, ..)| *id);
+    use EventType::{Delete, Put};
+    let s = |v: &str| Some(v.to_string());
+    let flat: Vec<(i64, Event)> = events
+        .into_iter()
+        .flat_map(|(id, _, _, events)| events.into_iter().map(move |e| (id, e)))
+        .collect();
+    assert_eq!(
+        flat,
+        vec![
+            (7, (Put, "1".into(), None)),
+            (7, (Delete, String::new(), s("1"))),
+            (8, (Put, "1".into(), None)),
+        ],
+        "watch 7 with previous values, watch 8 puts only"
+    );
+
+    stream.cancel(7).await.unwrap();
+    let canceled = read(&mut stream, 1).await;
+    assert_eq!(canceled[0].0, 7);
+    assert!(canceled[0].2, "{canceled:?}");
+    client.put("a", "2", None).await.unwrap();
+    let after = read(&mut stream, 1).await;
+    assert_eq!(
+        after,
+        vec![(8, false, false, vec![(Put, "2".into(), None)])]
+    );
+    cluster.shutdown().await;
 }

@@ -1,24 +1,37 @@
 //! Watch: history replayed then live events, filters, previous values, progress, the
 //! compacted refusal, and a watch that outlives its node.
 
+use aspen::api::NodeId;
 use aspen::api::{
     ClientError, CommandError, EventKind, KeyRange, WatchEvent, WatchFilter, WatchOptions,
 };
-use aspen::client::{Error, Watcher};
+use aspen::client::{Error, WatchBatch, Watcher};
 
 use crate::util::Cluster;
+
+/// The watcher's next batch, or its error; it must come within 30 s.
+async fn next_batch(watcher: &mut Watcher<'_>) -> Result<WatchBatch, Error> {
+    tokio::time::timeout(std::time::Duration::from_secs(30), watcher.next())
+        .await
+        .expect("an answer within 30 s")
+}
 
 /// Reads batches until `count` events arrived (progress batches skipped).
 async fn events(watcher: &mut Watcher<'_>, count: usize) -> Vec<WatchEvent> {
     let mut got = Vec::new();
     while got.len() < count {
-        let batch = tokio::time::timeout(std::time::Duration::from_secs(20), watcher.next())
-            .await
-            .expect("a batch within 20 s")
-            .expect("batch");
-        got.extend(batch.events);
+        got.extend(next_batch(watcher).await.expect("batch").events);
     }
     got
+}
+
+/// The leader, a follower, and the follower's index in the cluster's client (`prefer`).
+async fn leader_and_follower(cluster: &Cluster) -> (NodeId, NodeId, usize) {
+    let ids = cluster.ids();
+    let leader = cluster.wait_leader(&ids).await;
+    let follower = *ids.iter().find(|id| **id != leader).unwrap();
+    let index = ids.iter().position(|id| *id == follower).unwrap();
+    (leader, follower, index)
 }
 
 /// An event as (revision, kind, key, value, previous value).
@@ -128,10 +141,7 @@ async fn a_watch_replays_history_then_streams_live_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_resumes_on_another_node_without_losing_or_repeating_an_event() {
     let cluster = Cluster::start(118, 3, |_| {}).await;
-    let ids = cluster.ids();
-    let leader = cluster.wait_leader(&ids).await;
-    let follower = *ids.iter().find(|id| **id != leader).unwrap();
-    let index = ids.iter().position(|id| *id == follower).unwrap();
+    let (leader, follower, index) = leader_and_follower(&cluster).await;
     let watching = cluster.client().await.prefer(index);
     let mut watcher = watching
         .watch(KeyRange::prefix(b"w/"), 0, WatchOptions::default())
@@ -151,10 +161,7 @@ async fn a_watch_resumes_on_another_node_without_losing_or_repeating_an_event() 
     let mut cluster = cluster;
     let mut stopped = false;
     while got.len() < 150 {
-        let batch = tokio::time::timeout(std::time::Duration::from_secs(30), watcher.next())
-            .await
-            .expect("a batch within 30 s")
-            .expect("batch");
+        let batch = next_batch(&mut watcher).await.expect("batch");
         served_by.insert(batch.served_by);
         got.extend(batch.events);
         if !stopped && got.len() >= 40 {
@@ -209,10 +216,7 @@ async fn a_watcher_that_reads_nothing_is_held_back_not_buffered() {
     client.compact(last).await.unwrap();
     let mut delivered = 0;
     let refused = loop {
-        let batch = tokio::time::timeout(std::time::Duration::from_secs(20), watcher.next())
-            .await
-            .expect("an answer within 20 s");
-        match batch {
+        match next_batch(&mut watcher).await {
             Ok(batch) if batch.events.is_empty() && delivered == 1000 => {
                 panic!("all 1000 events were held for the watcher")
             }
@@ -242,9 +246,7 @@ async fn a_watcher_that_reads_nothing_is_held_back_not_buffered() {
 async fn a_linearizable_start_on_a_lagging_follower_skips_acknowledged_writes() {
     let cluster = Cluster::start(124, 3, |_| {}).await;
     let ids = cluster.ids();
-    let leader = cluster.wait_leader(&ids).await;
-    let follower = *ids.iter().find(|id| **id != leader).unwrap();
-    let index = ids.iter().position(|id| *id == follower).unwrap();
+    let (leader, follower, index) = leader_and_follower(&cluster).await;
     let writer = cluster.client_of(leader).await;
     writer.put("lw/before", "0").await.unwrap();
     cluster.wait_converged(leader, &ids).await;
@@ -268,10 +270,7 @@ async fn a_linearizable_start_on_a_lagging_follower_skips_acknowledged_writes() 
     let s = |v: &str| Some(v.to_string());
     let mut first = Vec::new();
     while first.is_empty() {
-        let batch = tokio::time::timeout(std::time::Duration::from_secs(20), linearizable.next())
-            .await
-            .expect("a batch within 20 s")
-            .expect("batch");
+        let batch = next_batch(&mut linearizable).await.expect("batch");
         assert_eq!(batch.served_by, follower, "served through the follower");
         first.extend(batch.events);
     }
