@@ -6,7 +6,12 @@
 //! status, read before and after the run) the CPU time its process spent, as seconds per 1,000
 //! operations, and its resident memory.
 //!
+//! With `--protocol etcd` the same loop speaks etcd v3's gRPC API to `--endpoints` (`etcd`):
+//! Aspen's etcd API or etcd itself, measured through one client.
+//!
 //! Long because the workloads, the closed loop and the report (text and JSON) form one tool.
+
+mod etcd;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,8 +71,24 @@ pub enum Workload {
     Watch,
 }
 
+/// What `aspen bench` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// Aspen's client protocol (QUIC) to the `--node` addresses.
+    Aspen,
+    /// etcd v3's gRPC API to the `--endpoints` (Aspen's etcd API, or etcd).
+    Etcd,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchOptions {
+    /// Aspen's client protocol, or etcd v3's gRPC API (put, get, mixed and txn-cas): the same
+    /// loop then measures Aspen's etcd API and etcd itself through one client.
+    #[arg(long, value_enum, default_value = "aspen")]
+    pub protocol: Protocol,
+    /// With --protocol etcd: HOST:PORT,... ; connection i goes to endpoint i modulo their count.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
@@ -344,6 +365,9 @@ impl BenchOptions {
         if self.watchers == 0 || self.watchers > CLIENTS_MAX {
             return Err(format!("--watchers must be 1 to {CLIENTS_MAX}"));
         }
+        if self.protocol == Protocol::Etcd && self.endpoints.is_empty() {
+            return Err("--protocol etcd needs --endpoints HOST:PORT,...".into());
+        }
         Ok(())
     }
 
@@ -404,23 +428,43 @@ pub async fn run(
         // The watch workload stamps each value with when it was sent.
         return Err("--value-size must be at least 8 bytes for the watch workload".into());
     }
+    if options.protocol == Protocol::Etcd && matches!(workload, Workload::Sql | Workload::Watch) {
+        return Err(format!(
+            "the {} workload speaks Aspen's protocol only (not --protocol etcd)",
+            workload_name(workload)
+        ));
+    }
     let total = options.total_ops();
     let mut connections = Vec::with_capacity(options.connections);
     for i in 0..options.connections {
-        let client = Client::connect_with_key(key.clone(), nodes)
-            .await
-            .map_err(|e| e.to_string())?
-            .prefer(i % nodes.len());
-        connections.push(Arc::new(client));
+        connections.push(match options.protocol {
+            Protocol::Aspen => {
+                let client = Client::connect_with_key(key.clone(), nodes)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .prefer(i % nodes.len());
+                Conn::Aspen(Arc::new(client))
+            }
+            Protocol::Etcd => Conn::Etcd(Box::new(
+                etcd::connect(&options.endpoints[i % options.endpoints.len()]).await?,
+            )),
+        });
     }
-    let cpu_before = process_usage(&connections[0], nodes).await;
+    // Aspen's nodes report their CPU time and memory; etcd's endpoints do not.
+    let reporter = match &connections[0] {
+        Conn::Aspen(client) => Some(client.clone()),
+        Conn::Etcd(_) => None,
+    };
+    let cpu_before = process_usage(reporter.as_deref(), nodes).await;
     let start = Instant::now();
     let watching = Arc::new(AtomicBool::new(true));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(options.watchers.max(1));
     let mut watchers = tokio::task::JoinSet::new();
     if workload == Workload::Watch {
         for i in 0..options.watchers {
-            let client = connections[i % connections.len()].clone();
+            let Conn::Aspen(client) = connections[i % connections.len()].clone() else {
+                unreachable!("the watch workload was refused for --protocol etcd");
+            };
             let (watching, ready) = (watching.clone(), ready_tx.clone());
             watchers.spawn(async move { watch_loop(&client, start, &watching, ready).await });
         }
@@ -491,7 +535,11 @@ pub async fn run(
         hits += tally.hits;
         conflicts += tally.conflicts;
     }
-    let cpu_after = process_usage(&connections[0], nodes).await;
+    let cpu_after = process_usage(reporter.as_deref(), nodes).await;
+    let node_count = match options.protocol {
+        Protocol::Aspen => nodes.len(),
+        Protocol::Etcd => options.endpoints.len(),
+    };
     let processes = cpu_after
         .iter()
         .filter_map(|(node_id, after)| {
@@ -507,7 +555,7 @@ pub async fn run(
         processes,
         workload,
         options: Arc::unwrap_or_clone(options),
-        nodes: nodes.len(),
+        nodes: node_count,
         elapsed,
         histogram,
         errors,
@@ -560,8 +608,14 @@ async fn watch_loop(
 }
 
 /// Each node's process usage from its status (nodes that do not answer are left out).
-async fn process_usage(client: &Client, nodes: &[NodeAddress]) -> BTreeMap<NodeId, ProcessUsage> {
+async fn process_usage(
+    client: Option<&Client>,
+    nodes: &[NodeAddress],
+) -> BTreeMap<NodeId, ProcessUsage> {
     let mut usage = BTreeMap::new();
+    let Some(client) = client else {
+        return usage;
+    };
     for node in nodes {
         if let Ok(status) = client.status_of(node).await
             && let Some(process) = status.process
@@ -586,7 +640,7 @@ enum Outcome {
 async fn client_loop(
     workload: Workload,
     index: usize,
-    client: &Client,
+    conn: &Conn,
     budget: &Budget,
     done: &AtomicU64,
     options: &BenchOptions,
@@ -605,45 +659,42 @@ async fn client_loop(
     let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
     while let Some(n) = budget.next() {
         let started = Instant::now();
-        let result: Result<Outcome, ClientError> = match workload {
-            Workload::Put => client
-                .put(options.key(n % options.keyspace), value.clone())
-                .await
-                .map(|_| Outcome::Done),
+        let result: Result<Outcome, String> = match workload {
+            Workload::Put => {
+                conn.put(options.key(n % options.keyspace), value.clone())
+                    .await
+            }
             Workload::Watch => {
                 // The value starts with when it was sent, for the watchers' latency.
                 let mut stamped = value.clone();
                 let sent = (started.duration_since(start).as_micros() as u64).to_le_bytes();
                 let len = stamped.len().min(8);
                 stamped[..len].copy_from_slice(&sent[..len]);
-                client
-                    .put(options.key(n % options.keyspace), stamped)
-                    .await
-                    .map(|_| Outcome::Done)
+                conn.put(options.key(n % options.keyspace), stamped).await
             }
-            Workload::Get => get(client, options.key(n % options.keyspace), consistency).await,
+            Workload::Get => {
+                conn.get(options.key(n % options.keyspace), consistency)
+                    .await
+            }
             Workload::Mixed => {
                 let key = options.key(rng.random_range(0..options.keyspace));
                 if rng.random_range(0..100u8) < options.read_percent {
-                    get(client, key, consistency).await
+                    conn.get(key, consistency).await
                 } else {
-                    client.put(key, value.clone()).await.map(|_| Outcome::Done)
+                    conn.put(key, value.clone()).await
                 }
             }
             Workload::TxnCas => {
                 let k = rng.random_range(0..options.keyspace);
                 let revision = seen.get(&k).copied().unwrap_or(0);
-                cas(client, options.key(k), revision, &value)
+                conn.cas(options.key(k), revision, &value)
                     .await
                     .map(|(outcome, revision)| {
                         seen.insert(k, revision);
                         outcome
                     })
             }
-            Workload::Sql => client
-                .sql_with(&options.query, consistency)
-                .await
-                .map(|_| Outcome::Done),
+            Workload::Sql => conn.sql(&options.query, consistency).await,
         };
         let micros = (started.elapsed().as_micros() as u64).clamp(1, LATENCY_MAX_US);
         match result {
@@ -662,25 +713,80 @@ async fn client_loop(
     tally
 }
 
-async fn get(
-    client: &Client,
-    key: Vec<u8>,
-    consistency: Consistency,
-) -> Result<Outcome, ClientError> {
-    Ok(match client.get_with(key, consistency).await? {
-        Some(_) => Outcome::Hit,
-        None => Outcome::Done,
-    })
+/// One connection of a run: an Aspen client (a QUIC endpoint), or an etcd v3 client of one
+/// endpoint (`--protocol etcd`). Failures are their messages.
+#[derive(Clone)]
+enum Conn {
+    Aspen(Arc<Client>),
+    Etcd(Box<etcd_client::KvClient>),
 }
 
-/// Put `value` at `key` if its mod revision is `revision`, else read it; returns the outcome
+impl Conn {
+    async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<Outcome, String> {
+        match self {
+            Conn::Aspen(client) => drop(client.put(key, value).await.map_err(|e| e.to_string())?),
+            Conn::Etcd(kv) => etcd::put(kv, key, value).await?,
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// A hit when the key was found.
+    async fn get(&self, key: Vec<u8>, consistency: Consistency) -> Result<Outcome, String> {
+        let found = match self {
+            Conn::Aspen(client) => client
+                .get_with(key, consistency)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            Conn::Etcd(kv) => etcd::get(kv, key, consistency == Consistency::Stale).await?,
+        };
+        Ok(if found { Outcome::Hit } else { Outcome::Done })
+    }
+
+    /// Put `value` at `key` if its mod revision is `revision`, else read it; returns the
+    /// outcome and the key's mod revision afterwards.
+    async fn cas(
+        &self,
+        key: Vec<u8>,
+        revision: u64,
+        value: &[u8],
+    ) -> Result<(Outcome, u64), String> {
+        let (swapped, now) = match self {
+            Conn::Aspen(client) => cas(client, key, revision, value)
+                .await
+                .map_err(|e| e.to_string())?,
+            Conn::Etcd(kv) => etcd::cas(kv, key, revision, value).await?,
+        };
+        Ok((
+            if swapped {
+                Outcome::Hit
+            } else {
+                Outcome::Conflict
+            },
+            now,
+        ))
+    }
+
+    async fn sql(&self, query: &str, consistency: Consistency) -> Result<Outcome, String> {
+        match self {
+            Conn::Aspen(client) => client
+                .sql_with(query, consistency)
+                .await
+                .map(|_| Outcome::Done)
+                .map_err(|e| e.to_string()),
+            Conn::Etcd(_) => Err("sql speaks Aspen's protocol only".into()),
+        }
+    }
+}
+
+/// Put `value` at `key` if its mod revision is `revision`, else read it: whether it swapped,
 /// and the key's mod revision afterwards.
 async fn cas(
     client: &Client,
     key: Vec<u8>,
     revision: u64,
     value: &[u8],
-) -> Result<(Outcome, u64), ClientError> {
+) -> Result<(bool, u64), ClientError> {
     let txn = Txn {
         compares: vec![Compare {
             key: key.clone(),
@@ -694,7 +800,7 @@ async fn cas(
     match written.output {
         Output::Txn {
             succeeded: true, ..
-        } => Ok((Outcome::Hit, written.revision)),
+        } => Ok((true, written.revision)),
         Output::Txn {
             succeeded: false,
             results,
@@ -703,15 +809,14 @@ async fn cas(
                 Some(Output::Get { kv: Some(kv) }) => kv.mod_revision,
                 _ => 0,
             };
-            Ok((Outcome::Conflict, now))
+            Ok((false, now))
         }
         other => Err(ClientError::Protocol(format!("{other:?}"))),
     }
 }
 
 /// A failure's kind: the error message without the figures that differ between requests.
-fn error_kind(error: &ClientError) -> String {
-    let text = error.to_string();
+fn error_kind(text: &str) -> String {
     let kind: String = text
         .chars()
         .map(|c| if c.is_ascii_digit() { '#' } else { c })

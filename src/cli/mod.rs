@@ -173,7 +173,8 @@ pub enum CliCommand {
     #[command(subcommand)]
     Auth(AuthCommand),
     /// Load the cluster and measure: throughput, latency percentiles (p50, p90, p99, p99.9,
-    /// max) and failures. Clients spread over the --node addresses; one run is bounded by
+    /// max) and failures. Clients spread over the --node addresses (with `--protocol etcd`,
+    /// over the etcd v3 `--endpoints`: Aspen's etcd API or etcd); one run is bounded by
     /// --total (default 10000) and/or --duration.
     Bench {
         #[arg(value_enum)]
@@ -374,8 +375,12 @@ async fn execute(cli: &Cli) -> Result<Answer, String> {
             .await;
     }
     if let CliCommand::Bench { workload, options } = &cli.command {
-        let nodes = node_addresses(cli)?;
-        return admin::bench(client_key(cli)?, &nodes, *workload, options.clone()).await;
+        // etcd's endpoints need neither Aspen addresses nor a client key.
+        let (key, nodes) = match options.protocol {
+            crate::bench::Protocol::Aspen => (client_key(cli)?, node_addresses(cli)?),
+            crate::bench::Protocol::Etcd => (iroh::SecretKey::generate(), Vec::new()),
+        };
+        return admin::bench(key, &nodes, *workload, options.clone()).await;
     }
     let client = Client::connect_with_key(client_key(cli)?, &node_addresses(cli)?)
         .await

@@ -1,21 +1,19 @@
-//! etcd's `Cluster` (member list, promote, remove) and `Maintenance` (status, hash)
-//! services from the node's cluster status and hash check. Member ids are Raft node ids; a
-//! member's peer URL is its Aspen address.
+//! etcd's `Cluster` service (member list, add, promote, remove) from the node's cluster
+//! status and membership changes. Member ids are Raft node ids; a member's peer URL is its
+//! Aspen address (`ENDPOINT_ID@IP:PORT`).
 
 use tonic::{Request, Response, Status};
 
-use crate::api::{ClientOp, ClientOutput, ClusterStatus};
-use crate::etcd::proto::etcdserverpb::{
-    self as pb, cluster_server::Cluster, maintenance_server::Maintenance,
+use crate::api::{
+    CLIENT_ALPN, ClientOp, ClientOutput, ClientRequest, ClientResponse, ClusterStatus, NodeAddress,
+    NodeId,
 };
-use crate::etcd::{Gateway, unsupported};
-use crate::net::service::ClientPort;
+use crate::etcd::proto::etcdserverpb::{self as pb, cluster_server::Cluster};
+use crate::etcd::{EtcdPort, Gateway, unsupported};
+use crate::limits::FRAME_BYTES_MAX;
 
-/// The etcd API version Aspen answers as (`etcdctl endpoint status` prints it).
-pub const ETCD_VERSION: &str = "3.4.0";
-
-impl<P: ClientPort> Gateway<P> {
-    async fn status_of_node(&self) -> Result<(ClusterStatus, u64), Status> {
+impl<P: EtcdPort> Gateway<P> {
+    pub(crate) async fn status_of_node(&self) -> Result<(ClusterStatus, u64), Status> {
         let answer = self.run(ClientOp::Status).await?;
         match answer.output {
             ClientOutput::Status(status) => Ok((status, answer.revision)),
@@ -32,7 +30,7 @@ impl<P: ClientPort> Gateway<P> {
             .map(|member| pb::Member {
                 id: member.id,
                 name: format!("node{}", member.id),
-                peer_ur_ls: vec![member.address],
+                peer_ur_ls: vec![peer_url(&member.address)],
                 client_ur_ls: Vec::new(),
                 is_learner: !member.voter,
             })
@@ -48,10 +46,120 @@ impl<P: ClientPort> Gateway<P> {
         self.run(op).await?;
         self.members().await
     }
+
+    /// The node id of the Aspen node listening at `address`, from its own status: etcd's
+    /// MemberAdd names a member by its peer URLs only, and an Aspen node's id is in its config.
+    async fn node_id_at(&self, address: &NodeAddress) -> Result<NodeId, Status> {
+        let unreachable = |why: String| {
+            Status::unavailable(format!(
+                "cannot learn the node id of the new member at {address} (start it first, \
+                 with its node id in its config): {why}"
+            ))
+        };
+        let response: ClientResponse = self
+            .service
+            .connections
+            .request(
+                address,
+                CLIENT_ALPN,
+                &ClientRequest::new(ClientOp::Status),
+                self.service.request_timeout,
+                FRAME_BYTES_MAX,
+            )
+            .await
+            .map_err(|error| unreachable(error.to_string()))?;
+        match response.result {
+            Ok(ClientOutput::Status(status)) => Ok(status.node_id),
+            Ok(_) => Err(unreachable("its status answered something else".into())),
+            Err(error) => Err(unreachable(error.to_string())),
+        }
+    }
+}
+
+/// etcd's tools take only http(s) URLs: a member's peer URL is its Aspen address as one,
+/// `http://ENDPOINT_ID@IP:PORT` (the traffic is QUIC all the same).
+const PEER_URL_SCHEME: &str = "http://";
+
+/// A member's Aspen address as its peer URL.
+fn peer_url(address: &str) -> String {
+    format!("{PEER_URL_SCHEME}{address}")
+}
+
+/// The Aspen address a MemberAdd's peer URL names: `http://ENDPOINT_ID@IP:PORT` (as
+/// `etcdctl member list` shows it) or the bare address (as `aspen-node` prints it).
+fn peer_address(peer_urls: &[String]) -> Result<NodeAddress, Status> {
+    let invalid = |why: String| {
+        Status::invalid_argument(format!("etcdserver: given member URLs are invalid ({why})"))
+    };
+    match peer_urls {
+        [url] => {
+            let address = ["http://", "https://"]
+                .iter()
+                .find_map(|scheme| url.strip_prefix(scheme))
+                .unwrap_or(url);
+            address.trim_end_matches('/').parse().map_err(|error| {
+                invalid(format!(
+                    "{url:?}: an Aspen member's peer URL is its address as \
+                     http://ENDPOINT_ID@IP:PORT: {error}"
+                ))
+            })
+        }
+        _ => Err(invalid(format!(
+            "{} peer URLs: an Aspen member has one address",
+            peer_urls.len()
+        ))),
+    }
 }
 
 #[tonic::async_trait]
-impl<P: ClientPort> Cluster for Gateway<P> {
+impl<P: EtcdPort> Cluster for Gateway<P> {
+    /// Adds the node listening at the peer URL, as a learner (`aspen cluster add-learner`,
+    /// which returns once it has caught up), then promotes it unless a learner was asked for.
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        let address = peer_address(&request.peer_ur_ls)?;
+        let (members, _) = self.members().await?;
+        let text = address.to_string();
+        if members
+            .iter()
+            .any(|member| member.peer_ur_ls.contains(&peer_url(&text)))
+        {
+            return Err(Status::failed_precondition(
+                "etcdserver: Peer URLs already exists",
+            ));
+        }
+        let id = self.node_id_at(&address).await?;
+        if members.iter().any(|member| member.id == id) {
+            return Err(Status::failed_precondition(
+                "etcdserver: member ID already exist",
+            ));
+        }
+        self.run(ClientOp::AddLearner { id, address: text }).await?;
+        if !request.is_learner {
+            self.run(ClientOp::Promote { id }).await?;
+        }
+        let (members, header) = self.members().await?;
+        let member = members.iter().find(|member| member.id == id).cloned();
+        Ok(Response::new(pb::MemberAddResponse {
+            header,
+            member,
+            members,
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        _request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(unsupported(
+            "MemberUpdate: a member's address holds its endpoint id, which its key fixes; to \
+             move a member, remove it and add it back",
+        ))
+    }
+
     async fn member_list(
         &self,
         _request: Request<pb::MemberListRequest>,
@@ -90,61 +198,5 @@ impl<P: ClientPort> Cluster for Gateway<P> {
         }
         let (members, header) = self.change_members(ClientOp::Promote { id }).await?;
         Ok(Response::new(pb::MemberPromoteResponse { header, members }))
-    }
-}
-
-#[tonic::async_trait]
-impl<P: ClientPort> Maintenance for Gateway<P> {
-    async fn status(
-        &self,
-        _request: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
-        let (status, revision) = self.status_of_node().await?;
-        let learner = status
-            .members
-            .iter()
-            .any(|member| member.id == status.node_id && !member.voter);
-        Ok(Response::new(pb::StatusResponse {
-            header: self.header(revision, status.node_id),
-            version: ETCD_VERSION.into(),
-            db_size: 0,
-            leader: status.leader.unwrap_or(0),
-            raft_index: status.last_log_index.unwrap_or(0),
-            raft_term: status.term,
-            raft_applied_index: status.last_applied.unwrap_or(0),
-            errors: Vec::new(),
-            db_size_in_use: 0,
-            is_learner: learner,
-        }))
-    }
-
-    /// Aspen's hash check (`aspen cluster hashkv`: every member hashes its key space at one
-    /// point of the log) answered with this member's hash, at the check's revision.
-    async fn hash_kv(
-        &self,
-        request: Request<pb::HashKvRequest>,
-    ) -> Result<Response<pb::HashKvResponse>, Status> {
-        if request.into_inner().revision > 0 {
-            return Err(unsupported(
-                "HashKV at a given revision (the hash is of the current state)",
-            ));
-        }
-        let answer = self.run(ClientOp::HashKv).await?;
-        let ClientOutput::HashKv(report) = answer.output else {
-            return Err(Status::internal("a hash check answered something else"));
-        };
-        let me = self.port().node_id();
-        let mine = report.members.into_iter().find(|member| member.id == me);
-        match mine.map(|member| member.result) {
-            Some(Ok(hash)) => Ok(Response::new(pb::HashKvResponse {
-                header: self.header(hash.revision, me),
-                hash: hash.hash,
-                compact_revision: 0,
-            })),
-            Some(Err(error)) => Err(Status::unavailable(format!("hash check: {error}"))),
-            None => Err(Status::unavailable(
-                "hash check: this member was not part of it",
-            )),
-        }
     }
 }

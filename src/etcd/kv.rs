@@ -9,10 +9,10 @@ use crate::api::{
     Txn, TxnOp, WriteOp,
 };
 use crate::client::RangeOptions;
+use crate::etcd::EtcdPort;
 use crate::etcd::proto::etcdserverpb::{self as pb, kv_server::Kv, range_request};
 use crate::etcd::proto::mvccpb;
 use crate::etcd::{Gateway, key_range, signed, status, unsigned, unsupported};
-use crate::net::service::ClientPort;
 
 /// Times a put with `ignore_value` or `ignore_lease` reads the key again after another write
 /// changed it between its read and its write.
@@ -50,7 +50,7 @@ struct Read {
     served_by: u64,
 }
 
-impl<P: ClientPort> Gateway<P> {
+impl<P: EtcdPort> Gateway<P> {
     /// Reads `range` page by page at one revision (`revision`, or the first page's), at most
     /// `limit` keys (0: all), noting whether more exist.
     async fn read_range(
@@ -288,7 +288,7 @@ fn sort(kvs: &mut [KeyValue], order: range_request::SortOrder, target: range_req
 }
 
 #[tonic::async_trait]
-impl<P: ClientPort> Kv for Gateway<P> {
+impl<P: EtcdPort> Kv for Gateway<P> {
     async fn range(
         &self,
         request: Request<pb::RangeRequest>,

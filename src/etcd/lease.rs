@@ -6,9 +6,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::error::CommandError;
 use crate::api::{ClientError, ClientOp, ClientOutput, Consistency, Output, SqlValue, WriteOp};
+use crate::etcd::EtcdPort;
 use crate::etcd::proto::etcdserverpb::{self as pb, lease_server::Lease};
 use crate::etcd::{Gateway, signed, status, unsigned};
-use crate::net::service::ClientPort;
 
 /// Keep-alive answers a stream may have waiting for its client.
 const KEEPALIVES_QUEUED: usize = 16;
@@ -17,7 +17,7 @@ fn seconds(ms: u64) -> i64 {
     signed(ms.div_ceil(1000))
 }
 
-impl<P: ClientPort> Gateway<P> {
+impl<P: EtcdPort> Gateway<P> {
     /// Every live lease (a linearizable read), and the header of the answer.
     async fn leases(
         &self,
@@ -41,9 +41,7 @@ impl<P: ClientPort> Gateway<P> {
                 (seconds(ttl_ms), revision, member)
             }
             Ok((_, revision, member)) => (0, revision, member),
-            Err(ClientError::Command(CommandError::LeaseNotFound { .. })) => {
-                (0, 0, self.port().node_id())
-            }
+            Err(ClientError::Command(CommandError::LeaseNotFound { .. })) => (0, 0, self.node_id()),
             Err(error) => return Err(status(&error)),
         };
         Ok(pb::LeaseKeepAliveResponse {
@@ -55,7 +53,7 @@ impl<P: ClientPort> Gateway<P> {
 }
 
 #[tonic::async_trait]
-impl<P: ClientPort> Lease for Gateway<P> {
+impl<P: EtcdPort> Lease for Gateway<P> {
     async fn lease_grant(
         &self,
         request: Request<pb::LeaseGrantRequest>,

@@ -1,12 +1,16 @@
 //! etcd v3's gRPC API over Aspen (docs/etcd.md): a tonic server on `etcd.address` whose
-//! services (`kv`, `watch`, `lease`, `cluster`) turn each etcd call into Aspen client
-//! operations and run them through the node's client service, as the client protocol does
-//! (authorized as one Aspen client, forwarded to the leader where only it can serve). The
-//! messages and service traits are generated from `proto/etcd/` (`scripts/etcd-proto.sh`).
+//! services (`kv`, `watch`, `lease`, `cluster`, `maintenance`, `auth`) turn each etcd call
+//! into Aspen client operations and run them through the node's client service, as the
+//! client protocol does (authorized as one Aspen client, forwarded to the leader where only it
+//! can serve); the maintenance calls that act on one member (defragment, snapshot) use the
+//! node's admin port, as `aspen admin` does. The messages and service traits are generated
+//! from `proto/etcd/` (`scripts/etcd-proto.sh`).
 
+pub mod auth;
 pub mod cluster;
 pub mod kv;
 pub mod lease;
+pub mod maintenance;
 pub mod proto;
 pub mod txn;
 pub mod watch;
@@ -16,10 +20,29 @@ use std::sync::Arc;
 
 use tonic::Status;
 
+use crate::api::auth::ROOT_ROLE;
 use crate::api::error::CommandError;
-use crate::api::{ClientError, ClientId, ClientOp, ClientOutput, ClientRequest, KeyRange};
+use crate::api::{ClientError, ClientId, ClientOp, ClientOutput, ClientRequest, KeyRange, NodeId};
+use crate::net::admin::AdminPort;
 use crate::net::service::{ClientPort, ClientService};
 use proto::etcdserverpb::ResponseHeader;
+
+/// What the etcd API needs of its node: the client service's port, the admin port (defragment
+/// and snapshot act on the member that serves them, as etcd's do), and the alarms it knows of.
+pub trait EtcdPort: ClientPort + AdminPort {
+    /// The alarms this node knows of, as (member, alarm): its own quota alarm, and the
+    /// members a hash check it ran (as the leader) found corrupt.
+    fn alarms(&self) -> Vec<(NodeId, Alarm)>;
+}
+
+/// etcd's alarm kinds that Aspen raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alarm {
+    /// The database file is at or over `storage.quota_bytes`: writes that add data are refused.
+    NoSpace,
+    /// A hash check found the member's key space differs from the other members'.
+    Corrupt,
+}
 
 /// What every etcd service shares: the node's client service and whom it acts as.
 pub struct Gateway<P> {
@@ -47,7 +70,7 @@ pub(crate) struct Answer {
     pub(crate) served_by: u64,
 }
 
-impl<P: ClientPort> Gateway<P> {
+impl<P: EtcdPort> Gateway<P> {
     /// Resolves once the node stops.
     pub(crate) async fn stopped(&self) {
         let mut stop = self.stop.clone();
@@ -124,7 +147,35 @@ impl<P: ClientPort> Gateway<P> {
 
     /// The header of an answer that reflects no revision of its own (cluster calls).
     pub(crate) fn local_header(&self, revision: u64) -> Option<ResponseHeader> {
-        self.header(revision, self.service.port.node_id())
+        self.header(revision, self.node_id())
+    }
+
+    /// Who the node takes the etcd API's client for (its roles, whether auth is on).
+    pub(crate) async fn whoami(&self) -> Result<(crate::api::WhoAmI, u64), Status> {
+        let answer = self.run(ClientOp::WhoAmI).await?;
+        match answer.output {
+            ClientOutput::WhoAmI(me) => Ok((me, answer.revision)),
+            _ => Err(Status::internal("whoami answered something else")),
+        }
+    }
+
+    /// Refuses, as etcd's permission error, unless the etcd API's client holds the root role
+    /// (or auth is off): for what the node does outside the client protocol's checks.
+    pub(crate) async fn require_root(&self, what: &str) -> Result<(), Status> {
+        let (me, _) = self.whoami().await?;
+        if me.auth_enabled && !me.roles.iter().any(|role| role == ROOT_ROLE) {
+            return Err(Status::permission_denied(format!(
+                "etcdserver: permission denied ({what} needs the {ROOT_ROLE} role, which the \
+                 etcd API's client {} does not hold)",
+                me.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The node serving the etcd API.
+    pub(crate) fn node_id(&self) -> NodeId {
+        ClientPort::node_id(self.service.port.as_ref())
     }
 
     pub(crate) fn port(&self) -> &Arc<P> {
@@ -191,7 +242,7 @@ pub(crate) fn status(error: &ClientError) -> Status {
             CommandError::QuotaExceeded { .. } => {
                 Status::resource_exhausted("etcdserver: mvcc: database space exceeded")
             }
-            CommandError::Auth(_) => Status::permission_denied("etcdserver: permission denied"),
+            CommandError::Auth(_) => Status::failed_precondition(command.to_string()),
             other => Status::invalid_argument(other.to_string()),
         },
         ClientError::Denied(reason) => {
@@ -244,14 +295,15 @@ impl EtcdServer {
 }
 
 /// Serves the etcd API on `address` through `service`, acting as `client`.
-pub async fn start<P: ClientPort>(
+pub async fn start<P: EtcdPort>(
     address: SocketAddr,
     service: ClientService<P>,
     client: ClientId,
 ) -> std::io::Result<EtcdServer> {
     use proto::etcdserverpb::{
-        cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-        maintenance_server::MaintenanceServer, watch_server::WatchServer,
+        auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+        lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+        watch_server::WatchServer,
     };
     let listener = tokio::net::TcpListener::bind(address).await?;
     let address = listener.local_addr()?;
@@ -271,7 +323,8 @@ pub async fn start<P: ClientPort>(
         .add_service(WatchServer::new(gateway.clone()))
         .add_service(LeaseServer::new(gateway.clone()))
         .add_service(ClusterServer::new(gateway.clone()))
-        .add_service(MaintenanceServer::new(gateway))
+        .add_service(MaintenanceServer::new(gateway.clone()))
+        .add_service(AuthServer::new(gateway))
         .serve_with_incoming_shutdown(incoming, shutdown);
     let task = tokio::spawn(async move {
         if let Err(error) = server.await {

@@ -5,12 +5,12 @@
 use tonic::Status;
 
 use crate::api::{Compare, CompareOp, CompareTarget, Output, Put, Txn, TxnOp, WriteOp};
+use crate::etcd::EtcdPort;
 use crate::etcd::kv::{lease_of, to_kv};
 use crate::etcd::proto::etcdserverpb::{self as pb, compare, request_op, response_op};
 use crate::etcd::{Gateway, key_range, signed, unsigned, unsupported};
-use crate::net::service::ClientPort;
 
-impl<P: ClientPort> Gateway<P> {
+impl<P: EtcdPort> Gateway<P> {
     pub(crate) async fn txn_request(&self, r: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
         let compares = r
             .compare

@@ -15,13 +15,13 @@ use crate::api::error::CommandError;
 use crate::api::{
     ClientError, ClientOp, ClientOutput, EventKind, KeyValue, WatchEvent, WatchFilter, WatchOptions,
 };
+use crate::etcd::EtcdPort;
 use crate::etcd::kv::to_kv;
 use crate::etcd::proto::etcdserverpb::{
     self as pb, watch_create_request::FilterType, watch_request, watch_server::Watch,
 };
 use crate::etcd::proto::mvccpb;
 use crate::etcd::{Gateway, key_range, signed, unsigned};
-use crate::net::service::ClientPort;
 
 /// Responses a stream may have waiting for its client; a watch whose events do not fit
 /// waits (its node-side feed is bounded too).
@@ -65,7 +65,7 @@ fn event(e: WatchEvent) -> mvccpb::Event {
     }
 }
 
-impl<P: ClientPort> Gateway<P> {
+impl<P: EtcdPort> Gateway<P> {
     fn watch_response(&self, id: i64, revision: u64) -> pb::WatchResponse {
         pb::WatchResponse {
             header: self.local_header(revision),
@@ -296,7 +296,7 @@ impl<P: ClientPort> Gateway<P> {
 }
 
 #[tonic::async_trait]
-impl<P: ClientPort> Watch for Gateway<P> {
+impl<P: EtcdPort> Watch for Gateway<P> {
     type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
 
     async fn watch(

@@ -163,7 +163,7 @@ pub fn read_token(dir: &std::path::Path) -> std::io::Result<String> {
 /// How long `/admin/snapshot` waits for the snapshot to be built.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 /// A compaction waits this long for transactions already open to end.
-const COMPACTION_WAIT_FOR_OPEN: Duration = Duration::from_secs(5);
+pub(crate) const COMPACTION_WAIT_FOR_OPEN: Duration = Duration::from_secs(5);
 /// A backup travels in chunks of this size.
 const BACKUP_CHUNK_BYTES: usize = 256 << 10;
 
@@ -257,8 +257,26 @@ async fn backup<P: AdminPort>(State(state): State<AdminState<P>>) -> Response {
         Ok(job) => job,
         Err(e) => return error(e.status(), format!("admin: {e}")),
     };
+    let rx = backup_chunks(job, state.port.node_id());
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Runs a backup job off the async runtime, sending the file in chunks (at most 4 waiting)
+/// to the receiver: the job stops when the receiver is dropped, and a failure ends the chunks
+/// with an error, so a reader sees a cut stream, never a short file that looks whole (the End
+/// record and checksum are missing). Used by `/admin/backup` and etcd's snapshot.
+pub(crate) fn backup_chunks(
+    job: BackupJob,
+    node_id: NodeId,
+) -> tokio::sync::mpsc::Receiver<std::io::Result<Bytes>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    let node_id = state.port.node_id();
     tokio::task::spawn_blocking(move || {
         let mut writer = ChunkSender {
             tx: tx.clone(),
@@ -278,20 +296,11 @@ async fn backup<P: AdminPort>(State(state): State<AdminState<P>>) -> Response {
             ),
             Err(error) => {
                 tracing::warn!(node_id, %error, "admin: backup failed");
-                // Ends the body with an error: the client sees a cut stream, never a short file
-                // that looks whole (the End record and checksum are missing).
                 let _ = tx.blocking_send(Err(std::io::Error::other(error.to_string())));
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    (
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    rx
 }
 
 /// A `Write` that sends what it is given to the response body in chunks; fails once the

@@ -1,6 +1,7 @@
-//! The node's side of the HTTP endpoints and of the Raft transport: `net::http` declares
-//! [`HttpPort`], `net::admin` [`AdminPort`] and `net::raft_service` [`RaftPort`]; this implements them with the node's
-//! parts (the health board, the Raft handle, the store).
+//! The node's side of the HTTP endpoints, of the Raft transport and of the etcd API:
+//! `net::http` declares [`HttpPort`], `net::admin` [`AdminPort`], `net::raft_service`
+//! [`RaftPort`] and `etcd` `EtcdPort`; this implements them with the node's parts (the health
+//! board, the Raft handle, the store).
 
 use std::time::Duration;
 
@@ -144,5 +145,23 @@ impl NodeCore {
     fn open_store(&self) -> Result<std::sync::Arc<crate::storage::Store>, AdminError> {
         self.store()
             .ok_or_else(|| AdminError::Unavailable("storage is not open".into()))
+    }
+}
+
+impl crate::etcd::EtcdPort for NodeCore {
+    fn alarms(&self) -> Vec<(NodeId, crate::etcd::Alarm)> {
+        let mut alarms = Vec::new();
+        if self.quota_alarm().is_some() {
+            alarms.push((self.node_id, crate::etcd::Alarm::NoSpace));
+        }
+        if let Some(report) = self.store.as_ref().and_then(|s| s.hash_checks().alarm()) {
+            alarms.extend(
+                report
+                    .mismatched
+                    .iter()
+                    .map(|id| (*id, crate::etcd::Alarm::Corrupt)),
+            );
+        }
+        alarms
     }
 }

@@ -10,6 +10,11 @@
 //!
 //! Restoring verifies the whole file before it creates anything, then writes the state into a
 //! new data directory in one transaction committed with fsync.
+//!
+//! etcd's snapshot form ([`EtcdSnapshotTrailer`]), what etcd's Maintenance.Snapshot streams
+//! and `etcdctl snapshot save` checks: the backup, then zero bytes and the backup's length
+//! (u64 little-endian) up to a multiple of 512 bytes, then the SHA-256 of all that. Restoring
+//! reads either form.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -29,6 +34,92 @@ const BACKUP_MAGIC: &[u8; 8] = b"ASPNBKUP";
 /// Version of the backup format this build writes and reads.
 pub const BACKUP_FORMAT: u32 = 1;
 const BACKUP: &str = "backup";
+/// etcd's snapshot files are a multiple of this many bytes, then a SHA-256.
+const ETCD_SNAPSHOT_ALIGN: u64 = 512;
+const SHA256_BYTES: u64 = 32;
+
+/// Ends a backup in etcd's snapshot form (see the module docs): give it every byte of the
+/// backup as it is sent, then send what [`EtcdSnapshotTrailer::finish`] returns.
+#[derive(Default)]
+pub struct EtcdSnapshotTrailer {
+    hasher: sha2::Sha256,
+    len: u64,
+}
+
+impl EtcdSnapshotTrailer {
+    pub fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.hasher, bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// The padding, the backup's length and the SHA-256.
+    pub fn finish(mut self) -> Vec<u8> {
+        let backup_len = self.len;
+        let unpadded = backup_len + 8;
+        let padding = (ETCD_SNAPSHOT_ALIGN - unpadded % ETCD_SNAPSHOT_ALIGN) % ETCD_SNAPSHOT_ALIGN;
+        let mut tail = vec![0u8; padding as usize];
+        tail.extend_from_slice(&backup_len.to_le_bytes());
+        self.update(&tail);
+        tail.extend_from_slice(&sha2::Digest::finalize(self.hasher));
+        tail
+    }
+}
+
+/// The backup at `path`, in either form: a plain backup whole, or the backup inside etcd's
+/// snapshot form once its SHA-256, length and padding check out.
+fn open_backup(path: &Path) -> Result<std::io::Take<BufReader<File>>> {
+    let what = || format!("reading {}", path.display());
+    let mut file =
+        File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let len = file.metadata().map_err(|e| Error::io(what(), e))?.len();
+    let mut body = len;
+    if len % ETCD_SNAPSHOT_ALIGN == SHA256_BYTES && len >= ETCD_SNAPSHOT_ALIGN + SHA256_BYTES {
+        if let Some(backup_len) =
+            etcd_snapshot_body(&mut file, len).map_err(|e| Error::io(what(), e))?
+        {
+            body = backup_len;
+        }
+        std::io::Seek::rewind(&mut file).map_err(|e| Error::io(what(), e))?;
+    }
+    Ok(BufReader::new(file).take(body))
+}
+
+/// The length of the backup inside an etcd snapshot file of `len` bytes, or `None` when it is
+/// not one (its SHA-256, length or padding do not check out).
+fn etcd_snapshot_body(file: &mut File, len: u64) -> std::io::Result<Option<u64>> {
+    use sha2::Digest;
+    let hashed = len - SHA256_BYTES;
+    let mut hasher = sha2::Sha256::new();
+    let mut reader = BufReader::new(&mut *file).take(hashed);
+    // The last 512 bytes hashed hold the padding and the length.
+    let mut last = Vec::with_capacity(ETCD_SNAPSHOT_ALIGN as usize);
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut read = 0u64;
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        read += n as u64;
+        let keep = (read.min(ETCD_SNAPSHOT_ALIGN)) as usize;
+        last.extend_from_slice(&buffer[..n]);
+        let excess = last.len() - keep;
+        last.drain(..excess);
+    }
+    let mut sha = [0u8; SHA256_BYTES as usize];
+    reader.into_inner().read_exact(&mut sha)?;
+    if read != hashed || hasher.finalize().as_slice() != sha {
+        return Ok(None);
+    }
+    let (padding, length) = last.split_at(last.len() - 8);
+    let backup_len = u64::from_le_bytes(length.try_into().expect("8 bytes"));
+    let Some(padded) = hashed.checked_sub(8 + backup_len) else {
+        return Ok(None);
+    };
+    let zeros = &padding[padding.len().saturating_sub(padded as usize)..];
+    Ok((padded < ETCD_SNAPSHOT_ALIGN && zeros.iter().all(|b| *b == 0)).then_some(backup_len))
+}
 
 /// What a backup holds (once fully read and checked) or held when it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -146,11 +237,7 @@ pub fn restore_backup(
     cache_bytes: usize,
     now_ms: u64,
 ) -> Result<BackupSummary> {
-    let open = || {
-        File::open(from)
-            .map(BufReader::new)
-            .map_err(|e| Error::io(format!("opening {}", from.display()), e))
-    };
+    let open = || open_backup(from);
     verify_backup(open()?, |_, _| {})?;
     if dir.join(DB_FILE_NAME).exists() {
         return Err(Error::Refused(format!(

@@ -38,7 +38,7 @@ pub mod types;
 pub mod upgrade;
 pub mod write;
 
-pub use backup::{BackupSummary, restore_backup, verify_backup};
+pub use backup::{BackupSummary, EtcdSnapshotTrailer, restore_backup, verify_backup};
 pub use error::{Error, ValidationError};
 pub use reads::{Page, ReadView, ScanOptions};
 pub use snapshot::{SnapshotSummary, verify_snapshot_file};

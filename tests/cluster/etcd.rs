@@ -8,13 +8,13 @@ use std::time::Duration;
 use crate::util::{Cluster, NodeProcess, start_process_cluster};
 
 /// What an etcdctl run printed.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
+pub(crate) fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
@@ -51,7 +51,7 @@ fn revision(endpoints: &str) -> u64 {
 // Proves etcdctl's put, get (prefix, limit, sort, keys only, at a revision), txn, del, watch
 // (replay and live), put keeping the value or the lease, lease
 // grant/attach/timetolive/list/keep-alive/revoke, member list,
-// member promote and remove (of a learner added with aspen), endpoint status and hashkv, and
+// member add (as a learner), promote and remove, endpoint status and hashkv, and
 // compaction
 // work against a 3-node cluster of real processes through any member, printing what etcd
 // 3.4 prints (the expected lines were taken from etcd 3.4.23 on this machine), and that a
@@ -59,7 +59,7 @@ fn revision(endpoints: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_a_three_node_cluster() {
     let root = tempfile::tempdir().unwrap();
-    let (nodes, addresses) = start_process_cluster(root.path(), 1..=3, &[]).await;
+    let (nodes, _) = start_process_cluster(root.path(), 1..=3, &[]).await;
     let mut endpoints = Vec::new();
     for node in nodes.values() {
         endpoints.push(node.etcd_address().await);
@@ -226,15 +226,44 @@ async fn etcdctl_works_against_a_three_node_cluster() {
             "{line}"
         );
     }
-    // A learner added the Aspen way is listed as one, promoted and removed the etcd way.
+    // A node added as a learner the etcd way (its peer URL is its Aspen address; Aspen asks
+    // it for its node id) is listed as one, promoted and removed.
     let learner = NodeProcess::start(4, &root.path().join("n4"), "none");
-    let aspen = aspen::testing::root_client(&addresses.values().copied().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    aspen
-        .add_learner(4, &learner.address().await)
-        .await
-        .unwrap();
+    let peer = format!("http://{}", learner.address().await);
+    let added = run(&[
+        "member",
+        "add",
+        "node4",
+        &format!("--peer-urls={peer}"),
+        "--learner",
+    ]);
+    assert!(
+        added.starts_with("Member") && added.contains("4 added to cluster"),
+        "{added}"
+    );
+    let twice = etcdctl(
+        &all,
+        &["member", "add", "n", &format!("--peer-urls={peer}")],
+        None,
+    );
+    assert!(
+        twice
+            .stderr
+            .contains("etcdserver: Peer URLs already exists"),
+        "{}",
+        twice.stderr
+    );
+    let bad = etcdctl(
+        &all,
+        &["member", "add", "n", "--peer-urls=http://127.0.0.1:1"],
+        None,
+    );
+    assert!(
+        bad.stderr
+            .contains("etcdserver: given member URLs are invalid"),
+        "{}",
+        bad.stderr
+    );
     let listed = run(&["member", "list"]);
     assert!(
         listed

@@ -10,6 +10,7 @@ mod compaction;
 mod disk;
 mod durability;
 mod etcd;
+mod etcd_admin;
 mod etcd_client;
 mod failover;
 mod hashkv;

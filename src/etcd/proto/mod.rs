@@ -3,6 +3,8 @@
 //! hand.
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
+pub mod authpb;
+
 pub mod mvccpb;
 
 pub mod etcdserverpb;

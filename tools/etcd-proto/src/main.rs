@@ -10,7 +10,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let files = ["rpc.proto", "kv.proto"].map(|f| format!("{protos}/{f}"));
+    let files = ["rpc.proto", "kv.proto", "auth.proto"].map(|f| format!("{protos}/{f}"));
     let descriptors = protox::compile(&files, [&protos]).unwrap_or_else(|e| {
         eprintln!("etcd-proto: {e}");
         std::process::exit(1);
