@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Aspen against etcd through one client: ../shared/bench's loadgen (a Rust etcd v3 gRPC
-# client) drives Aspen's etcd API and etcd 3.4 with the same code, same scenarios as
-# compare.sh (3 nodes: put with 1/16/64/256 clients, linearizable get with 64; 1 node: put
-# with 1 and 64), interleaved by round. One JSON line per run, as compare.sh's, so
-# ../shared/bench/table.py makes the table.
-#   scripts/etcd-api-bench.sh ASPEN_BIN_DIR [ROUNDS] [SECONDS] > etcd-api.jsonl
+# Aspen against etcd 3.4 through one client: `aspen bench --protocol etcd` (etcd v3 gRPC, the
+# etcd-client crate) drives Aspen's etcd API and etcd with the same code, in the scenarios of
+# ../shared/bench/compare.sh (3 nodes: put with 1/16/64/256 clients, linearizable get with 64
+# after a preload; 1 node: put with 1 and 64), one connection per client, 256-byte values,
+# keyspace 100,000, fresh data dirs, interleaved by round. One JSON line per run, as
+# compare.sh's, so ../shared/bench/table.py makes the table.
+#   scripts/etcd-api-bench.sh BIN_DIR [ROUNDS] [SECONDS] > etcd-api.jsonl
+# BIN_DIR holds release `aspen` and `aspen-node`; etcd's ports 2379-2380, 22379-22380 and
+# 32379-32380 must be free.
 set -euo pipefail
 BIN=$(cd "$1" && pwd); ROUNDS=${2:-2}; SECS=${3:-8}
-SHARED=$(cd "$(dirname "$0")/../../shared/bench" && pwd)
-LOADGEN_TARGET=${LOADGEN_TARGET:-${TMPDIR:-/tmp}/aspen-loadgen-target}
-cargo build -q --release --manifest-path "$SHARED/loadgen/Cargo.toml" --target-dir "$LOADGEN_TARGET" >&2
-LOADGEN=$LOADGEN_TARGET/release/loadgen
+SHARED=$(cd "${ASPEN_SHARED:-$(dirname "$0")/../../shared}/bench" && pwd)
 WORK=$(mktemp -d -t etcd-api.XXXXXX)
 CL_PID=
 cleanup() {
@@ -19,17 +19,22 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-run() { # system topology scenario clients endpoints workload [extra]
+bench() { # endpoints workload clients [options...]
+  local eps=$1 workload=$2 clients=$3; shift 3
+  "$BIN/aspen" --output json bench "$workload" --protocol etcd --endpoints "$eps" \
+    --clients "$clients" --connections "$clients" --keyspace 100000 --value-size 256 "$@"
+}
+run() { # system topology scenario clients endpoints workload
   local raw
-  raw=$("$LOADGEN" etcd --endpoints "$5" --clients "$4" --ops 100000000 --max-seconds "$SECS" \
-    --value-size 256 --keys 100000 --workload "$6" ${7:-} 2>/dev/null)
+  raw=$(bench "$5" "$6" "$4" --duration "${SECS}s")
   python3 - "$1" "$2" "$3" "$4" "$raw" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
 import json, sys
 system, topo, scen, clients, raw, load = sys.argv[1:7]
 r = json.loads(raw)
 print(json.dumps(dict(system=system, topology=topo, scenario=scen, clients=int(clients),
-    load1=float(load), ops_s=round(r["ops_per_sec"]), p50_ms=r["p50_us"] / 1000,
-    p99_ms=r["p99_us"] / 1000, errors=r["errors"], client="loadgen")), flush=True)
+    load1=float(load), ops_s=round(r["throughput_ops_s"]), p50_ms=r["latency_ms"]["p50"],
+    p99_ms=r["latency_ms"]["p99"], errors=r["errors"], client="aspen bench --protocol etcd")),
+    flush=True)
 PY
 }
 aspen_start() { # nodes; sets eps
@@ -47,7 +52,8 @@ for _ in $(seq 1 "$ROUNDS"); do
       rm -rf "$WORK/etcd"; "$SHARED/etcd-cluster.sh" start "$WORK/etcd" >/dev/null
       eps=$(cat "$WORK/etcd/endpoints"); fi
     for c in 1 16 64 256; do run $sys 3-node put-c$c $c "$eps" put; done
-    run $sys 3-node get-c64 64 "$eps" get --preload
+    bench "$eps" put 64 --connections 16 --total 100000 >/dev/null
+    run $sys 3-node get-c64 64 "$eps" get
     if [ $sys = aspen ]; then aspen_stop; aspen_start 1; else
       "$SHARED/etcd-cluster.sh" stop "$WORK/etcd" >/dev/null
       rm -rf "$WORK/etcd"; "$SHARED/etcd-cluster.sh" single "$WORK/etcd" >/dev/null
