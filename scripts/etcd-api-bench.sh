@@ -22,11 +22,11 @@ trap cleanup EXIT
 bench() { # endpoints workload clients [options...]
   local eps=$1 workload=$2 clients=$3; shift 3
   "$BIN/aspen" --output json bench "$workload" --protocol etcd --endpoints "$eps" \
-    --clients "$clients" --connections "$clients" --keyspace 100000 --value-size 256 "$@"
+    --clients "$clients" --keyspace 100000 --value-size 256 "$@"
 }
 run() { # system topology scenario clients endpoints workload
   local raw
-  raw=$(bench "$5" "$6" "$4" --duration "${SECS}s")
+  raw=$(bench "$5" "$6" "$4" --connections "$4" --duration "${SECS}s")
   python3 - "$1" "$2" "$3" "$4" "$raw" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
 import json, sys
 system, topo, scen, clients, raw, load = sys.argv[1:7]
