@@ -8,6 +8,9 @@ pub const KEY_BYTES_MAX: usize = 8 * 1024;
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// etcd's default: a transaction must stay small enough to apply quickly on every node.
 pub const TXN_OPS_MAX: usize = 128;
+/// Transactions nest at most this deep inside a transaction (etcd's nested transactions): 1
+/// would allow a transaction inside a transaction, not one inside that.
+pub const TXN_NESTING_MAX: usize = 4;
 /// Bytes of keys and values in one command; bounds one log entry well below a frame.
 pub const COMMAND_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Members named in one `cluster init`: far more than a Raft cluster should hold (etcd

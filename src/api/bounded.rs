@@ -91,3 +91,37 @@ where
 
     deserializer.deserialize_map(Bounded::<K, V, MAX>(std::marker::PhantomData))
 }
+
+thread_local! {
+    /// How deep the decoder is in [`nested`] values on this thread.
+    static NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Decodes a value that may hold itself (a transaction inside a transaction), refusing one
+/// nested deeper than [`crate::limits::TXN_NESTING_MAX`] transactions and a range compare
+/// below them: each level is a few bytes on the wire, so a frame could otherwise nest deep
+/// enough to overflow the decoder's stack.
+pub(crate) fn nested<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            NESTING.with(|depth| depth.set(depth.get() - 1));
+        }
+    }
+    let depth = NESTING.with(|depth| {
+        depth.set(depth.get() + 1);
+        depth.get()
+    });
+    let _leave = Leave;
+    let max = crate::limits::TXN_NESTING_MAX + 1;
+    if depth > max {
+        return Err(serde::de::Error::custom(format_args!(
+            "transactions or range compares nested more than {max} deep"
+        )));
+    }
+    T::deserialize(deserializer)
+}

@@ -132,6 +132,23 @@ pub enum ClientOp {
     },
 }
 
+/// The keys a transaction reads and writes (both branches, nested transactions included).
+fn txn_needs(txn: &crate::api::Txn, needs: &mut Vec<(KeyRange, Perm)>) {
+    needs.extend(txn.compares.iter().map(|c| (c.keys(), Perm::Read)));
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            TxnOp::Put(put) => needs.push((single_key(&put.key), Perm::ReadWrite)),
+            TxnOp::Delete { key, .. } => needs.push((single_key(key), Perm::ReadWrite)),
+            TxnOp::Get { key } => needs.push((single_key(key), Perm::Read)),
+            TxnOp::Range { range, .. } => needs.push((range.clone(), Perm::Read)),
+            TxnOp::DeleteRange(range) | TxnOp::DeleteRangePrev(range) => {
+                needs.push((range.clone(), Perm::ReadWrite));
+            }
+            TxnOp::Txn(inner) => txn_needs(inner, needs),
+        }
+    }
+}
+
 impl ClientOp {
     /// Whether the leader serves the operation (a follower would forward it): writes,
     /// linearizable reads and membership changes. A client sends these to the leader it knows.
@@ -200,17 +217,9 @@ impl ClientOp {
                 keys(vec![(range.clone(), Perm::ReadWrite)])
             }
             ClientOp::Write(WriteOp::Txn(txn)) => {
-                let compares = txn
-                    .compares
-                    .iter()
-                    .map(|c| (single_key(&c.key), Perm::Read));
-                let ops = txn.success.iter().chain(&txn.failure).map(|op| match op {
-                    TxnOp::Put(put) => (single_key(&put.key), Perm::ReadWrite),
-                    TxnOp::Delete { key, .. } => (single_key(key), Perm::ReadWrite),
-                    TxnOp::Get { key } => (single_key(key), Perm::Read),
-                    TxnOp::DeleteRange(range) => (range.clone(), Perm::ReadWrite),
-                });
-                keys(compares.chain(ops).collect())
+                let mut needs = Vec::new();
+                txn_needs(txn, &mut needs);
+                keys(needs)
             }
             ClientOp::Write(
                 WriteOp::LeaseGrant { .. }

@@ -65,6 +65,18 @@ pub enum CommandError {
     /// A read or a compaction at a revision not reached yet.
     #[error("revision {revision} is a future revision: the current revision is {current}")]
     FutureRevision { revision: u64, current: u64 },
+    /// A range delete answering its entries, inside a transaction, over a range that may hold
+    /// more keys than its answer may (checked before anything is written).
+    #[error(
+        "storage: a range delete answering its deleted entries may delete at most {max} keys, \
+         and this one may delete {keys}; delete without them (no prev_kv), or in parts"
+    )]
+    TxnDeleteTooLarge { keys: u64, max: u64 },
+    /// A range compare whose target is itself a range.
+    #[error("storage: a range compare's target is itself a range compare")]
+    NestedRangeCompare,
+    #[error("storage: transactions nest more than {max} deep")]
+    TxnNestedTooDeep { max: u64 },
 }
 
 /// The three lists of a transaction, named in [`CommandError::TooManyTxnOps`].
@@ -73,6 +85,8 @@ pub enum TxnList {
     Compares,
     Success,
     Failure,
+    /// Compares and operations of a transaction and those nested in it, together.
+    Nested,
 }
 
 impl std::fmt::Display for TxnList {
@@ -81,6 +95,7 @@ impl std::fmt::Display for TxnList {
             TxnList::Compares => "compare",
             TxnList::Success => "success",
             TxnList::Failure => "failure",
+            TxnList::Nested => "compare and operation (nested transactions included)",
         })
     }
 }

@@ -125,6 +125,16 @@ pub enum CompareTarget {
     ModRevision(u64),
     /// Whether the key exists (and has not expired).
     Exists(bool),
+    /// The id of the key's lease; 0 when it has none or is missing (etcd's LEASE target).
+    Lease(u64),
+    /// `target` holds for every live key from the compare's key up to `end` (`None`: to the
+    /// last key); with no live key there, as for a missing key (etcd's range compare).
+    /// `target` is not itself a range.
+    InRange {
+        end: Option<Vec<u8>>,
+        #[serde(deserialize_with = "crate::api::bounded::nested")]
+        target: Box<CompareTarget>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,9 +157,29 @@ pub struct Compare {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
     Put(Put),
-    Delete { key: Vec<u8>, prev_kv: bool },
+    Delete {
+        key: Vec<u8>,
+        prev_kv: bool,
+    },
     DeleteRange(KeyRange),
-    Get { key: Vec<u8> },
+    Get {
+        key: Vec<u8>,
+    },
+    /// The live keys of `range` in key order: at most `limit` (0, or more than
+    /// [`TXN_RANGE_KEYS_MAX`]: that many), with `more` when others follow, and `count`, the
+    /// number of live keys in the range.
+    Range {
+        range: KeyRange,
+        limit: u32,
+        keys_only: bool,
+        count_only: bool,
+    },
+    /// A transaction inside this one (etcd's nested transaction): its compares are decided on
+    /// the state before the outer transaction ran, as etcd decides them.
+    Txn(#[serde(deserialize_with = "crate::api::bounded::nested")] Box<Txn>),
+    /// As `DeleteRange`, answering the entries it deleted: refused (before anything is
+    /// written) when the range may hold more than [`TXN_RANGE_KEYS_MAX`] keys.
+    DeleteRangePrev(KeyRange),
 }
 
 impl TxnOp {
@@ -157,7 +187,10 @@ impl TxnOp {
         match self {
             TxnOp::Put(put) => put.validate(),
             TxnOp::Delete { key, .. } | TxnOp::Get { key } => check_key_len(key, false),
-            TxnOp::DeleteRange(range) => range.validate(),
+            TxnOp::DeleteRange(range)
+            | TxnOp::DeleteRangePrev(range)
+            | TxnOp::Range { range, .. } => range.validate(),
+            TxnOp::Txn(txn) => validate_txn_parts(txn),
         }
     }
 
@@ -165,7 +198,56 @@ impl TxnOp {
         match self {
             TxnOp::Put(put) => put.key.len() + put.value.len(),
             TxnOp::Delete { key, .. } | TxnOp::Get { key } => key.len(),
-            TxnOp::DeleteRange(range) => range.payload_bytes(),
+            TxnOp::DeleteRange(range)
+            | TxnOp::DeleteRangePrev(range)
+            | TxnOp::Range { range, .. } => range.payload_bytes(),
+            TxnOp::Txn(txn) => txn_payload_bytes(txn),
+        }
+    }
+}
+
+/// A range read or a range delete answering its entries, inside a transaction, returns at
+/// most this many keys (its output is built on every replica as the command applies).
+pub const TXN_RANGE_KEYS_MAX: usize = crate::limits::SCAN_ENTRIES_MAX;
+
+impl Txn {
+    /// How deep transactions nest in this one (0: none).
+    pub(crate) fn depth(&self) -> usize {
+        self.success
+            .iter()
+            .chain(&self.failure)
+            .filter_map(|op| match op {
+                TxnOp::Txn(inner) => Some(1 + inner.depth()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Compares and operations of the transaction and of every transaction nested in it.
+    pub(crate) fn op_count(&self) -> usize {
+        self.compares.len()
+            + self
+                .success
+                .iter()
+                .chain(&self.failure)
+                .map(|op| match op {
+                    TxnOp::Txn(inner) => 1 + inner.op_count(),
+                    _ => 1,
+                })
+                .sum::<usize>()
+    }
+}
+
+impl Compare {
+    /// The keys the compare reads: its key, or the range of an `InRange` target.
+    pub fn keys(&self) -> KeyRange {
+        match &self.target {
+            CompareTarget::InRange { end, .. } => KeyRange {
+                start: self.key.clone(),
+                end: end.clone(),
+            },
+            _ => KeyRange::single(&self.key),
         }
     }
 }
@@ -182,6 +264,26 @@ pub struct Txn {
 }
 
 pub(crate) fn validate_txn(txn: &Txn) -> Result<(), CommandError> {
+    if txn.depth() > crate::limits::TXN_NESTING_MAX {
+        return Err(CommandError::TxnNestedTooDeep {
+            max: crate::limits::TXN_NESTING_MAX as u64,
+        });
+    }
+    validate_txn_parts(txn)?;
+    // Nested transactions count toward the same bound as one list.
+    let count = txn.op_count();
+    if count > TXN_OPS_MAX * 3 {
+        return Err(CommandError::TooManyTxnOps {
+            list: TxnList::Nested,
+            count: count as u64,
+            max: (TXN_OPS_MAX * 3) as u64,
+        });
+    }
+    Ok(())
+}
+
+/// A transaction's own lists and keys (nested ones included), without the whole-tree bounds.
+fn validate_txn_parts(txn: &Txn) -> Result<(), CommandError> {
     for (list, count) in [
         (TxnList::Compares, txn.compares.len()),
         (TxnList::Success, txn.success.len()),
@@ -197,6 +299,12 @@ pub(crate) fn validate_txn(txn: &Txn) -> Result<(), CommandError> {
     }
     for compare in &txn.compares {
         check_key_len(&compare.key, false)?;
+        if let CompareTarget::InRange { target, .. } = &compare.target {
+            compare.keys().validate()?;
+            if matches!(**target, CompareTarget::InRange { .. }) {
+                return Err(CommandError::NestedRangeCompare);
+            }
+        }
     }
     for op in txn.success.iter().chain(&txn.failure) {
         op.validate()?;
@@ -220,6 +328,13 @@ pub(crate) fn txn_payload_bytes(txn: &Txn) -> usize {
             compare.key.len()
                 + match &compare.target {
                     CompareTarget::Value(value) => value.len(),
+                    CompareTarget::InRange { end, target } => {
+                        end.as_ref().map_or(0, Vec::len)
+                            + match &**target {
+                                CompareTarget::Value(value) => value.len(),
+                                _ => 0,
+                            }
+                    }
                     _ => 0,
                 }
         })
@@ -243,10 +358,11 @@ pub(crate) fn check_lease_id(id: u64) -> Result<(), CommandError> {
 
 /// Whether a branch of the transaction puts a key.
 pub(crate) fn txn_puts(txn: &Txn) -> bool {
-    txn.success
-        .iter()
-        .chain(&txn.failure)
-        .any(|op| matches!(op, TxnOp::Put(_)))
+    txn.success.iter().chain(&txn.failure).any(|op| match op {
+        TxnOp::Put(_) => true,
+        TxnOp::Txn(inner) => txn_puts(inner),
+        _ => false,
+    })
 }
 
 /// Keys under this prefix belong to a vault: `vault/NAME/REST`.
@@ -396,6 +512,18 @@ pub enum Output {
         keys_deleted: u64,
         leases_revoked: u64,
     },
+    /// A range read inside a transaction: the entries (values empty with `keys_only`, none
+    /// with `count_only`), the live keys in the range, and whether entries were left out.
+    Range {
+        kvs: Vec<KeyValue>,
+        count: u64,
+        more: bool,
+    },
+    /// A range delete that answers the entries it deleted, in key order.
+    DeleteRangePrev {
+        deleted: u64,
+        prev: Vec<KeyValue>,
+    },
 }
 
 /// The first key after every key that starts with `prefix`: drop trailing 0xff bytes, then add
@@ -449,5 +577,93 @@ mod tests {
             postcard::from_bytes::<Txn>(&tiny[..100]),
             Err(postcard::Error::DeserializeUnexpectedEnd)
         );
+    }
+
+    /// A transaction of `ops` gets of key "k".
+    fn gets(ops: usize) -> Txn {
+        Txn {
+            compares: Vec::new(),
+            success: (0..ops)
+                .map(|_| TxnOp::Get { key: b"k".to_vec() })
+                .collect(),
+            failure: Vec::new(),
+        }
+    }
+
+    /// A transaction with `depth` transactions nested one in another inside it.
+    fn nested(depth: usize) -> Txn {
+        let mut txn = gets(1);
+        for _ in 0..depth {
+            txn = Txn {
+                compares: Vec::new(),
+                success: vec![TxnOp::Txn(Box::new(txn))],
+                failure: Vec::new(),
+            };
+        }
+        txn
+    }
+
+    // Proves transactions nested TXN_NESTING_MAX deep decode and validate, one level more is
+    // refused by both (the decoder before it recurses further: a frame nesting thousands of
+    // levels cannot overflow its stack), and that nested operations count toward the bound.
+    #[test]
+    fn nesting_is_bounded_when_decoding_and_validating() {
+        let max = crate::limits::TXN_NESTING_MAX;
+        let ok = nested(max);
+        assert_eq!(
+            postcard::from_bytes::<Txn>(&postcard::to_allocvec(&ok).unwrap()).unwrap(),
+            ok
+        );
+        assert_eq!(validate_txn(&ok), Ok(()));
+        let deep = nested(max + 1);
+        assert_eq!(
+            validate_txn(&deep),
+            Err(CommandError::TxnNestedTooDeep { max: max as u64 })
+        );
+        let bytes = postcard::to_allocvec(&nested(max + 2)).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Txn>(&bytes),
+            Err(postcard::Error::SerdeDeCustom)
+        );
+        // Ten thousand levels: refused at the limit, no stack overflow.
+        let mut hostile = Vec::new();
+        for _ in 0..10_000 {
+            hostile.extend_from_slice(&[0, 1, 5]); // no compares, one success op: a Txn
+        }
+        assert_eq!(
+            postcard::from_bytes::<Txn>(&hostile),
+            Err(postcard::Error::SerdeDeCustom)
+        );
+        // A range compare of a range compare is refused.
+        let compare = |target| Compare {
+            key: b"a".to_vec(),
+            op: CompareOp::Equal,
+            target,
+        };
+        let in_range = |target| CompareTarget::InRange {
+            end: None,
+            target: Box::new(target),
+        };
+        let txn = Txn {
+            compares: vec![compare(in_range(in_range(CompareTarget::Version(0))))],
+            success: Vec::new(),
+            failure: Vec::new(),
+        };
+        assert_eq!(validate_txn(&txn), Err(CommandError::NestedRangeCompare));
+        // Nested operations count together.
+        let wide = Txn {
+            compares: Vec::new(),
+            success: (0..TXN_OPS_MAX)
+                .map(|_| TxnOp::Txn(Box::new(gets(3))))
+                .collect(),
+            failure: Vec::new(),
+        };
+        assert!(matches!(
+            validate_txn(&wide),
+            Err(CommandError::TooManyTxnOps {
+                list: TxnList::Nested,
+                ..
+            })
+        ));
     }
 }

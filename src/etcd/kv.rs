@@ -12,7 +12,7 @@ use crate::client::RangeOptions;
 use crate::etcd::EtcdPort;
 use crate::etcd::proto::etcdserverpb::{self as pb, kv_server::Kv, range_request};
 use crate::etcd::proto::mvccpb;
-use crate::etcd::{Gateway, key_range, signed, status, unsigned, unsupported};
+use crate::etcd::{Gateway, key_range, signed, status, unsigned};
 
 /// Times a put with `ignore_value` or `ignore_lease` reads the key again after another write
 /// changed it between its read and its write.
@@ -273,18 +273,26 @@ impl<P: EtcdPort> Gateway<P> {
 }
 
 /// Sorts by etcd's target; `None` order with another target is ascending, as in etcd.
-fn sort(kvs: &mut [KeyValue], order: range_request::SortOrder, target: range_request::SortTarget) {
+pub(crate) fn sort(
+    kvs: &mut [KeyValue],
+    order: range_request::SortOrder,
+    target: range_request::SortTarget,
+) {
     use range_request::SortTarget as T;
-    kvs.sort_by(|a, b| match target {
-        T::Key => a.key.cmp(&b.key),
-        T::Version => a.version.cmp(&b.version),
-        T::Create => a.create_revision.cmp(&b.create_revision),
-        T::Mod => a.mod_revision.cmp(&b.mod_revision),
-        T::Value => a.value.cmp(&b.value),
+    // Stable either way: equal entries stay in key order, as etcd's answers show them.
+    kvs.sort_by(|a, b| {
+        let ordering = match target {
+            T::Key => a.key.cmp(&b.key),
+            T::Version => a.version.cmp(&b.version),
+            T::Create => a.create_revision.cmp(&b.create_revision),
+            T::Mod => a.mod_revision.cmp(&b.mod_revision),
+            T::Value => a.value.cmp(&b.value),
+        };
+        match order {
+            range_request::SortOrder::Descend => ordering.reverse(),
+            _ => ordering,
+        }
     });
-    if order == range_request::SortOrder::Descend {
-        kvs.reverse();
-    }
 }
 
 #[tonic::async_trait]
@@ -329,19 +337,25 @@ impl<P: EtcdPort> Kv for Gateway<P> {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let r = request.into_inner();
-        let op = match r.range_end.is_empty() {
-            true => WriteOp::Delete {
-                key: r.key,
-                prev_kv: r.prev_kv,
-            },
-            false if r.prev_kv => return Err(unsupported("prev_kv on a range delete")),
-            false => WriteOp::DeleteRange(key_range(&r.key, &r.range_end)),
+        let op = match crate::etcd::txn::delete_op(r.key, r.range_end, r.prev_kv) {
+            TxnOp::Delete { key, prev_kv } => WriteOp::Delete { key, prev_kv },
+            TxnOp::DeleteRange(range) => WriteOp::DeleteRange(range),
+            // Answering the deleted entries of a range is a transaction's operation.
+            op => WriteOp::Txn(Txn {
+                compares: Vec::new(),
+                success: vec![op],
+                failure: Vec::new(),
+            }),
         };
         let (output, revision, member) = self.write(op).await?;
         let (deleted, prev) = match output {
-            Output::Delete { deleted, prev } => (deleted, prev),
-            Output::DeleteRange { deleted } => (deleted, None),
-            _ => (0, None),
+            Output::Delete { deleted, prev } => (deleted, prev.into_iter().collect()),
+            Output::DeleteRange { deleted } => (deleted, Vec::new()),
+            Output::Txn { mut results, .. } => match results.pop() {
+                Some(Output::DeleteRangePrev { deleted, prev }) => (deleted, prev),
+                _ => return Err(Status::internal("a range delete answered something else")),
+            },
+            _ => return Err(Status::internal("a delete answered something else")),
         };
         Ok(Response::new(pb::DeleteRangeResponse {
             header: self.header(revision, member),

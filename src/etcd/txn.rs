@@ -1,67 +1,76 @@
-//! etcd's transactions as Aspen's: comparisons and operations on single keys, and the
-//! answers in etcd's shape. What Aspen's transactions cannot express (a lease comparison,
-//! ranges over several keys, nested transactions) is refused as unsupported.
+//! etcd's transactions as Aspen's: comparisons on a key or a range (value, version, create and
+//! mod revision, lease), puts, deletes (of ranges too, answering what they deleted), range
+//! reads and nested transactions, and the answers in etcd's shape. A range read inside a
+//! transaction at a revision, or with revision filters, is refused as unsupported.
 
 use tonic::Status;
 
 use crate::api::{Compare, CompareOp, CompareTarget, Output, Put, Txn, TxnOp, WriteOp};
 use crate::etcd::EtcdPort;
-use crate::etcd::kv::{lease_of, to_kv};
-use crate::etcd::proto::etcdserverpb::{self as pb, compare, request_op, response_op};
+use crate::etcd::kv::{lease_of, sort, to_kv};
+use crate::etcd::proto::etcdserverpb::{
+    self as pb, compare, range_request, request_op, response_op,
+};
 use crate::etcd::{Gateway, key_range, signed, unsigned, unsupported};
 
 impl<P: EtcdPort> Gateway<P> {
     pub(crate) async fn txn_request(&self, r: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
-        let compares = r
-            .compare
-            .into_iter()
-            .map(compare_of)
-            .collect::<Result<Vec<_>, _>>()?;
-        let (success, success_asks): (Vec<_>, Vec<_>) = r
-            .success
-            .into_iter()
-            .map(op_of)
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .unzip();
-        let (failure, failure_asks): (Vec<_>, Vec<_>) = r
-            .failure
-            .into_iter()
-            .map(op_of)
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .unzip();
-        let txn = Txn {
-            compares,
-            success,
-            failure,
-        };
+        let (txn, sorts) = txn_of(r)?;
         let (output, revision, member) = self.write(WriteOp::Txn(txn)).await?;
-        let Output::Txn { succeeded, results } = output else {
-            return Err(Status::internal("a transaction answered something else"));
-        };
-        let asks = match succeeded {
-            true => success_asks,
-            false => failure_asks,
-        };
         let header = self.header(revision, member);
-        Ok(pb::TxnResponse {
-            header,
-            succeeded,
-            responses: results
-                .into_iter()
-                .zip(asks)
-                .map(|(output, asks)| response_of(output, asks, header))
-                .collect(),
-        })
+        match response_of(output, &OpSortRef::Whole(&sorts), header) {
+            Some(response_op::Response::ResponseTxn(response)) => Ok(response),
+            _ => Err(Status::internal("a transaction answered something else")),
+        }
     }
 }
 
-/// An etcd comparison as Aspen's.
+/// How the range reads of a transaction's branches are sorted, kept from the request to
+/// order their answers (Aspen answers in key order).
+struct Sorts {
+    success: Vec<OpSort>,
+    failure: Vec<OpSort>,
+}
+
+enum OpSort {
+    /// Not a range read, or one in key order.
+    None,
+    Range(range_request::SortOrder, range_request::SortTarget),
+    Txn(Box<Sorts>),
+}
+
+/// An etcd transaction as Aspen's, with how its range reads are sorted.
+fn txn_of(r: pb::TxnRequest) -> Result<(Txn, Sorts), Status> {
+    let compares = r
+        .compare
+        .into_iter()
+        .map(compare_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    let branch = |ops: Vec<pb::RequestOp>| -> Result<(Vec<TxnOp>, Vec<OpSort>), Status> {
+        Ok(ops
+            .into_iter()
+            .map(op_of)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip())
+    };
+    let (success, success_sorts) = branch(r.success)?;
+    let (failure, failure_sorts) = branch(r.failure)?;
+    Ok((
+        Txn {
+            compares,
+            success,
+            failure,
+        },
+        Sorts {
+            success: success_sorts,
+            failure: failure_sorts,
+        },
+    ))
+}
+
+/// An etcd comparison as Aspen's: on the key, or on every key of `[key, range_end)`.
 fn compare_of(c: pb::Compare) -> Result<Compare, Status> {
-    if !c.range_end.is_empty() {
-        return Err(unsupported("a comparison over a range of keys"));
-    }
     let op = match compare::CompareResult::try_from(c.result) {
         Ok(compare::CompareResult::Equal) => CompareOp::Equal,
         Ok(compare::CompareResult::NotEqual) => CompareOp::NotEqual,
@@ -85,26 +94,35 @@ fn compare_of(c: pb::Compare) -> Result<Compare, Status> {
             CompareTarget::ModRevision(unsigned(n))
         }
         (Ok(compare::CompareTarget::Value), Some(U::Value(v))) => CompareTarget::Value(v),
+        (Ok(compare::CompareTarget::Lease), Some(U::Lease(n))) => CompareTarget::Lease(unsigned(n)),
         // A zero number is sent as no field at all.
         (Ok(compare::CompareTarget::Version), None) => CompareTarget::Version(0),
         (Ok(compare::CompareTarget::Create), None) => CompareTarget::CreateRevision(0),
         (Ok(compare::CompareTarget::Mod), None) => CompareTarget::ModRevision(0),
         (Ok(compare::CompareTarget::Value), None) => CompareTarget::Value(Vec::new()),
-        (Ok(compare::CompareTarget::Lease), _) => {
-            return Err(unsupported("comparing a key's lease"));
-        }
+        (Ok(compare::CompareTarget::Lease), None) => CompareTarget::Lease(0),
         _ => return Err(Status::invalid_argument("etcdserver: bad compare target")),
     };
+    let target = match c.range_end.is_empty() {
+        true => target,
+        false => CompareTarget::InRange {
+            end: key_range(&c.key, &c.range_end).end,
+            target: Box::new(target),
+        },
+    };
     Ok(Compare {
-        key: c.key,
+        key: match c.range_end.as_slice() {
+            // `"\0"` to `"\0"`: every key.
+            [0] if c.key == [0] => Vec::new(),
+            _ => c.key,
+        },
         op,
         target,
     })
 }
 
-/// An etcd transaction operation as Aspen's, with what its answer needs from the request
-/// (a range's `keys_only` and `count_only`).
-fn op_of(op: pb::RequestOp) -> Result<(TxnOp, (bool, bool)), Status> {
+/// An etcd transaction operation as Aspen's, with how its answer is sorted.
+fn op_of(op: pb::RequestOp) -> Result<(TxnOp, OpSort), Status> {
     match op.request {
         Some(request_op::Request::RequestPut(put)) => {
             if put.ignore_value || put.ignore_lease {
@@ -120,51 +138,77 @@ fn op_of(op: pb::RequestOp) -> Result<(TxnOp, (bool, bool)), Status> {
                     ttl_ms: None,
                     prev_kv: put.prev_kv,
                 }),
-                (false, false),
+                OpSort::None,
             ))
         }
-        Some(request_op::Request::RequestDeleteRange(delete)) => {
-            match delete.range_end.is_empty() {
-                true => Ok((
-                    TxnOp::Delete {
-                        key: delete.key,
-                        prev_kv: delete.prev_kv,
-                    },
-                    (false, false),
-                )),
-                false if delete.prev_kv => Err(unsupported("prev_kv on a range delete")),
-                false => Ok((
-                    TxnOp::DeleteRange(key_range(&delete.key, &delete.range_end)),
-                    (false, false),
-                )),
-            }
-        }
+        Some(request_op::Request::RequestDeleteRange(delete)) => Ok((
+            delete_op(delete.key, delete.range_end, delete.prev_kv),
+            OpSort::None,
+        )),
         Some(request_op::Request::RequestRange(range)) => {
-            if !range.range_end.is_empty() || range.revision > 0 {
+            if range.revision > 0
+                || range.min_mod_revision > 0
+                || range.max_mod_revision > 0
+                || range.min_create_revision > 0
+                || range.max_create_revision > 0
+            {
                 return Err(unsupported(
-                    "a range over several keys or at a revision inside a transaction",
+                    "a range at a revision, or with revision filters, inside a transaction",
                 ));
             }
+            let order = range_request::SortOrder::try_from(range.sort_order)
+                .map_err(|_| Status::invalid_argument("etcdserver: unknown sort order"))?;
+            let target = range_request::SortTarget::try_from(range.sort_target)
+                .map_err(|_| Status::invalid_argument("etcdserver: unknown sort target"))?;
+            let key_order = target == range_request::SortTarget::Key
+                && order != range_request::SortOrder::Descend;
+            if !key_order && range.limit > 0 {
+                return Err(unsupported(
+                    "a sorted range with a limit inside a transaction",
+                ));
+            }
+            let sort = match key_order {
+                true => OpSort::None,
+                false => OpSort::Range(order, target),
+            };
             Ok((
-                TxnOp::Get { key: range.key },
-                (range.keys_only, range.count_only),
+                TxnOp::Range {
+                    range: key_range(&range.key, &range.range_end),
+                    limit: u32::try_from(unsigned(range.limit)).unwrap_or(u32::MAX),
+                    keys_only: range.keys_only,
+                    count_only: range.count_only,
+                },
+                sort,
             ))
         }
-        Some(request_op::Request::RequestTxn(_)) => Err(unsupported("nested transactions")),
+        Some(request_op::Request::RequestTxn(txn)) => {
+            let (txn, sorts) = txn_of(txn)?;
+            Ok((TxnOp::Txn(Box::new(txn)), OpSort::Txn(Box::new(sorts))))
+        }
         None => Err(Status::invalid_argument(
             "etcdserver: empty transaction operation",
         )),
     }
 }
 
-/// An operation's answer as etcd's.
+/// etcd's DeleteRange as Aspen's operation: a key, or a range (answering the entries it
+/// deleted when `prev_kv` asks for them).
+pub(crate) fn delete_op(key: Vec<u8>, range_end: Vec<u8>, prev_kv: bool) -> TxnOp {
+    match (range_end.is_empty(), prev_kv) {
+        (true, _) => TxnOp::Delete { key, prev_kv },
+        (false, true) => TxnOp::DeleteRangePrev(key_range(&key, &range_end)),
+        (false, false) => TxnOp::DeleteRange(key_range(&key, &range_end)),
+    }
+}
+
+/// An operation's answer as etcd's (a nested transaction's with its own branch's sorts).
 fn response_of(
     output: Output,
-    (keys_only, count_only): (bool, bool),
+    sort_of: &OpSortRef<'_>,
     header: Option<pb::ResponseHeader>,
-) -> pb::ResponseOp {
+) -> Option<response_op::Response> {
     use response_op::Response;
-    let response = match output {
+    Some(match output {
         Output::Put { prev } => Response::ResponsePut(pb::PutResponse {
             header,
             prev_kv: prev.map(to_kv),
@@ -181,31 +225,62 @@ fn response_of(
             deleted: signed(deleted),
             prev_kvs: Vec::new(),
         }),
-        Output::Get { kv } => {
-            let count = i64::from(kv.is_some());
-            let kvs = match count_only {
-                true => Vec::new(),
-                false => kv
-                    .map(|mut kv| {
-                        if keys_only {
-                            kv.value.clear();
-                        }
-                        to_kv(kv)
-                    })
-                    .into_iter()
-                    .collect(),
-            };
-            Response::ResponseRange(pb::RangeResponse {
+        Output::DeleteRangePrev { deleted, prev } => {
+            Response::ResponseDeleteRange(pb::DeleteRangeResponse {
                 header,
-                kvs,
-                more: false,
-                count,
+                deleted: signed(deleted),
+                prev_kvs: prev.into_iter().map(to_kv).collect(),
             })
         }
-        // A transaction answers puts, deletes and gets only.
-        _ => return pb::ResponseOp { response: None },
-    };
-    pb::ResponseOp {
-        response: Some(response),
-    }
+        Output::Range {
+            mut kvs,
+            count,
+            more,
+        } => {
+            if let OpSortRef::Op(OpSort::Range(order, target)) = sort_of {
+                sort(&mut kvs, *order, *target);
+            }
+            Response::ResponseRange(pb::RangeResponse {
+                header,
+                kvs: kvs.into_iter().map(to_kv).collect(),
+                more,
+                count: signed(count),
+            })
+        }
+        Output::Txn { succeeded, results } => {
+            let sorts = match sort_of {
+                OpSortRef::Whole(sorts) => Some(*sorts),
+                OpSortRef::Op(OpSort::Txn(sorts)) => Some(&**sorts),
+                _ => None,
+            };
+            let branch = sorts.map(|sorts| match succeeded {
+                true => &sorts.success,
+                false => &sorts.failure,
+            });
+            Response::ResponseTxn(pb::TxnResponse {
+                header,
+                succeeded,
+                responses: results
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, output)| {
+                        let sort = branch
+                            .and_then(|ops| ops.get(i))
+                            .map_or(OpSortRef::Op(&OpSort::None), OpSortRef::Op);
+                        pb::ResponseOp {
+                            response: response_of(output, &sort, header),
+                        }
+                    })
+                    .collect(),
+            })
+        }
+        // A transaction answers the operations above only.
+        _ => return None,
+    })
+}
+
+/// What a response is sorted by: a whole transaction's sorts, or one operation's.
+enum OpSortRef<'a> {
+    Whole(&'a Sorts),
+    Op(&'a OpSort),
 }

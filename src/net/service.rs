@@ -532,15 +532,21 @@ fn op_subject(op: &ClientOp) -> (&'static str, Option<&[u8]>) {
     }
 }
 
-/// Every key a transaction names: compares, then its operations.
-fn txn_keys(txn: &Txn) -> impl Iterator<Item = &[u8]> {
-    let compares = txn.compares.iter().map(|c| c.key.as_slice());
-    let ops = txn.success.iter().chain(&txn.failure).map(|op| match op {
-        TxnOp::Put(put) => put.key.as_slice(),
-        TxnOp::Delete { key, .. } | TxnOp::Get { key } => key.as_slice(),
-        TxnOp::DeleteRange(range) => range.start.as_slice(),
-    });
-    compares.chain(ops)
+/// Every key a transaction names (a range by its start): compares, then its operations,
+/// nested transactions' in place.
+fn txn_keys(txn: &Txn) -> std::vec::IntoIter<&[u8]> {
+    let mut keys: Vec<&[u8]> = txn.compares.iter().map(|c| c.key.as_slice()).collect();
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            TxnOp::Put(put) => keys.push(&put.key),
+            TxnOp::Delete { key, .. } | TxnOp::Get { key } => keys.push(key),
+            TxnOp::DeleteRange(range)
+            | TxnOp::DeleteRangePrev(range)
+            | TxnOp::Range { range, .. } => keys.push(&range.start),
+            TxnOp::Txn(inner) => keys.extend(txn_keys(inner)),
+        }
+    }
+    keys.into_iter()
 }
 
 /// The vaults a request touches (a range counts for the vault its start is in).

@@ -23,12 +23,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use openraft::EntryPayload;
 use redb::{Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
+use crate::api::kv::TXN_RANGE_KEYS_MAX;
 use crate::api::{
     AuthState, CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put,
     ROOT_ROLE, Txn, TxnOp, VaultMeta, WriteOp, vault_of,
 };
 use crate::command::{Command, Entry, Request, Response, StoredMembership, VaultLimits};
-use crate::limits::DELETE_CHUNK_ENTRIES_MAX;
+use crate::limits::{DELETE_CHUNK_ENTRIES_MAX, PAGE_BYTES_MAX};
 use crate::storage::codec::{
     decode_kv_entry, decode_lease, decode_vault, read_meta_in, write_meta,
 };
@@ -638,24 +639,41 @@ impl<'txn> Machine<'txn> {
     /// Deletes every key in the range, a bounded chunk at a time; returns the live count.
     fn delete_range(&mut self, ctx: &mut Ctx, range: &KeyRange) -> Result<u64> {
         let mut deleted = 0;
+        self.delete_range_with(ctx, range, |_| deleted += 1)?;
+        Ok(deleted)
+    }
+
+    /// Deletes every key in the range, a bounded chunk at a time, handing each live entry it
+    /// deleted to `each`, in key order.
+    fn delete_range_with(
+        &mut self,
+        ctx: &mut Ctx,
+        range: &KeyRange,
+        mut each: impl FnMut(KeyValue),
+    ) -> Result<()> {
         loop {
             let chunk = self.keys_in(range, DELETE_CHUNK_ENTRIES_MAX)?;
             for key in &chunk {
-                if self.delete(ctx, key)?.is_some() {
-                    deleted += 1;
+                if let Some(kv) = self.delete(ctx, key)? {
+                    each(kv);
                 }
             }
             if chunk.len() < DELETE_CHUNK_ENTRIES_MAX {
-                return Ok(deleted);
+                return Ok(());
             }
         }
     }
 
-    fn keys_in(&self, range: &KeyRange, max: usize) -> Result<Vec<Vec<u8>>> {
-        let iter = match &range.end {
+    /// The stored entries of `range`, live or not, in key order.
+    fn kv_range(&self, range: &KeyRange) -> Result<redb::Range<'_, &'static [u8], &'static [u8]>> {
+        Ok(match &range.end {
             Some(end) => self.kv.range(range.start.as_slice()..end.as_slice())?,
             None => self.kv.range(range.start.as_slice()..)?,
-        };
+        })
+    }
+
+    fn keys_in(&self, range: &KeyRange, max: usize) -> Result<Vec<Vec<u8>>> {
+        let iter = self.kv_range(range)?;
         let mut keys = Vec::new();
         for item in iter.take(max) {
             keys.push(item?.0.value().to_vec());
@@ -782,7 +800,43 @@ impl<'txn> Machine<'txn> {
 
     // ---- transactions ----
 
+    /// Runs a transaction. Every branch, nested transactions' included, is decided on the state
+    /// before it runs (as etcd decides them); what could refuse it is checked before anything
+    /// is written: the leases of its puts, the vaults' room, the size of range deletes that
+    /// answer their entries.
     fn txn(&mut self, ctx: &mut Ctx, txn: &Txn) -> Result<Result<Output, CommandError>> {
+        let decided = self.decide(ctx, txn)?;
+        let (mut puts, mut answered_deletes) = (Vec::new(), Vec::new());
+        chosen_ops(txn, &decided, &mut puts, &mut answered_deletes);
+        for put in &puts {
+            if let Err(refused) = self.check_put_lease(ctx, put)? {
+                return Ok(Err(refused));
+            }
+        }
+        if let Err(refused) = self.check_vault_room(puts.iter().copied())? {
+            return Ok(Err(refused));
+        }
+        for range in answered_deletes {
+            // The transaction's puts may add keys to the range before the delete runs.
+            let (keys, bytes) = self.live_in(ctx, range, TXN_RANGE_KEYS_MAX + 1)?;
+            let keys = keys + puts.len() as u64;
+            let bytes = bytes
+                + puts
+                    .iter()
+                    .map(|p| (p.key.len() + p.value.len()) as u64)
+                    .sum::<u64>();
+            if keys > TXN_RANGE_KEYS_MAX as u64 || bytes > PAGE_BYTES_MAX as u64 {
+                return Ok(Err(CommandError::TxnDeleteTooLarge {
+                    keys,
+                    max: TXN_RANGE_KEYS_MAX as u64,
+                }));
+            }
+        }
+        Ok(Ok(self.run_branch(ctx, txn, &decided)?))
+    }
+
+    /// Which branch of `txn` runs, and of each transaction nested in that branch.
+    fn decide(&self, ctx: &Ctx, txn: &Txn) -> Result<Decided> {
         let mut succeeded = true;
         for compare in &txn.compares {
             if !self.compare_holds(ctx, compare)? {
@@ -795,20 +849,18 @@ impl<'txn> Machine<'txn> {
         } else {
             &txn.failure
         };
+        let mut nested = Vec::new();
         for op in branch {
-            if let TxnOp::Put(put) = op
-                && let Err(refused) = self.check_put_lease(ctx, put)?
-            {
-                return Ok(Err(refused));
+            if let TxnOp::Txn(inner) = op {
+                nested.push(self.decide(ctx, inner)?);
             }
         }
-        let puts = branch.iter().filter_map(|op| match op {
-            TxnOp::Put(put) => Some(put),
-            _ => None,
-        });
-        if let Err(refused) = self.check_vault_room(puts)? {
-            return Ok(Err(refused));
-        }
+        Ok(Decided { succeeded, nested })
+    }
+
+    fn run_branch(&mut self, ctx: &mut Ctx, txn: &Txn, decided: &Decided) -> Result<Output> {
+        let branch = decided.branch(txn);
+        let mut nested = decided.nested.iter();
         let mut results = Vec::with_capacity(branch.len());
         for op in branch {
             results.push(match op {
@@ -820,12 +872,104 @@ impl<'txn> Machine<'txn> {
                         .get_live(ctx, key)?
                         .map(|entry| entry.into_key_value(key.clone())),
                 },
+                TxnOp::Range {
+                    range,
+                    limit,
+                    keys_only,
+                    count_only,
+                } => self.range_op(ctx, range, *limit, *keys_only, *count_only)?,
+                TxnOp::DeleteRangePrev(range) => {
+                    let mut prev = Vec::new();
+                    self.delete_range_with(ctx, range, |kv| prev.push(kv))?;
+                    Output::DeleteRangePrev {
+                        deleted: prev.len() as u64,
+                        prev,
+                    }
+                }
+                TxnOp::Txn(inner) => {
+                    let decided = nested.next().expect("every nested transaction was decided");
+                    self.run_branch(ctx, inner, decided)?
+                }
             });
         }
-        Ok(Ok(Output::Txn { succeeded, results }))
+        Ok(Output::Txn {
+            succeeded: decided.succeeded,
+            results,
+        })
+    }
+
+    /// A range read inside a transaction: at most `limit` entries (0: no limit), and at most
+    /// [`TXN_RANGE_KEYS_MAX`] and [`PAGE_BYTES_MAX`] of them, with `more` when live keys were
+    /// left out; `count` is every live key in the range.
+    fn range_op(
+        &self,
+        ctx: &Ctx,
+        range: &KeyRange,
+        limit: u32,
+        keys_only: bool,
+        count_only: bool,
+    ) -> Result<Output> {
+        let max = match limit {
+            0 => TXN_RANGE_KEYS_MAX,
+            n => (n as usize).min(TXN_RANGE_KEYS_MAX),
+        };
+        let (mut kvs, mut count, mut bytes, mut full) = (Vec::new(), 0u64, 0usize, count_only);
+        for item in self.kv_range(range)? {
+            let (key, value) = item?;
+            let entry = decode_kv_entry(key.value(), value.value())?;
+            if !entry.is_live(ctx.now_ms) {
+                continue;
+            }
+            count += 1;
+            let size = key.value().len() + if keys_only { 0 } else { entry.value.len() };
+            full = full || kvs.len() == max || bytes + size > PAGE_BYTES_MAX;
+            if !full {
+                bytes += size;
+                let mut kv = entry.into_key_value(key.value().to_vec());
+                if keys_only {
+                    kv.value.clear();
+                }
+                kvs.push(kv);
+            }
+        }
+        let more = !count_only && count > kvs.len() as u64;
+        Ok(Output::Range { kvs, count, more })
+    }
+
+    /// The live keys of `range` and their bytes (keys and values), counting at most `max` keys.
+    fn live_in(&self, ctx: &Ctx, range: &KeyRange, max: usize) -> Result<(u64, u64)> {
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        for item in self.kv_range(range)? {
+            let (key, value) = item?;
+            let entry = decode_kv_entry(key.value(), value.value())?;
+            if entry.is_live(ctx.now_ms) {
+                keys += 1;
+                bytes += (key.value().len() + entry.value.len()) as u64;
+                if keys as usize >= max {
+                    break;
+                }
+            }
+        }
+        Ok((keys, bytes))
     }
 
     fn compare_holds(&self, ctx: &Ctx, compare: &Compare) -> Result<bool> {
+        if let CompareTarget::InRange { target, .. } = &compare.target {
+            // Every live key in the range must hold it; with none, as a missing key (etcd).
+            let mut any = false;
+            for item in self.kv_range(&compare.keys())? {
+                let (key, value) = item?;
+                let entry = decode_kv_entry(key.value(), value.value())?;
+                if !entry.is_live(ctx.now_ms) {
+                    continue;
+                }
+                any = true;
+                if !compare_entry(Some(&entry), compare.op, target) {
+                    return Ok(false);
+                }
+            }
+            return Ok(any || compare_entry(None, compare.op, target));
+        }
         let entry = self.get_live(ctx, &compare.key)?;
         Ok(compare_entry(entry.as_ref(), compare.op, &compare.target))
     }
@@ -1054,6 +1198,45 @@ impl<'txn> Machine<'txn> {
     }
 }
 
+/// The branch a transaction takes, and those of the transactions nested in that branch (one
+/// per `TxnOp::Txn` of it, in order).
+struct Decided {
+    succeeded: bool,
+    nested: Vec<Decided>,
+}
+
+impl Decided {
+    fn branch<'t>(&self, txn: &'t Txn) -> &'t [TxnOp] {
+        match self.succeeded {
+            true => &txn.success,
+            false => &txn.failure,
+        }
+    }
+}
+
+/// The puts and the answered range deletes a decided transaction will run, nested
+/// transactions' included.
+fn chosen_ops<'t>(
+    txn: &'t Txn,
+    decided: &Decided,
+    puts: &mut Vec<&'t Put>,
+    answered_deletes: &mut Vec<&'t KeyRange>,
+) {
+    let mut nested = decided.nested.iter();
+    for op in decided.branch(txn) {
+        match op {
+            TxnOp::Put(put) => puts.push(put),
+            TxnOp::DeleteRangePrev(range) => answered_deletes.push(range),
+            TxnOp::Txn(inner) => {
+                if let Some(decided) = nested.next() {
+                    chosen_ops(inner, decided, puts, answered_deletes);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Whether `op(actual, target)` holds for a key's live entry (`None`: missing). As in etcd, a
 /// value compare against a missing key never holds; the numeric fields of a missing key are 0.
 pub fn compare_entry(entry: Option<&KvEntry>, op: CompareOp, target: &CompareTarget) -> bool {
@@ -1069,6 +1252,9 @@ pub fn compare_entry(entry: Option<&KvEntry>, op: CompareOp, target: &CompareTar
         }
         CompareTarget::ModRevision(expected) => entry.map_or(0, |e| e.mod_revision).cmp(expected),
         CompareTarget::Exists(expected) => entry.is_some().cmp(expected),
+        CompareTarget::Lease(expected) => entry.and_then(|e| e.lease).unwrap_or(0).cmp(expected),
+        // One entry against a range compare: as against its target.
+        CompareTarget::InRange { target, .. } => return compare_entry(entry, op, target),
     };
     match op {
         CompareOp::Equal => ordering == Ordering::Equal,

@@ -48,7 +48,7 @@ fn revision(endpoints: &str) -> u64 {
     json["header"]["revision"].as_u64().expect("a revision")
 }
 
-// Proves etcdctl's put, get (prefix, limit, sort, keys only, at a revision), txn, del, watch
+// Proves etcdctl's put, get (prefix, limit, sort, keys only, at a revision), txn, del (a prefix with --prev-kv), watch
 // (replay and live), put keeping the value or the lease, lease
 // grant/attach/timetolive/list/keep-alive/revoke, member list,
 // member add (as a learner), promote and remove, endpoint status and hashkv, and
@@ -118,16 +118,10 @@ async fn etcdctl_works_against_a_three_node_cluster() {
     assert_eq!(txn(r#"value("x") = "no""#), "SUCCESS\n\nOK\n");
     assert_eq!(run(&["get", "x"]), "x\nyes\n");
     run(&["put", "a/3", "z"]);
-    let refused = etcdctl(&all, &["del", "a/", "--prefix", "--prev-kv"], None);
-    assert!(
-        !refused.ok
-            && refused
-                .stderr
-                .contains("does not support prev_kv on a range delete"),
-        "{}",
-        refused.stderr
+    assert_eq!(
+        run(&["del", "a/", "--prefix", "--prev-kv"]),
+        "3\na/1\nx\na/2\ny\na/3\nz\n"
     );
-    assert_eq!(run(&["del", "a/", "--prefix"]), "3\n");
 
     // A watch from the next revision sees a put and a delete.
     let next = revision(&all) + 1;

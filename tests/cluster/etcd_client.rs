@@ -416,3 +416,89 @@ async fn one_etcd_watch_stream_carries_several_watches() {
     );
     cluster.shutdown().await;
 }
+
+// Proves etcd's transaction features through etcd-client: a lease compare, a compare over a
+// key range (holds only when every key does), a range read inside a transaction sorted as
+// asked with its count, a nested transaction whose compare sees the state before the outer
+// one ran, and a range delete answering the entries it deleted (a transaction's and a plain
+// DeleteRange's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_client_transactions_use_leases_ranges_and_nesting() {
+    use etcd_client::{DeleteOptions, SortOrder, SortTarget};
+    let keys = tempfile::tempdir().unwrap();
+    let root_key = aspen::testing::write_root_key(keys.path());
+    let cluster = crate::util::Cluster::start(129, 1, |config| {
+        config.etcd.address = "127.0.0.1:0".into();
+        config.etcd.client_key = root_key.display().to_string();
+    })
+    .await;
+    let endpoint = cluster.nodes[&129].node.etcd_address().unwrap().to_string();
+    let mut client = Client::connect([endpoint], None).await.unwrap();
+    let lease = client.lease_grant(60, None).await.unwrap().id();
+    let with_lease = PutOptions::new().with_lease(lease);
+    client.put("a/1", "x", Some(with_lease)).await.unwrap();
+    client.put("a/2", "x", None).await.unwrap();
+    client.put("a/3", "y", None).await.unwrap();
+
+    let by_value = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Value, SortOrder::Descend);
+    let txn = Txn::new()
+        .when([Compare::lease("a/1", CompareOp::Equal, lease)])
+        .and_then([TxnOp::get("a/", Some(by_value))]);
+    let response = client.txn(txn).await.unwrap();
+    assert!(response.succeeded());
+    let [TxnOpResponse::Get(range)] = &response.op_responses()[..] else {
+        panic!("{response:?}");
+    };
+    let keys: Vec<&str> = range.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+    assert_eq!(keys, ["a/3", "a/1", "a/2"]);
+    assert_eq!(range.count(), 3);
+
+    let all_x = |end: &str| Compare::value("a/1", CompareOp::Equal, "x").with_range(end);
+    let holds = |c: Compare| {
+        let mut client = client.clone();
+        async move { client.txn(Txn::new().when([c])).await.unwrap().succeeded() }
+    };
+    assert!(holds(all_x("a/3")).await);
+    assert!(!holds(all_x("a/4")).await);
+    assert!(!holds(Compare::lease("a/2", CompareOp::Equal, lease)).await);
+
+    let inner = Txn::new()
+        .when([Compare::value("a/3", CompareOp::Equal, "y")])
+        .and_then([TxnOp::put("inner", "saw the old state", None)])
+        .or_else([TxnOp::put("inner", "saw the outer put", None)]);
+    let response = client
+        .txn(Txn::new().and_then([TxnOp::put("a/3", "z", None), TxnOp::txn(inner)]))
+        .await
+        .unwrap();
+    assert!(matches!(&response.op_responses()[1], TxnOpResponse::Txn(t) if t.succeeded()));
+    let inner = client.get("inner", None).await.unwrap();
+    assert_eq!(inner.kvs()[0].value_str().unwrap(), "saw the old state");
+
+    let deleted = client
+        .delete(
+            "a/",
+            Some(DeleteOptions::new().with_prefix().with_prev_key()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted(), 3);
+    let values: Vec<&str> = deleted
+        .prev_kvs()
+        .iter()
+        .map(|kv| kv.value_str().unwrap())
+        .collect();
+    assert_eq!(values, ["x", "x", "z"]);
+    client.put("b/1", "1", None).await.unwrap();
+    let in_txn = Txn::new().and_then([TxnOp::delete(
+        "b/",
+        Some(DeleteOptions::new().with_prefix().with_prev_key()),
+    )]);
+    let response = client.txn(in_txn).await.unwrap();
+    let [TxnOpResponse::Delete(deleted)] = &response.op_responses()[..] else {
+        panic!("{response:?}");
+    };
+    assert_eq!(deleted.prev_kvs()[0].key_str().unwrap(), "b/1");
+    cluster.shutdown().await;
+}

@@ -28,6 +28,7 @@ both_stores!(
     a_page_is_cut_by_bytes_inside_the_scan,
     delete_range_and_prefix_count_live_keys,
     txn_compares_choose_a_branch_atomically,
+    txn_ranges_leases_and_nesting_follow_etcd,
     refused_commands_change_nothing,
     ttl_hides_keys_and_expire_deletes_them,
     leases_attach_extend_and_revoke_keys,
@@ -363,6 +364,246 @@ fn txn_compares_choose_a_branch_atomically(kind: Kind) {
     assert!(matches!(&results[0], Output::Get { kv: Some(kv) } if kv.value == b"v3"));
     assert_eq!(response.revision, 3);
     assert_eq!(get(&t.store, "k", NOW).unwrap().value, b"v3");
+}
+
+fn txn(compares: Vec<Compare>, success: Vec<TxnOp>, failure: Vec<TxnOp>) -> Command {
+    Command::Write(WriteOp::Txn(Txn {
+        compares,
+        success,
+        failure,
+    }))
+}
+
+fn in_range(start: &str, end: &str, op: CompareOp, target: CompareTarget) -> Compare {
+    Compare {
+        key: start.as_bytes().to_vec(),
+        op,
+        target: CompareTarget::InRange {
+            end: Some(end.as_bytes().to_vec()),
+            target: Box::new(target),
+        },
+    }
+}
+
+/// The outputs of a transaction that must have taken branch `succeeded`.
+fn branch(response: aspen::command::Response, succeeded: bool) -> Vec<Output> {
+    match response.result {
+        Ok(Output::Txn {
+            succeeded: took,
+            results,
+        }) if took == succeeded => results,
+        other => panic!("expected branch {succeeded}: {other:?}"),
+    }
+}
+
+// Proves etcd's transaction features: a lease compare (0 for no lease or a missing key); a
+// range compare holds only when every live key of the range holds it, and on an empty range
+// as on a missing key; a range read answers entries in key order with limit, more, count,
+// keys-only and count-only; a range delete answers the entries it deleted, and one that may
+// delete more than TXN_RANGE_KEYS_MAX keys is refused before anything is written; a nested
+// transaction's branch is decided on the state before the outer one ran (as etcd's), and its
+// answer nests.
+fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
+    use aspen::api::kv::TXN_RANGE_KEYS_MAX;
+    let t = open(kind);
+    let mut d = Driver::new(t.store.clone());
+    d.run(
+        NOW,
+        Command::Write(WriteOp::LeaseGrant {
+            id: 7,
+            ttl_ms: 60_000,
+        }),
+    );
+    d.run(
+        NOW,
+        Command::Write(WriteOp::Put(Put {
+            lease: Some(7),
+            ..Put::new("a/1", "x")
+        })),
+    );
+    d.run(NOW, put("a/2", "x"));
+    d.run(NOW, put("a/3", "y"));
+
+    let lease = |key: &str, id: u64| compare(key, CompareOp::Equal, CompareTarget::Lease(id));
+    assert_eq!(
+        branch(d.run(NOW, txn(vec![lease("a/1", 7)], vec![], vec![])), true),
+        vec![]
+    );
+    assert_eq!(
+        branch(d.run(NOW, txn(vec![lease("a/2", 0)], vec![], vec![])), true),
+        vec![]
+    );
+    assert_eq!(
+        branch(
+            d.run(NOW, txn(vec![lease("none", 0)], vec![], vec![])),
+            true
+        ),
+        vec![]
+    );
+    branch(
+        d.run(NOW, txn(vec![lease("a/1", 8)], vec![], vec![])),
+        false,
+    );
+
+    let x = || CompareTarget::Value(b"x".to_vec());
+    branch(
+        d.run(
+            NOW,
+            txn(
+                vec![in_range("a/1", "a/3", CompareOp::Equal, x())],
+                vec![],
+                vec![],
+            ),
+        ),
+        true,
+    );
+    branch(
+        d.run(
+            NOW,
+            txn(
+                vec![in_range("a/1", "a/4", CompareOp::Equal, x())],
+                vec![],
+                vec![],
+            ),
+        ),
+        false,
+    );
+    // No live key: as a missing key (a value never matches, a version is 0).
+    branch(
+        d.run(
+            NOW,
+            txn(
+                vec![in_range("b/", "c/", CompareOp::Equal, x())],
+                vec![],
+                vec![],
+            ),
+        ),
+        false,
+    );
+    let version0 = in_range("b/", "c/", CompareOp::Equal, CompareTarget::Version(0));
+    branch(d.run(NOW, txn(vec![version0], vec![], vec![])), true);
+
+    let range = |limit: u32, keys_only: bool, count_only: bool| TxnOp::Range {
+        range: KeyRange::prefix(b"a/"),
+        limit,
+        keys_only,
+        count_only,
+    };
+    let results = branch(
+        d.run(
+            NOW,
+            txn(
+                vec![],
+                vec![
+                    range(0, false, false),
+                    range(2, true, false),
+                    range(0, false, true),
+                ],
+                vec![],
+            ),
+        ),
+        true,
+    );
+    let Output::Range {
+        kvs,
+        count: 3,
+        more: false,
+    } = &results[0]
+    else {
+        panic!("{results:?}");
+    };
+    let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, [b"a/1", b"a/2", b"a/3"]);
+    assert_eq!(kvs[2].value, b"y");
+    let Output::Range {
+        kvs,
+        count: 3,
+        more: true,
+    } = &results[1]
+    else {
+        panic!("{results:?}");
+    };
+    assert_eq!(kvs.len(), 2);
+    assert!(kvs.iter().all(|kv| kv.value.is_empty()));
+    assert!(matches!(&results[2], Output::Range { kvs, count: 3, more: false } if kvs.is_empty()));
+
+    // Nested: the inner compare sees a/3 = "y" as before the outer put changed it.
+    let inner = Txn {
+        compares: vec![compare(
+            "a/3",
+            CompareOp::Equal,
+            CompareTarget::Value(b"y".to_vec()),
+        )],
+        success: vec![TxnOp::Put(Put::new("inner", "saw the old state"))],
+        failure: vec![TxnOp::Put(Put::new("inner", "saw the outer put"))],
+    };
+    let before = d.run(NOW, put("probe", "1")).revision;
+    let response = d.run(
+        NOW,
+        txn(
+            vec![],
+            vec![
+                TxnOp::Put(Put::new("a/3", "z")),
+                TxnOp::Txn(Box::new(inner)),
+            ],
+            vec![],
+        ),
+    );
+    assert_eq!(
+        response.revision,
+        before + 1,
+        "one revision for the whole tree"
+    );
+    let results = branch(response, true);
+    assert!(matches!(&results[1], Output::Txn { succeeded: true, results } if results.len() == 1));
+    assert_eq!(
+        get(&t.store, "inner", NOW).unwrap().value,
+        b"saw the old state"
+    );
+
+    // A range delete answering its entries, in key order.
+    let results = branch(
+        d.run(
+            NOW,
+            txn(
+                vec![],
+                vec![TxnOp::DeleteRangePrev(KeyRange::prefix(b"a/"))],
+                vec![],
+            ),
+        ),
+        true,
+    );
+    let Output::DeleteRangePrev { deleted: 3, prev } = &results[0] else {
+        panic!("{results:?}");
+    };
+    let values: Vec<&[u8]> = prev.iter().map(|kv| kv.value.as_slice()).collect();
+    assert_eq!(values, [b"x".as_slice(), b"x", b"z"]);
+    assert!(get(&t.store, "a/1", NOW).is_none());
+
+    // Too many keys for an answered delete: refused, nothing written.
+    for i in 0..TXN_RANGE_KEYS_MAX {
+        d.run(NOW, put(&format!("m/{i:05}"), "v"));
+    }
+    let at = d.run(NOW, put("m/last", "v")).revision;
+    let refused = d.run(
+        NOW,
+        txn(
+            vec![],
+            vec![
+                TxnOp::Put(Put::new("written?", "no")),
+                TxnOp::DeleteRangePrev(KeyRange::prefix(b"m/")),
+            ],
+            vec![],
+        ),
+    );
+    assert!(
+        matches!(refused.result, Err(CommandError::TxnDeleteTooLarge { .. })),
+        "{:?}",
+        refused.result
+    );
+    assert_eq!(refused.revision, at);
+    assert!(get(&t.store, "written?", NOW).is_none());
+    assert!(get(&t.store, "m/00000", NOW).is_some());
 }
 
 // Proves every limit is enforced with a typed error naming it, and that a refused command,

@@ -40,12 +40,21 @@ fn range_strategy() -> impl Strategy<Value = KeyRange> {
 }
 
 fn compare_strategy() -> impl Strategy<Value = Compare> {
+    let single = || {
+        prop_oneof![
+            value().prop_map(CompareTarget::Value),
+            (0u64..4).prop_map(CompareTarget::Version),
+            (0u64..12).prop_map(CompareTarget::CreateRevision),
+            (0u64..12).prop_map(CompareTarget::ModRevision),
+            any::<bool>().prop_map(CompareTarget::Exists),
+            (0u64..5).prop_map(CompareTarget::Lease),
+        ]
+    };
     let target = prop_oneof![
-        value().prop_map(CompareTarget::Value),
-        (0u64..4).prop_map(CompareTarget::Version),
-        (0u64..12).prop_map(CompareTarget::CreateRevision),
-        (0u64..12).prop_map(CompareTarget::ModRevision),
-        any::<bool>().prop_map(CompareTarget::Exists),
+        4 => single(),
+        1 => (proptest::option::of(key()), single()).prop_map(|(end, target)| {
+            CompareTarget::InRange { end, target: Box::new(target) }
+        }),
     ];
     let op = prop::sample::select(vec![
         CompareOp::Equal,
@@ -53,15 +62,53 @@ fn compare_strategy() -> impl Strategy<Value = Compare> {
         CompareOp::Less,
         CompareOp::Greater,
     ]);
-    (key(), op, target).prop_map(|(key, op, target)| Compare { key, op, target })
+    // A range compare's end sorts after its start, as a valid command's does.
+    (key(), op, target).prop_map(|(key, op, target)| match target {
+        CompareTarget::InRange {
+            end: Some(end),
+            target,
+        } if end < key => Compare {
+            key: end.clone(),
+            op,
+            target: CompareTarget::InRange {
+                end: Some(key),
+                target,
+            },
+        },
+        target => Compare { key, op, target },
+    })
 }
 
-fn txn_op() -> impl Strategy<Value = TxnOp> {
+/// An operation that is not a nested transaction.
+fn flat_txn_op() -> impl Strategy<Value = TxnOp> {
     prop_oneof![
         put_strategy().prop_map(TxnOp::Put),
         (key(), any::<bool>()).prop_map(|(key, prev_kv)| TxnOp::Delete { key, prev_kv }),
         range_strategy().prop_map(TxnOp::DeleteRange),
         key().prop_map(|key| TxnOp::Get { key }),
+        (range_strategy(), 0u32..3, any::<bool>(), any::<bool>()).prop_map(
+            |(range, limit, keys_only, count_only)| TxnOp::Range {
+                range,
+                limit,
+                keys_only,
+                count_only
+            }
+        ),
+        range_strategy().prop_map(TxnOp::DeleteRangePrev),
+    ]
+}
+
+fn txn_op() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        6 => flat_txn_op(),
+        1 => (
+            prop::collection::vec(compare_strategy(), 0..2),
+            prop::collection::vec(flat_txn_op(), 0..3),
+            prop::collection::vec(flat_txn_op(), 0..2),
+        )
+            .prop_map(|(compares, success, failure)| {
+                TxnOp::Txn(Box::new(Txn { compares, success, failure }))
+            }),
     ]
 }
 

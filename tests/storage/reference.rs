@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 
+use aspen::api::kv::TXN_RANGE_KEYS_MAX;
 use aspen::api::{
     CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put, Txn, TxnOp,
     VaultMeta, WriteOp, vault_of,
 };
 use aspen::command::{Command, Response, VaultLimits};
+use aspen::limits::PAGE_BYTES_MAX;
 use aspen::storage::{KvEntry, LeaseRecord};
 
 use crate::util::{Driver, Kind, all_keys, open};
@@ -377,22 +379,56 @@ impl Model {
     }
 
     fn txn(&mut self, step: &mut Step, txn: &Txn) -> Result<Output, CommandError> {
-        let succeeded = txn.compares.iter().all(|c| self.holds(step, c));
-        let branch = if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
-        for op in branch {
-            if let TxnOp::Put(put) = op {
-                self.check_lease(step, put)?;
+        // Every branch, nested ones' too, is decided on the state before the transaction.
+        let path = self.decide(step, txn);
+        let (mut puts, mut answered) = (Vec::new(), Vec::new());
+        walk(txn, &path, &mut puts, &mut answered);
+        for put in &puts {
+            self.check_lease(step, put)?;
+        }
+        self.check_vault_room(puts.iter().copied())?;
+        let put_bytes: u64 = puts
+            .iter()
+            .map(|p| (p.key.len() + p.value.len()) as u64)
+            .sum();
+        for range in answered {
+            let live: Vec<(&Vec<u8>, &KvEntry)> = self
+                .kv
+                .iter()
+                .filter(|(k, e)| range.contains(k) && e.is_live(step.now))
+                .take(TXN_RANGE_KEYS_MAX + 1)
+                .collect();
+            let keys = live.len() as u64 + puts.len() as u64;
+            let bytes: u64 = live
+                .iter()
+                .map(|(k, e)| (k.len() + e.value.len()) as u64)
+                .sum::<u64>()
+                + put_bytes;
+            if keys > TXN_RANGE_KEYS_MAX as u64 || bytes > PAGE_BYTES_MAX as u64 {
+                return Err(CommandError::TxnDeleteTooLarge {
+                    keys,
+                    max: TXN_RANGE_KEYS_MAX as u64,
+                });
             }
         }
-        self.check_vault_room(branch.iter().filter_map(|op| match op {
-            TxnOp::Put(put) => Some(put),
-            _ => None,
-        }))?;
-        let results = branch
+        Ok(self.run_branch(step, txn, &path))
+    }
+
+    fn decide(&self, step: &Step, txn: &Txn) -> Path {
+        let succeeded = txn.compares.iter().all(|c| self.holds(step, c));
+        let nested = branch_of(txn, succeeded)
+            .iter()
+            .filter_map(|op| match op {
+                TxnOp::Txn(inner) => Some(self.decide(step, inner)),
+                _ => None,
+            })
+            .collect();
+        Path { succeeded, nested }
+    }
+
+    fn run_branch(&mut self, step: &mut Step, txn: &Txn, path: &Path) -> Output {
+        let mut nested = path.nested.iter();
+        let results = branch_of(txn, path.succeeded)
             .iter()
             .map(|op| match op {
                 TxnOp::Put(put) => Output::Put {
@@ -408,34 +444,98 @@ impl Model {
                 TxnOp::DeleteRange(range) => Output::DeleteRange {
                     deleted: self.delete_range(step, range),
                 },
+                TxnOp::DeleteRangePrev(range) => {
+                    let keys: Vec<_> = self
+                        .kv
+                        .keys()
+                        .filter(|k| range.contains(k))
+                        .cloned()
+                        .collect();
+                    let prev: Vec<KeyValue> =
+                        keys.iter().filter_map(|k| self.delete(step, k)).collect();
+                    Output::DeleteRangePrev {
+                        deleted: prev.len() as u64,
+                        prev,
+                    }
+                }
                 TxnOp::Get { key } => Output::Get {
                     kv: self
                         .live(step, key)
                         .cloned()
                         .map(|e| e.into_key_value(key.clone())),
                 },
+                TxnOp::Range {
+                    range,
+                    limit,
+                    keys_only,
+                    count_only,
+                } => {
+                    let live: Vec<KeyValue> = self
+                        .kv
+                        .iter()
+                        .filter(|(k, e)| range.contains(k) && e.is_live(step.now))
+                        .map(|(k, e)| {
+                            let mut kv = e.clone().into_key_value(k.clone());
+                            if *keys_only {
+                                kv.value.clear();
+                            }
+                            kv
+                        })
+                        .collect();
+                    let count = live.len() as u64;
+                    let max = match *limit {
+                        0 => TXN_RANGE_KEYS_MAX,
+                        n => (n as usize).min(TXN_RANGE_KEYS_MAX),
+                    };
+                    let mut kvs = Vec::new();
+                    let mut bytes = 0;
+                    if !count_only {
+                        for kv in live {
+                            let size = kv.key.len() + kv.value.len();
+                            if kvs.len() == max || bytes + size > PAGE_BYTES_MAX {
+                                break;
+                            }
+                            bytes += size;
+                            kvs.push(kv);
+                        }
+                    }
+                    let more = !count_only && count > kvs.len() as u64;
+                    Output::Range { kvs, count, more }
+                }
+                TxnOp::Txn(inner) => {
+                    let path = nested.next().expect("decided");
+                    self.run_branch(step, inner, path)
+                }
             })
             .collect();
-        Ok(Output::Txn { succeeded, results })
+        Output::Txn {
+            succeeded: path.succeeded,
+            results,
+        }
     }
 
     fn holds(&self, step: &Step, compare: &Compare) -> bool {
-        let entry = self.live(step, &compare.key);
-        let (actual, expected): (Vec<u8>, Vec<u8>) = match &compare.target {
-            CompareTarget::Value(v) => match entry {
-                Some(e) => (e.value.clone(), v.clone()),
-                None => return false,
-            },
-            CompareTarget::Version(v) => num(entry.map_or(0, |e| e.version), *v),
-            CompareTarget::CreateRevision(v) => num(entry.map_or(0, |e| e.create_revision), *v),
-            CompareTarget::ModRevision(v) => num(entry.map_or(0, |e| e.mod_revision), *v),
-            CompareTarget::Exists(v) => (vec![entry.is_some() as u8], vec![*v as u8]),
-        };
-        match compare.op {
-            CompareOp::Equal => actual == expected,
-            CompareOp::NotEqual => actual != expected,
-            CompareOp::Less => actual < expected,
-            CompareOp::Greater => actual > expected,
+        match &compare.target {
+            CompareTarget::InRange { end, target } => {
+                let range = KeyRange {
+                    start: compare.key.clone(),
+                    end: end.clone(),
+                };
+                let live: Vec<&KvEntry> = self
+                    .kv
+                    .iter()
+                    .filter(|(k, e)| range.contains(k) && e.is_live(step.now))
+                    .map(|(_, e)| e)
+                    .collect();
+                // Every live key of the range; with none, as a missing key.
+                match live.is_empty() {
+                    true => entry_holds(None, compare.op, target),
+                    false => live
+                        .into_iter()
+                        .all(|e| entry_holds(Some(e), compare.op, target)),
+                }
+            }
+            target => entry_holds(self.live(step, &compare.key), compare.op, target),
         }
     }
 
@@ -452,6 +552,55 @@ impl Model {
             .collect();
         rows.sort();
         rows.into_iter().map(|(_, k)| k).collect()
+    }
+}
+
+/// Whether `op(actual, target)` holds for a key's live entry (`None`: missing).
+fn entry_holds(entry: Option<&KvEntry>, op: CompareOp, target: &CompareTarget) -> bool {
+    let (actual, expected): (Vec<u8>, Vec<u8>) = match target {
+        CompareTarget::Value(v) => match entry {
+            Some(e) => (e.value.clone(), v.clone()),
+            None => return false,
+        },
+        CompareTarget::Version(v) => num(entry.map_or(0, |e| e.version), *v),
+        CompareTarget::CreateRevision(v) => num(entry.map_or(0, |e| e.create_revision), *v),
+        CompareTarget::ModRevision(v) => num(entry.map_or(0, |e| e.mod_revision), *v),
+        CompareTarget::Exists(v) => (vec![entry.is_some() as u8], vec![*v as u8]),
+        CompareTarget::Lease(v) => num(entry.and_then(|e| e.lease).unwrap_or(0), *v),
+        CompareTarget::InRange { .. } => panic!("a range compare's target is a range"),
+    };
+    match op {
+        CompareOp::Equal => actual == expected,
+        CompareOp::NotEqual => actual != expected,
+        CompareOp::Less => actual < expected,
+        CompareOp::Greater => actual > expected,
+    }
+}
+
+/// The branch a transaction takes, and those of the transactions nested in it, in order.
+struct Path {
+    succeeded: bool,
+    nested: Vec<Path>,
+}
+
+fn branch_of(txn: &Txn, succeeded: bool) -> &[TxnOp] {
+    if succeeded {
+        &txn.success
+    } else {
+        &txn.failure
+    }
+}
+
+/// The puts and the answered range deletes a decided transaction runs, nested ones' included.
+fn walk<'t>(txn: &'t Txn, path: &Path, puts: &mut Vec<&'t Put>, answered: &mut Vec<&'t KeyRange>) {
+    let mut nested = path.nested.iter();
+    for op in branch_of(txn, path.succeeded) {
+        match op {
+            TxnOp::Put(put) => puts.push(put),
+            TxnOp::DeleteRangePrev(range) => answered.push(range),
+            TxnOp::Txn(inner) => walk(inner, nested.next().expect("decided"), puts, answered),
+            _ => {}
+        }
     }
 }
 
