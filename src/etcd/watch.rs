@@ -28,6 +28,9 @@ use crate::etcd::{Gateway, key_range, signed, unsigned};
 const RESPONSES_QUEUED: usize = 16;
 /// Watches one stream may run at once.
 pub const WATCHES_PER_STREAM_MAX: usize = 1_000;
+/// A watch created with `fragment` splits an answer of more event bytes than this into
+/// several, all but the last marked `fragment` (etcd's default `--max-request-bytes`).
+const FRAGMENT_BYTES: usize = 1536 * 1024;
 /// How often a watch created with `progress_notify` hears the revision it reached while
 /// nothing changes: etcd's default (10 minutes).
 const PROGRESS_NOTIFY_MS: u64 = 10 * 60 * 1000;
@@ -155,15 +158,20 @@ impl<P: EtcdPort> Gateway<P> {
             ..self.watch_response(id, revision)
         };
         out.send(Ok(created)).await.ok()?;
+        let fragment = create.fragment;
         if !events.is_empty() {
-            out.send(Ok(self.events(id, events, revision))).await.ok()?;
+            for answer in self.events(id, events, revision, fragment) {
+                out.send(Ok(answer)).await.ok()?;
+            }
         }
         let reached = Arc::new(AtomicU64::new(revision));
-        let task =
-            tokio::spawn(
-                self.clone()
-                    .forward(id, frames, out.clone(), Arc::clone(&reached)),
-            );
+        let task = tokio::spawn(self.clone().forward(
+            id,
+            fragment,
+            frames,
+            out.clone(),
+            Arc::clone(&reached),
+        ));
         Some(Running { task, reached })
     }
 
@@ -179,11 +187,40 @@ impl<P: EtcdPort> Gateway<P> {
         }
     }
 
-    fn events(&self, id: i64, events: Vec<WatchEvent>, revision: u64) -> pb::WatchResponse {
-        pb::WatchResponse {
-            events: events.into_iter().map(event).collect(),
-            ..self.watch_response(id, revision)
+    /// The answers carrying `events`: one, or with `fragment` asked for, as many as keep each
+    /// under [`FRAGMENT_BYTES`] (one event at least), all but the last marked `fragment`, which
+    /// etcd's clients join again.
+    fn events(
+        &self,
+        id: i64,
+        events: Vec<WatchEvent>,
+        revision: u64,
+        fragment: bool,
+    ) -> Vec<pb::WatchResponse> {
+        let events: Vec<mvccpb::Event> = events.into_iter().map(event).collect();
+        let mut parts: Vec<Vec<mvccpb::Event>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for event in events {
+            let size = prost::Message::encoded_len(&event);
+            let part = parts.last_mut().expect("one part at least");
+            if fragment && !part.is_empty() && bytes + size > FRAGMENT_BYTES {
+                parts.push(vec![event]);
+                bytes = size;
+            } else {
+                part.push(event);
+                bytes += size;
+            }
         }
+        let last = parts.len() - 1;
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, events)| pb::WatchResponse {
+                events,
+                fragment: i < last,
+                ..self.watch_response(id, revision)
+            })
+            .collect()
     }
 
     /// Turns watch `id`'s frames after the first into responses: events (or progress), and
@@ -191,22 +228,25 @@ impl<P: EtcdPort> Gateway<P> {
     async fn forward(
         self,
         id: i64,
+        fragment: bool,
         mut frames: crate::net::service::WatchFrames,
         out: Responses,
         reached: Arc<AtomicU64>,
     ) {
         while let Some(frame) = frames.recv().await {
-            let answer = match frame {
+            let answers = match frame {
                 Ok((ClientOutput::Watch(events), revision)) => {
                     reached.store(revision, Ordering::Relaxed);
-                    self.events(id, events, revision)
+                    self.events(id, events, revision, fragment)
                 }
                 Ok(_) => continue,
-                Err(error) => self.canceled(id, &error),
+                Err(error) => vec![self.canceled(id, &error)],
             };
-            let ended = answer.canceled;
-            if out.send(Ok(answer)).await.is_err() || ended {
-                return;
+            for answer in answers {
+                let ended = answer.canceled;
+                if out.send(Ok(answer)).await.is_err() || ended {
+                    return;
+                }
             }
         }
     }

@@ -314,7 +314,8 @@ async fn a_watch_through_etcd_client_outlives_the_leader() {
 
 // Proves one etcd watch stream carries several watches, each answered under its own id:
 // watch ids chosen by the client, a NODELETE filter, prev_kv, a cancel (no more events for
-// that watch, the other goes on), and a duplicate id refused with etcd's reason.
+// that watch, the other goes on), a duplicate id refused with etcd's reason, and a large
+// revision split into fragments only for the watch that asked for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_etcd_watch_stream_carries_several_watches() {
     let keys = tempfile::tempdir().unwrap();
@@ -414,6 +415,45 @@ async fn one_etcd_watch_stream_carries_several_watches() {
         after,
         vec![(8, false, false, vec![(Put, "2".into(), None)])]
     );
+
+    // One revision of 2 MB of events (a range delete of four 500 KB values, with their
+    // previous values): a watch asking for fragments gets it in two answers (three events
+    // fit under 1.5 MiB), one that does not ask in one.
+    let big = |id: i64, fragment: bool| {
+        let options = WatchOptions::new()
+            .with_watch_id(id)
+            .with_prefix()
+            .with_prev_key();
+        match fragment {
+            true => options.with_fragment(),
+            false => options,
+        }
+    };
+    stream.watch("big/", Some(big(9, true))).await.unwrap();
+    stream.watch("big/", Some(big(10, false))).await.unwrap();
+    assert_eq!(read(&mut stream, 2).await.len(), 2, "both created");
+    for i in 0..4 {
+        let value = vec![b'v'; 500_000];
+        client.put(format!("big/{i}"), value, None).await.unwrap();
+    }
+    let mut answers: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (id, _, _, events) in read(&mut stream, 2 * 4).await {
+        answers.entry(id).or_default().push(events.len());
+    }
+    assert_eq!(answers[&9], [1, 1, 1, 1], "puts: one answer each");
+    client
+        .delete(
+            "big/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let mut answers: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (id, _, _, events) in read(&mut stream, 3).await {
+        answers.entry(id).or_default().push(events.len());
+    }
+    assert_eq!(answers[&9], [3, 1], "fragmented");
+    assert_eq!(answers[&10], [4], "whole");
     cluster.shutdown().await;
 }
 
