@@ -62,6 +62,9 @@ pub struct EtcdSection {
     /// clients prove no Aspen identity). Empty: an identity of the node's own with no roles,
     /// which is served only with `auth.enabled = false`.
     pub client_key: String,
+    /// How often a watch created with `progress_notify` hears the revision it reached while
+    /// nothing changes (etcd's `--experimental-watch-progress-notify-interval`, 10 minutes).
+    pub progress_notify_ms: u64,
 }
 
 impl Default for EtcdSection {
@@ -69,6 +72,7 @@ impl Default for EtcdSection {
         EtcdSection {
             address: "127.0.0.1:2379".into(),
             client_key: String::new(),
+            progress_notify_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -634,6 +638,13 @@ impl NodeConfig {
             format!(
                 "auth.enabled = false is for a local node only: etcd.address {etcd} is not \
                  loopback"
+            ),
+        );
+        rule(
+            self.etcd.progress_notify_ms >= 100,
+            format!(
+                "etcd.progress_notify_ms ({}) must be at least 100",
+                self.etcd.progress_notify_ms
             ),
         );
         let sql = &self.sql;

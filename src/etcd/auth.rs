@@ -111,6 +111,8 @@ fn grant_prefix(key: &[u8], range_end: &[u8]) -> Result<Vec<u8>, Status> {
     match (key, range_end) {
         ([] | [0], [0]) => Ok(Vec::new()),
         (key, end) if !end.is_empty() && strinc(key).as_deref() == Some(end) => Ok(key.to_vec()),
+        // A prefix of 0xff bytes only has no end: its range runs to the last key.
+        (key, [0]) if !key.is_empty() && strinc(key).is_none() => Ok(key.to_vec()),
         _ => Err(Status::invalid_argument(format!(
             "Aspen grants permissions on key prefixes only (etcdctl --prefix): {:?} to {:?} is \
              not the range of a prefix",
@@ -122,9 +124,10 @@ fn grant_prefix(key: &[u8], range_end: &[u8]) -> Result<Vec<u8>, Status> {
 
 /// A grant as etcd's permission: its prefix as a range.
 fn permission(grant: &Grant) -> Permission {
-    let (key, range_end) = match strinc(&grant.prefix) {
-        Some(end) if !grant.prefix.is_empty() => (grant.prefix.clone(), end),
-        _ => (vec![0], vec![0]),
+    let (key, range_end) = match (grant.prefix.is_empty(), strinc(&grant.prefix)) {
+        (true, _) => (vec![0], vec![0]),
+        (false, Some(end)) => (grant.prefix.clone(), end),
+        (false, None) => (grant.prefix.clone(), vec![0]),
     };
     Permission {
         perm_type: match grant.perm {
@@ -134,14 +137,6 @@ fn permission(grant: &Grant) -> Permission {
         key,
         range_end,
     }
-}
-
-/// The answer of an auth call that changed something, or needed nothing to change.
-fn done<T>(
-    make: impl FnOnce(Option<ResponseHeader>) -> T,
-    header: Option<ResponseHeader>,
-) -> Response<T> {
-    Response::new(make(header))
 }
 
 #[tonic::async_trait]
@@ -159,10 +154,9 @@ impl<P: EtcdPort> Auth for Gateway<P> {
                  in each node's config, not at runtime",
             ));
         }
-        Ok(done(
-            |header| pb::AuthEnableResponse { header },
-            self.local_header(revision),
-        ))
+        Ok(Response::new(pb::AuthEnableResponse {
+            header: self.local_header(revision),
+        }))
     }
 
     async fn auth_disable(
@@ -176,10 +170,9 @@ impl<P: EtcdPort> Auth for Gateway<P> {
                  each node's config, not at runtime",
             ));
         }
-        Ok(done(
-            |header| pb::AuthDisableResponse { header },
-            self.local_header(revision),
-        ))
+        Ok(Response::new(pb::AuthDisableResponse {
+            header: self.local_header(revision),
+        }))
     }
 
     async fn auth_status(
@@ -231,7 +224,7 @@ impl<P: EtcdPort> Auth for Gateway<P> {
                 roles: Vec::new(),
             })
             .await?;
-        Ok(done(|header| pb::AuthUserAddResponse { header }, header))
+        Ok(Response::new(pb::AuthUserAddResponse { header }))
     }
 
     async fn user_get(
@@ -267,7 +260,7 @@ impl<P: EtcdPort> Auth for Gateway<P> {
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
         let id = user_id(&request.into_inner().name)?;
         let header = self.auth_change(AuthOp::ClientRemove { id }).await?;
-        Ok(done(|header| pb::AuthUserDeleteResponse { header }, header))
+        Ok(Response::new(pb::AuthUserDeleteResponse { header }))
     }
 
     async fn user_change_password(
@@ -292,10 +285,7 @@ impl<P: EtcdPort> Auth for Gateway<P> {
                 roles: vec![role],
             })
             .await?;
-        Ok(done(
-            |header| pb::AuthUserGrantRoleResponse { header },
-            header,
-        ))
+        Ok(Response::new(pb::AuthUserGrantRoleResponse { header }))
     }
 
     async fn user_revoke_role(
@@ -306,10 +296,7 @@ impl<P: EtcdPort> Auth for Gateway<P> {
         let id = user_id(&request.name)?;
         let role = role_name(&request.role)?;
         let header = self.auth_change(AuthOp::ClientRevoke { id, role }).await?;
-        Ok(done(
-            |header| pb::AuthUserRevokeRoleResponse { header },
-            header,
-        ))
+        Ok(Response::new(pb::AuthUserRevokeRoleResponse { header }))
     }
 
     async fn role_add(
@@ -318,7 +305,7 @@ impl<P: EtcdPort> Auth for Gateway<P> {
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
         let name = role_name(&request.into_inner().name)?;
         let header = self.auth_change(AuthOp::RoleAdd { name }).await?;
-        Ok(done(|header| pb::AuthRoleAddResponse { header }, header))
+        Ok(Response::new(pb::AuthRoleAddResponse { header }))
     }
 
     /// The role's grants as etcd's permissions; `root` holds none (it may do everything).
@@ -363,7 +350,7 @@ impl<P: EtcdPort> Auth for Gateway<P> {
             ));
         }
         let header = self.auth_change(AuthOp::RoleRemove { name }).await?;
-        Ok(done(|header| pb::AuthRoleDeleteResponse { header }, header))
+        Ok(Response::new(pb::AuthRoleDeleteResponse { header }))
     }
 
     async fn role_grant_permission(
@@ -391,10 +378,9 @@ impl<P: EtcdPort> Auth for Gateway<P> {
                 grant: Grant { prefix, perm },
             })
             .await?;
-        Ok(done(
-            |header| pb::AuthRoleGrantPermissionResponse { header },
+        Ok(Response::new(pb::AuthRoleGrantPermissionResponse {
             header,
-        ))
+        }))
     }
 
     async fn role_revoke_permission(
@@ -407,9 +393,8 @@ impl<P: EtcdPort> Auth for Gateway<P> {
         let header = self
             .auth_change(AuthOp::RoleRevoke { name, prefix })
             .await?;
-        Ok(done(
-            |header| pb::AuthRoleRevokePermissionResponse { header },
+        Ok(Response::new(pb::AuthRoleRevokePermissionResponse {
             header,
-        ))
+        }))
     }
 }

@@ -273,6 +273,16 @@ impl<P: EtcdPort> Gateway<P> {
 }
 
 /// Sorts by etcd's target; `None` order with another target is ascending, as in etcd.
+/// etcd's DeleteRange as Aspen's operation: a key, or a range (answering the entries it
+/// deleted when `prev_kv` asks for them).
+pub(crate) fn delete_op(key: Vec<u8>, range_end: Vec<u8>, prev_kv: bool) -> TxnOp {
+    match (range_end.is_empty(), prev_kv) {
+        (true, _) => TxnOp::Delete { key, prev_kv },
+        (false, true) => TxnOp::DeleteRangePrev(key_range(&key, &range_end)),
+        (false, false) => TxnOp::DeleteRange(key_range(&key, &range_end)),
+    }
+}
+
 pub(crate) fn sort(
     kvs: &mut [KeyValue],
     order: range_request::SortOrder,
@@ -337,7 +347,7 @@ impl<P: EtcdPort> Kv for Gateway<P> {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let r = request.into_inner();
-        let op = match crate::etcd::txn::delete_op(r.key, r.range_end, r.prev_kv) {
+        let op = match delete_op(r.key, r.range_end, r.prev_kv) {
             TxnOp::Delete { key, prev_kv } => WriteOp::Delete { key, prev_kv },
             TxnOp::DeleteRange(range) => WriteOp::DeleteRange(range),
             // Answering the deleted entries of a range is a transaction's operation.

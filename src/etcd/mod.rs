@@ -51,6 +51,8 @@ pub struct Gateway<P> {
     client: ClientId,
     /// Becomes true when the node stops: streams (watch, keep-alive) end.
     stop: tokio::sync::watch::Receiver<bool>,
+    /// How often an idle watch created with `progress_notify` hears its revision.
+    progress_notify_ms: u64,
 }
 
 impl<P> Clone for Gateway<P> {
@@ -59,6 +61,7 @@ impl<P> Clone for Gateway<P> {
             service: self.service.clone(),
             client: self.client,
             stop: self.stop.clone(),
+            progress_notify_ms: self.progress_notify_ms,
         }
     }
 }
@@ -294,11 +297,13 @@ impl EtcdServer {
     }
 }
 
-/// Serves the etcd API on `address` through `service`, acting as `client`.
+/// Serves the etcd API on `address` through `service`, acting as `client`; idle watches that
+/// ask for progress notifications get one every `progress_notify_ms`.
 pub async fn start<P: EtcdPort>(
     address: SocketAddr,
     service: ClientService<P>,
     client: ClientId,
+    progress_notify_ms: u64,
 ) -> std::io::Result<EtcdServer> {
     use proto::etcdserverpb::{
         auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
@@ -312,6 +317,7 @@ pub async fn start<P: EtcdPort>(
         service,
         client,
         stop: stopping,
+        progress_notify_ms,
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = {

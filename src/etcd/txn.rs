@@ -7,7 +7,7 @@ use tonic::Status;
 
 use crate::api::{Compare, CompareOp, CompareTarget, Output, Put, Txn, TxnOp, WriteOp};
 use crate::etcd::EtcdPort;
-use crate::etcd::kv::{lease_of, sort, to_kv};
+use crate::etcd::kv::{delete_op, lease_of, sort, to_kv};
 use crate::etcd::proto::etcdserverpb::{
     self as pb, compare, range_request, request_op, response_op,
 };
@@ -188,16 +188,6 @@ fn op_of(op: pb::RequestOp) -> Result<(TxnOp, OpSort), Status> {
         None => Err(Status::invalid_argument(
             "etcdserver: empty transaction operation",
         )),
-    }
-}
-
-/// etcd's DeleteRange as Aspen's operation: a key, or a range (answering the entries it
-/// deleted when `prev_kv` asks for them).
-pub(crate) fn delete_op(key: Vec<u8>, range_end: Vec<u8>, prev_kv: bool) -> TxnOp {
-    match (range_end.is_empty(), prev_kv) {
-        (true, _) => TxnOp::Delete { key, prev_kv },
-        (false, true) => TxnOp::DeleteRangePrev(key_range(&key, &range_end)),
-        (false, false) => TxnOp::DeleteRange(key_range(&key, &range_end)),
     }
 }
 

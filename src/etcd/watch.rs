@@ -31,9 +31,6 @@ pub const WATCHES_PER_STREAM_MAX: usize = 1_000;
 /// A watch created with `fragment` splits an answer of more event bytes than this into
 /// several, all but the last marked `fragment` (etcd's default `--max-request-bytes`).
 const FRAGMENT_BYTES: usize = 1536 * 1024;
-/// How often a watch created with `progress_notify` hears the revision it reached while
-/// nothing changes: etcd's default (10 minutes).
-const PROGRESS_NOTIFY_MS: u64 = 10 * 60 * 1000;
 
 type Responses = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
@@ -126,7 +123,7 @@ impl<P: EtcdPort> Gateway<P> {
                 filter,
                 prev_kv: create.prev_kv,
                 progress_ms: if create.progress_notify {
-                    PROGRESS_NOTIFY_MS
+                    self.progress_notify_ms
                 } else {
                     0
                 },

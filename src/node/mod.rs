@@ -437,9 +437,14 @@ pub async fn start_node(config: NodeConfig, faults: Faults) -> std::io::Result<N
                     .map_err(|e| std::io::Error::other(format!("etcd.client_key: {e}")))?
                     .public(),
             };
-            let server = crate::etcd::start(etcd_address, client_service.clone(), client)
-                .await
-                .map_err(|e| std::io::Error::other(format!("etcd.address {etcd_address}: {e}")))?;
+            let server = crate::etcd::start(
+                etcd_address,
+                client_service.clone(),
+                client,
+                config.etcd.progress_notify_ms,
+            )
+            .await
+            .map_err(|e| std::io::Error::other(format!("etcd.address {etcd_address}: {e}")))?;
             if let Some(dir) = data_dir::data_dir(&config) {
                 endpoint::write_text_file(dir, ETCD_ADDR_FILE, &server.address.to_string())?;
             }

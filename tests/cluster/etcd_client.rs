@@ -314,8 +314,9 @@ async fn a_watch_through_etcd_client_outlives_the_leader() {
 
 // Proves one etcd watch stream carries several watches, each answered under its own id:
 // watch ids chosen by the client, a NODELETE filter, prev_kv, a cancel (no more events for
-// that watch, the other goes on), a duplicate id refused with etcd's reason, and a large
-// revision split into fragments only for the watch that asked for them.
+// that watch, the other goes on), a duplicate id refused with etcd's reason, a large
+// revision split into fragments only for the watch that asked for them, progress
+// notifications of an idle watch at the configured interval, and the 1,000-watch limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_etcd_watch_stream_carries_several_watches() {
     let keys = tempfile::tempdir().unwrap();
@@ -323,6 +324,7 @@ async fn one_etcd_watch_stream_carries_several_watches() {
     let cluster = crate::util::Cluster::start(128, 1, |config| {
         config.etcd.address = "127.0.0.1:0".into();
         config.etcd.client_key = root_key.display().to_string();
+        config.etcd.progress_notify_ms = 200;
     })
     .await;
     let endpoint = cluster.nodes[&128].node.etcd_address().unwrap().to_string();
@@ -454,6 +456,47 @@ async fn one_etcd_watch_stream_carries_several_watches() {
     }
     assert_eq!(answers[&9], [3, 1], "fragmented");
     assert_eq!(answers[&10], [4], "whole");
+
+    // An idle watch asking for progress notifications hears the revision it reached every
+    // etcd.progress_notify_ms (200 ms here), as an answer without events.
+    let now = client.get("nothing", None).await.unwrap();
+    let now = revision(now.header());
+    let notify = WatchOptions::new().with_watch_id(11).with_progress_notify();
+    stream.watch("quiet", Some(notify)).await.unwrap();
+    assert_eq!(read(&mut stream, 1).await[0], (11, true, false, vec![]));
+    let progress = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a progress notification within 10 s")
+        .unwrap()
+        .expect("the stream is open");
+    assert_eq!(progress.watch_id(), 11);
+    assert!(progress.events().is_empty() && !progress.created() && !progress.canceled());
+    assert_eq!(revision(progress.header()), now);
+
+    // A stream runs at most 1,000 watches (four run now): the next is refused with the reason.
+    for id in 0..996 {
+        stream
+            .watch("many", Some(WatchOptions::new().with_watch_id(1_000 + id)))
+            .await
+            .unwrap();
+    }
+    let created = read(&mut stream, 996).await;
+    assert!(
+        created
+            .iter()
+            .all(|(_, created, canceled, _)| *created && !*canceled)
+    );
+    stream
+        .watch("many", Some(WatchOptions::new().with_watch_id(5_000)))
+        .await
+        .unwrap();
+    let refused = stream.message().await.unwrap().expect("an answer");
+    assert!(refused.created() && refused.canceled(), "{refused:?}");
+    assert!(
+        refused.cancel_reason().contains("at most 1000 watches"),
+        "{}",
+        refused.cancel_reason()
+    );
     cluster.shutdown().await;
 }
 

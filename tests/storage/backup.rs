@@ -141,6 +141,57 @@ fn restore_gives_back_the_same_state() {
     assert_eq!(response.revision, source.revision() + 1);
 }
 
+/// `backup` in etcd's snapshot form, as the etcd API's Maintenance.Snapshot streams it.
+fn etcd_form(backup: &[u8]) -> Vec<u8> {
+    let mut trailer = aspen::storage::EtcdSnapshotTrailer::default();
+    trailer.update(backup);
+    let mut file = backup.to_vec();
+    file.extend(trailer.finish());
+    file
+}
+
+// Proves a backup in etcd's snapshot form (padded with its length to 512 bytes, then a
+// SHA-256: what `etcdctl snapshot save` checks) restores as the plain backup does, whatever
+// the padding (none needed included), and that one flipped byte anywhere in it, trailer
+// included, makes the restore refuse the file and write nothing.
+#[test]
+fn backups_in_etcds_snapshot_form_restore_and_are_checked() {
+    let (_dir, store) = populated();
+    let bytes = backup_bytes(&store);
+    let target = tempfile::tempdir().expect("tempdir");
+    let restore = |file: &[u8], name: &str| {
+        let path = target.path().join(format!("{name}.db"));
+        std::fs::write(&path, file).expect("write");
+        restore_backup(&path, &target.path().join(name), 4 << 20, NOW_MS)
+    };
+    let wrapped = etcd_form(&bytes);
+    assert_eq!(wrapped.len() % 512, 32);
+    let summary = restore(&wrapped, "whole").expect("restores");
+    assert_eq!(summary.keys, all_keys(&store, NOW_MS).len() as u64);
+    // A backup whose length plus 8 is a multiple of 512 needs no padding.
+    let trailer = aspen::storage::EtcdSnapshotTrailer::default();
+    let mut sized = aspen::storage::EtcdSnapshotTrailer::default();
+    sized.update(&[0u8; 504]);
+    assert_eq!(sized.finish().len(), 8 + 32);
+    assert_eq!(trailer.finish().len(), 504 + 8 + 32);
+    for at in [
+        0,
+        bytes.len() / 2,
+        bytes.len() + 3,
+        wrapped.len() - 40,
+        wrapped.len() - 1,
+    ] {
+        let mut damaged = wrapped.clone();
+        damaged[at] ^= 0x01;
+        let name = format!("flipped{at}");
+        assert!(restore(&damaged, &name).is_err(), "a flipped byte at {at}");
+        assert!(
+            !target.path().join(&name).exists(),
+            "nothing written for {at}"
+        );
+    }
+}
+
 // Proves every damaged copy (a flipped byte anywhere: magic, header, a key, the end record;
 // a cut anywhere) is refused with an error naming the backup, and nothing is written.
 #[test]
