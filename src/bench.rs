@@ -180,6 +180,10 @@ impl Report {
     pub fn json(&self) -> Value {
         let mut report = json!({
             "workload": workload_name(self.workload),
+            "protocol": match self.options.protocol {
+                Protocol::Aspen => "aspen",
+                Protocol::Etcd => "etcd",
+            },
             "nodes": self.nodes,
             "clients": self.options.clients,
             "connections": self.options.connections,
@@ -240,7 +244,7 @@ impl Report {
     pub fn text(&self) -> String {
         let o = &self.options;
         let mut text = format!(
-            "workload     {}{}\nsetup        {} node(s), {} connection(s), {} client(s), keys {} B, \
+            "workload     {}{}\nsetup        {} {}(s), {} connection(s), {} client(s), keys {} B, \
              values {} B, keyspace {}\n",
             workload_name(self.workload),
             match self.workload {
@@ -249,6 +253,10 @@ impl Report {
                 _ => String::new(),
             },
             self.nodes,
+            match o.protocol {
+                Protocol::Aspen => "node",
+                Protocol::Etcd => "etcd endpoint",
+            },
             o.connections,
             o.clients,
             o.key_size,

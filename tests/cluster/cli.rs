@@ -366,7 +366,8 @@ async fn every_cli_command_against_a_local_cluster() {
 
     // `aspen bench`: every workload runs its exact operation count without errors, spread
     // over the nodes, and reports throughput, latency percentiles, and each node process's
-    // CPU per 1,000 operations and resident memory (JSON and text).
+    // CPU per 1,000 operations and resident memory (JSON and text); with `--protocol etcd`
+    // the key-value workloads run the same through the nodes' etcd API.
     for (workload, extra) in [
         ("put", &[][..]),
         ("get", &[][..]),
@@ -418,6 +419,48 @@ async fn every_cli_command_against_a_local_cluster() {
             _ => {}
         }
     }
+    // `aspen bench --protocol etcd`: the same loop through every node's etcd API.
+    let endpoints = printed
+        .iter()
+        .find_map(|line| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix("ETCDCTL_ENDPOINTS="))
+        })
+        .expect("the cluster printed its etcd endpoints")
+        .to_string();
+    for workload in ["put", "get", "txn-cas", "mixed"] {
+        let mut args = vec!["--output", "json", "bench", workload, "--protocol", "etcd"];
+        args.extend(["--endpoints", &endpoints, "--total", "40", "--clients", "4"]);
+        args.extend(["--connections", "2", "--keyspace", "20", "--key-size", "8"]);
+        let report: serde_json::Value = serde_json::from_str(&ok(n, &args)).unwrap();
+        assert_eq!(report["protocol"], "etcd", "{report}");
+        assert_eq!(
+            (report["ops"].as_u64(), report["errors"].as_u64()),
+            (Some(40), Some(0)),
+            "{report}"
+        );
+        assert_eq!(report["nodes"], 3, "{report}");
+        if workload == "get" {
+            assert_eq!(report["found"], 40, "{report}");
+        }
+    }
+    fails(
+        n,
+        &[
+            "bench",
+            "sql",
+            "--protocol",
+            "etcd",
+            "--endpoints",
+            &endpoints,
+        ],
+        "the sql workload speaks Aspen's protocol only",
+    );
+    fails(
+        n,
+        &["bench", "put", "--protocol", "etcd"],
+        "--protocol etcd needs --endpoints",
+    );
     let text = ok(n, &["bench", "put", "--total", "5", "--key-size", "8"]);
     assert!(text.contains("operations   5 ok, 0 failed"), "{text}");
     assert!(text.contains("latency ms   p50 "), "{text}");
