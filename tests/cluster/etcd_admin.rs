@@ -11,7 +11,8 @@ use crate::util::start_process_cluster;
 // `aspen-node restore` turns into a data directory holding every key; alarm list is empty on
 // a healthy cluster; defrag works on a follower and is refused on the leader, saying why;
 // move-leader to the leader succeeds as etcd's and to a follower is refused naming openraft's
-// limit; etcd-client's snapshot stream has etcd's framing too.
+// limit; etcd-client's snapshot stream has etcd's framing too, and its member list, status
+// and alarm calls agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
     let root = tempfile::tempdir().unwrap();
@@ -96,13 +97,32 @@ async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
     }
     assert_eq!(bytes % 512, 32, "{bytes} bytes");
     assert_eq!(last_remaining, Some(0));
+
+    // The same members, leader and alarms through etcd-client.
+    let members = client.member_list().await.unwrap();
+    let mut ids: Vec<u64> = members.members().iter().map(|m| m.id()).collect();
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3]);
+    let status = client.status().await.unwrap();
+    assert_eq!(format!("{:x}", status.leader()), leader_id);
+    assert!(!status.is_learner());
+    let alarms = client
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(alarms.alarms().is_empty());
 }
 
 // Proves etcd's auth calls map onto Aspen's roles: role and user management through etcdctl
 // prints what etcd 3.4.23 prints for the same commands (role and user lists aside: Aspen's
 // root role is built in, its root clients are users), a user is an Aspen client whose grants
 // then hold for its own requests (a put under the granted prefix passes, others are denied,
-// and nothing passes once the role is revoked), and passwords are refused saying why.
+// and nothing passes once the role is revoked), passwords are refused saying why, and
+// etcd-client's auth calls see the same roles and users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_auth_maps_onto_aspen_roles() {
     let root = tempfile::tempdir().unwrap();
@@ -233,4 +253,14 @@ async fn etcdctl_auth_maps_onto_aspen_roles() {
         password.stderr
     );
     expect(&["auth", "enable"], "Authentication Enabled\n");
+
+    // etcd-client's auth calls see the same roles and users.
+    let mut client = etcd_client::Client::connect([endpoint.as_str()], None)
+        .await
+        .unwrap();
+    client.role_add("ops").await.unwrap();
+    let roles = client.role_list().await.unwrap();
+    assert_eq!(roles.roles(), ["ops", "root"]);
+    let gone = client.user_get(user.as_str()).await.unwrap_err();
+    assert!(gone.to_string().contains("user name not found"), "{gone}");
 }
