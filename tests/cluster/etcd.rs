@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{Cluster, NodeProcess, start_process_cluster};
+use crate::util::{Cluster, NodeProcess, etcd_addresses, start_process_cluster};
 
 /// What an etcdctl run printed.
 pub(crate) struct Run {
@@ -60,10 +60,7 @@ fn revision(endpoints: &str) -> u64 {
 async fn etcdctl_works_against_a_three_node_cluster() {
     let root = tempfile::tempdir().unwrap();
     let (nodes, _) = start_process_cluster(root.path(), 1..=3, &[]).await;
-    let mut endpoints = Vec::new();
-    for node in nodes.values() {
-        endpoints.push(node.etcd_address().await);
-    }
+    let endpoints: Vec<String> = etcd_addresses(&nodes).await.into_values().collect();
     let all = endpoints.join(",");
     let run = |args: &[&str]| {
         let run = etcdctl(&all, args, None);

@@ -5,7 +5,7 @@
 use aspen::client::Client as AspenClient;
 
 use crate::etcd::etcdctl;
-use crate::util::start_process_cluster;
+use crate::util::{etcd_addresses, start_process_cluster};
 
 // Proves etcdctl's snapshot save writes a file etcdctl accepts (etcd's SHA-256 form) that
 // `aspen-node restore` turns into a data directory holding every key; alarm list is empty on
@@ -17,10 +17,7 @@ use crate::util::start_process_cluster;
 async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
     let root = tempfile::tempdir().unwrap();
     let (nodes, _) = start_process_cluster(root.path(), 1..=3, &[]).await;
-    let mut endpoints = Vec::new();
-    for node in nodes.values() {
-        endpoints.push(node.etcd_address().await);
-    }
+    let endpoints: Vec<String> = etcd_addresses(&nodes).await.into_values().collect();
     let all = endpoints.join(",");
     let run = |endpoints: &str, args: &[&str]| {
         let run = etcdctl(endpoints, args, None);

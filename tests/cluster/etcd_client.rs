@@ -10,15 +10,7 @@ use etcd_client::{
     WatchFilterType, WatchOptions,
 };
 
-use crate::util::{NodeProcess, start_process_cluster};
-
-async fn etcd_addresses(nodes: &BTreeMap<u64, NodeProcess>) -> BTreeMap<u64, String> {
-    let mut addresses = BTreeMap::new();
-    for (id, node) in nodes {
-        addresses.insert(*id, node.etcd_address().await);
-    }
-    addresses
-}
+use crate::util::{etcd_addresses, start_process_cluster};
 
 /// The revision in a response's header.
 fn revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {

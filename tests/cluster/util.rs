@@ -267,6 +267,15 @@ impl NodeProcess {
     }
 }
 
+/// Each node's etcd API address (`HOST:PORT`), by node id.
+pub async fn etcd_addresses(nodes: &BTreeMap<NodeId, NodeProcess>) -> BTreeMap<NodeId, String> {
+    let mut addresses = BTreeMap::new();
+    for (id, node) in nodes {
+        addresses.insert(*id, node.etcd_address().await);
+    }
+    addresses
+}
+
 /// Starts processes `ids` (each in `root/n{id}`, with `env`), forms them into one cluster and
 /// returns them with their addresses once a leader is elected.
 pub async fn start_process_cluster(

@@ -352,15 +352,18 @@ impl Model {
     }
 
     fn delete_range(&mut self, step: &mut Step, range: &KeyRange) -> u64 {
+        self.delete_range_prev(step, range).len() as u64
+    }
+
+    /// Deletes every key of the range; the live ones deleted, in key order.
+    fn delete_range_prev(&mut self, step: &mut Step, range: &KeyRange) -> Vec<KeyValue> {
         let keys: Vec<_> = self
             .kv
             .keys()
             .filter(|k| range.contains(k))
             .cloned()
             .collect();
-        keys.iter()
-            .filter(|k| self.delete(step, k).is_some())
-            .count() as u64
+        keys.iter().filter_map(|k| self.delete(step, k)).collect()
     }
 
     fn revoke(&mut self, step: &mut Step, id: u64) -> Option<u64> {
@@ -445,14 +448,7 @@ impl Model {
                     deleted: self.delete_range(step, range),
                 },
                 TxnOp::DeleteRangePrev(range) => {
-                    let keys: Vec<_> = self
-                        .kv
-                        .keys()
-                        .filter(|k| range.contains(k))
-                        .cloned()
-                        .collect();
-                    let prev: Vec<KeyValue> =
-                        keys.iter().filter_map(|k| self.delete(step, k)).collect();
+                    let prev = self.delete_range_prev(step, range);
                     Output::DeleteRangePrev {
                         deleted: prev.len() as u64,
                         prev,
