@@ -10,7 +10,7 @@ use crate::api::{ClientOp, ClientOutput};
 use crate::etcd::proto::etcdserverpb::{
     self as pb, alarm_request::AlarmAction, maintenance_server::Maintenance,
 };
-use crate::etcd::{Alarm, EtcdPort, Gateway, unsupported};
+use crate::etcd::{Alarm, EtcdPort, Gateway, signed, unsupported};
 use crate::net::admin::{AdminError, COMPACTION_WAIT_FOR_OPEN, backup_chunks};
 use crate::storage::EtcdSnapshotTrailer;
 
@@ -128,7 +128,7 @@ impl<P: EtcdPort> Maintenance for Gateway<P> {
         Ok(Response::new(pb::StatusResponse {
             header: self.header(revision, status.node_id),
             version: ETCD_VERSION.into(),
-            db_size: 0,
+            db_size: self.port().db_size().map_or(0, signed),
             leader: status.leader.unwrap_or(0),
             raft_index: status.last_log_index.unwrap_or(0),
             raft_term: status.term,

@@ -33,6 +33,8 @@ pub trait EtcdPort: ClientPort + AdminPort {
     /// The alarms this node knows of, as (member, alarm): its own quota alarm, and the
     /// members a hash check it ran (as the leader) found corrupt.
     fn alarms(&self) -> Vec<(NodeId, Alarm)>;
+    /// The size of this node's database file in bytes (`None`: in memory, or not open).
+    fn db_size(&self) -> Option<u64>;
 }
 
 /// etcd's alarm kinds that Aspen raises.

@@ -164,4 +164,8 @@ impl crate::etcd::EtcdPort for NodeCore {
         }
         alarms
     }
+
+    fn db_size(&self) -> Option<u64> {
+        self.store.as_ref().and_then(|store| store.file_size())
+    }
 }

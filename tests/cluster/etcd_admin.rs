@@ -12,7 +12,7 @@ use crate::util::{etcd_addresses, start_process_cluster};
 // a healthy cluster; defrag works on a follower and is refused on the leader, saying why;
 // move-leader to the leader succeeds as etcd's and to a follower is refused naming openraft's
 // limit; etcd-client's snapshot stream has etcd's framing too, and its member list, status
-// and alarm calls agree.
+// (with the member's database size) and alarm calls agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
     let root = tempfile::tempdir().unwrap();
@@ -103,6 +103,7 @@ async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
     let status = client.status().await.unwrap();
     assert_eq!(format!("{:x}", status.leader()), leader_id);
     assert!(!status.is_learner());
+    assert!(status.db_size() > 0, "the member's database file size");
     let alarms = client
         .alarm(
             etcd_client::AlarmAction::Get,
