@@ -4,6 +4,9 @@
 //!
 //! Wire and disk compatibility: postcard encodes enum variants by position. Add new variants
 //! and fields only at the end.
+//!
+//! Long because the transaction's parts, their checks and their decoding bounds must agree
+//! and sit together (about 130 of its lines are tests).
 
 use serde::{Deserialize, Serialize};
 
