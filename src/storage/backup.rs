@@ -114,7 +114,11 @@ fn etcd_snapshot_body(file: &mut File, len: u64) -> std::io::Result<Option<u64>>
     }
     let (padding, length) = last.split_at(last.len() - 8);
     let backup_len = u64::from_le_bytes(length.try_into().expect("8 bytes"));
-    let Some(padded) = hashed.checked_sub(8 + backup_len) else {
+    // The length is the file's word: it may claim anything.
+    let Some(padded) = backup_len
+        .checked_add(8)
+        .and_then(|unpadded| hashed.checked_sub(unpadded))
+    else {
         return Ok(None);
     };
     let zeros = &padding[padding.len().saturating_sub(padded as usize)..];

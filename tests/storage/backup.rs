@@ -153,7 +153,7 @@ fn etcd_form(backup: &[u8]) -> Vec<u8> {
 // Proves a backup in etcd's snapshot form (padded with its length to 512 bytes, then a
 // SHA-256: what `etcdctl snapshot save` checks) restores as the plain backup does, whatever
 // the padding (none needed included), and that one flipped byte anywhere in it, trailer
-// included, makes the restore refuse the file and write nothing.
+// included, or a forged length makes the restore refuse the file and write nothing.
 #[test]
 fn backups_in_etcds_snapshot_form_restore_and_are_checked() {
     let (_dir, store) = populated();
@@ -190,6 +190,14 @@ fn backups_in_etcds_snapshot_form_restore_and_are_checked() {
             "nothing written for {at}"
         );
     }
+    // A well-formed trailer whose length claims more than the file holds (here 2^64 - 1) is
+    // not taken for etcd's form: refused as a backup with bytes after its end, no panic.
+    let mut forged = wrapped.clone();
+    let hashed = forged.len() - 32;
+    forged[hashed - 8..hashed].copy_from_slice(&u64::MAX.to_le_bytes());
+    let sha = <sha2::Sha256 as sha2::Digest>::digest(&forged[..hashed]);
+    forged[hashed..].copy_from_slice(&sha);
+    assert!(restore(&forged, "forged").is_err());
 }
 
 // Proves every damaged copy (a flipped byte anywhere: magic, header, a key, the end record;
