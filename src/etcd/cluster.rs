@@ -121,6 +121,8 @@ impl<P: EtcdPort> Cluster for Gateway<P> {
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
         let request = request.into_inner();
         let address = peer_address(&request.peer_ur_ls)?;
+        // Membership changes are root's; checked before this node dials the address given.
+        self.require_root("member add").await?;
         let (members, _) = self.members().await?;
         let text = address.to_string();
         if members

@@ -338,7 +338,8 @@ async fn etcdctl_works_against_a_three_node_cluster() {
 }
 
 // Proves a node whose etcd API has no Aspen identity (no `etcd.client_key`) refuses etcd's
-// clients when auth is on, with etcd's permission-denied error naming why, and keeps serving.
+// clients when auth is on (a member add before dialing anything), with etcd's
+// permission-denied error naming why, and keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_identity_the_etcd_api_is_refused() {
     let cluster = Cluster::start(127, 1, |config| {
@@ -359,6 +360,17 @@ async fn without_an_identity_the_etcd_api_is_refused() {
     );
     let refused = etcdctl(&endpoint, &["get", "k"], None);
     assert!(refused.stderr.contains("etcdserver: permission denied"));
+    // A member add is refused before the node dials the address it names.
+    let peer = format!(
+        "--peer-urls=http://{}@127.0.0.1:9",
+        aspen::testing::root_id()
+    );
+    let refused = etcdctl(&endpoint, &["member", "add", "n", &peer], None);
+    assert!(
+        refused.stderr.contains("member add needs the root role"),
+        "{}",
+        refused.stderr
+    );
     assert!(cluster.client().await.put("k", "v").await.is_ok());
     cluster.shutdown().await;
 }
