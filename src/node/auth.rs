@@ -68,6 +68,33 @@ impl NodeCore {
     }
 
     /// The auth state this node applied last.
+    /// What a running watch asks before each frame: whether `client` may still do `op`
+    /// against the auth state as this node applies it now (`None`: auth is off).
+    pub(super) fn still_allowed(
+        &self,
+        client: ClientId,
+        op: &ClientOp,
+    ) -> Option<crate::node::watcher::StillAllowed> {
+        if !self.auth_enabled {
+            return None;
+        }
+        let store = self.store.clone();
+        let need = op.need();
+        Some(Box::new(move || {
+            let store = store
+                .as_ref()
+                .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
+            let auth = store
+                .auth()
+                .map_err(|e| ClientError::Storage(e.to_string()))?;
+            if auth.is_root(&client) {
+                return Ok(());
+            }
+            auth.check(&client, &need)
+                .map_err(|denied| ClientError::Denied(denied.to_string()))
+        }))
+    }
+
     pub(super) fn auth_state(&self) -> Result<Arc<AuthState>, Failure> {
         let store = self
             .store

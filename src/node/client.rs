@@ -123,6 +123,7 @@ impl ClientPort for NodeCore {
             *start_revision,
             *options,
             tx,
+            self.still_allowed(client, op),
         ));
         Ok(rx)
     }

@@ -187,6 +187,10 @@ async fn read_events(
     }
 }
 
+/// Whether the watch's client may still read its range (`Err`: why not), asked before each
+/// frame: a role revoked or a client removed ends its watches at their next frame.
+pub(crate) type StillAllowed = Box<dyn Fn() -> Result<(), ClientError> + Send + Sync>;
+
 /// A watch's position and its way to the client.
 struct Feed {
     store: Arc<Store>,
@@ -197,11 +201,18 @@ struct Feed {
     tx: mpsc::Sender<WatchFrame>,
     /// Whether the first frame (the watch is set up) went out.
     started: bool,
+    /// `None`: auth is off.
+    allowed: Option<StillAllowed>,
 }
 
 impl Feed {
-    /// Sends a frame; false when the watcher is gone.
+    /// Sends a frame; false when the watcher is gone, or may no longer read the range (its
+    /// last frame then says why).
     async fn send(&mut self, events: Vec<WatchEvent>, reached: u64) -> bool {
+        if let Some(Err(denied)) = self.allowed.as_ref().map(|allowed| allowed()) {
+            let _ = self.tx.send(Err(denied)).await;
+            return false;
+        }
         self.started = true;
         self.tx
             .send(Ok((ClientOutput::Watch(events), reached)))
@@ -267,6 +278,7 @@ pub(crate) async fn feed(
     start: u64,
     options: WatchOptions,
     tx: mpsc::Sender<WatchFrame>,
+    allowed: Option<StillAllowed>,
 ) {
     // Listening before the replay: every batch the hub reads after it is seen.
     let mut live = hub.subscribe();
@@ -277,6 +289,7 @@ pub(crate) async fn feed(
         next: start,
         tx,
         started: false,
+        allowed,
     };
     if !feed.catch_up().await {
         return;

@@ -37,7 +37,7 @@ fn denied<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) {
 // unchanged (asserted by reads as root); a writer on `vault/team/` writes there and lists only
 // that vault; an unknown client (an outside endpoint that learned the nodes' ids) gets
 // nothing but status and whoami, and cannot change the membership; and revoking the role
-// takes effect on the next request.
+// takes effect on the next request, and ends a running watch at its next frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_does_what_its_roles_grant_and_nothing_more() {
     let cluster = Cluster::start(80, 3, |_| {}).await;
@@ -218,6 +218,28 @@ async fn each_client_does_what_its_roles_grant_and_nothing_more() {
         "{refused:?}"
     );
 
+    // A watch the reader runs (served by the follower) delivers while it may read...
+    let mut watch = reader
+        .watch(
+            KeyRange::prefix(b"app/"),
+            0,
+            aspen::api::WatchOptions::default(),
+        )
+        .await
+        .unwrap();
+    root.put("app/watched", "1").await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            // The first frame (the watch is set up) has no events.
+            if let Some(event) = watch.next().await.unwrap().events.pop() {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("an event within 10 s");
+    assert_eq!(event.key, b"app/watched");
+
     // Taking the role away takes effect at once, on the follower and through it.
     root.auth(AuthOp::ClientRevoke {
         id: reader.id(),
@@ -226,6 +248,13 @@ async fn each_client_does_what_its_roles_grant_and_nothing_more() {
     .await
     .unwrap();
     denied(reader.get("app/1").await, "no read permission");
+    // ...and ends at its next frame once it may not, without delivering it.
+    root.put("app/watched", "2").await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch ends within 10 s");
+    denied(ended, "no read permission");
+    drop(watch);
     let state = root.auth_list().await.unwrap();
     assert!(state.clients[&reader.id()].is_empty());
     cluster.shutdown().await;
