@@ -1,6 +1,6 @@
 //! etcd's `Cluster` service (member list, add, promote, remove) from the node's cluster
 //! status and membership changes. Member ids are Raft node ids; a member's peer URL is its
-//! Aspen address (`ENDPOINT_ID@IP:PORT`).
+//! Aspen address in URL form (`http://ENDPOINT_ID@IP:PORT`).
 
 use tonic::{Request, Response, Status};
 

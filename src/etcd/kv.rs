@@ -272,9 +272,26 @@ impl<P: EtcdPort> Gateway<P> {
     }
 }
 
-/// Sorts by etcd's target; `None` order with another target is ascending, as in etcd.
 /// etcd's DeleteRange as Aspen's operation: a key, or a range (answering the entries it
 /// deleted when `prev_kv` asks for them).
+/// A delete's answer as etcd's (`None`: not a delete's output).
+pub(crate) fn delete_response(
+    output: Output,
+    header: Option<pb::ResponseHeader>,
+) -> Option<pb::DeleteRangeResponse> {
+    let (deleted, prev) = match output {
+        Output::Delete { deleted, prev } => (deleted, prev.into_iter().collect()),
+        Output::DeleteRange { deleted } => (deleted, Vec::new()),
+        Output::DeleteRangePrev { deleted, prev } => (deleted, prev),
+        _ => return None,
+    };
+    Some(pb::DeleteRangeResponse {
+        header,
+        deleted: signed(deleted),
+        prev_kvs: prev.into_iter().map(to_kv).collect(),
+    })
+}
+
 pub(crate) fn delete_op(key: Vec<u8>, range_end: Vec<u8>, prev_kv: bool) -> TxnOp {
     match (range_end.is_empty(), prev_kv) {
         (true, _) => TxnOp::Delete { key, prev_kv },
@@ -283,6 +300,7 @@ pub(crate) fn delete_op(key: Vec<u8>, range_end: Vec<u8>, prev_kv: bool) -> TxnO
     }
 }
 
+/// Sorts by etcd's target; `None` order with another target is ascending, as in etcd.
 pub(crate) fn sort(
     kvs: &mut [KeyValue],
     order: range_request::SortOrder,
@@ -358,20 +376,14 @@ impl<P: EtcdPort> Kv for Gateway<P> {
             }),
         };
         let (output, revision, member) = self.write(op).await?;
-        let (deleted, prev) = match output {
-            Output::Delete { deleted, prev } => (deleted, prev.into_iter().collect()),
-            Output::DeleteRange { deleted } => (deleted, Vec::new()),
-            Output::Txn { mut results, .. } => match results.pop() {
-                Some(Output::DeleteRangePrev { deleted, prev }) => (deleted, prev),
-                _ => return Err(Status::internal("a range delete answered something else")),
-            },
-            _ => return Err(Status::internal("a delete answered something else")),
+        let output = match output {
+            Output::Txn { mut results, .. } => results.pop(),
+            output => Some(output),
         };
-        Ok(Response::new(pb::DeleteRangeResponse {
-            header: self.header(revision, member),
-            deleted: signed(deleted),
-            prev_kvs: prev.into_iter().map(to_kv).collect(),
-        }))
+        output
+            .and_then(|output| delete_response(output, self.header(revision, member)))
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("a delete answered something else"))
     }
 
     async fn txn(

@@ -64,7 +64,7 @@ impl<P: EtcdPort> Lease for Gateway<P> {
             id: unsigned(r.id),
             ttl_ms,
         };
-        let (output, revision, member) = self.write_op(op).await.map_err(|e| status(&e))?;
+        let (output, revision, member) = self.write(op).await?;
         let Output::Lease { id, ttl_ms, .. } = output else {
             return Err(Status::internal("a lease grant answered something else"));
         };
@@ -81,10 +81,7 @@ impl<P: EtcdPort> Lease for Gateway<P> {
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let id = unsigned(request.into_inner().id);
-        let (_, revision, member) = self
-            .write_op(WriteOp::LeaseRevoke { id })
-            .await
-            .map_err(|e| status(&e))?;
+        let (_, revision, member) = self.write(WriteOp::LeaseRevoke { id }).await?;
         Ok(Response::new(pb::LeaseRevokeResponse {
             header: self.header(revision, member),
         }))

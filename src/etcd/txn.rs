@@ -7,7 +7,7 @@ use tonic::Status;
 
 use crate::api::{Compare, CompareOp, CompareTarget, Output, Put, Txn, TxnOp, WriteOp};
 use crate::etcd::EtcdPort;
-use crate::etcd::kv::{delete_op, lease_of, sort, to_kv};
+use crate::etcd::kv::{delete_op, delete_response, lease_of, sort, to_kv};
 use crate::etcd::proto::etcdserverpb::{
     self as pb, compare, range_request, request_op, response_op,
 };
@@ -203,24 +203,10 @@ fn response_of(
             header,
             prev_kv: prev.map(to_kv),
         }),
-        Output::Delete { deleted, prev } => {
-            Response::ResponseDeleteRange(pb::DeleteRangeResponse {
-                header,
-                deleted: signed(deleted),
-                prev_kvs: prev.into_iter().map(to_kv).collect(),
-            })
-        }
-        Output::DeleteRange { deleted } => Response::ResponseDeleteRange(pb::DeleteRangeResponse {
-            header,
-            deleted: signed(deleted),
-            prev_kvs: Vec::new(),
-        }),
-        Output::DeleteRangePrev { deleted, prev } => {
-            Response::ResponseDeleteRange(pb::DeleteRangeResponse {
-                header,
-                deleted: signed(deleted),
-                prev_kvs: prev.into_iter().map(to_kv).collect(),
-            })
+        output @ (Output::Delete { .. }
+        | Output::DeleteRange { .. }
+        | Output::DeleteRangePrev { .. }) => {
+            Response::ResponseDeleteRange(delete_response(output, header)?)
         }
         Output::Range {
             mut kvs,

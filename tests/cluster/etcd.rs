@@ -338,8 +338,8 @@ async fn etcdctl_works_against_a_three_node_cluster() {
 }
 
 // Proves a node whose etcd API has no Aspen identity (no `etcd.client_key`) refuses etcd's
-// clients when auth is on (a member add before dialing anything), with etcd's
-// permission-denied error naming why, and keeps serving.
+// clients when auth is on (a member add before dialing anything, a snapshot, a defragment),
+// with etcd's permission-denied error naming why, and keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_identity_the_etcd_api_is_refused() {
     let cluster = Cluster::start(127, 1, |config| {
@@ -371,6 +371,24 @@ async fn without_an_identity_the_etcd_api_is_refused() {
         "{}",
         refused.stderr
     );
+    // So are the member-wide maintenance calls: a snapshot and a defragment need root.
+    let file = tempfile::tempdir().unwrap();
+    let path = file.path().join("snap.db");
+    for (args, what) in [
+        (vec!["snapshot", "save", path.to_str().unwrap()], "snapshot"),
+        (vec!["defrag"], "defragment"),
+    ] {
+        let refused = etcdctl(&endpoint, &args, None);
+        assert!(!refused.ok);
+        assert!(
+            refused
+                .stderr
+                .contains(&format!("{what} needs the root role")),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert!(!path.exists());
     assert!(cluster.client().await.put("k", "v").await.is_ok());
     cluster.shutdown().await;
 }

@@ -10,9 +10,9 @@ use crate::util::{etcd_addresses, start_process_cluster};
 // Proves etcdctl's snapshot save writes a file etcdctl accepts (etcd's SHA-256 form) that
 // `aspen-node restore` turns into a data directory holding every key; alarm list is empty on
 // a healthy cluster; defrag works on a follower and is refused on the leader, saying why;
-// move-leader to the leader succeeds as etcd's and to a follower is refused naming openraft's
-// limit; etcd-client's snapshot stream has etcd's framing too, and its member list, status
-// (with the member's database size) and alarm calls agree.
+// move-leader to the leader succeeds as etcd's, to a follower is refused naming openraft's
+// limit and to a non-member with etcd's error; etcd-client's snapshot stream has etcd's framing too, and its member list, status
+// (with the member's database size), alarm and hash calls agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
     let root = tempfile::tempdir().unwrap();
@@ -71,6 +71,14 @@ async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
         format!("Leadership transferred from {leader_id} to {leader_id}\n")
     );
     let other = if leader_id == "1" { "2" } else { "1" };
+    let stranger = etcdctl(&all, &["move-leader", "99"], None);
+    assert!(
+        stranger
+            .stderr
+            .contains("etcdserver: bad leader transferee"),
+        "{}",
+        stranger.stderr
+    );
     let refused = etcdctl(&all, &["move-leader", other], None);
     assert!(!refused.ok);
     assert!(
@@ -113,13 +121,17 @@ async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
         .await
         .unwrap();
     assert!(alarms.alarms().is_empty());
+    // Hash answers the same key-space hash as HashKV.
+    let hash = client.hash().await.unwrap().hash();
+    assert_eq!(hash, client.hash_kv(0).await.unwrap().hash());
 }
 
 // Proves etcd's auth calls map onto Aspen's roles: role and user management through etcdctl
 // prints what etcd 3.4.23 prints for the same commands (role and user lists aside: Aspen's
 // root role is built in, its root clients are users), a user is an Aspen client whose grants
 // then hold for its own requests (a put under the granted prefix passes, others are denied,
-// and nothing passes once the role is revoked), passwords are refused saying why, and
+// and nothing passes once the role is revoked), passwords, logging in and switching auth off
+// at runtime are refused saying why, and
 // etcd-client's auth calls see the same roles and users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_auth_maps_onto_aspen_roles() {
@@ -251,6 +263,19 @@ async fn etcdctl_auth_maps_onto_aspen_roles() {
         password.stderr
     );
     expect(&["auth", "enable"], "Authentication Enabled\n");
+    // Auth is switched in the config, and there are no passwords to authenticate with.
+    let disable = etcdctl(&endpoint, &["auth", "disable"], None);
+    assert!(
+        !disable.ok && disable.stderr.contains("not at runtime"),
+        "{}",
+        disable.stderr
+    );
+    let login = etcdctl(&endpoint, &["--user=root:secret", "get", "k"], None);
+    assert!(
+        !login.ok && login.stderr.contains("authentication failed"),
+        "{}",
+        login.stderr
+    );
 
     // etcd-client's auth calls see the same roles and users.
     let mut client = etcd_client::Client::connect([endpoint.as_str()], None)

@@ -479,17 +479,45 @@ const QUOTA_BYTES: u64 = 4 << 20;
 
 // Proves the quota alarm: once the file reaches a small quota, puts, transactions that put and
 // lease grants fail with `quota exceeded` while reads, deletes and lease revokes work and
-// /health is degraded naming the alarm (aspen_quota_alarm 1); after the deletes, a log purge
-// and a compaction bring the file under the quota, the alarm clears by itself and writes work.
+// /health is degraded naming the alarm (aspen_quota_alarm 1; etcd's API lists it as NOSPACE
+// and refuses to disarm it by hand); after the deletes, a log purge and a compaction bring
+// the file under the quota, the alarm clears by itself (etcd's list is empty) and writes work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_alarm_refuses_writes_until_compaction() {
     // Its own node id: the metric is process-wide and other tests run nodes meanwhile.
+    let keys = tempfile::tempdir().unwrap();
+    let root_key = aspen::testing::write_root_key(keys.path());
     let node = TestNode::start(45, |c| {
         c.storage.quota_bytes = QUOTA_BYTES;
         c.raft.snapshot_after_entries = 1_000_000;
         c.raft.log_entries_kept = 0;
+        c.etcd.address = "127.0.0.1:0".into();
+        c.etcd.client_key = root_key.display().to_string();
     })
     .await;
+    let endpoint = node
+        .node
+        .etcd_address()
+        .expect("the etcd API is on")
+        .to_string();
+    let mut etcd = etcd_client::Client::connect([endpoint], None)
+        .await
+        .unwrap();
+    let alarms = async |etcd: &mut etcd_client::Client| {
+        let list = etcd
+            .alarm(
+                etcd_client::AlarmAction::Get,
+                etcd_client::AlarmType::None,
+                None,
+            )
+            .await
+            .unwrap();
+        list.alarms()
+            .iter()
+            .map(|a| (a.member_id(), a.alarm()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(alarms(&mut etcd).await, []);
     node.write(Command::Write(WriteOp::LeaseGrant {
         id: 9,
         ttl_ms: 600_000,
@@ -574,6 +602,20 @@ async fn quota_alarm_refuses_writes_until_compaction() {
         page.contains("aspen_quota_alarm{node_id=\"45\"} 1"),
         "{page}"
     );
+    // etcd's API lists it as NOSPACE of this member, and refuses to disarm it by hand.
+    assert_eq!(
+        alarms(&mut etcd).await,
+        [(45, etcd_client::AlarmType::Nospace)]
+    );
+    let disarm = etcd
+        .alarm(
+            etcd_client::AlarmAction::Deactivate,
+            etcd_client::AlarmType::Nospace,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(disarm.to_string().contains("lifts by itself"), "{disarm}");
 
     // Deletes and revokes work under the alarm.
     node.write(Command::Write(WriteOp::DeleteRange(KeyRange::prefix(
@@ -593,6 +635,7 @@ async fn quota_alarm_refuses_writes_until_compaction() {
         "{compaction:?}"
     );
     assert_eq!(node.node.core.quota_alarm(), None);
+    assert_eq!(alarms(&mut etcd).await, []);
     node.put("after", "compaction")
         .await
         .expect("write after the alarm cleared");

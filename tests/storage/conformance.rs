@@ -402,7 +402,7 @@ fn branch(response: aspen::command::Response, succeeded: bool) -> Vec<Output> {
 // keys-only and count-only; a range delete answers the entries it deleted, and one that may
 // delete more than TXN_RANGE_KEYS_MAX keys is refused before anything is written; a nested
 // transaction's branch is decided on the state before the outer one ran (as etcd's), and its
-// answer nests.
+// answer nests; a range read answers at most TXN_RANGE_KEYS_MAX entries.
 fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
     use aspen::api::kv::TXN_RANGE_KEYS_MAX;
     let t = open(kind);
@@ -483,6 +483,12 @@ fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
     let version0 = in_range("b/", "c/", CompareOp::Equal, CompareTarget::Version(0));
     branch(d.run(NOW, txn(vec![version0], vec![], vec![])), true);
 
+    let range_of = |prefix: &[u8]| TxnOp::Range {
+        range: KeyRange::prefix(prefix),
+        limit: 0,
+        keys_only: true,
+        count_only: false,
+    };
     let range = |limit: u32, keys_only: bool, count_only: bool| TxnOp::Range {
         range: KeyRange::prefix(b"a/"),
         limit,
@@ -604,6 +610,16 @@ fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
     assert_eq!(refused.revision, at);
     assert!(get(&t.store, "written?", NOW).is_none());
     assert!(get(&t.store, "m/00000", NOW).is_some());
+    // A range read inside a transaction answers at most TXN_RANGE_KEYS_MAX entries, saying
+    // more follow, and counts them all.
+    let results = branch(d.run(NOW, txn(vec![], vec![range_of(b"m/")], vec![])), true);
+    let Output::Range { kvs, count, more } = &results[0] else {
+        panic!("{results:?}");
+    };
+    assert_eq!(
+        (kvs.len(), *count, *more),
+        (TXN_RANGE_KEYS_MAX, TXN_RANGE_KEYS_MAX as u64 + 1, true)
+    );
 }
 
 // Proves every limit is enforced with a typed error naming it, and that a refused command,
