@@ -672,6 +672,21 @@ impl<'txn> Machine<'txn> {
         })
     }
 
+    /// The live entries of `range` at `now_ms`, in key order.
+    fn live_entries(
+        &self,
+        now_ms: u64,
+        range: &KeyRange,
+    ) -> Result<impl Iterator<Item = Result<(Vec<u8>, KvEntry)>> + '_> {
+        Ok(self.kv_range(range)?.filter_map(move |item| {
+            let entry = item.map_err(Error::from).and_then(|(key, value)| {
+                let entry = decode_kv_entry(key.value(), value.value())?;
+                Ok(entry.is_live(now_ms).then(|| (key.value().to_vec(), entry)))
+            });
+            entry.transpose()
+        }))
+    }
+
     fn keys_in(&self, range: &KeyRange, max: usize) -> Result<Vec<Vec<u8>>> {
         let iter = self.kv_range(range)?;
         let mut keys = Vec::new();
@@ -914,18 +929,14 @@ impl<'txn> Machine<'txn> {
             n => (n as usize).min(TXN_RANGE_KEYS_MAX),
         };
         let (mut kvs, mut count, mut bytes, mut full) = (Vec::new(), 0u64, 0usize, count_only);
-        for item in self.kv_range(range)? {
-            let (key, value) = item?;
-            let entry = decode_kv_entry(key.value(), value.value())?;
-            if !entry.is_live(ctx.now_ms) {
-                continue;
-            }
+        for item in self.live_entries(ctx.now_ms, range)? {
+            let (key, entry) = item?;
             count += 1;
-            let size = key.value().len() + if keys_only { 0 } else { entry.value.len() };
+            let size = key.len() + if keys_only { 0 } else { entry.value.len() };
             full = full || kvs.len() == max || bytes + size > PAGE_BYTES_MAX;
             if !full {
                 bytes += size;
-                let mut kv = entry.into_key_value(key.value().to_vec());
+                let mut kv = entry.into_key_value(key);
                 if keys_only {
                     kv.value.clear();
                 }
@@ -939,16 +950,10 @@ impl<'txn> Machine<'txn> {
     /// The live keys of `range` and their bytes (keys and values), counting at most `max` keys.
     fn live_in(&self, ctx: &Ctx, range: &KeyRange, max: usize) -> Result<(u64, u64)> {
         let (mut keys, mut bytes) = (0u64, 0u64);
-        for item in self.kv_range(range)? {
-            let (key, value) = item?;
-            let entry = decode_kv_entry(key.value(), value.value())?;
-            if entry.is_live(ctx.now_ms) {
-                keys += 1;
-                bytes += (key.value().len() + entry.value.len()) as u64;
-                if keys as usize >= max {
-                    break;
-                }
-            }
+        for item in self.live_entries(ctx.now_ms, range)?.take(max) {
+            let (key, entry) = item?;
+            keys += 1;
+            bytes += (key.len() + entry.value.len()) as u64;
         }
         Ok((keys, bytes))
     }
@@ -957,12 +962,8 @@ impl<'txn> Machine<'txn> {
         if let CompareTarget::InRange { target, .. } = &compare.target {
             // Every live key in the range must hold it; with none, as a missing key (etcd).
             let mut any = false;
-            for item in self.kv_range(&compare.keys())? {
-                let (key, value) = item?;
-                let entry = decode_kv_entry(key.value(), value.value())?;
-                if !entry.is_live(ctx.now_ms) {
-                    continue;
-                }
+            for item in self.live_entries(ctx.now_ms, &compare.keys())? {
+                let (_, entry) = item?;
                 any = true;
                 if !compare_entry(Some(&entry), compare.op, target) {
                     return Ok(false);
