@@ -51,7 +51,7 @@ fn revision(endpoints: &str) -> u64 {
 // Proves etcdctl's put, get (prefix, limit, sort, keys only, at a revision), txn, del (a prefix with --prev-kv), watch
 // (replay and live), put keeping the value or the lease, lease
 // grant/attach/timetolive/list/keep-alive/revoke, member list,
-// member add (as a learner), promote and remove, endpoint status and hashkv, and
+// member add (as a learner, and as a voter), promote and remove, endpoint status and hashkv, and
 // compaction
 // work against a 3-node cluster of real processes through any member, printing what etcd
 // 3.4 prints (the expected lines were taken from etcd 3.4.23 on this machine), and that a
@@ -289,6 +289,20 @@ async fn etcdctl_works_against_a_three_node_cluster() {
         unknown.stderr
     );
     drop(learner);
+    // Without --learner the new node is added, caught up and promoted to a voter.
+    let voter = NodeProcess::start(5, &root.path().join("n5"), "none");
+    let peer = format!("http://{}", voter.address().await);
+    let added = run(&["member", "add", "node5", &format!("--peer-urls={peer}")]);
+    assert!(added.contains("5 added to cluster"), "{added}");
+    let listed = run(&["member", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("5, started, node5, ") && l.ends_with(", false")),
+        "{listed}"
+    );
+    run(&["member", "remove", "5"]);
+    drop(voter);
 
     let status = run(&["endpoint", "status"]);
     let leaders = status
