@@ -38,13 +38,29 @@ impl<P: EtcdPort> Gateway<P> {
         Ok((members, self.local_header(revision)))
     }
 
-    /// Runs a membership change (forwarded to the leader), then lists the members.
+    /// Runs a membership change (forwarded to the leader), then lists the members once this
+    /// node applied it (`applied` holds for the list): a follower learns the change after the
+    /// leader, and etcd's clients read the new member from the answer.
     async fn change_members(
         &self,
         op: ClientOp,
+        applied: impl Fn(&[pb::Member]) -> bool,
     ) -> Result<(Vec<pb::Member>, Option<pb::ResponseHeader>), Status> {
         self.run(op).await?;
-        self.members().await
+        let deadline = tokio::time::Instant::now() + self.service.request_timeout;
+        loop {
+            let (members, header) = self.members().await?;
+            if applied(&members) {
+                return Ok((members, header));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(
+                    "the membership change was made, but this member did not apply it within \
+                     the request timeout; list the members again",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// The node id of the Aspen node listening at `address`, from its own status: etcd's
@@ -139,11 +155,21 @@ impl<P: EtcdPort> Cluster for Gateway<P> {
                 "etcdserver: member ID already exist",
             ));
         }
-        self.run(ClientOp::AddLearner { id, address: text }).await?;
+        let is = |learner: bool| {
+            move |members: &[pb::Member]| {
+                members
+                    .iter()
+                    .any(|m| m.id == id && m.is_learner == learner)
+            }
+        };
+        let (mut members, mut header) = self
+            .change_members(ClientOp::AddLearner { id, address: text }, is(true))
+            .await?;
         if !request.is_learner {
-            self.run(ClientOp::Promote { id }).await?;
+            (members, header) = self
+                .change_members(ClientOp::Promote { id }, is(false))
+                .await?;
         }
-        let (members, header) = self.members().await?;
         let member = members.iter().find(|member| member.id == id).cloned();
         Ok(Response::new(pb::MemberAddResponse {
             header,
@@ -178,7 +204,8 @@ impl<P: EtcdPort> Cluster for Gateway<P> {
         if !self.members().await?.0.iter().any(|member| member.id == id) {
             return Err(Status::not_found("etcdserver: member not found"));
         }
-        let (members, header) = self.change_members(ClientOp::Remove { id }).await?;
+        let gone = |members: &[pb::Member]| members.iter().all(|m| m.id != id);
+        let (members, header) = self.change_members(ClientOp::Remove { id }, gone).await?;
         Ok(Response::new(pb::MemberRemoveResponse { header, members }))
     }
 
@@ -198,7 +225,8 @@ impl<P: EtcdPort> Cluster for Gateway<P> {
             }
             Some(_) => {}
         }
-        let (members, header) = self.change_members(ClientOp::Promote { id }).await?;
+        let voter = |members: &[pb::Member]| members.iter().any(|m| m.id == id && !m.is_learner);
+        let (members, header) = self.change_members(ClientOp::Promote { id }, voter).await?;
         Ok(Response::new(pb::MemberPromoteResponse { header, members }))
     }
 }
