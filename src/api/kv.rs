@@ -183,6 +183,61 @@ pub enum TxnOp {
     /// As `DeleteRange`, answering the entries it deleted: refused (before anything is
     /// written) when the range may hold more than [`TXN_RANGE_KEYS_MAX`] keys.
     DeleteRangePrev(KeyRange),
+    /// As `Range`, in `sort`'s order instead of key order: the first `limit` live keys in
+    /// that order (etcd's sorted range with a limit, which its lock recipe reads). Sorting by
+    /// value holds the values, so they count towards the answer's bytes even when keys only.
+    RangeSorted {
+        range: KeyRange,
+        limit: u32,
+        keys_only: bool,
+        count_only: bool,
+        sort: RangeSort,
+    },
+}
+
+/// An order for a range read: by what, and which way; equal entries stay in key order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeSort {
+    pub by: SortBy,
+    pub descending: bool,
+}
+
+/// What a range read is sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortBy {
+    Key,
+    Version,
+    CreateRevision,
+    ModRevision,
+    Value,
+}
+
+impl RangeSort {
+    /// How `a` and `b` compare in this order (in key order where the sorted field is equal).
+    pub fn compare(&self, a: &KeyValue, b: &KeyValue) -> std::cmp::Ordering {
+        let ordering = match self.by {
+            SortBy::Key => a.key.cmp(&b.key),
+            SortBy::Version => a.version.cmp(&b.version),
+            SortBy::CreateRevision => a.create_revision.cmp(&b.create_revision),
+            SortBy::ModRevision => a.mod_revision.cmp(&b.mod_revision),
+            SortBy::Value => a.value.cmp(&b.value),
+        };
+        match self.descending {
+            true => ordering.reverse(),
+            false => ordering,
+        }
+        .then_with(|| a.key.cmp(&b.key))
+    }
+
+    /// The bytes an entry holds while it is sorted: its key, and its value unless keys only
+    /// were asked (a sort by value needs the value all the same).
+    pub fn held_bytes(&self, kv: &KeyValue, keys_only: bool) -> usize {
+        kv.key.len()
+            + match keys_only && self.by != SortBy::Value {
+                true => 0,
+                false => kv.value.len(),
+            }
+    }
 }
 
 impl TxnOp {
@@ -192,7 +247,8 @@ impl TxnOp {
             TxnOp::Delete { key, .. } | TxnOp::Get { key } => check_key_len(key, false),
             TxnOp::DeleteRange(range)
             | TxnOp::DeleteRangePrev(range)
-            | TxnOp::Range { range, .. } => range.validate(),
+            | TxnOp::Range { range, .. }
+            | TxnOp::RangeSorted { range, .. } => range.validate(),
             TxnOp::Txn(txn) => validate_txn_parts(txn),
         }
     }
@@ -203,7 +259,8 @@ impl TxnOp {
             TxnOp::Delete { key, .. } | TxnOp::Get { key } => key.len(),
             TxnOp::DeleteRange(range)
             | TxnOp::DeleteRangePrev(range)
-            | TxnOp::Range { range, .. } => range.payload_bytes(),
+            | TxnOp::Range { range, .. }
+            | TxnOp::RangeSorted { range, .. } => range.payload_bytes(),
             TxnOp::Txn(txn) => txn_payload_bytes(txn),
         }
     }

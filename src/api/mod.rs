@@ -27,8 +27,8 @@ pub use error::{CommandError, TxnList};
 pub use hashkv::{HashKvError, HashKvReport, KvHash, MemberHash};
 pub use health::{Check, CheckStatus, HealthReport, NodeHealth};
 pub use kv::{
-    Compare, CompareOp, CompareTarget, KeyRange, KeyValue, NodeId, Output, Put, Txn, TxnOp,
-    VAULT_PREFIX, VaultInfo, VaultMeta, strinc, vault_of,
+    Compare, CompareOp, CompareTarget, KeyRange, KeyValue, NodeId, Output, Put, RangeSort, SortBy,
+    Txn, TxnOp, VAULT_PREFIX, VaultInfo, VaultMeta, strinc, vault_of,
 };
 pub use sql::{SqlColumn, SqlResult, SqlValue};
 pub use watch::{EventKind, WatchEvent, WatchFilter, WatchOptions};

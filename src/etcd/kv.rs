@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::{
     ClientOutput, Compare, CompareOp, CompareTarget, Consistency, KeyRange, KeyValue, Output, Put,
-    Txn, TxnOp, WriteOp,
+    RangeSort, SortBy, Txn, TxnOp, WriteOp,
 };
 use crate::client::RangeOptions;
 use crate::etcd::EtcdPort;
@@ -187,7 +187,8 @@ impl<P: EtcdPort> Gateway<P> {
             });
         }
         if !key_order {
-            sort(&mut read.kvs, order, target);
+            let sort = range_sort(order, target);
+            read.kvs.sort_by(|a, b| sort.compare(a, b));
         }
         if limit > 0 && read.kvs.len() as u64 > limit {
             read.kvs.truncate(limit as usize);
@@ -300,27 +301,23 @@ pub(crate) fn delete_op(key: Vec<u8>, range_end: Vec<u8>, prev_kv: bool) -> TxnO
     }
 }
 
-/// Sorts by etcd's target; `None` order with another target is ascending, as in etcd.
-pub(crate) fn sort(
-    kvs: &mut [KeyValue],
+/// etcd's order as Aspen's; `None` order with another target is ascending, as in etcd, and
+/// equal entries stay in key order, as etcd's answers show them.
+pub(crate) fn range_sort(
     order: range_request::SortOrder,
     target: range_request::SortTarget,
-) {
+) -> RangeSort {
     use range_request::SortTarget as T;
-    // Stable either way: equal entries stay in key order, as etcd's answers show them.
-    kvs.sort_by(|a, b| {
-        let ordering = match target {
-            T::Key => a.key.cmp(&b.key),
-            T::Version => a.version.cmp(&b.version),
-            T::Create => a.create_revision.cmp(&b.create_revision),
-            T::Mod => a.mod_revision.cmp(&b.mod_revision),
-            T::Value => a.value.cmp(&b.value),
-        };
-        match order {
-            range_request::SortOrder::Descend => ordering.reverse(),
-            _ => ordering,
-        }
-    });
+    RangeSort {
+        by: match target {
+            T::Key => SortBy::Key,
+            T::Version => SortBy::Version,
+            T::Create => SortBy::CreateRevision,
+            T::Mod => SortBy::ModRevision,
+            T::Value => SortBy::Value,
+        },
+        descending: order == range_request::SortOrder::Descend,
+    }
 }
 
 #[tonic::async_trait]

@@ -1,13 +1,16 @@
 //! etcd's transactions as Aspen's: comparisons on a key or a range (value, version, create and
 //! mod revision, lease), puts, deletes (of ranges too, answering what they deleted), range
-//! reads and nested transactions, and the answers in etcd's shape. A range read inside a
-//! transaction at a revision, or with revision filters, is refused as unsupported.
+//! reads (sorted as asked, by the state machine, so that a limit takes the first entries in
+//! that order) and nested transactions, and the answers in etcd's shape. A range read inside
+//! a transaction at a revision, or with revision filters, is refused as unsupported.
 
 use tonic::Status;
 
-use crate::api::{Compare, CompareOp, CompareTarget, Output, Put, Txn, TxnOp, WriteOp};
+use crate::api::{
+    Compare, CompareOp, CompareTarget, Output, Put, RangeSort, SortBy, Txn, TxnOp, WriteOp,
+};
 use crate::etcd::EtcdPort;
-use crate::etcd::kv::{delete_op, delete_response, lease_of, sort, to_kv};
+use crate::etcd::kv::{delete_op, delete_response, lease_of, range_sort, to_kv};
 use crate::etcd::proto::etcdserverpb::{
     self as pb, compare, range_request, request_op, response_op,
 };
@@ -15,58 +18,27 @@ use crate::etcd::{Gateway, key_range, signed, unsigned, unsupported};
 
 impl<P: EtcdPort> Gateway<P> {
     pub(crate) async fn txn_request(&self, r: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
-        let (txn, sorts) = txn_of(r)?;
-        let (output, revision, member) = self.write(WriteOp::Txn(txn)).await?;
+        let (output, revision, member) = self.write(WriteOp::Txn(txn_of(r)?)).await?;
         let header = self.header(revision, member);
-        match response_of(output, &OpSortRef::Whole(&sorts), header) {
+        match response_of(output, header) {
             Some(response_op::Response::ResponseTxn(response)) => Ok(response),
             _ => Err(Status::internal("a transaction answered something else")),
         }
     }
 }
 
-/// How the range reads of a transaction's branches are sorted, kept from the request to
-/// order their answers (Aspen answers in key order).
-struct Sorts {
-    success: Vec<OpSort>,
-    failure: Vec<OpSort>,
-}
-
-enum OpSort {
-    /// Not a range read, or one in key order.
-    None,
-    Range(range_request::SortOrder, range_request::SortTarget),
-    Txn(Box<Sorts>),
-}
-
-/// An etcd transaction as Aspen's, with how its range reads are sorted.
-fn txn_of(r: pb::TxnRequest) -> Result<(Txn, Sorts), Status> {
-    let compares = r
-        .compare
-        .into_iter()
-        .map(compare_of)
-        .collect::<Result<Vec<_>, _>>()?;
-    let branch = |ops: Vec<pb::RequestOp>| -> Result<(Vec<TxnOp>, Vec<OpSort>), Status> {
-        Ok(ops
+/// An etcd transaction as Aspen's.
+fn txn_of(r: pb::TxnRequest) -> Result<Txn, Status> {
+    let branch = |ops: Vec<pb::RequestOp>| ops.into_iter().map(op_of).collect::<Result<_, _>>();
+    Ok(Txn {
+        compares: r
+            .compare
             .into_iter()
-            .map(op_of)
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .unzip())
-    };
-    let (success, success_sorts) = branch(r.success)?;
-    let (failure, failure_sorts) = branch(r.failure)?;
-    Ok((
-        Txn {
-            compares,
-            success,
-            failure,
-        },
-        Sorts {
-            success: success_sorts,
-            failure: failure_sorts,
-        },
-    ))
+            .map(compare_of)
+            .collect::<Result<Vec<_>, _>>()?,
+        success: branch(r.success)?,
+        failure: branch(r.failure)?,
+    })
 }
 
 /// An etcd comparison as Aspen's: on the key, or on every key of `[key, range_end)`.
@@ -121,8 +93,8 @@ fn compare_of(c: pb::Compare) -> Result<Compare, Status> {
     })
 }
 
-/// An etcd transaction operation as Aspen's, with how its answer is sorted.
-fn op_of(op: pb::RequestOp) -> Result<(TxnOp, OpSort), Status> {
+/// An etcd operation as Aspen's.
+fn op_of(op: pb::RequestOp) -> Result<TxnOp, Status> {
     match op.request {
         Some(request_op::Request::RequestPut(put)) => {
             if put.ignore_value || put.ignore_lease {
@@ -130,21 +102,17 @@ fn op_of(op: pb::RequestOp) -> Result<(TxnOp, OpSort), Status> {
                     "ignore_value or ignore_lease inside a transaction",
                 ));
             }
-            Ok((
-                TxnOp::Put(Put {
-                    key: put.key,
-                    value: put.value,
-                    lease: lease_of(put.lease),
-                    ttl_ms: None,
-                    prev_kv: put.prev_kv,
-                }),
-                OpSort::None,
-            ))
+            Ok(TxnOp::Put(Put {
+                key: put.key,
+                value: put.value,
+                lease: lease_of(put.lease),
+                ttl_ms: None,
+                prev_kv: put.prev_kv,
+            }))
         }
-        Some(request_op::Request::RequestDeleteRange(delete)) => Ok((
-            delete_op(delete.key, delete.range_end, delete.prev_kv),
-            OpSort::None,
-        )),
+        Some(request_op::Request::RequestDeleteRange(delete)) => {
+            Ok(delete_op(delete.key, delete.range_end, delete.prev_kv))
+        }
         Some(request_op::Request::RequestRange(range)) => {
             if range.revision > 0
                 || range.min_mod_revision > 0
@@ -160,41 +128,41 @@ fn op_of(op: pb::RequestOp) -> Result<(TxnOp, OpSort), Status> {
                 .map_err(|_| Status::invalid_argument("etcdserver: unknown sort order"))?;
             let target = range_request::SortTarget::try_from(range.sort_target)
                 .map_err(|_| Status::invalid_argument("etcdserver: unknown sort target"))?;
-            let key_order = target == range_request::SortTarget::Key
-                && order != range_request::SortOrder::Descend;
-            if !key_order && range.limit > 0 {
-                return Err(unsupported(
-                    "a sorted range with a limit inside a transaction",
-                ));
-            }
-            let sort = match key_order {
-                true => OpSort::None,
-                false => OpSort::Range(order, target),
-            };
-            Ok((
-                TxnOp::Range {
-                    range: key_range(&range.key, &range.range_end),
-                    limit: u32::try_from(unsigned(range.limit)).unwrap_or(u32::MAX),
+            let (keys, limit) = (
+                key_range(&range.key, &range.range_end),
+                u32::try_from(unsigned(range.limit)).unwrap_or(u32::MAX),
+            );
+            // As etcd: keys come in key order, so only another target or a descending order
+            // sorts (ascending when no order is given).
+            Ok(match range_sort(order, target) {
+                RangeSort {
+                    by: SortBy::Key,
+                    descending: false,
+                } => TxnOp::Range {
+                    range: keys,
+                    limit,
                     keys_only: range.keys_only,
                     count_only: range.count_only,
                 },
-                sort,
-            ))
+                sort => TxnOp::RangeSorted {
+                    range: keys,
+                    limit,
+                    keys_only: range.keys_only,
+                    count_only: range.count_only,
+                    sort,
+                },
+            })
         }
-        Some(request_op::Request::RequestTxn(txn)) => {
-            let (txn, sorts) = txn_of(txn)?;
-            Ok((TxnOp::Txn(Box::new(txn)), OpSort::Txn(Box::new(sorts))))
-        }
+        Some(request_op::Request::RequestTxn(txn)) => Ok(TxnOp::Txn(Box::new(txn_of(txn)?))),
         None => Err(Status::invalid_argument(
             "etcdserver: empty transaction operation",
         )),
     }
 }
 
-/// An operation's answer as etcd's (a nested transaction's with its own branch's sorts).
+/// An operation's answer as etcd's.
 fn response_of(
     output: Output,
-    sort_of: &OpSortRef<'_>,
     header: Option<pb::ResponseHeader>,
 ) -> Option<response_op::Response> {
     use response_op::Response;
@@ -208,55 +176,23 @@ fn response_of(
         | Output::DeleteRangePrev { .. }) => {
             Response::ResponseDeleteRange(delete_response(output, header)?)
         }
-        Output::Range {
-            mut kvs,
-            count,
+        Output::Range { kvs, count, more } => Response::ResponseRange(pb::RangeResponse {
+            header,
+            kvs: kvs.into_iter().map(to_kv).collect(),
             more,
-        } => {
-            if let OpSortRef::Op(OpSort::Range(order, target)) = sort_of {
-                sort(&mut kvs, *order, *target);
-            }
-            Response::ResponseRange(pb::RangeResponse {
-                header,
-                kvs: kvs.into_iter().map(to_kv).collect(),
-                more,
-                count: signed(count),
-            })
-        }
-        Output::Txn { succeeded, results } => {
-            let sorts = match sort_of {
-                OpSortRef::Whole(sorts) => Some(*sorts),
-                OpSortRef::Op(OpSort::Txn(sorts)) => Some(&**sorts),
-                _ => None,
-            };
-            let branch = sorts.map(|sorts| match succeeded {
-                true => &sorts.success,
-                false => &sorts.failure,
-            });
-            Response::ResponseTxn(pb::TxnResponse {
-                header,
-                succeeded,
-                responses: results
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, output)| {
-                        let sort = branch
-                            .and_then(|ops| ops.get(i))
-                            .map_or(OpSortRef::Op(&OpSort::None), OpSortRef::Op);
-                        pb::ResponseOp {
-                            response: response_of(output, &sort, header),
-                        }
-                    })
-                    .collect(),
-            })
-        }
+            count: signed(count),
+        }),
+        Output::Txn { succeeded, results } => Response::ResponseTxn(pb::TxnResponse {
+            header,
+            succeeded,
+            responses: results
+                .into_iter()
+                .map(|output| pb::ResponseOp {
+                    response: response_of(output, header),
+                })
+                .collect(),
+        }),
         // A transaction answers the operations above only.
         _ => return None,
     })
-}
-
-/// What a response is sorted by: a whole transaction's sorts, or one operation's.
-enum OpSortRef<'a> {
-    Whole(&'a Sorts),
-    Op(&'a OpSort),
 }

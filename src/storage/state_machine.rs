@@ -18,7 +18,7 @@
 //! vaults) must run inside one transaction through one `Machine`; split by command they would share
 //! its private state through a wide interface.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use openraft::EntryPayload;
 use redb::{Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
@@ -26,7 +26,7 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransac
 use crate::api::kv::TXN_RANGE_KEYS_MAX;
 use crate::api::{
     AuthState, CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put,
-    ROOT_ROLE, Txn, TxnOp, VaultMeta, WriteOp, vault_of,
+    ROOT_ROLE, RangeSort, Txn, TxnOp, VaultMeta, WriteOp, vault_of,
 };
 use crate::command::{Command, Entry, Request, Response, StoredMembership, VaultLimits};
 use crate::limits::{DELETE_CHUNK_ENTRIES_MAX, PAGE_BYTES_MAX};
@@ -893,6 +893,13 @@ impl<'txn> Machine<'txn> {
                     keys_only,
                     count_only,
                 } => self.range_op(ctx, range, *limit, *keys_only, *count_only)?,
+                TxnOp::RangeSorted {
+                    range,
+                    limit,
+                    keys_only,
+                    count_only,
+                    sort,
+                } => self.range_sorted_op(ctx, range, *limit, *keys_only, *count_only, *sort)?,
                 TxnOp::DeleteRangePrev(range) => {
                     let mut prev = Vec::new();
                     self.delete_range_with(ctx, range, |kv| prev.push(kv))?;
@@ -943,6 +950,74 @@ impl<'txn> Machine<'txn> {
                 kvs.push(kv);
             }
         }
+        let more = !count_only && count > kvs.len() as u64;
+        Ok(Output::Range { kvs, count, more })
+    }
+
+    /// A range read inside a transaction in `sort`'s order: as `range_op`, with the first
+    /// entries in that order. Every live key is visited; the selection holds at most the
+    /// answer's entries plus one (each entry's `RangeSort::held_bytes` counts towards
+    /// [`PAGE_BYTES_MAX`]).
+    fn range_sorted_op(
+        &self,
+        ctx: &Ctx,
+        range: &KeyRange,
+        limit: u32,
+        keys_only: bool,
+        count_only: bool,
+        sort: RangeSort,
+    ) -> Result<Output> {
+        /// An entry ranked by the sort: the greatest is the one to leave out first.
+        struct Ranked(KeyValue, usize, RangeSort);
+        impl PartialEq for Ranked {
+            fn eq(&self, other: &Self) -> bool {
+                self.cmp(other).is_eq()
+            }
+        }
+        impl Eq for Ranked {}
+        impl PartialOrd for Ranked {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for Ranked {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.2.compare(&self.0, &other.0)
+            }
+        }
+        let max = match limit {
+            0 => TXN_RANGE_KEYS_MAX,
+            n => (n as usize).min(TXN_RANGE_KEYS_MAX),
+        };
+        let (mut kept, mut count, mut bytes) = (BinaryHeap::new(), 0u64, 0usize);
+        for item in self.live_entries(ctx.now_ms, range)? {
+            let (key, entry) = item?;
+            count += 1;
+            if count_only {
+                continue;
+            }
+            let kv = entry.into_key_value(key);
+            let size = sort.held_bytes(&kv, keys_only);
+            bytes += size;
+            kept.push(Ranked(kv, size, sort));
+            // Entries only move down as others arrive: one left out now stays out.
+            while kept.len() > max || bytes > PAGE_BYTES_MAX {
+                let Some(Ranked(_, size, _)) = kept.pop() else {
+                    break;
+                };
+                bytes -= size;
+            }
+        }
+        let kvs: Vec<KeyValue> = kept
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Ranked(mut kv, ..)| {
+                if keys_only {
+                    kv.value.clear();
+                }
+                kv
+            })
+            .collect();
         let more = !count_only && count > kvs.len() as u64;
         Ok(Output::Range { kvs, count, more })
     }

@@ -40,6 +40,62 @@ pub(crate) fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Ru
     }
 }
 
+/// An etcdctl that runs on (a watch, a lock holder) while the test reads its output lines;
+/// killed and reaped when dropped.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(endpoints: &str, args: &[&str]) -> Running {
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcdctl");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Its next `n` lines, each within 20 s.
+    fn next(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                self.lines
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("a line from etcdctl")
+            })
+            .collect()
+    }
+
+    /// Interrupts it (as Ctrl-C does: a lock holder lets go of its lock) and waits for it.
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The revision of the cluster now, from a get's header.
 fn revision(endpoints: &str) -> u64 {
     let run = etcdctl(endpoints, &["get", "nothing", "-w", "json"], None);
@@ -122,33 +178,11 @@ async fn etcdctl_works_against_a_three_node_cluster() {
 
     // A watch from the next revision sees a put and a delete.
     let next = revision(&all) + 1;
-    let mut watch = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={all}"))
-        .args(["watch", "w/", "--prefix", &format!("--rev={next}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcdctl watch");
-    let stdout = watch.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let watch = Running::start(&all, &["watch", "w/", "--prefix", &format!("--rev={next}")]);
     run(&["put", "w/1", "a"]);
     run(&["del", "w/1"]);
-    let lines: Vec<String> = (0..5)
-        .map(|_| {
-            rx.recv_timeout(Duration::from_secs(20))
-                .expect("a watch line")
-        })
-        .collect();
-    let _ = watch.kill();
-    let _ = watch.wait();
+    let lines = watch.next(5);
+    drop(watch);
     assert_eq!(lines, ["PUT", "w/1", "a", "DELETE", "w/1"]);
 
     let granted = run(&["lease", "grant", "60"]);
@@ -349,6 +383,85 @@ async fn etcdctl_works_against_a_three_node_cluster() {
         old.stdout,
         old.stderr
     );
+}
+
+// Proves etcd's lock and election recipes work through etcdctl (its concurrency package,
+// whose transaction reads the range sorted by create revision with a limit of 1): a second
+// locker waits while the first holds the lock, and runs its command only after the first
+// lets go; an elected candidate is the leader a listener hears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_and_elect_work() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, _) = start_process_cluster(root.path(), 1..=3, &[]).await;
+    let endpoints: Vec<String> = etcd_addresses(&nodes).await.into_values().collect();
+    let all = endpoints.join(",");
+    let keys = |prefix: &str| {
+        let run = etcdctl(&all, &["get", prefix, "--prefix", "--keys-only"], None);
+        assert!(run.ok, "{}", run.stderr);
+        run.stdout
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    // Without a command, etcdctl lock prints the key it holds the lock with, and holds it
+    // until interrupted.
+    let mut first = Running::start(&all, &["lock", "job"]);
+    let held = first.next(2);
+    assert!(
+        held[0].starts_with("job/") && held[1].is_empty(),
+        "{held:?}"
+    );
+    let log = |value: &str| {
+        let run = etcdctl(&all, &["put", "job-log", value], None);
+        assert!(run.ok, "{}", run.stderr);
+    };
+    log("first held it");
+    // The second runs a command once it holds the lock: it writes to the same log.
+    let command = format!("ETCDCTL_API=3 etcdctl --endpoints={all} put job-log 'second held it'");
+    let mut second = Running::start(&all, &["lock", "job", "--", "sh", "-c", &command]);
+    crate::util::eventually("the second locker's key", || async {
+        keys("job/").len() == 2
+    })
+    .await;
+    assert_eq!(keys("job/")[0], held[0], "the first's key is the older");
+    log("first let go");
+    assert!(first.interrupt().success());
+    assert_eq!(second.next(1), ["OK"], "the second's command ran");
+    assert!(second.child.wait().unwrap().success());
+    // The log's history, replayed by a watch from its first version: the second wrote after
+    // the first let go, not while the first held the lock.
+    let run = etcdctl(&all, &["get", "job-log", "-w", "json"], None);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let created = json["kvs"][0]["create_revision"].as_u64().expect("created");
+    let watch = Running::start(&all, &["watch", "job-log", &format!("--rev={created}")]);
+    let (put, key) = ("PUT", "job-log");
+    assert_eq!(
+        watch.next(9),
+        [
+            put,
+            key,
+            "first held it",
+            put,
+            key,
+            "first let go",
+            put,
+            key,
+            "second held it"
+        ]
+    );
+    assert!(keys("job/").is_empty(), "both let go of the lock");
+
+    // A candidate is elected at once (no other), and a listener hears it as the leader.
+    let candidate = Running::start(&all, &["elect", "pick", "alice"]);
+    let elected = candidate.next(2);
+    assert!(
+        elected[0].starts_with("pick/") && elected[1] == "alice",
+        "{elected:?}"
+    );
+    let listener = Running::start(&all, &["elect", "-l", "pick"]);
+    assert_eq!(listener.next(2), elected);
 }
 
 // Proves a node whose etcd API has no Aspen identity (no `etcd.client_key`) refuses etcd's

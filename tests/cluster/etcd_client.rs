@@ -504,9 +504,9 @@ async fn one_etcd_watch_stream_carries_several_watches() {
 
 // Proves etcd's transaction features through etcd-client: a lease compare, a compare over a
 // key range (holds only when every key does), a range read inside a transaction sorted as
-// asked with its count, a nested transaction whose compare sees the state before the outer
-// one ran, and a range delete answering the entries it deleted (a transaction's and a plain
-// DeleteRange's).
+// asked with its count (with a limit, the first entries in that order), a nested transaction
+// whose compare sees the state before the outer one ran, and a range delete answering the
+// entries it deleted (a transaction's and a plain DeleteRange's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_client_transactions_use_leases_ranges_and_nesting() {
     use etcd_client::{DeleteOptions, SortOrder, SortTarget};
@@ -539,6 +539,35 @@ async fn etcd_client_transactions_use_leases_ranges_and_nesting() {
     let keys: Vec<&str> = range.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
     assert_eq!(keys, ["a/3", "a/1", "a/2"]);
     assert_eq!(range.count(), 3);
+    // With a limit, the first entries in the asked order: the first created (as etcd's lock
+    // recipe asks for its owner), the two last modified.
+    let first = |target, order, limit| {
+        let options = GetOptions::new().with_prefix().with_sort(target, order);
+        TxnOp::get("a/", Some(options.with_limit(limit)))
+    };
+    let response = client
+        .txn(Txn::new().and_then([
+            first(SortTarget::Create, SortOrder::Ascend, 1),
+            first(SortTarget::Mod, SortOrder::Descend, 2),
+        ]))
+        .await
+        .unwrap();
+    let responses = response.op_responses();
+    let firsts: Vec<(Vec<&str>, bool, i64)> = responses
+        .iter()
+        .map(|op| match op {
+            TxnOpResponse::Get(range) => (
+                range.kvs().iter().map(|kv| kv.key_str().unwrap()).collect(),
+                range.more(),
+                range.count(),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        firsts,
+        [(vec!["a/1"], true, 3), (vec!["a/3", "a/2"], true, 3)]
+    );
 
     let all_x = |end: &str| Compare::value("a/1", CompareOp::Equal, "x").with_range(end);
     let holds = |c: Compare| {

@@ -2,7 +2,8 @@
 //! store alike (the `both_stores!` macro makes one test per store kind).
 
 use aspen::api::{
-    CommandError, Compare, CompareOp, CompareTarget, KeyRange, Output, Put, Txn, TxnOp, WriteOp,
+    CommandError, Compare, CompareOp, CompareTarget, KeyRange, Output, Put, RangeSort, SortBy, Txn,
+    TxnOp, WriteOp,
 };
 use aspen::command::Command;
 use aspen::limits::{KEY_BYTES_MAX, SCAN_ENTRIES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
@@ -399,10 +400,13 @@ fn branch(response: aspen::command::Response, succeeded: bool) -> Vec<Output> {
 // Proves etcd's transaction features: a lease compare (0 for no lease or a missing key); a
 // range compare holds only when every live key of the range holds it, and on an empty range
 // as on a missing key; a range read answers entries in key order with limit, more, count,
-// keys-only and count-only; a range delete answers the entries it deleted, and one that may
-// delete more than TXN_RANGE_KEYS_MAX keys is refused before anything is written; a nested
-// transaction's branch is decided on the state before the outer one ran (as etcd's), and its
-// answer nests; a range read answers at most TXN_RANGE_KEYS_MAX entries.
+// keys-only and count-only, or sorted by any field either way (the limit and the caps taking
+// the first entries in that order, ties in key order; a sort by value counting the values it
+// holds towards the 4 MiB even when keys only); a range delete answers the entries it
+// deleted, and one that may delete more than TXN_RANGE_KEYS_MAX keys is refused before
+// anything is written; a nested transaction's branch is decided on the state before the outer
+// one ran (as etcd's), and its answer nests; a range read answers at most TXN_RANGE_KEYS_MAX
+// entries.
 fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
     use aspen::api::kv::TXN_RANGE_KEYS_MAX;
     let t = open(kind);
@@ -533,6 +537,62 @@ fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
     assert!(kvs.iter().all(|kv| kv.value.is_empty()));
     assert!(matches!(&results[2], Output::Range { kvs, count: 3, more: false } if kvs.is_empty()));
 
+    // Sorted range reads: the limit takes the first entries in the asked order, and equal
+    // entries keep key order (a/1 and a/2 both hold "x"; a/3 "y"; created in that order).
+    let sorted_counting = |by, descending, limit, keys_only, count_only| TxnOp::RangeSorted {
+        range: KeyRange::prefix(b"a/"),
+        limit,
+        keys_only,
+        count_only,
+        sort: RangeSort { by, descending },
+    };
+    let sorted =
+        |by, descending, limit, keys_only| sorted_counting(by, descending, limit, keys_only, false);
+    let results = branch(
+        d.run(
+            NOW,
+            txn(
+                vec![],
+                vec![
+                    sorted(SortBy::Value, true, 2, true),
+                    sorted(SortBy::CreateRevision, true, 1, false),
+                    sorted(SortBy::ModRevision, false, 0, false),
+                    sorted(SortBy::Key, true, 2, false),
+                    sorted(SortBy::Value, false, 0, false),
+                    sorted_counting(SortBy::Version, false, 1, false, true),
+                ],
+                vec![],
+            ),
+        ),
+        true,
+    );
+    let answer = |i: usize| match &results[i] {
+        Output::Range {
+            kvs,
+            count: 3,
+            more,
+        } => (
+            kvs.iter()
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                .collect::<Vec<_>>(),
+            kvs.iter().all(|kv| kv.value.is_empty()),
+            *more,
+        ),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(answer(0), (vec!["a/3".into(), "a/1".into()], true, true));
+    assert_eq!(answer(1), (vec!["a/3".into()], false, true));
+    assert_eq!(
+        answer(2),
+        (vec!["a/1".into(), "a/2".into(), "a/3".into()], false, false)
+    );
+    assert_eq!(answer(3), (vec!["a/3".into(), "a/2".into()], false, true));
+    assert_eq!(
+        answer(4),
+        (vec!["a/1".into(), "a/2".into(), "a/3".into()], false, false)
+    );
+    assert_eq!(answer(5), (vec![], true, false));
+
     // Nested: the inner compare sees a/3 = "y" as before the outer put changed it.
     let inner = Txn {
         compares: vec![compare(
@@ -620,6 +680,61 @@ fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
         (kvs.len(), *count, *more),
         (TXN_RANGE_KEYS_MAX, TXN_RANGE_KEYS_MAX as u64 + 1, true)
     );
+    // Sorted, the cap takes the first entries in that order: in descending key order, the
+    // last key first and the first key left out.
+    let descending = TxnOp::RangeSorted {
+        range: KeyRange::prefix(b"m/"),
+        limit: 0,
+        keys_only: true,
+        count_only: false,
+        sort: RangeSort {
+            by: SortBy::Key,
+            descending: true,
+        },
+    };
+    let results = branch(d.run(NOW, txn(vec![], vec![descending], vec![])), true);
+    let Output::Range { kvs, count, more } = &results[0] else {
+        panic!("{results:?}");
+    };
+    assert_eq!(
+        (kvs.len(), *count, *more),
+        (TXN_RANGE_KEYS_MAX, TXN_RANGE_KEYS_MAX as u64 + 1, true)
+    );
+    assert_eq!(kvs[0].key, b"m/last");
+    assert_eq!(kvs.last().unwrap().key, b"m/00001");
+
+    // The 4 MiB cap: five values of 1 MiB. Keys only, a sort by mod revision answers all
+    // five; a sort by value holds the values, so it answers the first three and says more.
+    for i in 0..5u8 {
+        d.run(NOW, put(&format!("v/{i}"), &"v".repeat(VALUE_BYTES_MAX)));
+    }
+    let keys_only = |by| TxnOp::RangeSorted {
+        range: KeyRange::prefix(b"v/"),
+        limit: 0,
+        keys_only: true,
+        count_only: false,
+        sort: RangeSort {
+            by,
+            descending: true,
+        },
+    };
+    let ops = vec![keys_only(SortBy::ModRevision), keys_only(SortBy::Value)];
+    let results = branch(d.run(NOW, txn(vec![], ops, vec![])), true);
+    let answers: Vec<(Vec<&[u8]>, u64, bool)> = results
+        .iter()
+        .map(|output| match output {
+            Output::Range { kvs, count, more } => (
+                kvs.iter().map(|kv| kv.key.as_slice()).collect(),
+                *count,
+                *more,
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let newest_first: Vec<&[u8]> = vec![b"v/4", b"v/3", b"v/2", b"v/1", b"v/0"];
+    // Equal values: in key order.
+    let first_three: Vec<&[u8]> = vec![b"v/0", b"v/1", b"v/2"];
+    assert_eq!(answers, [(newest_first, 5, false), (first_three, 5, true)]);
 }
 
 // Proves every limit is enforced with a typed error naming it, and that a refused command,

@@ -3,7 +3,7 @@
 //! on the whole state after each command, expiry index included.
 
 use aspen::api::WriteOp;
-use aspen::api::{Compare, CompareOp, CompareTarget, KeyRange, Put, Txn, TxnOp};
+use aspen::api::{Compare, CompareOp, CompareTarget, KeyRange, Put, RangeSort, SortBy, Txn, TxnOp};
 use aspen::command::{Command, VaultLimits};
 use proptest::prelude::*;
 
@@ -95,7 +95,34 @@ fn flat_txn_op() -> impl Strategy<Value = TxnOp> {
             }
         ),
         range_strategy().prop_map(TxnOp::DeleteRangePrev),
+        (
+            range_strategy(),
+            0u32..3,
+            any::<bool>(),
+            any::<bool>(),
+            sort_strategy()
+        )
+            .prop_map(
+                |(range, limit, keys_only, count_only, sort)| TxnOp::RangeSorted {
+                    range,
+                    limit,
+                    keys_only,
+                    count_only,
+                    sort,
+                }
+            ),
     ]
+}
+
+fn sort_strategy() -> impl Strategy<Value = RangeSort> {
+    let by = prop::sample::select(vec![
+        SortBy::Key,
+        SortBy::Version,
+        SortBy::CreateRevision,
+        SortBy::ModRevision,
+        SortBy::Value,
+    ]);
+    (by, any::<bool>()).prop_map(|(by, descending)| RangeSort { by, descending })
 }
 
 fn txn_op() -> impl Strategy<Value = TxnOp> {

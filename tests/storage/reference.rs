@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use aspen::api::kv::TXN_RANGE_KEYS_MAX;
 use aspen::api::{
-    CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put, Txn, TxnOp,
-    VaultMeta, WriteOp, vault_of,
+    CommandError, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, Output, Put, RangeSort,
+    SortBy, Txn, TxnOp, VaultMeta, WriteOp, vault_of,
 };
 use aspen::command::{Command, Response, VaultLimits};
 use aspen::limits::PAGE_BYTES_MAX;
@@ -355,6 +355,65 @@ impl Model {
         self.delete_range_prev(step, range).len() as u64
     }
 
+    /// A transaction's range read: every live key of the range, sorted (when asked) by a
+    /// stable sort of the whole list, then the longest prefix within the limit, the key cap
+    /// and the byte cap (a sort by value counting values even when keys only).
+    fn range(
+        &self,
+        step: &Step,
+        range: &KeyRange,
+        limit: u32,
+        keys_only: bool,
+        count_only: bool,
+        sort: Option<RangeSort>,
+    ) -> Output {
+        let mut live: Vec<KeyValue> = self
+            .kv
+            .iter()
+            .filter(|(k, e)| range.contains(k) && e.is_live(step.now))
+            .map(|(k, e)| e.clone().into_key_value(k.clone()))
+            .collect();
+        let count = live.len() as u64;
+        if let Some(sort) = sort {
+            live.sort_by(|a, b| {
+                let field = match sort.by {
+                    SortBy::Key => a.key.cmp(&b.key),
+                    SortBy::Version => a.version.cmp(&b.version),
+                    SortBy::CreateRevision => a.create_revision.cmp(&b.create_revision),
+                    SortBy::ModRevision => a.mod_revision.cmp(&b.mod_revision),
+                    SortBy::Value => a.value.cmp(&b.value),
+                };
+                if sort.descending {
+                    field.reverse()
+                } else {
+                    field
+                }
+            });
+        }
+        let max = match limit {
+            0 => TXN_RANGE_KEYS_MAX,
+            n => (n as usize).min(TXN_RANGE_KEYS_MAX),
+        };
+        let value_counts = !keys_only || sort.is_some_and(|s| s.by == SortBy::Value);
+        let mut kvs = Vec::new();
+        let mut bytes = 0;
+        if !count_only {
+            for mut kv in live {
+                let size = kv.key.len() + if value_counts { kv.value.len() } else { 0 };
+                if kvs.len() == max || bytes + size > PAGE_BYTES_MAX {
+                    break;
+                }
+                bytes += size;
+                if keys_only {
+                    kv.value.clear();
+                }
+                kvs.push(kv);
+            }
+        }
+        let more = !count_only && count > kvs.len() as u64;
+        Output::Range { kvs, count, more }
+    }
+
     /// Deletes every key of the range; the live ones deleted, in key order.
     fn delete_range_prev(&mut self, step: &mut Step, range: &KeyRange) -> Vec<KeyValue> {
         let keys: Vec<_> = self
@@ -465,39 +524,14 @@ impl Model {
                     limit,
                     keys_only,
                     count_only,
-                } => {
-                    let live: Vec<KeyValue> = self
-                        .kv
-                        .iter()
-                        .filter(|(k, e)| range.contains(k) && e.is_live(step.now))
-                        .map(|(k, e)| {
-                            let mut kv = e.clone().into_key_value(k.clone());
-                            if *keys_only {
-                                kv.value.clear();
-                            }
-                            kv
-                        })
-                        .collect();
-                    let count = live.len() as u64;
-                    let max = match *limit {
-                        0 => TXN_RANGE_KEYS_MAX,
-                        n => (n as usize).min(TXN_RANGE_KEYS_MAX),
-                    };
-                    let mut kvs = Vec::new();
-                    let mut bytes = 0;
-                    if !count_only {
-                        for kv in live {
-                            let size = kv.key.len() + kv.value.len();
-                            if kvs.len() == max || bytes + size > PAGE_BYTES_MAX {
-                                break;
-                            }
-                            bytes += size;
-                            kvs.push(kv);
-                        }
-                    }
-                    let more = !count_only && count > kvs.len() as u64;
-                    Output::Range { kvs, count, more }
-                }
+                } => self.range(step, range, *limit, *keys_only, *count_only, None),
+                TxnOp::RangeSorted {
+                    range,
+                    limit,
+                    keys_only,
+                    count_only,
+                    sort,
+                } => self.range(step, range, *limit, *keys_only, *count_only, Some(*sort)),
                 TxnOp::Txn(inner) => {
                     let path = nested.next().expect("decided");
                     self.run_branch(step, inner, path)
