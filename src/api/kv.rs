@@ -229,14 +229,10 @@ impl RangeSort {
         .then_with(|| a.key.cmp(&b.key))
     }
 
-    /// The bytes an entry holds while it is sorted: its key, and its value unless keys only
-    /// were asked (a sort by value needs the value all the same).
-    pub fn held_bytes(&self, kv: &KeyValue, keys_only: bool) -> usize {
-        kv.key.len()
-            + match keys_only && self.by != SortBy::Value {
-                true => 0,
-                false => kv.value.len(),
-            }
+    /// Whether a sort holds an entry's value: unless keys only were asked, and always when
+    /// sorting by value (which then counts towards an answer's bytes even when keys only).
+    pub fn holds_value(&self, keys_only: bool) -> bool {
+        !keys_only || self.by == SortBy::Value
     }
 }
 

@@ -160,11 +160,14 @@ impl<P: EtcdPort> Gateway<P> {
         let limit = unsigned(r.limit);
         // Sorting by anything but the key, or filtering, needs every key first.
         let read_limit = if key_order && !filtered { limit } else { 0 };
+        let sort = range_sort(order, target);
+        // A sort by value needs the values, keys only or not.
+        let read_keys_only = r.keys_only && (key_order || !sort.holds_value(true));
         let mut read = self
             .read_range(
                 range.clone(),
                 read_limit,
-                r.keys_only,
+                read_keys_only,
                 revision,
                 consistency,
             )
@@ -187,8 +190,10 @@ impl<P: EtcdPort> Gateway<P> {
             });
         }
         if !key_order {
-            let sort = range_sort(order, target);
             read.kvs.sort_by(|a, b| sort.compare(a, b));
+        }
+        if r.keys_only && !read_keys_only {
+            read.kvs.iter_mut().for_each(|kv| kv.value = Vec::new());
         }
         if limit > 0 && read.kvs.len() as u64 > limit {
             read.kvs.truncate(limit as usize);

@@ -299,6 +299,9 @@ impl<P: EtcdPort> Gateway<P> {
                 Some(watch_request::RequestUnion::CancelRequest(cancel)) => {
                     if let Some(watch) = running.remove(&cancel.watch_id) {
                         watch.task.abort();
+                        // Stopped before the cancel is answered: nothing of it follows (a
+                        // task in the middle of a send on another thread finishes it first).
+                        let _ = watch.task.await;
                     }
                     let answer = pb::WatchResponse {
                         canceled: true,

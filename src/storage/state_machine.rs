@@ -945,7 +945,7 @@ impl<'txn> Machine<'txn> {
                 bytes += size;
                 let mut kv = entry.into_key_value(key);
                 if keys_only {
-                    kv.value.clear();
+                    kv.value = Vec::new();
                 }
                 kvs.push(kv);
             }
@@ -956,8 +956,9 @@ impl<'txn> Machine<'txn> {
 
     /// A range read inside a transaction in `sort`'s order: as `range_op`, with the first
     /// entries in that order. Every live key is visited; the selection holds at most the
-    /// answer's entries plus one (each entry's `RangeSort::held_bytes` counts towards
-    /// [`PAGE_BYTES_MAX`]).
+    /// answer's entries plus two (the one arriving and the first left out), their values
+    /// only when keys only were not asked or the sort is by value (counted towards
+    /// [`PAGE_BYTES_MAX`] then).
     fn range_sorted_op(
         &self,
         ctx: &Ctx,
@@ -990,22 +991,33 @@ impl<'txn> Machine<'txn> {
             n => (n as usize).min(TXN_RANGE_KEYS_MAX),
         };
         let (mut kept, mut count, mut bytes) = (BinaryHeap::new(), 0u64, 0usize);
+        // The first entry, in the sort's order, left out so far: it and every entry after it
+        // are out of the answer for good (entries arriving later only push it further down).
+        let mut cutoff: Option<Ranked> = None;
+        let holds_value = sort.holds_value(keys_only);
         for item in self.live_entries(ctx.now_ms, range)? {
             let (key, entry) = item?;
             count += 1;
             if count_only {
                 continue;
             }
-            let kv = entry.into_key_value(key);
-            let size = sort.held_bytes(&kv, keys_only);
+            let mut kv = entry.into_key_value(key);
+            if !holds_value {
+                kv.value = Vec::new();
+            }
+            let size = kv.key.len() + kv.value.len();
+            let ranked = Ranked(kv, size, sort);
+            if cutoff.as_ref().is_some_and(|c| ranked > *c) {
+                continue;
+            }
             bytes += size;
-            kept.push(Ranked(kv, size, sort));
-            // Entries only move down as others arrive: one left out now stays out.
+            kept.push(ranked);
             while kept.len() > max || bytes > PAGE_BYTES_MAX {
-                let Some(Ranked(_, size, _)) = kept.pop() else {
-                    break;
-                };
-                bytes -= size;
+                let Some(out) = kept.pop() else { break };
+                bytes -= out.1;
+                if cutoff.as_ref().is_none_or(|c| out < *c) {
+                    cutoff = Some(out);
+                }
             }
         }
         let kvs: Vec<KeyValue> = kept
@@ -1013,7 +1025,7 @@ impl<'txn> Machine<'txn> {
             .into_iter()
             .map(|Ranked(mut kv, ..)| {
                 if keys_only {
-                    kv.value.clear();
+                    kv.value = Vec::new();
                 }
                 kv
             })

@@ -425,7 +425,30 @@ async fn etcdctl_lock_and_elect_work() {
         keys("job/").len() == 2
     })
     .await;
-    assert_eq!(keys("job/")[0], held[0], "the first's key is the older");
+    let by_creation = etcdctl(
+        &all,
+        &[
+            "get",
+            "job/",
+            "--prefix",
+            "--keys-only",
+            "--sort-by=CREATE",
+            "--order=ASCEND",
+        ],
+        None,
+    );
+    assert_eq!(
+        by_creation.stdout.lines().next(),
+        Some(held[0].as_str()),
+        "the first's key is the older"
+    );
+    // It waits. There is no event to await for that: a second of silence makes sure that a
+    // lock the second wrongly took would have run its command (seen in the log below).
+    let early = second.lines.recv_timeout(Duration::from_secs(1));
+    assert!(
+        early.is_err(),
+        "ran while the first held the lock: {early:?}"
+    );
     log("first let go");
     assert!(first.interrupt().success());
     assert_eq!(second.next(1), ["OK"], "the second's command ran");

@@ -504,9 +504,10 @@ async fn one_etcd_watch_stream_carries_several_watches() {
 
 // Proves etcd's transaction features through etcd-client: a lease compare, a compare over a
 // key range (holds only when every key does), a range read inside a transaction sorted as
-// asked with its count (with a limit, the first entries in that order), a nested transaction
-// whose compare sees the state before the outer one ran, and a range delete answering the
-// entries it deleted (a transaction's and a plain DeleteRange's).
+// asked with its count (with a limit, the first entries in that order; and a plain range
+// sorted by value, keys only), a nested transaction whose compare sees the state before the
+// outer one ran, and a range delete answering the entries it deleted (a transaction's and a
+// plain DeleteRange's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_client_transactions_use_leases_ranges_and_nesting() {
     use etcd_client::{DeleteOptions, SortOrder, SortTarget};
@@ -568,6 +569,18 @@ async fn etcd_client_transactions_use_leases_ranges_and_nesting() {
         firsts,
         [(vec!["a/1"], true, 3), (vec!["a/3", "a/2"], true, 3)]
     );
+    // Keys only, a plain range sorted by value is in value order all the same.
+    let keys_by_value = GetOptions::new()
+        .with_prefix()
+        .with_keys_only()
+        .with_sort(SortTarget::Value, SortOrder::Descend);
+    let range = client.get("a/", Some(keys_by_value)).await.unwrap();
+    let keys: Vec<(&str, &[u8])> = range
+        .kvs()
+        .iter()
+        .map(|kv| (kv.key_str().unwrap(), kv.value()))
+        .collect();
+    assert_eq!(keys, [("a/3", &b""[..]), ("a/1", b""), ("a/2", b"")]);
 
     let all_x = |end: &str| Compare::value("a/1", CompareOp::Equal, "x").with_range(end);
     let holds = |c: Compare| {

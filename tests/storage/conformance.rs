@@ -402,11 +402,11 @@ fn branch(response: aspen::command::Response, succeeded: bool) -> Vec<Output> {
 // as on a missing key; a range read answers entries in key order with limit, more, count,
 // keys-only and count-only, or sorted by any field either way (the limit and the caps taking
 // the first entries in that order, ties in key order; a sort by value counting the values it
-// holds towards the 4 MiB even when keys only); a range delete answers the entries it
-// deleted, and one that may delete more than TXN_RANGE_KEYS_MAX keys is refused before
-// anything is written; a nested transaction's branch is decided on the state before the outer
-// one ran (as etcd's), and its answer nests; a range read answers at most TXN_RANGE_KEYS_MAX
-// entries.
+// holds towards the 4 MiB even when keys only; what the cap leaves out taking everything
+// after it in the order with it); a range delete answers the entries it deleted, and one that
+// may delete more than TXN_RANGE_KEYS_MAX keys is refused before anything is written; a
+// nested transaction's branch is decided on the state before the outer one ran (as etcd's),
+// and its answer nests; a range read answers at most TXN_RANGE_KEYS_MAX entries.
 fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
     use aspen::api::kv::TXN_RANGE_KEYS_MAX;
     let t = open(kind);
@@ -735,6 +735,28 @@ fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
     // Equal values: in key order.
     let first_three: Vec<&[u8]> = vec![b"v/0", b"v/1", b"v/2"];
     assert_eq!(answers, [(newest_first, 5, false), (first_three, 5, true)]);
+    // What the 4 MiB cap leaves out, everything after it in the order stays out: a small
+    // value created after four of 1 MiB is not answered in place of the fourth.
+    d.run(NOW, put("v/5", "small"));
+    let oldest_first = TxnOp::RangeSorted {
+        range: KeyRange::prefix(b"v/"),
+        limit: 0,
+        keys_only: false,
+        count_only: false,
+        sort: RangeSort {
+            by: SortBy::CreateRevision,
+            descending: false,
+        },
+    };
+    let results = branch(d.run(NOW, txn(vec![], vec![oldest_first], vec![])), true);
+    let Output::Range { kvs, count, more } = &results[0] else {
+        panic!("{results:?}");
+    };
+    let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(
+        (keys, *count, *more),
+        (vec![b"v/0".as_slice(), b"v/1", b"v/2"], 6, true)
+    );
 }
 
 // Proves every limit is enforced with a typed error naming it, and that a refused command,
