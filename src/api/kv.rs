@@ -213,6 +213,12 @@ pub enum SortBy {
 }
 
 impl RangeSort {
+    /// Ascending keys: the order ranges are stored and answered in.
+    pub const KEY_ORDER: RangeSort = RangeSort {
+        by: SortBy::Key,
+        descending: false,
+    };
+
     /// How `a` and `b` compare in this order (in key order where the sorted field is equal).
     pub fn compare(&self, a: &KeyValue, b: &KeyValue) -> std::cmp::Ordering {
         let ordering = match self.by {

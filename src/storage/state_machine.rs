@@ -892,14 +892,17 @@ impl<'txn> Machine<'txn> {
                     limit,
                     keys_only,
                     count_only,
-                } => self.range_op(ctx, range, *limit, *keys_only, *count_only)?,
+                } => {
+                    let sort = RangeSort::KEY_ORDER;
+                    self.range_op(ctx, range, *limit, *keys_only, *count_only, sort)?
+                }
                 TxnOp::RangeSorted {
                     range,
                     limit,
                     keys_only,
                     count_only,
                     sort,
-                } => self.range_sorted_op(ctx, range, *limit, *keys_only, *count_only, *sort)?,
+                } => self.range_op(ctx, range, *limit, *keys_only, *count_only, *sort)?,
                 TxnOp::DeleteRangePrev(range) => {
                     let mut prev = Vec::new();
                     self.delete_range_with(ctx, range, |kv| prev.push(kv))?;
@@ -920,46 +923,13 @@ impl<'txn> Machine<'txn> {
         })
     }
 
-    /// A range read inside a transaction: at most `limit` entries (0: no limit), and at most
-    /// [`TXN_RANGE_KEYS_MAX`] and [`PAGE_BYTES_MAX`] of them, with `more` when live keys were
-    /// left out; `count` is every live key in the range.
+    /// A range read inside a transaction, in `sort`'s order: the first entries in that order,
+    /// at most `limit` (0: no limit), [`TXN_RANGE_KEYS_MAX`] and [`PAGE_BYTES_MAX`] of them,
+    /// with `more` when live keys were left out; `count` is every live key in the range. Every
+    /// live key is visited; the selection holds at most the answer's entries plus two (the one
+    /// arriving and the first left out), their values only when keys only were not asked or
+    /// the sort is by value (counted towards [`PAGE_BYTES_MAX`] then).
     fn range_op(
-        &self,
-        ctx: &Ctx,
-        range: &KeyRange,
-        limit: u32,
-        keys_only: bool,
-        count_only: bool,
-    ) -> Result<Output> {
-        let max = match limit {
-            0 => TXN_RANGE_KEYS_MAX,
-            n => (n as usize).min(TXN_RANGE_KEYS_MAX),
-        };
-        let (mut kvs, mut count, mut bytes, mut full) = (Vec::new(), 0u64, 0usize, count_only);
-        for item in self.live_entries(ctx.now_ms, range)? {
-            let (key, entry) = item?;
-            count += 1;
-            let size = key.len() + if keys_only { 0 } else { entry.value.len() };
-            full = full || kvs.len() == max || bytes + size > PAGE_BYTES_MAX;
-            if !full {
-                bytes += size;
-                let mut kv = entry.into_key_value(key);
-                if keys_only {
-                    kv.value = Vec::new();
-                }
-                kvs.push(kv);
-            }
-        }
-        let more = !count_only && count > kvs.len() as u64;
-        Ok(Output::Range { kvs, count, more })
-    }
-
-    /// A range read inside a transaction in `sort`'s order: as `range_op`, with the first
-    /// entries in that order. Every live key is visited; the selection holds at most the
-    /// answer's entries plus two (the one arriving and the first left out), their values
-    /// only when keys only were not asked or the sort is by value (counted towards
-    /// [`PAGE_BYTES_MAX`] then).
-    fn range_sorted_op(
         &self,
         ctx: &Ctx,
         range: &KeyRange,

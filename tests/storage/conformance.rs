@@ -682,81 +682,65 @@ fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
     );
     // Sorted, the cap takes the first entries in that order: in descending key order, the
     // last key first and the first key left out.
-    let descending = TxnOp::RangeSorted {
-        range: KeyRange::prefix(b"m/"),
-        limit: 0,
-        keys_only: true,
-        count_only: false,
-        sort: RangeSort {
-            by: SortBy::Key,
-            descending: true,
-        },
-    };
-    let results = branch(d.run(NOW, txn(vec![], vec![descending], vec![])), true);
-    let Output::Range { kvs, count, more } = &results[0] else {
-        panic!("{results:?}");
-    };
+    let (keys, count, more) = sorted_range(&mut d, b"m/", SortBy::Key, true, true);
     assert_eq!(
-        (kvs.len(), *count, *more),
+        (keys.len(), count, more),
         (TXN_RANGE_KEYS_MAX, TXN_RANGE_KEYS_MAX as u64 + 1, true)
     );
-    assert_eq!(kvs[0].key, b"m/last");
-    assert_eq!(kvs.last().unwrap().key, b"m/00001");
+    assert_eq!(
+        (keys[0].as_str(), keys.last().unwrap().as_str()),
+        ("m/last", "m/00001")
+    );
 
     // The 4 MiB cap: five values of 1 MiB. Keys only, a sort by mod revision answers all
     // five; a sort by value holds the values, so it answers the first three and says more.
     for i in 0..5u8 {
         d.run(NOW, put(&format!("v/{i}"), &"v".repeat(VALUE_BYTES_MAX)));
     }
-    let keys_only = |by| TxnOp::RangeSorted {
-        range: KeyRange::prefix(b"v/"),
-        limit: 0,
-        keys_only: true,
-        count_only: false,
-        sort: RangeSort {
-            by,
-            descending: true,
-        },
-    };
-    let ops = vec![keys_only(SortBy::ModRevision), keys_only(SortBy::Value)];
-    let results = branch(d.run(NOW, txn(vec![], ops, vec![])), true);
-    let answers: Vec<(Vec<&[u8]>, u64, bool)> = results
-        .iter()
-        .map(|output| match output {
-            Output::Range { kvs, count, more } => (
-                kvs.iter().map(|kv| kv.key.as_slice()).collect(),
-                *count,
-                *more,
-            ),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    let newest_first: Vec<&[u8]> = vec![b"v/4", b"v/3", b"v/2", b"v/1", b"v/0"];
+    let newest_first = ["v/4", "v/3", "v/2", "v/1", "v/0"];
+    assert_eq!(
+        sorted_range(&mut d, b"v/", SortBy::ModRevision, true, true),
+        (newest_first.map(String::from).to_vec(), 5, false)
+    );
     // Equal values: in key order.
-    let first_three: Vec<&[u8]> = vec![b"v/0", b"v/1", b"v/2"];
-    assert_eq!(answers, [(newest_first, 5, false), (first_three, 5, true)]);
+    let first_three = ["v/0", "v/1", "v/2"].map(String::from).to_vec();
+    assert_eq!(
+        sorted_range(&mut d, b"v/", SortBy::Value, true, true),
+        (first_three.clone(), 5, true)
+    );
     // What the 4 MiB cap leaves out, everything after it in the order stays out: a small
     // value created after four of 1 MiB is not answered in place of the fourth.
     d.run(NOW, put("v/5", "small"));
-    let oldest_first = TxnOp::RangeSorted {
-        range: KeyRange::prefix(b"v/"),
+    assert_eq!(
+        sorted_range(&mut d, b"v/", SortBy::CreateRevision, false, false),
+        (first_three, 6, true)
+    );
+}
+
+/// A transaction reading every key under `prefix` sorted by `by`: the keys it answered, its
+/// count and whether it said more.
+fn sorted_range(
+    d: &mut Driver,
+    prefix: &[u8],
+    by: SortBy,
+    descending: bool,
+    keys_only: bool,
+) -> (Vec<String>, u64, bool) {
+    let op = TxnOp::RangeSorted {
+        range: KeyRange::prefix(prefix),
         limit: 0,
-        keys_only: false,
+        keys_only,
         count_only: false,
-        sort: RangeSort {
-            by: SortBy::CreateRevision,
-            descending: false,
-        },
+        sort: RangeSort { by, descending },
     };
-    let results = branch(d.run(NOW, txn(vec![], vec![oldest_first], vec![])), true);
+    let results = branch(d.run(NOW, txn(vec![], vec![op], vec![])), true);
     let Output::Range { kvs, count, more } = &results[0] else {
         panic!("{results:?}");
     };
-    let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key.as_slice()).collect();
-    assert_eq!(
-        (keys, *count, *more),
-        (vec![b"v/0".as_slice(), b"v/1", b"v/2"], 6, true)
-    );
+    let keys = kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned());
+    (keys.collect(), *count, *more)
 }
 
 // Proves every limit is enforced with a typed error naming it, and that a refused command,
