@@ -81,9 +81,9 @@ pub fn test_config(node_id: u64, data_dir: &std::path::Path) -> NodeConfig {
     config.ttl.interval_ms = 50;
     config.health.interval_ms = 100;
     config.health.ping_timeout_ms = 100;
-    // The host's free disk space is not what a test checks (a CI disk under 5% free made
-    // every node unhealthy): no free space is too little here. The thresholds have their own
-    // test in actors/health.rs.
+    // The host's free disk space is not what a test checks (under 5% free, as a CI disk can
+    // be, every node would be unhealthy): no free space is too little here. The thresholds
+    // have their own test in actors/health.rs.
     config.health.disk_free_warning_percent = 0;
     config.health.disk_free_critical_percent = 0;
     config.supervisor.backoff_initial_ms = 10;
