@@ -140,9 +140,7 @@ fn txn_needs(txn: &crate::api::Txn, needs: &mut Vec<(KeyRange, Perm)>) {
             TxnOp::Put(put) => needs.push((single_key(&put.key), Perm::ReadWrite)),
             TxnOp::Delete { key, .. } => needs.push((single_key(key), Perm::ReadWrite)),
             TxnOp::Get { key } => needs.push((single_key(key), Perm::Read)),
-            TxnOp::Range { range, .. } | TxnOp::RangeSorted { range, .. } => {
-                needs.push((range.clone(), Perm::Read))
-            }
+            TxnOp::Range { range, .. } => needs.push((range.clone(), Perm::Read)),
             TxnOp::DeleteRange(range) | TxnOp::DeleteRangePrev(range) => {
                 needs.push((range.clone(), Perm::ReadWrite));
             }

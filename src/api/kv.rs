@@ -168,14 +168,17 @@ pub enum TxnOp {
     Get {
         key: Vec<u8>,
     },
-    /// The live keys of `range` in key order: at most `limit` (0, or more than
-    /// [`TXN_RANGE_KEYS_MAX`]: that many), with `more` when others follow, and `count`, the
-    /// number of live keys in the range.
+    /// The live keys of `range` in `sort`'s order ([`RangeSort::KEY_ORDER`]: as stored): the
+    /// first `limit` in that order (0, or more than [`TXN_RANGE_KEYS_MAX`]: that many), with
+    /// `more` when others follow, and `count`, the number of live keys in the range. Sorting
+    /// by value holds the values, so they count towards the answer's bytes even when keys
+    /// only.
     Range {
         range: KeyRange,
         limit: u32,
         keys_only: bool,
         count_only: bool,
+        sort: RangeSort,
     },
     /// A transaction inside this one (etcd's nested transaction): its compares are decided on
     /// the state before the outer transaction ran, as etcd decides them.
@@ -183,16 +186,6 @@ pub enum TxnOp {
     /// As `DeleteRange`, answering the entries it deleted: refused (before anything is
     /// written) when the range may hold more than [`TXN_RANGE_KEYS_MAX`] keys.
     DeleteRangePrev(KeyRange),
-    /// As `Range`, in `sort`'s order instead of key order: the first `limit` live keys in
-    /// that order (etcd's sorted range with a limit, which its lock recipe reads). Sorting by
-    /// value holds the values, so they count towards the answer's bytes even when keys only.
-    RangeSorted {
-        range: KeyRange,
-        limit: u32,
-        keys_only: bool,
-        count_only: bool,
-        sort: RangeSort,
-    },
 }
 
 /// An order for a range read: by what, and which way; equal entries stay in key order.
@@ -249,8 +242,7 @@ impl TxnOp {
             TxnOp::Delete { key, .. } | TxnOp::Get { key } => check_key_len(key, false),
             TxnOp::DeleteRange(range)
             | TxnOp::DeleteRangePrev(range)
-            | TxnOp::Range { range, .. }
-            | TxnOp::RangeSorted { range, .. } => range.validate(),
+            | TxnOp::Range { range, .. } => range.validate(),
             TxnOp::Txn(txn) => validate_txn_parts(txn),
         }
     }
@@ -261,8 +253,7 @@ impl TxnOp {
             TxnOp::Delete { key, .. } | TxnOp::Get { key } => key.len(),
             TxnOp::DeleteRange(range)
             | TxnOp::DeleteRangePrev(range)
-            | TxnOp::Range { range, .. }
-            | TxnOp::RangeSorted { range, .. } => range.payload_bytes(),
+            | TxnOp::Range { range, .. } => range.payload_bytes(),
             TxnOp::Txn(txn) => txn_payload_bytes(txn),
         }
     }

@@ -9,10 +9,12 @@ use tonic::{Request, Response, Status};
 
 use crate::api::Consistency;
 use crate::api::kv::strinc;
-use crate::api::{AuthOp, AuthState, ClientId, ClientOp, ClientOutput, Grant, Perm, ROOT_ROLE};
+use crate::api::{
+    AuthOp, AuthState, ClientId, ClientOp, ClientOutput, Grant, KeyRange, Perm, ROOT_ROLE,
+};
 use crate::etcd::proto::authpb::{Permission, permission::Type as PermType};
 use crate::etcd::proto::etcdserverpb::{self as pb, ResponseHeader, auth_server::Auth};
-use crate::etcd::{EtcdPort, Gateway};
+use crate::etcd::{EtcdPort, Gateway, key_range};
 
 impl<P: EtcdPort> Gateway<P> {
     /// The cluster's auth state (root only), read linearizably.
@@ -108,12 +110,10 @@ fn role_name(name: &str) -> Result<String, Status> {
 /// The prefix an etcd permission's range is: `[key, prefix end of key)`, or every key
 /// (`"\0"` to `"\0"`, as `etcdctl --prefix ""` sends it). Aspen grants on prefixes only.
 fn grant_prefix(key: &[u8], range_end: &[u8]) -> Result<Vec<u8>, Status> {
-    match (key, range_end) {
-        ([] | [0], [0]) => Ok(Vec::new()),
-        (key, end) if !end.is_empty() && strinc(key).as_deref() == Some(end) => Ok(key.to_vec()),
-        // A prefix of 0xff bytes only has no end: its range runs to the last key.
-        (key, [0]) if !key.is_empty() && strinc(key).is_none() => Ok(key.to_vec()),
-        _ => Err(Status::invalid_argument(format!(
+    let range = key_range(key, range_end);
+    match !range_end.is_empty() && range == KeyRange::prefix(&range.start) {
+        true => Ok(range.start),
+        false => Err(Status::invalid_argument(format!(
             "Aspen grants permissions on key prefixes only (etcdctl --prefix): {:?} to {:?} is \
              not the range of a prefix",
             String::from_utf8_lossy(key),

@@ -109,7 +109,7 @@ fn peer_address(peer_urls: &[String]) -> Result<NodeAddress, Status> {
     };
     match peer_urls {
         [url] => {
-            let address = ["http://", "https://"]
+            let address = [PEER_URL_SCHEME, "https://"]
                 .iter()
                 .find_map(|scheme| url.strip_prefix(scheme))
                 .unwrap_or(url);
@@ -141,9 +141,10 @@ impl<P: EtcdPort> Cluster for Gateway<P> {
         self.require_root("member add").await?;
         let (members, _) = self.members().await?;
         let text = address.to_string();
+        let url = peer_url(&text);
         if members
             .iter()
-            .any(|member| member.peer_ur_ls.contains(&peer_url(&text)))
+            .any(|member| member.peer_ur_ls.contains(&url))
         {
             return Err(Status::failed_precondition(
                 "etcdserver: Peer URLs already exists",

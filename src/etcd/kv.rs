@@ -145,24 +145,16 @@ impl<P: EtcdPort> Gateway<P> {
                 count: signed(count),
             });
         }
-        let order = range_request::SortOrder::try_from(r.sort_order)
-            .map_err(|_| Status::invalid_argument("etcdserver: unknown sort order"))?;
-        let target = range_request::SortTarget::try_from(r.sort_target)
-            .map_err(|_| Status::invalid_argument("etcdserver: unknown sort target"))?;
-        let filtered = r.min_mod_revision > 0
-            || r.max_mod_revision > 0
-            || r.min_create_revision > 0
-            || r.max_create_revision > 0;
+        let sort = request_sort(&r)?;
+        let filtered = revision_filtered(&r);
         // As etcd: keys come in key order, so only another target or a descending order
         // sorts (ascending when no order is given).
-        let key_order =
-            target == range_request::SortTarget::Key && order != range_request::SortOrder::Descend;
+        let key_order = sort == RangeSort::KEY_ORDER;
         let limit = unsigned(r.limit);
         // Sorting by anything but the key, or filtering, needs every key first.
         let read_limit = if key_order && !filtered { limit } else { 0 };
-        let sort = range_sort(order, target);
         // A sort by value needs the values, keys only or not.
-        let read_keys_only = r.keys_only && (key_order || !sort.holds_value(true));
+        let read_keys_only = !sort.holds_value(r.keys_only);
         let mut read = self
             .read_range(
                 range.clone(),
@@ -278,8 +270,6 @@ impl<P: EtcdPort> Gateway<P> {
     }
 }
 
-/// etcd's DeleteRange as Aspen's operation: a key, or a range (answering the entries it
-/// deleted when `prev_kv` asks for them).
 /// A delete's answer as etcd's (`None`: not a delete's output).
 pub(crate) fn delete_response(
     output: Output,
@@ -298,6 +288,8 @@ pub(crate) fn delete_response(
     })
 }
 
+/// etcd's DeleteRange as Aspen's operation: a key, or a range (answering the entries it
+/// deleted when `prev_kv` asks for them).
 pub(crate) fn delete_op(key: Vec<u8>, range_end: Vec<u8>, prev_kv: bool) -> TxnOp {
     match (range_end.is_empty(), prev_kv) {
         (true, _) => TxnOp::Delete { key, prev_kv },
@@ -306,23 +298,32 @@ pub(crate) fn delete_op(key: Vec<u8>, range_end: Vec<u8>, prev_kv: bool) -> TxnO
     }
 }
 
-/// etcd's order as Aspen's; `None` order with another target is ascending, as in etcd, and
-/// equal entries stay in key order, as etcd's answers show them.
-pub(crate) fn range_sort(
-    order: range_request::SortOrder,
-    target: range_request::SortTarget,
-) -> RangeSort {
+/// A range request's order as Aspen's; `None` order with another target is ascending, as
+/// in etcd, and equal entries stay in key order, as etcd's answers show them.
+pub(crate) fn request_sort(r: &pb::RangeRequest) -> Result<RangeSort, Status> {
     use range_request::SortTarget as T;
-    RangeSort {
-        by: match target {
-            T::Key => SortBy::Key,
-            T::Version => SortBy::Version,
-            T::Create => SortBy::CreateRevision,
-            T::Mod => SortBy::ModRevision,
-            T::Value => SortBy::Value,
-        },
+    let order = range_request::SortOrder::try_from(r.sort_order)
+        .map_err(|_| Status::invalid_argument("etcdserver: unknown sort order"))?;
+    let by = match T::try_from(r.sort_target) {
+        Ok(T::Key) => SortBy::Key,
+        Ok(T::Version) => SortBy::Version,
+        Ok(T::Create) => SortBy::CreateRevision,
+        Ok(T::Mod) => SortBy::ModRevision,
+        Ok(T::Value) => SortBy::Value,
+        Err(_) => return Err(Status::invalid_argument("etcdserver: unknown sort target")),
+    };
+    Ok(RangeSort {
+        by,
         descending: order == range_request::SortOrder::Descend,
-    }
+    })
+}
+
+/// Whether a range request filters by revision (min or max, of mod or create).
+pub(crate) fn revision_filtered(r: &pb::RangeRequest) -> bool {
+    r.min_mod_revision > 0
+        || r.max_mod_revision > 0
+        || r.min_create_revision > 0
+        || r.max_create_revision > 0
 }
 
 #[tonic::async_trait]

@@ -11,7 +11,7 @@ use crate::etcd::proto::etcdserverpb::{
     self as pb, alarm_request::AlarmAction, maintenance_server::Maintenance,
 };
 use crate::etcd::{Alarm, EtcdPort, Gateway, signed, unsupported};
-use crate::net::admin::{AdminError, COMPACTION_WAIT_FOR_OPEN, backup_chunks};
+use crate::net::admin::{AdminError, backup_chunks, compact_recorded};
 use crate::storage::EtcdSnapshotTrailer;
 
 /// The etcd API version Aspen answers as (`etcdctl endpoint status` prints it).
@@ -147,8 +147,7 @@ impl<P: EtcdPort> Maintenance for Gateway<P> {
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         self.require_root("defragment").await?;
-        self.port()
-            .compact(COMPACTION_WAIT_FOR_OPEN)
+        compact_recorded(self.port().as_ref())
             .await
             .map_err(|error| admin_status("defragment", error))?;
         Ok(Response::new(pb::DefragmentResponse {

@@ -6,14 +6,12 @@
 
 use tonic::Status;
 
-use crate::api::{
-    Compare, CompareOp, CompareTarget, Output, Put, RangeSort, SortBy, Txn, TxnOp, WriteOp,
-};
+use crate::api::{Compare, CompareOp, CompareTarget, Output, Put, Txn, TxnOp, WriteOp};
 use crate::etcd::EtcdPort;
-use crate::etcd::kv::{delete_op, delete_response, lease_of, range_sort, to_kv};
-use crate::etcd::proto::etcdserverpb::{
-    self as pb, compare, range_request, request_op, response_op,
+use crate::etcd::kv::{
+    delete_op, delete_response, lease_of, request_sort, revision_filtered, to_kv,
 };
+use crate::etcd::proto::etcdserverpb::{self as pb, compare, request_op, response_op};
 use crate::etcd::{Gateway, key_range, signed, unsigned, unsupported};
 
 impl<P: EtcdPort> Gateway<P> {
@@ -114,43 +112,17 @@ fn op_of(op: pb::RequestOp) -> Result<TxnOp, Status> {
             Ok(delete_op(delete.key, delete.range_end, delete.prev_kv))
         }
         Some(request_op::Request::RequestRange(range)) => {
-            if range.revision > 0
-                || range.min_mod_revision > 0
-                || range.max_mod_revision > 0
-                || range.min_create_revision > 0
-                || range.max_create_revision > 0
-            {
+            if range.revision > 0 || revision_filtered(&range) {
                 return Err(unsupported(
                     "a range at a revision, or with revision filters, inside a transaction",
                 ));
             }
-            let order = range_request::SortOrder::try_from(range.sort_order)
-                .map_err(|_| Status::invalid_argument("etcdserver: unknown sort order"))?;
-            let target = range_request::SortTarget::try_from(range.sort_target)
-                .map_err(|_| Status::invalid_argument("etcdserver: unknown sort target"))?;
-            let (keys, limit) = (
-                key_range(&range.key, &range.range_end),
-                u32::try_from(unsigned(range.limit)).unwrap_or(u32::MAX),
-            );
-            // As etcd: keys come in key order, so only another target or a descending order
-            // sorts (ascending when no order is given).
-            Ok(match range_sort(order, target) {
-                RangeSort {
-                    by: SortBy::Key,
-                    descending: false,
-                } => TxnOp::Range {
-                    range: keys,
-                    limit,
-                    keys_only: range.keys_only,
-                    count_only: range.count_only,
-                },
-                sort => TxnOp::RangeSorted {
-                    range: keys,
-                    limit,
-                    keys_only: range.keys_only,
-                    count_only: range.count_only,
-                    sort,
-                },
+            Ok(TxnOp::Range {
+                sort: request_sort(&range)?,
+                range: key_range(&range.key, &range.range_end),
+                limit: u32::try_from(unsigned(range.limit)).unwrap_or(u32::MAX),
+                keys_only: range.keys_only,
+                count_only: range.count_only,
             })
         }
         Some(request_op::Request::RequestTxn(txn)) => Ok(TxnOp::Txn(Box::new(txn_of(txn)?))),

@@ -30,7 +30,7 @@ const RESPONSES_QUEUED: usize = 16;
 pub const WATCHES_PER_STREAM_MAX: usize = 1_000;
 /// A watch created with `fragment` splits an answer of more event bytes than this into
 /// several, all but the last marked `fragment` (etcd's default `--max-request-bytes`).
-const FRAGMENT_BYTES: usize = 1536 * 1024;
+const FRAGMENT_BYTES: usize = crate::limits::REQUEST_BYTES_MAX_DEFAULT;
 
 type Responses = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 

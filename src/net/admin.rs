@@ -163,7 +163,7 @@ pub fn read_token(dir: &std::path::Path) -> std::io::Result<String> {
 /// How long `/admin/snapshot` waits for the snapshot to be built.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 /// A compaction waits this long for transactions already open to end.
-pub(crate) const COMPACTION_WAIT_FOR_OPEN: Duration = Duration::from_secs(5);
+const COMPACTION_WAIT_FOR_OPEN: Duration = Duration::from_secs(5);
 /// A backup travels in chunks of this size.
 const BACKUP_CHUNK_BYTES: usize = 256 << 10;
 
@@ -343,27 +343,32 @@ async fn snapshot<P: AdminPort>(State(state): State<AdminState<P>>) -> Response 
     }
 }
 
+/// Compacts the node's database file (`aspen admin defrag`, etcd's Defragment), recording
+/// the stall in the metrics and the log.
+pub(crate) async fn compact_recorded<P: AdminPort>(port: &P) -> Result<CompactDone, AdminError> {
+    let compaction = port.compact(COMPACTION_WAIT_FOR_OPEN).await?;
+    let node_id = port.node_id();
+    metrics::histogram!(crate::metrics::STORAGE_COMPACTION_SECONDS, "node_id" => node_id.to_string())
+        .record(compaction.stalled.as_secs_f64());
+    tracing::info!(
+        node_id,
+        before = compaction.bytes_before,
+        after = compaction.bytes_after,
+        stalled_ms = compaction.stalled.as_millis() as u64,
+        "admin: compacted the database file"
+    );
+    Ok(compaction)
+}
+
 async fn compact<P: AdminPort>(State(state): State<AdminState<P>>) -> Response {
-    let node_id = state.port.node_id();
-    match state.port.compact(COMPACTION_WAIT_FOR_OPEN).await {
-        Ok(compaction) => {
-            metrics::histogram!(crate::metrics::STORAGE_COMPACTION_SECONDS, "node_id" => node_id.to_string())
-                .record(compaction.stalled.as_secs_f64());
-            tracing::info!(
-                node_id,
-                before = compaction.bytes_before,
-                after = compaction.bytes_after,
-                stalled_ms = compaction.stalled.as_millis() as u64,
-                "admin: compacted the database file"
-            );
-            Json(json!({
-                "bytes_before": compaction.bytes_before,
-                "bytes_after": compaction.bytes_after,
-                "stalled_ms": compaction.stalled.as_secs_f64() * 1000.0,
-                "passes": compaction.passes,
-            }))
-            .into_response()
-        }
+    match compact_recorded(&*state.port).await {
+        Ok(compaction) => Json(json!({
+            "bytes_before": compaction.bytes_before,
+            "bytes_after": compaction.bytes_after,
+            "stalled_ms": compaction.stalled.as_secs_f64() * 1000.0,
+            "passes": compaction.passes,
+        }))
+        .into_response(),
         Err(e) => error(e.status(), format!("admin: {e}")),
     }
 }

@@ -542,8 +542,7 @@ fn txn_keys(txn: &Txn) -> std::vec::IntoIter<&[u8]> {
             TxnOp::Delete { key, .. } | TxnOp::Get { key } => keys.push(key),
             TxnOp::DeleteRange(range)
             | TxnOp::DeleteRangePrev(range)
-            | TxnOp::Range { range, .. }
-            | TxnOp::RangeSorted { range, .. } => keys.push(&range.start),
+            | TxnOp::Range { range, .. } => keys.push(&range.start),
             TxnOp::Txn(inner) => keys.extend(txn_keys(inner)),
         }
     }

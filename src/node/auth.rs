@@ -9,6 +9,7 @@ use crate::limits::SCAN_ENTRIES_MAX;
 use crate::net::service::Failure;
 use crate::node::NodeCore;
 use crate::node::client::storage_error;
+use crate::storage::Store;
 
 /// `Denied` as the client sees it.
 fn denied(denied: Denied) -> Failure {
@@ -67,7 +68,6 @@ impl NodeCore {
         Ok(Some(auth))
     }
 
-    /// The auth state this node applied last.
     /// What a running watch asks before each frame: whether `client` may still do `op`
     /// against the auth state as this node applies it now (`None`: auth is off).
     pub(super) fn still_allowed(
@@ -81,12 +81,7 @@ impl NodeCore {
         let store = self.store.clone();
         let need = op.need();
         Some(Box::new(move || {
-            let store = store
-                .as_ref()
-                .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
-            let auth = store
-                .auth()
-                .map_err(|e| ClientError::Storage(e.to_string()))?;
+            let auth = applied_auth(store.as_ref())?;
             if auth.is_root(&client) {
                 return Ok(());
             }
@@ -95,11 +90,14 @@ impl NodeCore {
         }))
     }
 
+    /// The auth state this node applied last.
     pub(super) fn auth_state(&self) -> Result<Arc<AuthState>, Failure> {
-        let store = self
-            .store
-            .as_ref()
-            .ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
-        Ok(store.auth().map_err(storage_error)?)
+        Ok(applied_auth(self.store.as_ref())?)
     }
+}
+
+/// The auth state `store` applied last.
+fn applied_auth(store: Option<&Arc<Store>>) -> Result<Arc<AuthState>, ClientError> {
+    let store = store.ok_or_else(|| ClientError::Unavailable("storage is not open".into()))?;
+    store.auth().map_err(storage_error)
 }

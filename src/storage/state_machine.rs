@@ -832,14 +832,12 @@ impl<'txn> Machine<'txn> {
             return Ok(Err(refused));
         }
         for range in answered_deletes {
-            // The transaction's puts may add keys to the range before the delete runs.
-            let (keys, bytes) = self.live_in(ctx, range, TXN_RANGE_KEYS_MAX + 1)?;
-            let keys = keys + puts.len() as u64;
-            let bytes = bytes
-                + puts
-                    .iter()
-                    .map(|p| (p.key.len() + p.value.len()) as u64)
-                    .sum::<u64>();
+            // The transaction's puts into the range may add keys before the delete runs.
+            let (mut keys, mut bytes) = self.live_in(ctx, range, TXN_RANGE_KEYS_MAX + 1)?;
+            for put in puts.iter().filter(|p| range.contains(&p.key)) {
+                keys += 1;
+                bytes += (put.key.len() + put.value.len()) as u64;
+            }
             if keys > TXN_RANGE_KEYS_MAX as u64 || bytes > PAGE_BYTES_MAX as u64 {
                 return Ok(Err(CommandError::TxnDeleteTooLarge {
                     keys,
@@ -888,15 +886,6 @@ impl<'txn> Machine<'txn> {
                         .map(|entry| entry.into_key_value(key.clone())),
                 },
                 TxnOp::Range {
-                    range,
-                    limit,
-                    keys_only,
-                    count_only,
-                } => {
-                    let sort = RangeSort::KEY_ORDER;
-                    self.range_op(ctx, range, *limit, *keys_only, *count_only, sort)?
-                }
-                TxnOp::RangeSorted {
                     range,
                     limit,
                     keys_only,

@@ -11,8 +11,10 @@ use crate::util::{etcd_addresses, start_process_cluster};
 // `aspen-node restore` turns into a data directory holding every key; alarm list is empty on
 // a healthy cluster; defrag works on a follower and is refused on the leader, saying why;
 // move-leader to the leader succeeds as etcd's, to a follower is refused naming openraft's
-// limit and to a non-member with etcd's error; etcd-client's snapshot stream has etcd's framing too, and its member list, status
-// (with the member's database size), alarm and hash calls agree.
+// limit and to a non-member with etcd's error; etcd-client's snapshot stream has etcd's
+// framing too, and its member list, status (with the member's database size), alarm and hash
+// calls agree; raising an alarm by hand and MemberUpdate are refused saying why, and
+// disarming an alarm that is not raised answers none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
     let root = tempfile::tempdir().unwrap();
@@ -124,6 +126,28 @@ async fn etcdctl_snapshot_alarm_defrag_and_move_leader() {
     // Hash answers the same key-space hash as HashKV.
     let hash = client.hash().await.unwrap().hash();
     assert_eq!(hash, client.hash_kv(0).await.unwrap().hash());
+
+    use etcd_client::{AlarmAction, AlarmType};
+    let raised = client
+        .alarm(AlarmAction::Activate, AlarmType::Nospace, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        raised.contains("raised by the nodes themselves"),
+        "{raised}"
+    );
+    let disarmed = client
+        .alarm(AlarmAction::Deactivate, AlarmType::Nospace, None)
+        .await
+        .unwrap();
+    assert!(disarmed.alarms().is_empty());
+    let update = client
+        .member_update(1, ["http://127.0.0.1:1".to_string()])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(update.contains("remove it and add it back"), "{update}");
 }
 
 // Proves etcd's auth calls map onto Aspen's roles: role and user management through etcdctl

@@ -404,8 +404,8 @@ fn branch(response: aspen::command::Response, succeeded: bool) -> Vec<Output> {
 // the first entries in that order, ties in key order; a sort by value counting the values it
 // holds towards the 4 MiB even when keys only; what the cap leaves out taking everything
 // after it in the order with it); a range delete answers the entries it deleted, and one that
-// may delete more than TXN_RANGE_KEYS_MAX keys is refused before anything is written; a
-// nested transaction's branch is decided on the state before the outer one ran (as etcd's),
+// may delete more than TXN_RANGE_KEYS_MAX keys (its own and the transaction's puts into it)
+// is refused before anything is written; a nested transaction's branch is decided on the state before the outer one ran (as etcd's),
 // and its answer nests; a range read answers at most TXN_RANGE_KEYS_MAX entries.
 fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
     use aspen::api::kv::TXN_RANGE_KEYS_MAX;
@@ -492,12 +492,14 @@ fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
         limit: 0,
         keys_only: true,
         count_only: false,
+        sort: RangeSort::KEY_ORDER,
     };
     let range = |limit: u32, keys_only: bool, count_only: bool| TxnOp::Range {
         range: KeyRange::prefix(b"a/"),
         limit,
         keys_only,
         count_only,
+        sort: RangeSort::KEY_ORDER,
     };
     let results = branch(
         d.run(
@@ -539,7 +541,7 @@ fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
 
     // Sorted range reads: the limit takes the first entries in the asked order, and equal
     // entries keep key order (a/1 and a/2 both hold "x"; a/3 "y"; created in that order).
-    let sorted_counting = |by, descending, limit, keys_only, count_only| TxnOp::RangeSorted {
+    let sorted_counting = |by, descending, limit, keys_only, count_only| TxnOp::Range {
         range: KeyRange::prefix(b"a/"),
         limit,
         keys_only,
@@ -715,6 +717,20 @@ fn txn_ranges_leases_and_nesting_follow_etcd(kind: Kind) {
         sorted_range(&mut d, b"v/", SortBy::CreateRevision, false, false),
         (first_three, 6, true)
     );
+
+    // Only the transaction's puts into an answered delete's range count towards its bound:
+    // three values of 1 MiB deleted with their entries, beside a fourth put elsewhere.
+    let mib = "w".repeat(VALUE_BYTES_MAX);
+    for i in 0..3 {
+        d.run(NOW, put(&format!("w/{i}"), &mib));
+    }
+    let ops = vec![
+        TxnOp::Put(Put::new("elsewhere", mib.clone())),
+        TxnOp::DeleteRangePrev(KeyRange::prefix(b"w/")),
+    ];
+    let results = branch(d.run(NOW, txn(vec![], ops, vec![])), true);
+    let deleted = matches!(&results[1], Output::DeleteRangePrev { deleted: 3, .. });
+    assert!(deleted, "the three keys under w/ deleted");
 }
 
 /// A transaction reading every key under `prefix` sorted by `by`: the keys it answered, its
@@ -726,7 +742,7 @@ fn sorted_range(
     descending: bool,
     keys_only: bool,
 ) -> (Vec<String>, u64, bool) {
-    let op = TxnOp::RangeSorted {
+    let op = TxnOp::Range {
         range: KeyRange::prefix(prefix),
         limit: 0,
         keys_only,

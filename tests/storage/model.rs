@@ -86,14 +86,6 @@ fn flat_txn_op() -> impl Strategy<Value = TxnOp> {
         (key(), any::<bool>()).prop_map(|(key, prev_kv)| TxnOp::Delete { key, prev_kv }),
         range_strategy().prop_map(TxnOp::DeleteRange),
         key().prop_map(|key| TxnOp::Get { key }),
-        (range_strategy(), 0u32..3, any::<bool>(), any::<bool>()).prop_map(
-            |(range, limit, keys_only, count_only)| TxnOp::Range {
-                range,
-                limit,
-                keys_only,
-                count_only
-            }
-        ),
         range_strategy().prop_map(TxnOp::DeleteRangePrev),
         (
             range_strategy(),
@@ -102,15 +94,13 @@ fn flat_txn_op() -> impl Strategy<Value = TxnOp> {
             any::<bool>(),
             sort_strategy()
         )
-            .prop_map(
-                |(range, limit, keys_only, count_only, sort)| TxnOp::RangeSorted {
-                    range,
-                    limit,
-                    keys_only,
-                    count_only,
-                    sort,
-                }
-            ),
+            .prop_map(|(range, limit, keys_only, count_only, sort)| TxnOp::Range {
+                range,
+                limit,
+                keys_only,
+                count_only,
+                sort,
+            }),
     ]
 }
 

@@ -355,7 +355,7 @@ impl Model {
         self.delete_range_prev(step, range).len() as u64
     }
 
-    /// A transaction's range read: every live key of the range, sorted (when asked) by a
+    /// A transaction's range read: every live key of the range, sorted by a
     /// stable sort of the whole list, then the longest prefix within the limit, the key cap
     /// and the byte cap (a sort by value counting values even when keys only).
     fn range(
@@ -365,7 +365,7 @@ impl Model {
         limit: u32,
         keys_only: bool,
         count_only: bool,
-        sort: Option<RangeSort>,
+        sort: RangeSort,
     ) -> Output {
         let mut live: Vec<KeyValue> = self
             .kv
@@ -374,27 +374,25 @@ impl Model {
             .map(|(k, e)| e.clone().into_key_value(k.clone()))
             .collect();
         let count = live.len() as u64;
-        if let Some(sort) = sort {
-            live.sort_by(|a, b| {
-                let field = match sort.by {
-                    SortBy::Key => a.key.cmp(&b.key),
-                    SortBy::Version => a.version.cmp(&b.version),
-                    SortBy::CreateRevision => a.create_revision.cmp(&b.create_revision),
-                    SortBy::ModRevision => a.mod_revision.cmp(&b.mod_revision),
-                    SortBy::Value => a.value.cmp(&b.value),
-                };
-                if sort.descending {
-                    field.reverse()
-                } else {
-                    field
-                }
-            });
-        }
+        live.sort_by(|a, b| {
+            let field = match sort.by {
+                SortBy::Key => a.key.cmp(&b.key),
+                SortBy::Version => a.version.cmp(&b.version),
+                SortBy::CreateRevision => a.create_revision.cmp(&b.create_revision),
+                SortBy::ModRevision => a.mod_revision.cmp(&b.mod_revision),
+                SortBy::Value => a.value.cmp(&b.value),
+            };
+            if sort.descending {
+                field.reverse()
+            } else {
+                field
+            }
+        });
         let max = match limit {
             0 => TXN_RANGE_KEYS_MAX,
             n => (n as usize).min(TXN_RANGE_KEYS_MAX),
         };
-        let value_counts = !keys_only || sort.is_some_and(|s| s.by == SortBy::Value);
+        let value_counts = !keys_only || sort.by == SortBy::Value;
         let mut kvs = Vec::new();
         let mut bytes = 0;
         if !count_only {
@@ -449,18 +447,20 @@ impl Model {
             self.check_lease(step, put)?;
         }
         self.check_vault_room(puts.iter().copied())?;
-        let put_bytes: u64 = puts
-            .iter()
-            .map(|p| (p.key.len() + p.value.len()) as u64)
-            .sum();
         for range in answered {
+            // The transaction's puts into the range may add keys before the delete runs.
+            let into: Vec<_> = puts.iter().filter(|p| range.contains(&p.key)).collect();
+            let put_bytes: u64 = into
+                .iter()
+                .map(|p| (p.key.len() + p.value.len()) as u64)
+                .sum();
             let live: Vec<(&Vec<u8>, &KvEntry)> = self
                 .kv
                 .iter()
                 .filter(|(k, e)| range.contains(k) && e.is_live(step.now))
                 .take(TXN_RANGE_KEYS_MAX + 1)
                 .collect();
-            let keys = live.len() as u64 + puts.len() as u64;
+            let keys = live.len() as u64 + into.len() as u64;
             let bytes: u64 = live
                 .iter()
                 .map(|(k, e)| (k.len() + e.value.len()) as u64)
@@ -524,14 +524,8 @@ impl Model {
                     limit,
                     keys_only,
                     count_only,
-                } => self.range(step, range, *limit, *keys_only, *count_only, None),
-                TxnOp::RangeSorted {
-                    range,
-                    limit,
-                    keys_only,
-                    count_only,
                     sort,
-                } => self.range(step, range, *limit, *keys_only, *count_only, Some(*sort)),
+                } => self.range(step, range, *limit, *keys_only, *count_only, *sort),
                 TxnOp::Txn(inner) => {
                     let path = nested.next().expect("decided");
                     self.run_branch(step, inner, path)
